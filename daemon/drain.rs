@@ -1,0 +1,496 @@
+//! The only reader of BPF maps. Each tick it reads the per-CPU counter and
+//! histogram arrays (which only ever grow) and subtracts the previous read,
+//! and takes the per-process entries out of the LRU map, then builds one
+//! [`Sample`].
+//!
+//! Nothing is reset in the kernel, so no increment is lost between a read
+//! and a reset; per-process entries are taken with an atomic
+//! lookup-and-delete, so an increment lands either in this tick's copy or in
+//! a fresh entry that the next tick takes.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::family::fadvise::FadviseStats;
+use crate::family::pagecache::PageCacheStats;
+use crate::family::reads::ReadStats;
+use crate::family::reclaim::ReclaimStats;
+use crate::family::{Deltas, FamilyId};
+use crate::probes::{self, counter, Maps, RawProc, HIST_BUCKETS};
+use crate::sample::{top_k, ProcSample, Sample, TopBy};
+
+/// How per-process tables are kept. Host totals are right under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Strategy {
+    /// Per-process entries are deleted as they are read, every tick: the map
+    /// holds only the processes active in one interval.
+    #[default]
+    Drain,
+    /// Entries stay in the map (bounded by its LRU capacity) and the drain
+    /// diffs them against the previous tick. A process evicted by the LRU
+    /// loses what it did since the last tick.
+    Accumulate,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Drain => "drain",
+            Strategy::Accumulate => "accumulate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "drain" => Some(Strategy::Drain),
+            "accumulate" => Some(Strategy::Accumulate),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("failed to read BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("BPF map {map} returned {got} bytes where {want} were expected")]
+    Layout {
+        map: &'static str,
+        got: usize,
+        want: usize,
+    },
+}
+
+/// Sums each key's per-CPU values. `buf` holds `nkeys` entries of `ncpus`
+/// 8-byte slots (the kernel's per-CPU layout for u64 values).
+pub fn sum_percpu(buf: &[u8], nkeys: usize, ncpus: usize) -> Result<Vec<u64>, (usize, usize)> {
+    let want = nkeys * ncpus * 8;
+    if buf.len() < want {
+        return Err((buf.len(), want));
+    }
+    Ok(buf[..want]
+        .chunks_exact(ncpus * 8)
+        .map(|key| {
+            key.chunks_exact(8)
+                .map(|v| u64::from_ne_bytes(v.try_into().expect("chunk of 8")))
+                .fold(0u64, u64::wrapping_add)
+        })
+        .collect())
+}
+
+/// `cur - prev` per slot. The kernel's counters only grow; a slot that went
+/// backwards (a map that was recreated) yields its current value.
+pub fn deltas(cur: &[u64], prev: &[u64]) -> Vec<u64> {
+    cur.iter()
+        .enumerate()
+        .map(|(i, &c)| match prev.get(i) {
+            Some(&p) if p <= c => c - p,
+            _ => c,
+        })
+        .collect()
+}
+
+/// Decodes one `struct iomon_proc` (bytes as the kernel wrote them).
+pub fn decode_proc(tgid: u32, bytes: &[u8]) -> Option<ProcSample> {
+    if bytes.len() < std::mem::size_of::<RawProc>() {
+        return None;
+    }
+    // SAFETY: the length is checked above and RawProc is plain old data
+    // (integers only), valid for any bit pattern; read_unaligned copes with
+    // any alignment of the buffer.
+    let raw: RawProc = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let comm_bytes: Vec<u8> = raw
+        .comm
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&c| c != 0)
+        .collect();
+    Some(ProcSample {
+        tgid,
+        comm: String::from_utf8_lossy(&comm_bytes).into_owned(),
+        fadvise: raw.fadvise,
+        read_calls: raw.read_calls,
+        read_bytes: raw.read_bytes,
+        pc_asked: raw.pc_asked,
+        pc_missed: raw.pc_missed,
+    })
+}
+
+/// `cur - prev` for one process under the accumulate strategy.
+fn proc_delta(cur: &ProcSample, prev: Option<&ProcSample>) -> ProcSample {
+    let Some(p) = prev else { return cur.clone() };
+    let sub = |a: u64, b: u64| if b <= a { a - b } else { a };
+    let mut d = cur.clone();
+    for (i, row) in d.fadvise.iter_mut().enumerate() {
+        row[0] = sub(cur.fadvise[i][0], p.fadvise[i][0]);
+        row[1] = sub(cur.fadvise[i][1], p.fadvise[i][1]);
+    }
+    d.read_calls = sub(cur.read_calls, p.read_calls);
+    d.read_bytes = sub(cur.read_bytes, p.read_bytes);
+    d.pc_asked = sub(cur.pc_asked, p.pc_asked);
+    d.pc_missed = sub(cur.pc_missed, p.pc_missed);
+    d
+}
+
+fn os_err(ret: i32) -> std::io::Error {
+    if ret < 0 {
+        std::io::Error::from_raw_os_error(-ret)
+    } else {
+        std::io::Error::last_os_error()
+    }
+}
+
+/// Reads every key of a per-CPU array in one batch call.
+fn read_percpu_array(
+    map: &libbpf_rs::MapHandle,
+    name: &'static str,
+    nkeys: u32,
+    ncpus: usize,
+) -> Result<Vec<u64>, DrainError> {
+    let mut keys = vec![0u32; nkeys as usize];
+    let mut vals = vec![0u8; nkeys as usize * ncpus * 8];
+    let mut out_batch = 0u32;
+    let mut count = nkeys;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: keys and vals hold room for `count` entries of the map's key
+    // and per-CPU value sizes; the kernel writes at most that many.
+    let ret = unsafe {
+        libbpf_sys::bpf_map_lookup_batch(
+            map.as_fd().as_raw_fd(),
+            std::ptr::null_mut(),
+            (&mut out_batch as *mut u32).cast(),
+            keys.as_mut_ptr().cast(),
+            vals.as_mut_ptr().cast(),
+            &mut count,
+            &opts,
+        )
+    };
+    // An array batch that returns every key ends with ENOENT.
+    if ret != 0 {
+        let err = os_err(ret);
+        if err.raw_os_error() != Some(libc::ENOENT) {
+            return Err(DrainError::Map { map: name, source: err });
+        }
+    }
+    if count != nkeys {
+        return Err(DrainError::Layout {
+            map: name,
+            got: count as usize * ncpus * 8,
+            want: nkeys as usize * ncpus * 8,
+        });
+    }
+    sum_percpu(&vals, nkeys as usize, ncpus).map_err(|(got, want)| DrainError::Layout {
+        map: name,
+        got,
+        want,
+    })
+}
+
+/// Takes (or, with `delete == false`, copies) every entry of the per-process
+/// map, in batches. Returns the processes and the number of batch calls.
+pub fn read_procs(
+    map: &libbpf_rs::MapHandle,
+    capacity: u32,
+    delete: bool,
+) -> Result<Vec<ProcSample>, DrainError> {
+    let vsize = std::mem::size_of::<RawProc>();
+    let batch = capacity.clamp(1, 4096);
+    let mut keys = vec![0u32; batch as usize];
+    let mut vals = vec![0u8; batch as usize * vsize];
+    let mut out = Vec::new();
+    let mut in_batch = 0u32;
+    let mut out_batch = 0u32;
+    let mut first = true;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    // Bounded: each call returns at least one entry or ends the walk, and the
+    // map never holds more than `capacity`; the cap is a safety net against a
+    // map refilled as fast as it is drained.
+    for _ in 0..(capacity / batch + 2) * 4 {
+        let mut count = batch;
+        let in_ptr = if first {
+            std::ptr::null_mut()
+        } else {
+            (&mut in_batch as *mut u32).cast()
+        };
+        // SAFETY: buffers hold `batch` keys and values of the map's sizes.
+        let ret = unsafe {
+            let f = if delete {
+                libbpf_sys::bpf_map_lookup_and_delete_batch
+            } else {
+                libbpf_sys::bpf_map_lookup_batch
+            };
+            f(
+                map.as_fd().as_raw_fd(),
+                in_ptr,
+                (&mut out_batch as *mut u32).cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let done = if ret != 0 {
+            let err = os_err(ret);
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                return Err(DrainError::Map { map: "procs", source: err });
+            }
+            true
+        } else {
+            false
+        };
+        for i in 0..count as usize {
+            if let Some(p) = decode_proc(keys[i], &vals[i * vsize..(i + 1) * vsize]) {
+                out.push(p);
+            }
+        }
+        if done {
+            break;
+        }
+        in_batch = out_batch;
+        first = false;
+    }
+    Ok(out)
+}
+
+/// Key-by-key walk (get_next_key + lookup + delete): what the batch drain
+/// replaces; kept for the benchmark that compares the two.
+pub fn read_procs_keywise(map: &libbpf_rs::MapHandle) -> Result<Vec<ProcSample>, DrainError> {
+    use libbpf_rs::{MapCore, MapFlags};
+    let keys: Vec<Vec<u8>> = map.keys().collect();
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let v = map
+            .lookup(&k, MapFlags::ANY)
+            .map_err(|e| DrainError::Map { map: "procs", source: std::io::Error::other(e) })?;
+        let _ = map.delete(&k);
+        if let (Some(v), Ok(kb)) = (v, <[u8; 4]>::try_from(k.as_slice())) {
+            if let Some(p) = decode_proc(u32::from_ne_bytes(kb), &v) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Counts the entries of a map by walking its keys (for the
+/// entries-vs-capacity gauges; not on the drain path).
+pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {
+    use libbpf_rs::MapCore;
+    map.keys().count() as u64
+}
+
+/// The drain: previous reads, strategy and the per-process diff state.
+pub struct Drain {
+    maps: Maps,
+    ncpus: usize,
+    proc_capacity: u32,
+    top: usize,
+    prev_counters: Vec<u64>,
+    prev_hists: Vec<u64>,
+    prev_procs: HashMap<u32, ProcSample>,
+    strategy: Strategy,
+    last_end_ms: u64,
+    /// Families attached during the coming interval.
+    attached: Vec<FamilyId>,
+    /// Time the last drain took.
+    pub last_duration: Duration,
+}
+
+impl Drain {
+    /// Takes the first read as the baseline: increments from before the
+    /// daemon started are not reported.
+    pub fn new(
+        maps: Maps,
+        attached: Vec<FamilyId>,
+        proc_capacity: u32,
+        top: usize,
+        strategy: Strategy,
+    ) -> Result<Drain, DrainError> {
+        let ncpus = libbpf_rs::num_possible_cpus().map_err(|e| DrainError::Map {
+            map: "counters",
+            source: std::io::Error::other(e),
+        })?;
+        let mut d = Drain {
+            maps,
+            ncpus,
+            proc_capacity,
+            top,
+            prev_counters: Vec::new(),
+            prev_hists: Vec::new(),
+            prev_procs: HashMap::new(),
+            strategy,
+            last_end_ms: crate::now_ms(),
+            attached,
+            last_duration: Duration::ZERO,
+        };
+        d.prev_counters = read_percpu_array(&d.maps.counters, "counters", counter::NR, ncpus)?;
+        d.prev_hists = read_percpu_array(
+            &d.maps.hists,
+            "hists",
+            probes::hist::NR * HIST_BUCKETS as u32,
+            ncpus,
+        )?;
+        // Start from an empty per-process map.
+        read_procs(&d.maps.procs, proc_capacity, true)?;
+        Ok(d)
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Takes effect at the next tick.
+    pub fn set_strategy(&mut self, s: Strategy) {
+        if s != self.strategy {
+            self.prev_procs.clear();
+            if s == Strategy::Drain {
+                // Entries accumulated so far were reported as deltas already:
+                // empty the map so the next drain starts clean.
+                if let Err(e) = read_procs(&self.maps.procs, self.proc_capacity, true) {
+                    log::warn!("switching to the drain strategy: {e}");
+                }
+            }
+        }
+        self.strategy = s;
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Number of per-process entries remembered under `accumulate`.
+    pub fn proc_state_len(&self) -> usize {
+        self.prev_procs.len()
+    }
+
+    /// One drain: the Sample of the interval that ends now.
+    pub fn tick(&mut self) -> Result<Sample, DrainError> {
+        let t0 = Instant::now();
+        let counters = read_percpu_array(&self.maps.counters, "counters", counter::NR, self.ncpus)?;
+        let hists = read_percpu_array(
+            &self.maps.hists,
+            "hists",
+            probes::hist::NR * HIST_BUCKETS as u32,
+            self.ncpus,
+        )?;
+        let dc = deltas(&counters, &self.prev_counters);
+        let dh = deltas(&hists, &self.prev_hists);
+        self.prev_counters = counters;
+        self.prev_hists = hists;
+
+        let mut procs = match self.strategy {
+            Strategy::Drain => read_procs(&self.maps.procs, self.proc_capacity, true)?,
+            Strategy::Accumulate => {
+                let cur = read_procs(&self.maps.procs, self.proc_capacity, false)?;
+                let mut out = Vec::with_capacity(cur.len());
+                let mut next = HashMap::with_capacity(cur.len());
+                for p in cur {
+                    let d = proc_delta(&p, self.prev_procs.get(&p.tgid));
+                    next.insert(p.tgid, p);
+                    if !d.is_empty() {
+                        out.push(d);
+                    }
+                }
+                // Bounded by the map's capacity: only keys present now stay.
+                self.prev_procs = next;
+                out
+            }
+        };
+        let procs_seen = procs.len() as u64;
+        top_k(&mut procs, TopBy::Activity, self.top);
+
+        let d = Deltas {
+            counters: &dc,
+            hists: &dh,
+        };
+        let on = |id| self.attached.contains(&id);
+        let end_ms = crate::now_ms();
+        let sample = Sample {
+            start_ms: self.last_end_ms,
+            end_ms,
+            fadvise: on(FamilyId::Fadvise).then(|| FadviseStats::from_deltas(&d)),
+            reads: on(FamilyId::Reads).then(|| ReadStats::from_deltas(&d)),
+            pagecache: on(FamilyId::Pagecache).then(|| PageCacheStats::from_deltas(&d)),
+            reclaim: on(FamilyId::Reclaim).then(|| ReclaimStats::from_deltas(&d)),
+            procs,
+            procs_seen,
+            procs_dropped: d.counter(counter::PROC_DROPPED),
+        };
+        self.last_end_ms = end_ms;
+        self.last_duration = t0.elapsed();
+        Ok(sample)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percpu_sums_per_key() {
+        // 2 keys x 3 CPUs
+        let vals: [u64; 6] = [1, 2, 3, 10, 20, 30];
+        let buf: Vec<u8> = vals.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        assert_eq!(sum_percpu(&buf, 2, 3).unwrap(), vec![6, 60]);
+        assert_eq!(sum_percpu(&buf[..40], 2, 3), Err((40, 48)));
+    }
+
+    #[test]
+    fn deltas_never_negative() {
+        assert_eq!(deltas(&[5, 7, 3], &[2, 7, 9]), vec![3, 0, 3]);
+        assert_eq!(deltas(&[5, 1], &[]), vec![5, 1]);
+    }
+
+    #[test]
+    fn decode_proc_reads_layout_and_comm() {
+        let mut raw = RawProc::default();
+        for (i, b) in b"banyand".iter().enumerate() {
+            raw.comm[i] = *b as _;
+        }
+        raw.fadvise[4][1] = 3;
+        raw.read_calls = 9;
+        raw.pc_missed = 2;
+        // SAFETY: viewing a POD struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw as *const RawProc).cast::<u8>(),
+                std::mem::size_of::<RawProc>(),
+            )
+        };
+        let p = decode_proc(42, bytes).unwrap();
+        assert_eq!(p.tgid, 42);
+        assert_eq!(p.comm, "banyand");
+        assert_eq!(p.fadvise[4], [0, 3]);
+        assert_eq!((p.read_calls, p.pc_missed), (9, 2));
+        assert!(decode_proc(1, &bytes[..10]).is_none(), "short buffer refused");
+    }
+
+    #[test]
+    fn accumulate_delta_is_difference() {
+        let prev = ProcSample {
+            tgid: 1,
+            read_calls: 10,
+            ..Default::default()
+        };
+        let cur = ProcSample {
+            tgid: 1,
+            read_calls: 15,
+            ..Default::default()
+        };
+        assert_eq!(proc_delta(&cur, Some(&prev)).read_calls, 5);
+        assert_eq!(proc_delta(&cur, None).read_calls, 15);
+    }
+}

@@ -1,0 +1,118 @@
+//! Probe families: the unit of extension (DESIGN.md). Each family module
+//! names its BPF programs and where they attach, and turns its slice of the
+//! kernel counters into its part of a [`Sample`](crate::sample::Sample).
+//!
+//! Adding a family: its programs in `bpf/iomon.bpf.c`, one module here, and
+//! one line in [`ALL`].
+
+pub mod fadvise;
+pub mod pagecache;
+pub mod reads;
+pub mod reclaim;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A BPF program of a family and the kernel event it attaches to.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    /// Function name in `bpf/iomon.bpf.c`.
+    pub name: &'static str,
+    /// What it attaches to, as an operator would look it up
+    /// (`tracepoint:<category>:<event>` or `tp_btf:<event>`).
+    pub event: &'static str,
+}
+
+impl Program {
+    /// The tracefs directory that a classic tracepoint needs, relative to the
+    /// tracefs root (`events/<category>/<event>`); `None` for `tp_btf`.
+    pub fn tracefs_dir(&self) -> Option<String> {
+        let rest = self.event.strip_prefix("tracepoint:")?;
+        let (cat, ev) = rest.split_once(':')?;
+        Some(format!("events/{cat}/{ev}"))
+    }
+}
+
+/// A probe family: attaches, fails and is switched on or off on its own.
+#[derive(Debug)]
+pub struct Family {
+    pub id: FamilyId,
+    pub about: &'static str,
+    pub programs: &'static [Program],
+}
+
+/// Every family, in display order. The registration line of a new family.
+pub const ALL: &[&Family] = &[
+    &fadvise::FAMILY,
+    &reads::FAMILY,
+    &pagecache::FAMILY,
+    &reclaim::FAMILY,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FamilyId {
+    Fadvise,
+    Reads,
+    Pagecache,
+    Reclaim,
+}
+
+impl FamilyId {
+    pub fn name(self) -> &'static str {
+        match self {
+            FamilyId::Fadvise => "fadvise",
+            FamilyId::Reads => "reads",
+            FamilyId::Pagecache => "pagecache",
+            FamilyId::Reclaim => "reclaim",
+        }
+    }
+
+    pub fn family(self) -> &'static Family {
+        ALL.iter()
+            .find(|f| f.id == self)
+            .expect("every FamilyId is registered in family::ALL")
+    }
+
+    pub fn from_name(name: &str) -> Option<FamilyId> {
+        ALL.iter().map(|f| f.id).find(|id| id.name() == name)
+    }
+}
+
+impl fmt::Display for FamilyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Kernel counter and histogram deltas of one interval, indexed as in
+/// `bpf/iomon.h` (`enum iomon_counter`, `enum iomon_hist`).
+pub struct Deltas<'a> {
+    pub counters: &'a [u64],
+    pub hists: &'a [u64],
+}
+
+impl Deltas<'_> {
+    pub fn counter(&self, idx: u32) -> u64 {
+        self.counters.get(idx as usize).copied().unwrap_or(0)
+    }
+
+    pub fn hist(&self, hist: u32) -> Vec<u64> {
+        let n = crate::probes::HIST_BUCKETS;
+        let start = hist as usize * n;
+        self.hists
+            .get(start..start + n)
+            .map(<[u64]>::to_vec)
+            .unwrap_or_else(|| vec![0; n])
+    }
+}
+
+/// Adds `other` into `acc` element-wise, growing `acc` if needed.
+pub fn add_slice(acc: &mut Vec<u64>, other: &[u64]) {
+    if acc.len() < other.len() {
+        acc.resize(other.len(), 0);
+    }
+    for (a, b) in acc.iter_mut().zip(other) {
+        *a = a.saturating_add(*b);
+    }
+}
