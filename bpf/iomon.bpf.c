@@ -78,16 +78,20 @@ struct {
 	__type(value, struct task_state);
 } task_states SEC(".maps");
 
-/* Read-ahead pages not yet asked for, one window per file. Bounded by
- * max_entries; LRU evicts the least recently read file, whose outstanding
- * window then stays counted as read-ahead only. */
+/* Read-ahead pages not yet asked for, per file: up to RA_RANGES ranges
+ * (read-ahead skips cached pages, so one window can be several ranges).
+ * Bounded by max_entries; LRU evicts the least recently read file, whose
+ * outstanding pages then stay counted as read-ahead only. */
+#define RA_RANGES 8
 struct file_key {
 	u64 ino;
 	u32 dev;
 	u32 pad;
 };
 struct ra_window {
-	u64 start, end; /* [start, end) in pages */
+	struct { u64 start, end; } r[RA_RANGES]; /* [start, end) in pages */
+	u32 next;                                /* slot to reuse when full */
+	u32 pad;
 };
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -228,6 +232,50 @@ static __always_inline u64 overlap(u64 s1, u64 e1, u64 s2, u64 e2)
 	return e > s ? e - s : 0;
 }
 
+/* Remembers [s, e) as read-ahead of a file: extends a range it continues
+ * or overlaps, else takes a free slot, else the oldest slot. */
+static __always_inline void ra_insert(struct ra_window *w, u64 s, u64 e)
+{
+	for (int i = 0; i < RA_RANGES; i++) {
+		u64 rs = w->r[i].start, re = w->r[i].end;
+		if (rs < re && s <= re && e >= rs) {
+			w->r[i].start = s < rs ? s : rs;
+			w->r[i].end = e > re ? e : re;
+			return;
+		}
+	}
+	for (int i = 0; i < RA_RANGES; i++) {
+		if (w->r[i].start >= w->r[i].end) {
+			w->r[i].start = s;
+			w->r[i].end = e;
+			return;
+		}
+	}
+	u32 n = w->next % RA_RANGES;
+	w->r[n].start = s;
+	w->r[n].end = e;
+	w->next = n + 1;
+}
+
+/* Takes the read-ahead pages in [s, e) out of the window; returns how many
+ * there were. A range cut in the middle keeps its lower part. */
+static __always_inline u64 ra_consume(struct ra_window *w, u64 s, u64 e)
+{
+	u64 taken = 0;
+	for (int i = 0; i < RA_RANGES; i++) {
+		u64 rs = w->r[i].start, re = w->r[i].end;
+		u64 ov = overlap(rs, re, s, e);
+		if (!ov)
+			continue;
+		taken += ov;
+		if (s <= rs)
+			w->r[i].start = e < re ? e : re;
+		else
+			w->r[i].end = s;
+	}
+	return taken;
+}
+
 /* Pages added while a thread is inside a buffered read are that read's
  * doing: those it asked for are misses, the rest is read-ahead. The add
  * events come before the read's get_pages event, so remember them here.
@@ -315,16 +363,13 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 			readahead += (e - s) - in;
 			if (beyond) {
 				u64 bs = s > last + 1 ? s : last + 1;
-				if (w && w->end == bs) {
-					w->end = e;
-				} else if (w && bs >= w->start && bs <= w->end) {
-					if (e > w->end)
-						w->end = e;
-				} else {
-					struct ra_window nw = { .start = bs, .end = e };
+				if (!w) {
+					struct ra_window nw = {};
 					bpf_map_update_elem(&ra_windows, &fk, &nw, BPF_ANY);
 					w = bpf_map_lookup_elem(&ra_windows, &fk);
 				}
+				if (w)
+					ra_insert(w, bs, e);
 			}
 		}
 		readahead += t->pend_overflow;
@@ -339,15 +384,8 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	if (!cont) {
 		u64 asked = last - index + 1;
 		count(IOMON_C_PC_ASKED, asked);
-		if (w) {
-			missed_ra = overlap(w->start, w->end, index, last + 1);
-			if (missed_ra) {
-				if (index <= w->start)
-					w->start = last + 1 < w->end ? last + 1 : w->end;
-				else
-					w->end = index; /* keep the part before */
-			}
-		}
+		if (w)
+			missed_ra = ra_consume(w, index, last + 1);
 		struct iomon_proc *p = proc_entry();
 		if (p) {
 			__sync_fetch_and_add(&p->pc_asked, asked);
@@ -417,3 +455,17 @@ int stall_memcg_begin(void *ctx) { return stall_begin(); }
 
 SEC("tracepoint/vmscan/mm_vmscan_memcg_reclaim_end")
 int stall_memcg_end(void *ctx) { return stall_end(IOMON_C_STALLS_MEMCG); }
+
+/* ------------------------------------------------------------------- core */
+
+/* A process's entry is created by its first counted event, often before it
+ * execs (a shell forking a command): take the new name at exec. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct iomon_proc *e = bpf_map_lookup_elem(&procs, &tgid);
+	if (e)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return 0;
+}

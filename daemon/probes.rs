@@ -196,7 +196,8 @@ fn open_object(wanted: &[FamilyId], proc_capacity: u32) -> Result<libbpf_rs::Ope
         let on = family::ALL
             .iter()
             .filter(|f| wanted.contains(&f.id))
-            .any(|f| f.programs.iter().any(|p| p.name == name));
+            .any(|f| f.programs.iter().any(|p| p.name == name))
+            || (!wanted.is_empty() && family::CORE.iter().any(|p| p.name == name));
         prog.set_autoload(on);
     }
     for mut map in open.maps_mut() {
@@ -321,6 +322,15 @@ impl Probes {
                 state,
                 programs,
             });
+        }
+        if probes.any_attached() {
+            for p in family::CORE {
+                if let Err(e) = probes.attach(p.name) {
+                    // Names of processes that exec after their first event
+                    // stay the pre-exec ones; counts are unaffected.
+                    log::warn!("{} failed to attach: {e}; process names may be stale", p.event);
+                }
+            }
         }
         Ok(probes)
     }

@@ -42,6 +42,13 @@ pub struct Family {
     pub programs: &'static [Program],
 }
 
+/// Programs every family relies on (per-process names); attached whenever
+/// any family is.
+pub const CORE: &[Program] = &[Program {
+    name: "proc_exec",
+    event: "tp_btf:sched_process_exec",
+}];
+
 /// Every family, in display order. The registration line of a new family.
 pub const ALL: &[&Family] = &[
     &fadvise::FAMILY,
