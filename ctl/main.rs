@@ -1,1 +1,283 @@
-fn main(){}
+//! iomonctl: asks a running iomond over its control socket. Parses
+//! arguments and renders; the wire is `iomon::proto`.
+
+mod render;
+mod timespec;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use iomon::drain::Strategy;
+use iomon::proto::{Client, ClientError, ErrorKind, Request, Response};
+use iomon::sample::TopBy;
+use render::{Metric, Output};
+
+const DEFAULT_SOCKET: &str = "/run/iomond/iomond.sock";
+
+/// Ask iomond what the page cache, posix_fadvise and memory reclaim are doing.
+///
+/// Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error,
+/// 3 cannot reach the daemon.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about,
+    after_help = "\
+Examples:
+  iomonctl status                          is it running, what is attached
+  iomonctl snapshot                        rates over the last interval and totals
+  iomonctl top --by misses -n 5            who misses the page cache most
+  iomonctl history --since 1h --metric hit-ratio
+  iomonctl history -s yesterday -e today --step 1h -o csv
+  iomonctl strategy set accumulate         (root or the admin group)
+  iomonctl interval set 5s
+Times: 90s, 15m, 1h30m, \"2d ago\", now, today, yesterday,
+       2026-11-25T10:00:00Z, @1764064800 (epoch seconds)."
+)]
+struct Args {
+    /// Control socket of the daemon (in development: iomond-dev/iomond.sock).
+    #[arg(long, global = true, value_name = "PATH", env = "IOMON_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    /// Output format: table for people, json or csv for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+
+    /// Give up on the daemon after this long.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Version, uptime, interval, strategy, probe families, store, warnings.
+    Status,
+    /// Rates over the last interval and totals since the daemon started.
+    Snapshot,
+    /// The busiest processes over the last interval or a --since window.
+    Top {
+        /// Rank by.
+        #[arg(long, value_enum, default_value_t = By::Activity)]
+        by: By,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        n: u32,
+        /// Over a window from the history store instead of the last interval.
+        #[arg(long, short = 's', value_name = "TIME")]
+        since: Option<String>,
+    },
+    /// The time series from the history store.
+    History {
+        /// Start of the range.
+        #[arg(long, short = 's', value_name = "TIME", default_value = "1h")]
+        since: String,
+        /// End of the range [default: now].
+        #[arg(long, short = 'e', value_name = "TIME")]
+        until: Option<String>,
+        /// Width of each point, e.g. 10s, 1m, 1h [default: about 60 points].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        step: Option<Duration>,
+        /// What the table charts (json/csv give every metric).
+        #[arg(long, value_enum, default_value_t = Metric::HitRatio)]
+        metric: Metric,
+    },
+    /// Each probe family and program: attached or not and why, run stats.
+    Probes,
+    /// Get or set how per-process tables are kept.
+    Strategy {
+        #[command(subcommand)]
+        op: StrategyOp,
+    },
+    /// Get or set the drain interval.
+    Interval {
+        #[command(subcommand)]
+        op: IntervalOp,
+    },
+    /// Make the daemon re-read its config file.
+    Reload,
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StrategyOp {
+    Get,
+    /// drain: per-process map emptied every tick; accumulate: kept, LRU-bounded.
+    Set {
+        #[arg(value_parser = ["drain", "accumulate"])]
+        strategy: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IntervalOp {
+    Get,
+    /// e.g. 10s, 1s, 500ms (100ms..1h); takes effect after the next tick.
+    Set {
+        #[arg(value_parser = parse_duration)]
+        interval: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum By {
+    Activity,
+    Fadvise,
+    Misses,
+    Reads,
+    Bytes,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    iomon::config::parse_duration(s)
+}
+
+/// Exit codes scripts can rely on.
+const EXIT_DAEMON: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("iomonctl: {msg}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let now = iomon::now_ms();
+    let request = match &args.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "iomonctl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Status => Request::Status,
+        Command::Snapshot => Request::Snapshot,
+        Command::Probes => Request::Probes,
+        Command::Top { by, n, since } => {
+            let since_ms = match since
+                .as_deref()
+                .map(|s| timespec::parse_time(s, now))
+                .transpose()
+            {
+                Ok(v) => v,
+                Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
+            };
+            Request::Top {
+                by: match by {
+                    By::Activity => TopBy::Activity,
+                    By::Fadvise => TopBy::Fadvise,
+                    By::Misses => TopBy::Misses,
+                    By::Reads => TopBy::Reads,
+                    By::Bytes => TopBy::Bytes,
+                },
+                n: *n,
+                since_ms,
+            }
+        }
+        Command::History {
+            since, until, step, ..
+        } => {
+            let since_ms = match timespec::parse_time(since, now) {
+                Ok(v) => v,
+                Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
+            };
+            let until_ms = match until
+                .as_deref()
+                .map(|s| timespec::parse_time(s, now))
+                .transpose()
+            {
+                Ok(v) => v,
+                Err(e) => return fail(EXIT_USAGE, format!("--until: {e}")),
+            };
+            if let Some(u) = until_ms {
+                if u < since_ms {
+                    return fail(EXIT_USAGE, "--until is before --since");
+                }
+            }
+            let span = until_ms.unwrap_or(now).saturating_sub(since_ms);
+            Request::History {
+                since_ms,
+                until_ms,
+                step_ms: Some(
+                    step.map(|d| d.as_millis() as u64)
+                        .unwrap_or((span / 60).max(1000)),
+                ),
+            }
+        }
+        Command::Strategy {
+            op: StrategyOp::Get,
+        } => Request::GetStrategy,
+        Command::Strategy {
+            op: StrategyOp::Set { strategy },
+        } => match Strategy::parse(strategy) {
+            Some(s) => Request::SetStrategy(s),
+            None => return fail(EXIT_USAGE, format!("unknown strategy {strategy:?}")),
+        },
+        Command::Interval {
+            op: IntervalOp::Get,
+        } => Request::GetInterval,
+        Command::Interval {
+            op: IntervalOp::Set { interval },
+        } => Request::SetInterval {
+            ms: interval.as_millis() as u64,
+        },
+        Command::Reload => Request::Reload,
+    };
+
+    let mut client = match Client::connect(&args.socket, args.timeout) {
+        Ok(c) => c,
+        Err(e @ ClientError::Connect { .. }) => return fail(EXIT_UNREACHABLE, e),
+        Err(e @ ClientError::Frame(_)) => return fail(EXIT_UNREACHABLE, e),
+        Err(e) => return fail(EXIT_DAEMON, e),
+    };
+    let response = match client.call(&request) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_UNREACHABLE, e),
+    };
+    let out = args.output;
+    let text = match response {
+        Response::Status(r) => render::status(&r, out),
+        Response::Snapshot(r) => render::snapshot(&r, out),
+        Response::Top(r) => render::top(&r, out),
+        Response::History(r) => {
+            let metric = match &args.command {
+                Command::History { metric, .. } => *metric,
+                _ => Metric::HitRatio,
+            };
+            render::history(&r, metric, out)
+        }
+        Response::Probes(f) => render::probes(&f, out, iomon::probes::bpf_stats_enabled().ok()),
+        Response::Strategy { current, previous } => render::strategy(current, previous, out),
+        Response::Interval {
+            current_ms,
+            previous_ms,
+        } => render::interval(current_ms, previous_ms, out),
+        Response::Reloaded { changes } => render::reloaded(&changes, out),
+        Response::Error { kind, message } => {
+            let hint = match kind {
+                ErrorKind::Denied => {
+                    " (run as root, or join the admin group named by daemon.admin_group)"
+                }
+                _ => "",
+            };
+            return fail(EXIT_DAEMON, format!("{message}{hint}"));
+        }
+        Response::Hello { .. } => return fail(EXIT_DAEMON, "unexpected hello from the daemon"),
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}

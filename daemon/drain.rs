@@ -179,7 +179,10 @@ fn read_percpu_array(
     if ret != 0 {
         let err = os_err(ret);
         if err.raw_os_error() != Some(libc::ENOENT) {
-            return Err(DrainError::Map { map: name, source: err });
+            return Err(DrainError::Map {
+                map: name,
+                source: err,
+            });
         }
     }
     if count != nkeys {
@@ -245,7 +248,10 @@ pub fn read_procs(
         let done = if ret != 0 {
             let err = os_err(ret);
             if err.raw_os_error() != Some(libc::ENOENT) {
-                return Err(DrainError::Map { map: "procs", source: err });
+                return Err(DrainError::Map {
+                    map: "procs",
+                    source: err,
+                });
             }
             true
         } else {
@@ -272,9 +278,10 @@ pub fn read_procs_keywise(map: &libbpf_rs::MapHandle) -> Result<Vec<ProcSample>,
     let keys: Vec<Vec<u8>> = map.keys().collect();
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let v = map
-            .lookup(&k, MapFlags::ANY)
-            .map_err(|e| DrainError::Map { map: "procs", source: std::io::Error::other(e) })?;
+        let v = map.lookup(&k, MapFlags::ANY).map_err(|e| DrainError::Map {
+            map: "procs",
+            source: std::io::Error::other(e),
+        })?;
         let _ = map.delete(&k);
         if let (Some(v), Ok(kb)) = (v, <[u8; 4]>::try_from(k.as_slice())) {
             if let Some(p) = decode_proc(u32::from_ne_bytes(kb), &v) {
@@ -475,7 +482,10 @@ mod tests {
         assert_eq!(p.comm, "banyand");
         assert_eq!(p.fadvise[4], [0, 3]);
         assert_eq!((p.read_calls, p.pc_missed), (9, 2));
-        assert!(decode_proc(1, &bytes[..10]).is_none(), "short buffer refused");
+        assert!(
+            decode_proc(1, &bytes[..10]).is_none(),
+            "short buffer refused"
+        );
     }
 
     #[test]

@@ -2,13 +2,24 @@
 //! kernel with eBPF and drained without loss.
 //!
 //! The modules follow the data flow:
-//! [`probes`] (load/attach, per [`family`]) → [`drain`] → [`sample`] →
-//! [`totals`] / store / control / http.
+//! [`probes`] (load and attach, per [`family`]) → [`drain`] → [`sample`] →
+//! [`totals`] / [`store`] / [`control`] (wire: [`proto`]) / [`http`]
+//! (text: [`exposition`]), all driven by the [`event_loop`]; [`config`] and
+//! [`logging`] at the edges.
 
+pub mod config;
+pub mod control;
 pub mod drain;
+pub mod event_loop;
+pub mod exposition;
 pub mod family;
+pub mod http;
+pub mod logging;
 pub mod probes;
+pub mod proto;
 pub mod sample;
+pub mod store;
+pub mod totals;
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {

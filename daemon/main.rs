@@ -1,5 +1,251 @@
-fn main() {
-    let p = iomon::probes::Probes::load(&Default::default()).unwrap();
-    let mut d = iomon::drain::Drain::new(p.maps().unwrap(), iomon::family::ALL.iter().map(|f| f.id).filter(|f| p.attached(*f)).collect(), 10240, 20, Default::default()).unwrap();
-    for _ in 0..4 { std::thread::sleep(std::time::Duration::from_secs(2)); let s = d.tick().unwrap(); println!("{:?} ratio {:?}", s.pagecache, s.pagecache.as_ref().unwrap().hit_ratio()); println!("seen {} {:?}", s.procs_seen, s.procs.iter().map(|p| (p.tgid, p.comm.clone(), p.pc_asked, p.pc_missed)).collect::<Vec<_>>()); }
+//! iomond: the daemon's command line. Everything else is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use iomon::config::{self, Config, LogTarget};
+use iomon::event_loop::{Daemon, Overrides, StartError, Startup};
+use iomon::family::{self, FamilyId};
+use iomon::probes::{FamilyState, LoadOptions, Probes};
+
+/// eBPF I/O monitor for BanyanDB hosts: posix_fadvise calls, the page-cache
+/// hit ratio of buffered reads, read latency and memory reclaim, counted in
+/// the kernel and drained every interval.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None, after_help = "\
+Examples:
+  iomond --dev                      run from a checkout: state in ./iomond-dev/, a line per tick
+  iomond --check                    load and attach every probe family, print what attached, exit
+  iomond --check-config --config /etc/iomond/iomond.toml
+  iomond --config /etc/iomond/iomond.toml     (what the systemd unit runs)")]
+struct Args {
+    /// Config file [default: /etc/iomond/iomond.toml if it exists; built-in defaults otherwise]
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Development mode: state and socket under ./iomond-dev/ (or --state-dir), store on,
+    /// logs to stderr, one line per tick.
+    #[arg(long)]
+    dev: bool,
+
+    /// Stay in the foreground and log to stderr (the default outside systemd too).
+    #[arg(long)]
+    foreground: bool,
+
+    /// Directory for the history store (and, in --dev, the socket).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Control socket path.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Drain interval, e.g. 1s, 500ms, 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    interval: Option<std::time::Duration>,
+
+    /// Serve Prometheus metrics on ADDR:PORT (repeatable; IPv6 as [::1]:9477).
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    metrics_listen: Vec<String>,
+
+    /// Switch a probe family on (repeatable): fadvise, reads, pagecache, reclaim.
+    #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
+    enable: Vec<FamilyId>,
+
+    /// Switch a probe family off (repeatable).
+    #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
+    disable: Vec<FamilyId>,
+
+    /// Where logs go: stderr, syslog, or auto (journal-aware stderr).
+    #[arg(long, value_name = "TARGET", value_parser = ["auto", "stderr", "syslog"])]
+    log: Option<String>,
+
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    /// Load and attach every enabled probe family, print a table, exit
+    /// (non-zero only if nothing attached).
+    #[arg(long)]
+    check: bool,
+
+    /// Validate the config file and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s)
+}
+
+fn parse_family(s: &str) -> Result<FamilyId, String> {
+    FamilyId::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = family::ALL.iter().map(|f| f.id.name()).collect();
+        format!("unknown probe family {s:?}; known: {}", names.join(", "))
+    })
+}
+
+fn load_config(args: &Args) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let path = match &args.config {
+        Some(p) => Some(p.clone()),
+        None if !args.dev && std::path::Path::new(config::DEFAULT_PATH).exists() => {
+            Some(PathBuf::from(config::DEFAULT_PATH))
+        }
+        None => None,
+    };
+    let mut cfg = match &path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    overrides(args).apply(&mut cfg);
+    cfg.validate()
+        .with_context(|| "the command line gives an invalid value".to_string())?;
+    Ok((cfg, path))
+}
+
+fn overrides(args: &Args) -> Overrides {
+    let mut o = Overrides {
+        interval: args.interval,
+        state_dir: args.state_dir.clone(),
+        socket: args.socket.clone(),
+        socket_group: None,
+        metrics_listen: args.metrics_listen.clone(),
+        log_level: args.log_level.clone(),
+        enable: args.enable.clone(),
+        disable: args.disable.clone(),
+    };
+    if args.dev {
+        let dir = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("iomond-dev"));
+        o.socket = Some(
+            args.socket
+                .clone()
+                .unwrap_or_else(|| dir.join("iomond.sock")),
+        );
+        o.state_dir = Some(dir);
+        // The developer's own group owns the socket.
+        o.socket_group = Some(String::new());
+        if args.interval.is_none() {
+            o.interval = Some(std::time::Duration::from_secs(1));
+        }
+    }
+    o
+}
+
+/// Tries every family, switched on in the config or not, and says which.
+fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let wanted = cfg.probes.enabled();
+    let probes = Probes::load(&LoadOptions {
+        enabled: family::ALL.iter().map(|f| f.id).collect(),
+        proc_capacity: cfg.daemon.proc_capacity,
+        ..Default::default()
+    })
+    .context("failed to load the BPF programs")?;
+    println!("{:<10} {:<12} {:<52} reason", "family", "state", "event");
+    for s in probes.status() {
+        let (state, reason) = match &s.state {
+            FamilyState::Attached if !wanted.contains(&s.family) => (
+                "attached",
+                "works, but switched off in the config".to_string(),
+            ),
+            FamilyState::Attached => ("attached", String::new()),
+            FamilyState::Disabled => ("disabled", "switched off in the config".to_string()),
+            FamilyState::Unavailable(why) => ("unavailable", why.clone()),
+        };
+        for (i, p) in s.programs.iter().enumerate() {
+            let fam = if i == 0 { s.family.name() } else { "" };
+            let st = if i == 0 { state } else { "" };
+            let why = p.reason.clone().unwrap_or_else(|| {
+                if i == 0 {
+                    reason.clone()
+                } else {
+                    String::new()
+                }
+            });
+            println!("{fam:<10} {st:<12} {:<52} {why}", p.event);
+        }
+    }
+    if !probes.any_attached() {
+        eprintln!("iomond: no probe family could be attached");
+        Ok(ExitCode::FAILURE)
+    } else if !wanted.iter().any(|id| probes.attached(*id)) {
+        eprintln!("iomond: none of the families switched on in the config could be attached");
+        Ok(ExitCode::FAILURE)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let (cfg, config_path) = load_config(&args)?;
+    if args.check_config {
+        match &config_path {
+            Some(p) => println!("{}: ok", p.display()),
+            None => println!("no config file: built-in defaults are valid"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = match args.log.as_deref() {
+        Some("stderr") => LogTarget::Stderr,
+        Some("syslog") => LogTarget::Syslog,
+        Some(_) => LogTarget::Auto,
+        None if args.dev || args.foreground || args.check => LogTarget::Stderr,
+        None => cfg.daemon.log,
+    };
+    iomon::logging::init(target, config::level_filter(&cfg.daemon.log_level))
+        .map_err(anyhow::Error::msg)
+        .context("failed to set up logging")?;
+    iomon::logging::route_libbpf();
+    if args.check {
+        return check(&cfg);
+    }
+    if args.dev {
+        std::fs::create_dir_all(&cfg.daemon.state_dir).with_context(|| {
+            format!(
+                "failed to create the state directory {}",
+                cfg.daemon.state_dir.display()
+            )
+        })?;
+        log::info!(
+            "development mode: state in {}, socket {}; try `iomonctl --socket {} snapshot`",
+            cfg.daemon.state_dir.display(),
+            cfg.daemon.socket.display(),
+            cfg.daemon.socket.display()
+        );
+    }
+    let startup = Startup {
+        config_path,
+        overrides: overrides(&args),
+        tick_lines: args.dev,
+        systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
+    };
+    let mut daemon = match Daemon::start(cfg, startup) {
+        Ok(d) => d,
+        Err(StartError::NothingAttached(why)) => bail!(
+            "no probe family could be attached, nothing to monitor:\n{why}\n\
+             run `iomond --check` for the details; iomond needs root or CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)"
+        ),
+        Err(e) => return Err(e).context("failed to start"),
+    };
+    daemon.run().context("the event loop failed")?;
+    log::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            // The whole chain on one line (stderr is the journal under
+            // systemd).
+            eprintln!("iomond: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

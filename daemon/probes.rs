@@ -71,6 +71,25 @@ pub fn bucket_upper_us(b: usize) -> Option<u64> {
     (b + 1 < HIST_BUCKETS).then(|| 1u64 << (b + 1))
 }
 
+/// The `q` quantile (0..=1) of a log2 histogram, in microseconds: the upper
+/// bound of the bucket it falls in (the lower bound for the open last
+/// bucket); `None` for an empty histogram.
+pub fn hist_quantile_us(hist: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (b, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(bucket_upper_us(b).unwrap_or(1u64 << b));
+        }
+    }
+    None
+}
+
 /// Where classic tracepoints are looked up.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -187,7 +206,10 @@ pub fn ensure_tracefs(root: &Path) -> Result<(), String> {
     }
 }
 
-fn open_object(wanted: &[FamilyId], proc_capacity: u32) -> Result<libbpf_rs::OpenObject, ProbeError> {
+fn open_object(
+    wanted: &[FamilyId],
+    proc_capacity: u32,
+) -> Result<libbpf_rs::OpenObject, ProbeError> {
     let mut open = ObjectBuilder::default()
         .open_memory(OBJECT)
         .map_err(ProbeError::Open)?;
@@ -202,7 +224,8 @@ fn open_object(wanted: &[FamilyId], proc_capacity: u32) -> Result<libbpf_rs::Ope
     }
     for mut map in open.maps_mut() {
         if map.name() == "procs" {
-            map.set_max_entries(proc_capacity.max(1)).map_err(ProbeError::Open)?;
+            map.set_max_entries(proc_capacity.max(1))
+                .map_err(ProbeError::Open)?;
         }
     }
     Ok(open)
@@ -253,7 +276,10 @@ impl Probes {
                     match open_object(&[*id], opts.proc_capacity)?.load() {
                         Ok(_) => ok.push(*id),
                         Err(e) => {
-                            refused.insert(*id, format!("the kernel refused its programs: {}", short(&e)));
+                            refused.insert(
+                                *id,
+                                format!("the kernel refused its programs: {}", short(&e)),
+                            );
                         }
                     }
                 }
@@ -287,7 +313,9 @@ impl Probes {
                     match probes.attach(p.name) {
                         Ok(()) => (true, None),
                         Err(e) => {
-                            failure.get_or_insert_with(|| format!("{} failed to attach: {e}", p.event));
+                            failure.get_or_insert_with(|| {
+                                format!("{} failed to attach: {e}", p.event)
+                            });
                             (false, Some(e))
                         }
                     }
@@ -328,7 +356,10 @@ impl Probes {
                 if let Err(e) = probes.attach(p.name) {
                     // Names of processes that exec after their first event
                     // stay the pre-exec ones; counts are unaffected.
-                    log::warn!("{} failed to attach: {e}; process names may be stale", p.event);
+                    log::warn!(
+                        "{} failed to attach: {e}; process names may be stale",
+                        p.event
+                    );
                 }
             }
         }
@@ -414,4 +445,35 @@ fn prog_run_stats(prog: &libbpf_rs::Program) -> Option<(u64, u64)> {
 /// Whether the kernel keeps BPF run stats (`kernel.bpf_stats_enabled`).
 pub fn bpf_stats_enabled() -> io::Result<bool> {
     Ok(fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")?.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_bucket_bounds() {
+        let mut h = vec![0u64; HIST_BUCKETS];
+        h[0] = 50; // < 2 us
+        h[3] = 49; // 8..16 us
+        h[10] = 1; // 1024..2048 us
+        assert_eq!(hist_quantile_us(&h, 0.5), Some(2));
+        assert_eq!(hist_quantile_us(&h, 0.9), Some(16));
+        assert_eq!(hist_quantile_us(&h, 1.0), Some(2048));
+        assert_eq!(hist_quantile_us(&[0; 4], 0.5), None);
+    }
+
+    #[test]
+    fn tracefs_dirs_only_for_classic_tracepoints() {
+        for f in family::ALL {
+            for p in f.programs {
+                assert_eq!(
+                    p.tracefs_dir().is_some(),
+                    p.event.starts_with("tracepoint:"),
+                    "{}",
+                    p.event
+                );
+            }
+        }
+    }
 }

@@ -1,0 +1,690 @@
+//! Rendering replies for people (tables) and scripts (json, csv).
+//! JSON is the reply structures themselves (serde), so it is as stable as
+//! the protocol; CSV has a header line and one row per item.
+
+use std::fmt::Write;
+
+use iomon::config::format_duration;
+use iomon::drain::Strategy;
+use iomon::family::fadvise::{ADVICE, RESULT};
+use iomon::family::pagecache::hit_ratio;
+use iomon::family::reads::SYSCALLS;
+use iomon::probes::{hist_quantile_us, FamilyState, FamilyStatus};
+use iomon::proto::{HistoryReport, SnapshotReport, StatusReport, TopReport};
+use iomon::sample::{ProcSample, Sample, TopBy};
+
+use crate::timespec::format_local;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Csv,
+}
+
+pub fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn bytes(n: f64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} {}", U[i])
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn us(v: Option<u64>) -> String {
+    match v {
+        None => "n/a".into(),
+        Some(u) if u >= 1_000_000 => format!("{:.1}s", u as f64 / 1e6),
+        Some(u) if u >= 1000 => format!("{:.1}ms", u as f64 / 1000.0),
+        Some(u) => format!("{u}us"),
+    }
+}
+
+fn state_str(s: &FamilyState) -> (&'static str, String) {
+    match s {
+        FamilyState::Attached => ("attached", String::new()),
+        FamilyState::Disabled => ("disabled", "switched off in the config".into()),
+        FamilyState::Unavailable(w) => ("unavailable", w.clone()),
+    }
+}
+
+pub fn status(r: &StatusReport, out: Output) -> String {
+    match out {
+        Output::Json => json(r),
+        Output::Csv => {
+            let mut s = String::from("key,value\n");
+            for (k, v) in status_pairs(r) {
+                let _ = writeln!(s, "{},{}", csv_field(&k), csv_field(&v));
+            }
+            s
+        }
+        Output::Table => {
+            let mut s = String::new();
+            for (k, v) in status_pairs(r) {
+                let _ = writeln!(s, "{k:<18} {v}");
+            }
+            s
+        }
+    }
+}
+
+fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("version".into(), r.version.clone()),
+        ("pid".into(), r.pid.to_string()),
+        (
+            "uptime".into(),
+            format_duration(std::time::Duration::from_secs(
+                r.now_ms.saturating_sub(r.started_ms) / 1000,
+            )),
+        ),
+        (
+            "interval".into(),
+            format_duration(std::time::Duration::from_millis(r.interval_ms)),
+        ),
+        ("strategy".into(), r.strategy.name().into()),
+        ("ticks".into(), r.ticks.to_string()),
+        (
+            "last tick".into(),
+            r.last_tick_ms
+                .map(|t| {
+                    format!(
+                        "{} ({:.1}s ago, drain took {}us)",
+                        format_local(t),
+                        r.now_ms.saturating_sub(t) as f64 / 1000.0,
+                        r.last_drain_us
+                    )
+                })
+                .unwrap_or_else(|| "none yet".into()),
+        ),
+    ];
+    for f in &r.families {
+        let (st, why) = state_str(&f.state);
+        let text = if why.is_empty() {
+            st.to_string()
+        } else {
+            format!("{st}: {why}")
+        };
+        v.push((format!("probe {}", f.family), text));
+    }
+    match &r.store {
+        Some(st) => {
+            v.push(("store".into(), st.path.clone()));
+            v.push(("store size".into(), bytes(st.bytes as f64)));
+            v.push((
+                "store oldest".into(),
+                st.oldest_ms
+                    .map(format_local)
+                    .unwrap_or_else(|| "empty".into()),
+            ));
+            v.push(("store errors".into(), st.write_errors.to_string()));
+        }
+        None => v.push(("store".into(), "disabled".into())),
+    }
+    v.push(("socket".into(), r.socket.clone()));
+    v.push((
+        "http".into(),
+        if r.http.is_empty() {
+            "off".into()
+        } else {
+            r.http.join(" ")
+        },
+    ));
+    v.push((
+        "processes".into(),
+        format!(
+            "{} tracked (kernel map capacity {})",
+            r.proc_table_len, r.proc_map_capacity
+        ),
+    ));
+    for w in &r.warnings {
+        v.push(("warning".into(), w.clone()));
+    }
+    v
+}
+
+/// (section, name, last-interval rate per second, total since start).
+fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
+    let last = r.last.clone().unwrap_or_default();
+    let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
+    let t = &r.totals;
+    let mut rows = Vec::new();
+    let row = |sec: &str, name: String, last: f64, total: u64| {
+        (
+            sec.to_string(),
+            name,
+            format!("{:.2}", last / secs),
+            total.to_string(),
+        )
+    };
+    match (&last.fadvise, &t.fadvise) {
+        (Some(l), Some(tt)) => {
+            for (a, advice) in ADVICE.iter().enumerate() {
+                for (r, result) in RESULT.iter().enumerate() {
+                    if tt.calls[a][r] > 0 || l.calls[a][r] > 0 || r == 0 {
+                        rows.push(row(
+                            "fadvise",
+                            format!("{advice} {result}"),
+                            l.calls[a][r] as f64,
+                            tt.calls[a][r],
+                        ));
+                    }
+                }
+            }
+        }
+        _ => rows.push(("fadvise".into(), "unavailable".into(), "".into(), "".into())),
+    }
+    match (&last.reads, &t.reads) {
+        (Some(l), Some(tt)) => {
+            for (i, sys) in SYSCALLS.iter().enumerate() {
+                rows.push(row(
+                    "reads",
+                    format!("{sys} calls"),
+                    l.calls[i] as f64,
+                    tt.calls[i],
+                ));
+                rows.push(row(
+                    "reads",
+                    format!("{sys} bytes"),
+                    l.bytes[i] as f64,
+                    tt.bytes[i],
+                ));
+            }
+            for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+                rows.push((
+                    "reads".into(),
+                    format!("latency {name}"),
+                    us(hist_quantile_us(&l.latency_hist, q)),
+                    us(hist_quantile_us(&tt.latency_hist, q)),
+                ));
+            }
+        }
+        _ => rows.push(("reads".into(), "unavailable".into(), "".into(), "".into())),
+    }
+    match (&last.pagecache, &t.pagecache) {
+        (Some(l), Some(tt)) => {
+            rows.push((
+                "pagecache".into(),
+                "hit ratio".into(),
+                pct(l.hit_ratio()),
+                pct(tt.hit_ratio()),
+            ));
+            for (name, lv, tv) in [
+                ("pages asked", l.asked, tt.asked),
+                ("pages missed", l.missed(), tt.missed()),
+                ("missed by read", l.missed_sync, tt.missed_sync),
+                (
+                    "missed via readahead",
+                    l.missed_readahead,
+                    tt.missed_readahead,
+                ),
+                ("readahead pages", l.readahead, tt.readahead),
+                ("pages added", l.added, tt.added),
+                ("pages evicted", l.deleted, tt.deleted),
+            ] {
+                rows.push(row("pagecache", name.into(), lv as f64, tv));
+            }
+        }
+        _ => rows.push((
+            "pagecache".into(),
+            "unavailable".into(),
+            "".into(),
+            "".into(),
+        )),
+    }
+    match (&last.reclaim, &t.reclaim) {
+        (Some(l), Some(tt)) => {
+            for (name, lv, tv) in [
+                ("scanned kswapd", l.scanned_kswapd, tt.scanned_kswapd),
+                ("reclaimed kswapd", l.reclaimed_kswapd, tt.reclaimed_kswapd),
+                ("scanned direct", l.scanned_direct, tt.scanned_direct),
+                ("reclaimed direct", l.reclaimed_direct, tt.reclaimed_direct),
+                ("stalls global", l.stalls_direct, tt.stalls_direct),
+                ("stalls memcg", l.stalls_memcg, tt.stalls_memcg),
+            ] {
+                rows.push(row("reclaim", name.into(), lv as f64, tv));
+            }
+            rows.push((
+                "reclaim".into(),
+                "stall p99".into(),
+                us(hist_quantile_us(&l.stall_hist, 0.99)),
+                us(hist_quantile_us(&tt.stall_hist, 0.99)),
+            ));
+        }
+        _ => rows.push(("reclaim".into(), "unavailable".into(), "".into(), "".into())),
+    }
+    rows
+}
+
+pub fn snapshot(r: &SnapshotReport, out: Output) -> String {
+    match out {
+        Output::Json => json(r),
+        Output::Csv => {
+            let mut s = String::from("section,metric,per_second_last_interval,total_since_start\n");
+            for (a, b, c, d) in snapshot_rows(r) {
+                let _ = writeln!(s, "{},{},{},{}", csv_field(&a), csv_field(&b), c, d);
+            }
+            s
+        }
+        Output::Table => {
+            let last_secs = r
+                .last
+                .as_ref()
+                .map(|l| l.duration_ms() as f64 / 1000.0)
+                .unwrap_or(0.0);
+            let mut s = format!(
+                "{:<10} {:<22} {:>16} {:>18}\n",
+                "",
+                "",
+                format!("/s last {last_secs:.1}s"),
+                "since start"
+            );
+            let mut prev = String::new();
+            for (sec, name, last, total) in snapshot_rows(r) {
+                let shown = if sec == prev {
+                    String::new()
+                } else {
+                    sec.clone()
+                };
+                prev = sec;
+                let _ = writeln!(s, "{shown:<10} {name:<22} {last:>16} {total:>18}");
+            }
+            s
+        }
+    }
+}
+
+pub fn top(r: &TopReport, out: Output) -> String {
+    let rows: Vec<[String; 8]> = r
+        .procs
+        .iter()
+        .map(|p: &ProcSample| {
+            [
+                p.tgid.to_string(),
+                p.comm.clone(),
+                p.fadvise_total().to_string(),
+                p.fadvise[4][0].to_string(),
+                p.read_calls.to_string(),
+                p.read_bytes.to_string(),
+                p.pc_asked.to_string(),
+                p.pc_missed.to_string(),
+            ]
+        })
+        .collect();
+    match out {
+        Output::Json => json(r),
+        Output::Csv => {
+            let mut s = String::from(
+                "pid,comm,fadvise,dontneed_ok,reads,read_bytes,pages_asked,pages_missed\n",
+            );
+            for row in rows {
+                let cells: Vec<String> = row.iter().map(|c| csv_field(c)).collect();
+                let _ = writeln!(s, "{}", cells.join(","));
+            }
+            s
+        }
+        Output::Table => {
+            let by = match r.by {
+                TopBy::Activity => "activity",
+                TopBy::Fadvise => "fadvise",
+                TopBy::Misses => "misses",
+                TopBy::Reads => "reads",
+                TopBy::Bytes => "bytes",
+            };
+            let mut s = format!(
+                "{} .. {}, by {by}\n{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7}\n",
+                format_local(r.start_ms),
+                format_local(r.end_ms),
+                "PID",
+                "COMM",
+                "FADVISE",
+                "DONTNEED",
+                "READS",
+                "BYTES",
+                "ASKED",
+                "MISSED",
+                "HIT"
+            );
+            for (p, row) in r.procs.iter().zip(rows) {
+                let _ = writeln!(
+                    s,
+                    "{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7}",
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    bytes(p.read_bytes as f64),
+                    row[6],
+                    row[7],
+                    pct(hit_ratio(p.pc_asked, p.pc_missed))
+                );
+            }
+            if r.procs.is_empty() {
+                s.push_str("(no process activity in this window)\n");
+            }
+            s
+        }
+    }
+}
+
+/// The metrics `history --metric` can chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Metric {
+    HitRatio,
+    Asked,
+    Missed,
+    Readahead,
+    Fadvise,
+    Dontneed,
+    Reads,
+    ReadBytes,
+    Scanned,
+    Reclaimed,
+    Stalls,
+}
+
+impl Metric {
+    fn value(self, s: &Sample) -> Option<f64> {
+        let pc = s.pagecache.as_ref();
+        let rc = s.reclaim.as_ref();
+        match self {
+            Metric::HitRatio => pc?.hit_ratio(),
+            Metric::Asked => Some(pc?.asked as f64),
+            Metric::Missed => Some(pc?.missed() as f64),
+            Metric::Readahead => Some(pc?.readahead as f64),
+            Metric::Fadvise => Some(s.fadvise.as_ref()?.total() as f64),
+            Metric::Dontneed => Some(s.fadvise.as_ref()?.of_advice(4) as f64),
+            Metric::Reads => Some(s.reads.as_ref()?.total_calls() as f64),
+            Metric::ReadBytes => Some(s.reads.as_ref()?.total_bytes() as f64),
+            Metric::Scanned => rc.map(|r| (r.scanned_kswapd + r.scanned_direct) as f64),
+            Metric::Reclaimed => rc.map(|r| (r.reclaimed_kswapd + r.reclaimed_direct) as f64),
+            Metric::Stalls => rc.map(|r| (r.stalls_direct + r.stalls_memcg) as f64),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Metric::HitRatio => "hit_ratio",
+            Metric::Asked => "pages_asked",
+            Metric::Missed => "pages_missed",
+            Metric::Readahead => "readahead_pages",
+            Metric::Fadvise => "fadvise_calls",
+            Metric::Dontneed => "dontneed_calls",
+            Metric::Reads => "read_calls",
+            Metric::ReadBytes => "read_bytes",
+            Metric::Scanned => "scanned_pages",
+            Metric::Reclaimed => "reclaimed_pages",
+            Metric::Stalls => "reclaim_stalls",
+        }
+    }
+}
+
+const ALL_METRICS: [Metric; 11] = [
+    Metric::HitRatio,
+    Metric::Asked,
+    Metric::Missed,
+    Metric::Readahead,
+    Metric::Fadvise,
+    Metric::Dontneed,
+    Metric::Reads,
+    Metric::ReadBytes,
+    Metric::Scanned,
+    Metric::Reclaimed,
+    Metric::Stalls,
+];
+
+/// One block per value, scaled to the largest.
+pub fn bar(v: Option<f64>, max: f64, width: usize) -> String {
+    const BLOCKS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+    let Some(v) = v else { return String::new() };
+    if max <= 0.0 || v <= 0.0 {
+        return String::new();
+    }
+    let eighths = ((v / max) * (width * 8) as f64).round() as usize;
+    let mut s = "█".repeat(eighths / 8);
+    if eighths % 8 > 0 {
+        s.push(BLOCKS[eighths % 8 - 1]);
+    }
+    s
+}
+
+pub fn history(r: &HistoryReport, metric: Metric, out: Output) -> String {
+    match out {
+        Output::Json => json(r),
+        Output::Csv => {
+            let mut s = String::from("start_ms,end_ms");
+            for m in ALL_METRICS {
+                let _ = write!(s, ",{}", m.name());
+            }
+            s.push('\n');
+            for p in &r.points {
+                let _ = write!(s, "{},{}", p.start_ms, p.end_ms);
+                for m in ALL_METRICS {
+                    let _ = write!(
+                        s,
+                        ",{}",
+                        m.value(p).map(|v| v.to_string()).unwrap_or_default()
+                    );
+                }
+                s.push('\n');
+            }
+            s
+        }
+        Output::Table => {
+            let mut s = format!(
+                "{} points, step {}, from the {} tier",
+                r.points.len(),
+                format_duration(std::time::Duration::from_millis(r.step_ms)),
+                match r.resolution_ms {
+                    60_000 => "1-minute".to_string(),
+                    3_600_000 => "1-hour".to_string(),
+                    ms => format!(
+                        "raw ({})",
+                        format_duration(std::time::Duration::from_millis(ms))
+                    ),
+                }
+            );
+            if let (Some(first), Some(oldest)) = (r.points.first(), r.oldest_ms) {
+                if oldest > first.start_ms {
+                    let _ = write!(s, "; history starts at {}", format_local(oldest));
+                }
+            }
+            if r.points.is_empty() {
+                let _ = write!(
+                    s,
+                    "\nno data in this range{}",
+                    r.oldest_ms
+                        .map(|o| format!(" (history starts at {})", format_local(o)))
+                        .unwrap_or_else(|| " (the store is empty)".into())
+                );
+                s.push('\n');
+                return s;
+            }
+            s.push('\n');
+            let vals: Vec<Option<f64>> = r.points.iter().map(|p| metric.value(p)).collect();
+            let max = vals.iter().flatten().copied().fold(0.0, f64::max);
+            let _ = writeln!(s, "{:<19} {:>14}", "time", metric.name());
+            for (p, v) in r.points.iter().zip(&vals) {
+                let shown = match (metric, v) {
+                    (_, None) => "n/a".to_string(),
+                    (Metric::HitRatio, Some(v)) => format!("{:.1}%", v * 100.0),
+                    (_, Some(v)) => format!("{v:.0}"),
+                };
+                let _ = writeln!(
+                    s,
+                    "{:<19} {shown:>14}  {}",
+                    format_local(p.start_ms),
+                    bar(*v, max, 40)
+                );
+            }
+            s
+        }
+    }
+}
+
+pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> String {
+    match out {
+        Output::Json => json(&fams),
+        Output::Csv => {
+            let mut s =
+                String::from("family,state,program,event,attached,reason,run_count,run_time_ns\n");
+            for f in fams {
+                let (st, why) = state_str(&f.state);
+                for p in &f.programs {
+                    let _ = writeln!(
+                        s,
+                        "{},{},{},{},{},{},{},{}",
+                        f.family,
+                        st,
+                        p.name,
+                        p.event,
+                        p.attached,
+                        csv_field(p.reason.as_deref().unwrap_or(&why)),
+                        p.run_count.map(|v| v.to_string()).unwrap_or_default(),
+                        p.run_time_ns.map(|v| v.to_string()).unwrap_or_default()
+                    );
+                }
+            }
+            s
+        }
+        Output::Table => {
+            let mut s = format!(
+                "{:<10} {:<12} {:<24} {:<52} {:>12} {:>9}\n",
+                "FAMILY", "STATE", "PROGRAM", "EVENT", "RUNS", "NS/RUN"
+            );
+            for f in fams {
+                let (st, why) = state_str(&f.state);
+                for (i, p) in f.programs.iter().enumerate() {
+                    let runs = p
+                        .run_count
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let per = match (p.run_count, p.run_time_ns) {
+                        (Some(c), Some(t)) if c > 0 => format!("{}", t / c),
+                        _ => "-".into(),
+                    };
+                    let _ = writeln!(
+                        s,
+                        "{:<10} {:<12} {:<24} {:<52} {:>12} {:>9}",
+                        if i == 0 { f.family.name() } else { "" },
+                        if i == 0 { st } else { "" },
+                        p.name,
+                        p.event,
+                        runs,
+                        per
+                    );
+                }
+                if !why.is_empty() {
+                    let _ = writeln!(s, "{:<10} reason: {why}", "");
+                }
+            }
+            if stats_on == Some(false) {
+                s.push_str("(run counts need `sysctl kernel.bpf_stats_enabled=1`)\n");
+            }
+            s
+        }
+    }
+}
+
+pub fn strategy(current: Strategy, previous: Option<Strategy>, out: Output) -> String {
+    match out {
+        Output::Json => json(
+            &serde_json::json!({"current": current.name(), "previous": previous.map(|p| p.name())}),
+        ),
+        Output::Csv => format!(
+            "current,previous\n{},{}\n",
+            current.name(),
+            previous.map(|p| p.name()).unwrap_or("")
+        ),
+        Output::Table => match previous {
+            Some(p) if p != current => format!(
+                "strategy: {} -> {} (from the next tick)\n",
+                p.name(),
+                current.name()
+            ),
+            Some(_) => format!("strategy: {} (unchanged)\n", current.name()),
+            None => format!("strategy: {}\n", current.name()),
+        },
+    }
+}
+
+pub fn interval(current_ms: u64, previous_ms: Option<u64>, out: Output) -> String {
+    let f = |ms: u64| format_duration(std::time::Duration::from_millis(ms));
+    match out {
+        Output::Json => {
+            json(&serde_json::json!({"current_ms": current_ms, "previous_ms": previous_ms}))
+        }
+        Output::Csv => format!(
+            "current_ms,previous_ms\n{current_ms},{}\n",
+            previous_ms.map(|v| v.to_string()).unwrap_or_default()
+        ),
+        Output::Table => match previous_ms {
+            Some(p) if p != current_ms => format!(
+                "interval: {} -> {} (from the next tick)\n",
+                f(p),
+                f(current_ms)
+            ),
+            Some(_) => format!("interval: {} (unchanged)\n", f(current_ms)),
+            None => format!("interval: {}\n", f(current_ms)),
+        },
+    }
+}
+
+pub fn reloaded(changes: &[String], out: Output) -> String {
+    match out {
+        Output::Json => json(&serde_json::json!({ "changes": changes })),
+        Output::Csv => {
+            let mut s = String::from("change\n");
+            for c in changes {
+                let _ = writeln!(s, "{}", csv_field(c));
+            }
+            s
+        }
+        Output::Table if changes.is_empty() => "reloaded: nothing changed\n".into(),
+        Output::Table => format!("reloaded:\n  {}\n", changes.join("\n  ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bars_scale_to_the_maximum() {
+        assert_eq!(bar(Some(10.0), 10.0, 4), "████");
+        assert_eq!(bar(Some(5.0), 10.0, 4), "██");
+        assert_eq!(bar(Some(0.0), 10.0, 4), "");
+        assert_eq!(bar(None, 10.0, 4), "");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

@@ -1,0 +1,564 @@
+//! `iomond.toml`: file defaults, then the command line on top.
+//!
+//! Unknown keys and bad values are errors naming the file, the key and,
+//! where the TOML parser gives one, the line. A parse error never echoes
+//! the file's contents (the daemon may be pointed at any file).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::drain::Strategy;
+use crate::family::FamilyId;
+
+pub const DEFAULT_PATH: &str = "/etc/iomond/iomond.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+/// A duration written as `500ms`, `10s`, `15m`, `1h30m`, `2d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub fn secs(s: u64) -> Span {
+        Span(Duration::from_secs(s))
+    }
+}
+
+/// Parses `500ms`, `10s`, `15m`, `1h30m`, `2d`, `1w` (units may be
+/// combined, largest first or not; a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return Err(format!(
+                "{s:?}: expected a number at {rest:?} (e.g. 10s, 15m, 1h30m)"
+            ));
+        }
+        let n: u128 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms: u128 = match unit {
+            "ms" => 1,
+            "s" | "sec" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "" => {
+                return Err(format!(
+                    "{s:?}: missing unit after {n} (use ms, s, m, h, d or w)"
+                ))
+            }
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown unit {u:?} (use ms, s, m, h, d or w)"
+                ))
+            }
+        };
+        total = total.saturating_add(n.saturating_mul(ms));
+    }
+    u64::try_from(total)
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{s:?}: too long"))
+}
+
+/// Renders a duration in the grammar `parse_duration` reads.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut s = ms / 1000;
+    let mut out = String::new();
+    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if s >= secs {
+            out.push_str(&format!("{}{unit}", s / secs));
+            s %= secs;
+        }
+    }
+    out
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Span)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size written as `256MiB`, `1GiB`, `512KiB` or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split]
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 256MiB"))?;
+    let mult: u64 = match s[split..].trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?} (use B, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = self.0;
+        let text = if v % (1 << 30) == 0 && v > 0 {
+            format!("{}GiB", v >> 30)
+        } else if v % (1 << 20) == 0 && v > 0 {
+            format!("{}MiB", v >> 20)
+        } else if v % (1 << 10) == 0 && v > 0 {
+            format!("{}KiB", v >> 10)
+        } else {
+            format!("{v}B")
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_size(&s).map(Size).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// journald priority prefixes when stderr is the journal, else stderr.
+    #[default]
+    Auto,
+    Stderr,
+    Syslog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSection {
+    /// Drain interval.
+    pub interval: Span,
+    /// Per-process table strategy: "drain" or "accumulate".
+    pub strategy: StrategyName,
+    /// History store and other state.
+    pub state_dir: PathBuf,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Group that owns the socket (members may query).
+    pub socket_group: String,
+    /// Group whose members may change strategy/interval/retention and reload.
+    pub admin_group: String,
+    /// Processes kept in each Sample.
+    pub top_k: usize,
+    /// Capacity of the kernel's per-process map.
+    pub proc_capacity: u32,
+    /// Per-process totals kept in memory, at most.
+    pub proc_table_max: usize,
+    /// Per-process totals idle this long are forgotten.
+    pub proc_idle_ttl: Span,
+    /// Control connections at once, at most.
+    pub max_clients: usize,
+    /// A control connection idle this long is closed.
+    pub client_idle_timeout: Span,
+    pub log: LogTarget,
+    /// error, warn, info, debug or trace.
+    pub log_level: String,
+}
+
+/// The strategy as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyName {
+    Drain,
+    Accumulate,
+}
+
+impl From<StrategyName> for Strategy {
+    fn from(s: StrategyName) -> Strategy {
+        match s {
+            StrategyName::Drain => Strategy::Drain,
+            StrategyName::Accumulate => Strategy::Accumulate,
+        }
+    }
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            interval: Span::secs(10),
+            strategy: StrategyName::Drain,
+            state_dir: PathBuf::from("/var/lib/iomond"),
+            socket: PathBuf::from("/run/iomond/iomond.sock"),
+            socket_group: "iomon".into(),
+            admin_group: "iomon-admin".into(),
+            top_k: 20,
+            proc_capacity: 10240,
+            proc_table_max: 4096,
+            proc_idle_ttl: Span::secs(3600),
+            max_clients: 256,
+            client_idle_timeout: Span::secs(60),
+            log: LogTarget::Auto,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Which probe families to attach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbesSection {
+    pub fadvise: bool,
+    /// Off by default: read syscall tracepoints put a cost on every read
+    /// of every process (see BENCHMARKS.md).
+    pub reads: bool,
+    pub pagecache: bool,
+    pub reclaim: bool,
+}
+
+impl Default for ProbesSection {
+    fn default() -> Self {
+        ProbesSection {
+            fadvise: true,
+            reads: false,
+            pagecache: true,
+            reclaim: true,
+        }
+    }
+}
+
+impl ProbesSection {
+    pub fn enabled(&self) -> Vec<FamilyId> {
+        let mut v = Vec::new();
+        for (on, id) in [
+            (self.fadvise, FamilyId::Fadvise),
+            (self.reads, FamilyId::Reads),
+            (self.pagecache, FamilyId::Pagecache),
+            (self.reclaim, FamilyId::Reclaim),
+        ] {
+            if on {
+                v.push(id);
+            }
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub enabled: bool,
+    pub flush_interval: Span,
+    pub retention_raw: Span,
+    pub retention_1m: Span,
+    pub retention_1h: Span,
+    pub max_size: Size,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            enabled: true,
+            flush_interval: Span::secs(5),
+            retention_raw: Span::secs(48 * 3600),
+            retention_1m: Span::secs(14 * 86_400),
+            retention_1h: Span::secs(400 * 86_400),
+            max_size: Size(256 << 20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Addresses to serve Prometheus text on; empty = off.
+    pub listen: Vec<String>,
+    /// Process names that always get their own series.
+    pub targets: Vec<String>,
+    /// Per-process series at most (the rest add up under comm="other").
+    pub max_series: usize,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: Vec::new(),
+            targets: vec!["banyand".into()],
+            max_series: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonSection,
+    pub probes: ProbesSection,
+    pub store: StoreSection,
+    pub metrics: MetricsSection,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(text, &e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.daemon;
+        if d.interval.0 < Duration::from_millis(100) || d.interval.0 > Duration::from_secs(3600) {
+            return Err(ConfigError::Value {
+                key: "daemon.interval",
+                message: format!("{} is outside 100ms..1h", d.interval),
+            });
+        }
+        if d.top_k == 0 || d.top_k > 1000 {
+            return Err(ConfigError::Value {
+                key: "daemon.top_k",
+                message: format!("{} is outside 1..1000", d.top_k),
+            });
+        }
+        if d.proc_capacity < 64 || d.proc_capacity > 1 << 20 {
+            return Err(ConfigError::Value {
+                key: "daemon.proc_capacity",
+                message: format!("{} is outside 64..1048576", d.proc_capacity),
+            });
+        }
+        if d.proc_table_max == 0 {
+            return Err(ConfigError::Value {
+                key: "daemon.proc_table_max",
+                message: "must be at least 1".into(),
+            });
+        }
+        if d.max_clients == 0 {
+            return Err(ConfigError::Value {
+                key: "daemon.max_clients",
+                message: "must be at least 1".into(),
+            });
+        }
+        if log::LevelFilter::from_str_opt(&d.log_level).is_none() {
+            return Err(ConfigError::Value {
+                key: "daemon.log_level",
+                message: format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    d.log_level
+                ),
+            });
+        }
+        let s = &self.store;
+        if s.flush_interval.0 < Duration::from_millis(100) {
+            return Err(ConfigError::Value {
+                key: "store.flush_interval",
+                message: format!("{} is below 100ms", s.flush_interval),
+            });
+        }
+        for (key, span) in [
+            ("store.retention_raw", s.retention_raw),
+            ("store.retention_1m", s.retention_1m),
+            ("store.retention_1h", s.retention_1h),
+        ] {
+            if span.0 < Duration::from_secs(60) {
+                return Err(ConfigError::Value {
+                    key,
+                    message: format!("{span} is below 1m"),
+                });
+            }
+        }
+        if s.max_size.0 < 1 << 20 {
+            return Err(ConfigError::Value {
+                key: "store.max_size",
+                message: "must be at least 1MiB".into(),
+            });
+        }
+        for a in &self.metrics.listen {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Value {
+                    key: "metrics.listen",
+                    message: format!(
+                        "{a:?} is not an address:port such as 127.0.0.1:9477 or [::1]:9477"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `toml`'s message with its line, without the source excerpt (which could
+/// reveal the contents of whatever file was passed).
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+trait LevelFromStr {
+    fn from_str_opt(s: &str) -> Option<log::LevelFilter>;
+}
+
+impl LevelFromStr for log::LevelFilter {
+    fn from_str_opt(s: &str) -> Option<log::LevelFilter> {
+        s.parse().ok().filter(|_| {
+            matches!(
+                s.to_ascii_lowercase().as_str(),
+                "error" | "warn" | "info" | "debug" | "trace" | "off"
+            )
+        })
+    }
+}
+
+/// The log level as a filter (validated by [`Config::validate`]).
+pub fn level_filter(s: &str) -> log::LevelFilter {
+    log::LevelFilter::from_str_opt(s).unwrap_or(log::LevelFilter::Info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("10").is_ok());
+        assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let cfg = Config::default();
+        let text = cfg.to_toml();
+        let back = Config::parse(&text, Path::new("mem.toml")).unwrap();
+        assert_eq!(cfg, back);
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let err = Config::parse(
+            "[daemon]\ninterval = \"5s\"\nintervall = \"5s\"\n",
+            Path::new("/etc/x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/etc/x.toml"), "{err}");
+        assert!(err.contains("intervall"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::parse("[daemon]\ninterval = \"1ms\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("daemon.interval"), "{err}");
+        let err = Config::parse("[metrics]\nlisten = [\"nowhere\"]\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics.listen"), "{err}");
+    }
+
+    #[test]
+    fn parse_error_does_not_echo_contents() {
+        let secret = "root:x:0:0:SECRET-LINE:/root:/bin/bash\n";
+        let err = Config::parse(secret, Path::new("/etc/passwd"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("SECRET-LINE"), "{err}");
+        assert!(err.contains("/etc/passwd"), "{err}");
+    }
+}

@@ -1,0 +1,760 @@
+//! The daemon: one thread, one `mio::Poll`. Sources: signals, the control
+//! socket (listener and connections), the HTTP listeners; the drain tick,
+//! the store flush and the systemd watchdog are deadlines on the monotonic
+//! clock that set the poll timeout, so a burst of clients or a signal never
+//! pushes a tick back.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::{format_duration, Config};
+use crate::control::{ControlServer, Incoming, ListenOptions};
+use crate::drain::{Drain, Strategy};
+use crate::family::FamilyId;
+use crate::http::HttpServer;
+use crate::probes::{FamilyState, LoadOptions, Probes};
+use crate::proto::{ErrorKind, Request, Response, SnapshotReport, StatusReport, TopReport};
+use crate::sample::{top_k, Sample};
+use crate::store::{Store, StoreOptions};
+use crate::totals::Totals;
+
+const SIGNALS: Token = Token(0);
+const CONTROL: Token = Token(1);
+/// HTTP listeners take tokens HTTP_LISTEN.. HTTP_LISTEN + 15.
+pub const HTTP_LISTEN: usize = 16;
+const CONTROL_CONNS: usize = 1 << 24;
+pub const HTTP_CONNS: usize = 2 << 24;
+
+/// How the daemon was started, beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Startup {
+    /// Config file to re-read on SIGHUP / reload (None: defaults only).
+    pub config_path: Option<PathBuf>,
+    /// Applies command-line overrides to a freshly read config.
+    pub overrides: Overrides,
+    /// Print one line per tick.
+    pub tick_lines: bool,
+    /// Notify systemd (READY, STATUS, WATCHDOG, STOPPING).
+    pub systemd: bool,
+}
+
+/// Command-line options that win over the file (None: not given).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub interval: Option<Duration>,
+    pub state_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub metrics_listen: Vec<String>,
+    pub log_level: Option<String>,
+    pub enable: Vec<FamilyId>,
+    pub disable: Vec<FamilyId>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(i) = self.interval {
+            cfg.daemon.interval = crate::config::Span(i);
+        }
+        if let Some(d) = &self.state_dir {
+            cfg.daemon.state_dir.clone_from(d);
+        }
+        if let Some(s) = &self.socket {
+            cfg.daemon.socket.clone_from(s);
+        }
+        if let Some(g) = &self.socket_group {
+            cfg.daemon.socket_group.clone_from(g);
+        }
+        if !self.metrics_listen.is_empty() {
+            cfg.metrics.listen.clone_from(&self.metrics_listen);
+        }
+        if let Some(l) = &self.log_level {
+            cfg.daemon.log_level.clone_from(l);
+        }
+        for (ids, on) in [(&self.enable, true), (&self.disable, false)] {
+            for id in ids {
+                let flag = match id {
+                    FamilyId::Fadvise => &mut cfg.probes.fadvise,
+                    FamilyId::Reads => &mut cfg.probes.reads,
+                    FamilyId::Pagecache => &mut cfg.probes.pagecache,
+                    FamilyId::Reclaim => &mut cfg.probes.reclaim,
+                };
+                *flag = on;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no probe family could be attached:\n{0}")]
+    NothingAttached(String),
+    #[error(transparent)]
+    Probe(#[from] crate::probes::ProbeError),
+    #[error(transparent)]
+    Drain(#[from] crate::drain::DrainError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("failed to set up the event loop: {0}")]
+    Poll(#[source] io::Error),
+    #[error("failed to serve metrics: {0}")]
+    Http(String),
+}
+
+pub fn store_options(cfg: &Config) -> StoreOptions {
+    StoreOptions {
+        retention_raw: cfg.store.retention_raw.0,
+        retention_1m: cfg.store.retention_1m.0,
+        retention_1h: cfg.store.retention_1h.0,
+        max_bytes: cfg.store.max_size.0,
+        top_k: cfg.daemon.top_k,
+        raw_resolution_ms: cfg.daemon.interval.0.as_millis() as u64,
+    }
+}
+
+/// Every family that is wanted but did not attach, one line each.
+pub fn describe_unavailable(probes: &Probes) -> String {
+    probes
+        .status()
+        .iter()
+        .filter_map(|s| match &s.state {
+            FamilyState::Unavailable(why) => Some(format!("  {}: {why}", s.family)),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub struct Daemon {
+    cfg: Config,
+    startup: Startup,
+    poll: Poll,
+    signals: Signals,
+    probes: Probes,
+    drain: Drain,
+    totals: Totals,
+    store: Option<Store>,
+    control: ControlServer,
+    http: Option<HttpServer>,
+    interval: Duration,
+    pending_interval: Option<Duration>,
+    next_tick: Instant,
+    next_flush: Instant,
+    next_watchdog: Option<(Instant, Duration)>,
+    last_tick: Option<Instant>,
+    /// Ticks whose deadline had already passed when the loop got to them.
+    pub late_ticks: u64,
+    /// How late the last tick ran after its deadline.
+    pub last_lag: Duration,
+    warnings: Vec<String>,
+    stopping: bool,
+}
+
+fn notify(on: bool, states: &[sd_notify::NotifyState]) {
+    if on {
+        let _ = sd_notify::notify(false, states);
+    }
+}
+
+impl Daemon {
+    pub fn start(cfg: Config, startup: Startup) -> Result<Daemon, StartError> {
+        let probes = Probes::load(&LoadOptions {
+            enabled: cfg.probes.enabled(),
+            proc_capacity: cfg.daemon.proc_capacity,
+            ..Default::default()
+        })?;
+        let mut warnings = Vec::new();
+        for s in probes.status() {
+            match &s.state {
+                FamilyState::Attached => log::info!("probe family {} attached", s.family),
+                FamilyState::Disabled => {
+                    log::info!("probe family {} disabled in the config", s.family)
+                }
+                FamilyState::Unavailable(why) => {
+                    log::warn!("probe family {} unavailable: {why}", s.family);
+                    warnings.push(format!("probe family {} unavailable: {why}", s.family));
+                }
+            }
+        }
+        if !probes.any_attached() {
+            return Err(StartError::NothingAttached(describe_unavailable(&probes)));
+        }
+        let attached: Vec<FamilyId> = crate::family::ALL
+            .iter()
+            .map(|f| f.id)
+            .filter(|id| probes.attached(*id))
+            .collect();
+        let drain = Drain::new(
+            probes.maps()?,
+            attached,
+            cfg.daemon.proc_capacity,
+            cfg.daemon.top_k,
+            cfg.daemon.strategy.into(),
+        )?;
+
+        let store = if cfg.store.enabled {
+            let dir = cfg.daemon.state_dir.join("history");
+            let st = Store::open(&dir, store_options(&cfg))?;
+            if let Some(p) = &st.moved_aside {
+                warnings.push(format!(
+                    "the history store could not be opened and was moved to {}",
+                    p.display()
+                ));
+            }
+            Some(st)
+        } else {
+            None
+        };
+
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartError::Poll)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(StartError::Poll)?;
+        let control = ControlServer::listen(
+            poll.registry(),
+            CONTROL,
+            CONTROL_CONNS,
+            &ListenOptions {
+                path: &cfg.daemon.socket,
+                group: Some(&cfg.daemon.socket_group),
+                admin_group: Some(&cfg.daemon.admin_group),
+                max_clients: cfg.daemon.max_clients,
+                idle_timeout: cfg.daemon.client_idle_timeout.0,
+            },
+        )?;
+        log::info!(
+            "control socket listening on {}",
+            cfg.daemon.socket.display()
+        );
+        let http = if cfg.metrics.listen.is_empty() {
+            None
+        } else {
+            let h = HttpServer::listen(
+                poll.registry(),
+                &cfg.metrics.listen,
+                HTTP_LISTEN,
+                HTTP_CONNS,
+            )
+            .map_err(|e| StartError::Http(format!("{e:#}")))?;
+            for a in h.addresses() {
+                log::info!("serving metrics on http://{a}/metrics");
+            }
+            Some(h)
+        };
+
+        let now = Instant::now();
+        let interval = cfg.daemon.interval.0;
+        let mut watchdog_usec = 0u64;
+        let next_watchdog = (startup.systemd
+            && sd_notify::watchdog_enabled(false, &mut watchdog_usec))
+        .then(|| {
+            let period = Duration::from_micros(watchdog_usec) / 2;
+            (now + period, period)
+        });
+        let started_ms = crate::now_ms();
+        let mut d = Daemon {
+            totals: Totals::new(
+                started_ms,
+                cfg.daemon.proc_table_max,
+                cfg.daemon.proc_idle_ttl.0.as_millis() as u64,
+            )
+            .with_series(&cfg.metrics.targets, cfg.metrics.max_series),
+            next_flush: now + cfg.store.flush_interval.0,
+            cfg,
+            startup,
+            poll,
+            signals,
+            probes,
+            drain,
+            store,
+            control,
+            http,
+            interval,
+            pending_interval: None,
+            next_tick: now + interval,
+            next_watchdog,
+            last_tick: None,
+            late_ticks: 0,
+            last_lag: Duration::ZERO,
+            warnings,
+            stopping: false,
+        };
+        d.publish();
+        notify(
+            d.startup.systemd,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&d.status_line()),
+            ],
+        );
+        Ok(d)
+    }
+
+    /// Re-renders the HTTP pages from the totals.
+    fn publish(&mut self) {
+        let Some(h) = &mut self.http else { return };
+        let procs_seen = self.totals.last.as_ref().map_or(0, |s| s.procs_seen);
+        let view = crate::http::View {
+            totals: &self.totals,
+            probes: self.probes.status(),
+            store: self.store.as_ref().map(Store::status),
+            drain_seconds: self.drain.last_duration.as_secs_f64(),
+            drain_lag_seconds: self.last_lag.as_secs_f64(),
+            last_tick: self.last_tick,
+            interval: self.interval,
+            maps: crate::http::map_gauges(self.drain.maps(), procs_seen),
+        };
+        h.publish(&view);
+    }
+
+    fn status_line(&self) -> String {
+        let fams: Vec<String> = self
+            .probes
+            .status()
+            .iter()
+            .map(|s| {
+                let st = match s.state {
+                    FamilyState::Attached => "on",
+                    FamilyState::Disabled => "off",
+                    FamilyState::Unavailable(_) => "unavailable",
+                };
+                format!("{} {st}", s.family)
+            })
+            .collect();
+        format!(
+            "{}; every {}; {} ticks",
+            fams.join(", "),
+            format_duration(self.interval),
+            self.totals.ticks
+        )
+    }
+
+    /// Runs until SIGTERM/SIGINT. Returns after a final drain and flush.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stopping {
+            let now = Instant::now();
+            let mut deadline = self.next_tick.min(self.next_flush);
+            if let Some((w, _)) = self.next_watchdog {
+                deadline = deadline.min(w);
+            }
+            if let Some(h) = &self.http {
+                if let Some(t) = h.next_deadline() {
+                    deadline = deadline.min(t);
+                }
+                if h.has_ready() {
+                    deadline = now;
+                }
+            }
+            let timeout = deadline.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.on_signals(),
+                    CONTROL => self.control.accept(self.poll.registry()),
+                    t if self.control.owns(t) => {
+                        let incoming = self.control.ready(
+                            self.poll.registry(),
+                            t,
+                            ev.is_readable() || ev.is_read_closed(),
+                            ev.is_writable(),
+                        );
+                        for inc in incoming {
+                            self.answer(inc);
+                        }
+                    }
+                    t => {
+                        if let Some(h) = &mut self.http {
+                            h.on_event(self.poll.registry(), t);
+                        }
+                    }
+                }
+            }
+            if let Some(h) = &mut self.http {
+                h.poll_ready(self.poll.registry());
+            }
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.last_lag = now - self.next_tick;
+                self.tick();
+                self.schedule_next_tick(now);
+            }
+            if now >= self.next_flush {
+                if let Some(st) = &mut self.store {
+                    st.flush(crate::now_ms());
+                }
+                self.next_flush = now + self.cfg.store.flush_interval.0;
+                self.control.sweep(self.poll.registry());
+            }
+            if let Some((w, period)) = self.next_watchdog {
+                if now >= w {
+                    notify(true, &[sd_notify::NotifyState::Watchdog]);
+                    self.next_watchdog = Some((now + period, period));
+                }
+            }
+        }
+        notify(self.startup.systemd, &[sd_notify::NotifyState::Stopping]);
+        log::info!("stopping: final drain");
+        self.tick();
+        if let Some(st) = &mut self.store {
+            st.flush(crate::now_ms());
+        }
+        self.control.shutdown(self.poll.registry());
+        if let Some(h) = &mut self.http {
+            h.shutdown(self.poll.registry());
+        }
+        Ok(())
+    }
+
+    fn schedule_next_tick(&mut self, now: Instant) {
+        if let Some(i) = self.pending_interval.take() {
+            self.interval = i;
+            if let Some(st) = &mut self.store {
+                st.set_raw_resolution(i.as_millis() as u64);
+            }
+            self.next_tick = now + i;
+            return;
+        }
+        self.next_tick += self.interval;
+        if self.next_tick <= now {
+            // The loop was held up past whole intervals: keep the phase,
+            // skip what was missed (the next Sample covers it all).
+            self.late_ticks += 1;
+            while self.next_tick <= now {
+                self.next_tick += self.interval;
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGTERM | SIGINT => {
+                    log::info!(
+                        "received {}, shutting down",
+                        if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
+                    );
+                    self.stopping = true;
+                }
+                SIGHUP => {
+                    notify(self.startup.systemd, &[sd_notify::NotifyState::Reloading]);
+                    match self.reload() {
+                        Ok(changes) if changes.is_empty() => log::info!("reload: nothing changed"),
+                        Ok(changes) => log::info!("reload: {}", changes.join("; ")),
+                        Err(e) => log::error!("reload refused, keeping the running config: {e}"),
+                    }
+                    notify(self.startup.systemd, &[sd_notify::NotifyState::Ready]);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let sample = match self.drain.tick() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("drain failed: {e}");
+                return;
+            }
+        };
+        self.last_tick = Some(Instant::now());
+        self.totals.add(&sample);
+        if let Some(st) = &mut self.store {
+            st.append(&sample);
+        }
+        if self.startup.tick_lines {
+            println!("{}", tick_line(&sample, self.drain.last_duration));
+        }
+        self.publish();
+        if self.startup.systemd && self.totals.ticks % 6 == 1 {
+            notify(true, &[sd_notify::NotifyState::Status(&self.status_line())]);
+        }
+    }
+
+    /// Re-reads the config file and applies what can change at run time.
+    pub fn reload(&mut self) -> Result<Vec<String>, String> {
+        let mut cfg = match &self.startup.config_path {
+            Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        self.startup.overrides.apply(&mut cfg);
+        cfg.validate().map_err(|e| e.to_string())?;
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let new = &self.cfg;
+        let mut changes = Vec::new();
+        if new.daemon.interval != old.daemon.interval {
+            self.pending_interval = Some(new.daemon.interval.0);
+            changes.push(format!(
+                "interval {} -> {}",
+                old.daemon.interval, new.daemon.interval
+            ));
+        }
+        if new.daemon.strategy != old.daemon.strategy {
+            self.drain.set_strategy(new.daemon.strategy.into());
+            changes.push(format!(
+                "strategy -> {}",
+                Strategy::from(new.daemon.strategy).name()
+            ));
+        }
+        if new.store != old.store || new.daemon.top_k != old.daemon.top_k {
+            if let Some(st) = &mut self.store {
+                st.set_options(store_options(new));
+            }
+            changes.push("store options".into());
+        }
+        if new.daemon.log_level != old.daemon.log_level {
+            log::set_max_level(crate::config::level_filter(&new.daemon.log_level));
+            changes.push(format!("log level -> {}", new.daemon.log_level));
+        }
+        self.control.set_limits(
+            new.daemon.max_clients,
+            new.daemon.client_idle_timeout.0,
+            &new.daemon.admin_group,
+        );
+        for (what, changed) in [
+            ("probe families", new.probes != old.probes),
+            ("socket", new.daemon.socket != old.daemon.socket),
+            (
+                "state directory",
+                new.daemon.state_dir != old.daemon.state_dir,
+            ),
+            (
+                "metrics listen addresses",
+                new.metrics.listen != old.metrics.listen,
+            ),
+            (
+                "per-process map capacity",
+                new.daemon.proc_capacity != old.daemon.proc_capacity,
+            ),
+        ] {
+            if changed {
+                changes.push(format!("{what} changed: takes effect at the next restart"));
+            }
+        }
+        Ok(changes)
+    }
+
+    fn answer(&mut self, inc: Incoming) {
+        let resp = match inc.request {
+            Request::Hello { .. } => return,
+            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Snapshot => Response::Snapshot(Box::new(SnapshotReport {
+                started_ms: self.totals.started_ms,
+                ticks: self.totals.ticks,
+                last: self.totals.last.clone(),
+                totals: self.totals.sum.clone(),
+            })),
+            Request::Probes => Response::Probes(self.probes.status()),
+            Request::Top { by, n, since_ms } => self.top(by, n as usize, since_ms),
+            Request::History {
+                since_ms,
+                until_ms,
+                step_ms,
+            } => match &self.store {
+                None => failed("the history store is disabled (store.enabled = false)"),
+                Some(st) => {
+                    match st.range(since_ms, until_ms.unwrap_or_else(crate::now_ms), step_ms) {
+                        Ok(h) => Response::History(h),
+                        Err(e) => failed(&e.to_string()),
+                    }
+                }
+            },
+            Request::GetStrategy => Response::Strategy {
+                current: self.drain.strategy(),
+                previous: None,
+            },
+            Request::SetStrategy(s) => {
+                let previous = self.drain.strategy();
+                self.drain.set_strategy(s);
+                log::info!(
+                    "strategy {} -> {} (by uid {:?})",
+                    previous.name(),
+                    s.name(),
+                    inc.peer.map(|p| p.uid)
+                );
+                Response::Strategy {
+                    current: s,
+                    previous: Some(previous),
+                }
+            }
+            Request::GetInterval => Response::Interval {
+                current_ms: self.interval.as_millis() as u64,
+                previous_ms: None,
+            },
+            Request::SetInterval { ms } => {
+                let d = Duration::from_millis(ms);
+                if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+                    failed(&format!(
+                        "interval {} is outside 100ms..1h",
+                        format_duration(d)
+                    ))
+                } else {
+                    let previous = self.interval;
+                    self.pending_interval = Some(d);
+                    log::info!(
+                        "interval {} -> {} from the next tick (by uid {:?})",
+                        format_duration(previous),
+                        format_duration(d),
+                        inc.peer.map(|p| p.uid)
+                    );
+                    Response::Interval {
+                        current_ms: ms,
+                        previous_ms: Some(previous.as_millis() as u64),
+                    }
+                }
+            }
+            Request::Reload => match self.reload() {
+                Ok(changes) => Response::Reloaded { changes },
+                Err(e) => failed(&format!("reload refused, the running config is kept: {e}")),
+            },
+        };
+        self.control.reply(self.poll.registry(), inc.token, &resp);
+    }
+
+    fn top(&self, by: crate::sample::TopBy, n: usize, since_ms: Option<u64>) -> Response {
+        let n = n.clamp(1, 1000);
+        match since_ms {
+            None => {
+                let last = self.totals.last.clone().unwrap_or_default();
+                let mut procs = last.procs;
+                top_k(&mut procs, by, n);
+                Response::Top(TopReport {
+                    start_ms: last.start_ms,
+                    end_ms: last.end_ms,
+                    by,
+                    procs,
+                })
+            }
+            Some(since) => {
+                let now = crate::now_ms();
+                let Some(st) = &self.store else {
+                    return failed("top --since needs the history store (store.enabled = false)");
+                };
+                match st.range(since, now, Some(now.saturating_sub(since).max(1))) {
+                    Ok(h) => {
+                        let mut merged = Sample::default();
+                        for p in &h.points {
+                            merged.merge(p, usize::MAX);
+                        }
+                        let mut procs = merged.procs;
+                        top_k(&mut procs, by, n);
+                        Response::Top(TopReport {
+                            start_ms: since,
+                            end_ms: now,
+                            by,
+                            procs,
+                        })
+                    }
+                    Err(e) => failed(&e.to_string()),
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let mut warnings = self.warnings.clone();
+        if let Some(st) = &self.store {
+            if st.write_errors > 0 {
+                warnings.push(format!("{} history store write errors", st.write_errors));
+            }
+        }
+        if self.late_ticks > 0 {
+            warnings.push(format!(
+                "{} ticks ran late by a whole interval",
+                self.late_ticks
+            ));
+        }
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_ms: self.totals.started_ms,
+            now_ms: crate::now_ms(),
+            interval_ms: self.interval.as_millis() as u64,
+            strategy: self.drain.strategy(),
+            families: self.probes.status(),
+            store: self.store.as_ref().map(Store::status),
+            ticks: self.totals.ticks,
+            last_tick_ms: self.totals.last.as_ref().map(|s| s.end_ms),
+            last_drain_us: self.drain.last_duration.as_micros() as u64,
+            socket: self.control.path().display().to_string(),
+            http: self
+                .http
+                .as_ref()
+                .map(|h| {
+                    h.addresses()
+                        .iter()
+                        .map(|a| format!("http://{a}/metrics"))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            proc_map_capacity: self.cfg.daemon.proc_capacity,
+            proc_table_len: self.totals.procs_len() as u64,
+            warnings,
+        }
+    }
+}
+
+fn failed(msg: &str) -> Response {
+    Response::Error {
+        kind: ErrorKind::Failed,
+        message: msg.to_string(),
+    }
+}
+
+/// The line `--dev` prints per tick.
+pub fn tick_line(s: &Sample, drain: Duration) -> String {
+    let secs = (s.duration_ms() as f64 / 1000.0).max(0.001);
+    let mut parts = vec![format!("tick {:.1}s", secs)];
+    if let Some(f) = &s.fadvise {
+        parts.push(format!(
+            "fadvise {:.0}/s (dontneed {})",
+            f.total() as f64 / secs,
+            f.of_advice(4)
+        ));
+    }
+    if let Some(r) = &s.reads {
+        parts.push(format!(
+            "reads {:.0}/s {:.1} MiB/s",
+            r.total_calls() as f64 / secs,
+            r.total_bytes() as f64 / secs / 1048576.0
+        ));
+    }
+    if let Some(p) = &s.pagecache {
+        let ratio = p
+            .hit_ratio()
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into());
+        parts.push(format!(
+            "page cache hit {ratio} (asked {} missed {} readahead {})",
+            p.asked,
+            p.missed(),
+            p.readahead
+        ));
+    }
+    if let Some(r) = &s.reclaim {
+        parts.push(format!(
+            "reclaim scanned {} reclaimed {} stalls {}",
+            r.scanned_kswapd + r.scanned_direct,
+            r.reclaimed_kswapd + r.reclaimed_direct,
+            r.stalls_direct + r.stalls_memcg
+        ));
+    }
+    parts.push(format!("procs {}", s.procs_seen));
+    parts.push(format!("drain {}us", drain.as_micros()));
+    parts.join(" | ")
+}
