@@ -41,16 +41,30 @@ struct {
 	__type(value, u64);
 } hists SEC(".maps");
 
-/* Bounded by max_entries (LRU: the least recently updated process is
- * evicted, and counted in IOMON_C_PROC_DROPPED only if the insert fails).
- * The drain strategy empties it every tick, so it holds the processes
- * active in one interval. Userspace may resize it before load. */
-struct {
+/* Per-process attribution: two bounded LRU hashes, of which the programs
+ * write to the one `procs_active` points at. The drain points it at the
+ * other one (the kernel waits for running programs before that update
+ * returns), then empties the old one: no program can still be adding to an
+ * entry it takes, so no increment is lost. Each is bounded by max_entries
+ * (LRU: when full, the least recently updated process is evicted); the
+ * drain empties them every tick, so they hold the processes active in one
+ * interval. Userspace sets both capacities before load. */
+struct proc_map {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 10240);
 	__type(key, u32);
 	__type(value, struct iomon_proc);
-} procs SEC(".maps");
+} procs_a SEC(".maps"), procs_b SEC(".maps");
+
+/* One slot: the per-process map in use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__array(values, struct proc_map);
+} procs_active SEC(".maps") = {
+	.values = { &procs_a },
+};
 
 /* Per-thread state of the reads, pagecache and reclaim families. Bounded by
  * the number of live threads: task storage is freed with its task. */
@@ -128,17 +142,26 @@ static __always_inline void hist_add(u32 hist, u64 ns)
 		*v += 1;
 }
 
+static __always_inline void *procs_map(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&procs_active, &zero);
+}
+
 static __always_inline struct iomon_proc *proc_entry(void)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct iomon_proc *p = bpf_map_lookup_elem(&procs, &tgid);
+	void *procs = procs_map();
+	if (!procs)
+		return NULL;
+	struct iomon_proc *p = bpf_map_lookup_elem(procs, &tgid);
 	if (p)
 		return p;
 	struct iomon_proc zero = {};
 	bpf_get_current_comm(zero.comm, sizeof(zero.comm));
 	/* EEXIST when another CPU inserted it first: fine, look it up. */
-	bpf_map_update_elem(&procs, &tgid, &zero, BPF_NOEXIST);
-	p = bpf_map_lookup_elem(&procs, &tgid);
+	bpf_map_update_elem(procs, &tgid, &zero, BPF_NOEXIST);
+	p = bpf_map_lookup_elem(procs, &tgid);
 	if (!p)
 		count(IOMON_C_PROC_DROPPED, 1);
 	return p;
@@ -464,7 +487,10 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct iomon_proc *e = bpf_map_lookup_elem(&procs, &tgid);
+	void *procs = procs_map();
+	if (!procs)
+		return 0;
+	struct iomon_proc *e = bpf_map_lookup_elem(procs, &tgid);
 	if (e)
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return 0;

@@ -60,6 +60,8 @@ pub enum DrainError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to switch the per-process map: {0}")]
+    Flip(#[source] libbpf_rs::Error),
     #[error("BPF map {map} returned {got} bytes where {want} were expected")]
     Layout {
         map: &'static str,
@@ -309,6 +311,8 @@ pub struct Drain {
     prev_hists: Vec<u64>,
     prev_procs: HashMap<u32, ProcSample>,
     strategy: Strategy,
+    /// Which of `maps.procs` the programs write to.
+    active: usize,
     last_end_ms: u64,
     /// Families attached during the coming interval.
     attached: Vec<FamilyId>,
@@ -339,6 +343,7 @@ impl Drain {
             prev_hists: Vec::new(),
             prev_procs: HashMap::new(),
             strategy,
+            active: 0,
             last_end_ms: crate::now_ms(),
             attached,
             last_duration: Duration::ZERO,
@@ -350,27 +355,35 @@ impl Drain {
             probes::hist::NR * HIST_BUCKETS as u32,
             ncpus,
         )?;
-        // Start from an empty per-process map.
-        read_procs(&d.maps.procs, proc_capacity, true)?;
+        // Start from empty per-process maps, writing to the first.
+        d.point_at(0)?;
+        read_procs(&d.maps.procs[0], proc_capacity, true)?;
+        read_procs(&d.maps.procs[1], proc_capacity, true)?;
         Ok(d)
+    }
+
+    /// Makes the programs write to `maps.procs[which]`. The kernel waits
+    /// for running BPF programs before a map-in-map update returns, so once
+    /// this returns nothing writes to the other map any more.
+    fn point_at(&mut self, which: usize) -> Result<(), DrainError> {
+        use libbpf_rs::{MapCore, MapFlags};
+        let fd = self.maps.procs[which].as_fd().as_raw_fd() as u32;
+        self.maps
+            .procs_active
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(DrainError::Flip)?;
+        self.active = which;
+        Ok(())
     }
 
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }
 
-    /// Takes effect at the next tick.
+    /// Takes effect at the next tick. Switching from accumulate to drain
+    /// keeps the per-process baseline for that one drain, so what was
+    /// already reported is not reported again.
     pub fn set_strategy(&mut self, s: Strategy) {
-        if s != self.strategy {
-            self.prev_procs.clear();
-            if s == Strategy::Drain {
-                // Entries accumulated so far were reported as deltas already:
-                // empty the map so the next drain starts clean.
-                if let Err(e) = read_procs(&self.maps.procs, self.proc_capacity, true) {
-                    log::warn!("switching to the drain strategy: {e}");
-                }
-            }
-        }
         self.strategy = s;
     }
 
@@ -399,9 +412,24 @@ impl Drain {
         self.prev_hists = hists;
 
         let mut procs = match self.strategy {
-            Strategy::Drain => read_procs(&self.maps.procs, self.proc_capacity, true)?,
+            Strategy::Drain => {
+                let old = self.active;
+                self.point_at(1 - old)?;
+                let taken = read_procs(&self.maps.procs[old], self.proc_capacity, true)?;
+                if self.prev_procs.is_empty() {
+                    taken
+                } else {
+                    // First drain after accumulate: those were cumulative.
+                    let prev = std::mem::take(&mut self.prev_procs);
+                    taken
+                        .iter()
+                        .map(|p| proc_delta(p, prev.get(&p.tgid)))
+                        .filter(|d| !d.is_empty())
+                        .collect()
+                }
+            }
             Strategy::Accumulate => {
-                let cur = read_procs(&self.maps.procs, self.proc_capacity, false)?;
+                let cur = read_procs(&self.maps.procs[self.active], self.proc_capacity, false)?;
                 let mut out = Vec::with_capacity(cur.len());
                 let mut next = HashMap::with_capacity(cur.len());
                 for p in cur {

@@ -70,7 +70,7 @@ pub fn map_gauges(maps: &crate::probes::Maps, procs_seen: u64) -> Vec<MapGauge> 
     let mut v = vec![(
         "procs".to_string(),
         procs_seen,
-        u64::from(maps.procs.max_entries()),
+        u64::from(maps.procs[0].max_entries()),
     )];
     for (name, m) in &maps.all {
         if name != "procs" {

@@ -144,7 +144,9 @@ pub struct FamilyStatus {
 pub struct Maps {
     pub counters: MapHandle,
     pub hists: MapHandle,
-    pub procs: MapHandle,
+    /// The two per-process maps; `procs_active` says which one is written.
+    pub procs: [MapHandle; 2],
+    pub procs_active: MapHandle,
     /// Every map, for the entries-vs-capacity gauges.
     pub all: Vec<(String, MapHandle)>,
 }
@@ -223,7 +225,7 @@ fn open_object(
         prog.set_autoload(on);
     }
     for mut map in open.maps_mut() {
-        if map.name() == "procs" {
+        if map.name() == "procs_a" || map.name() == "procs_b" {
             map.set_max_entries(proc_capacity.max(1))
                 .map_err(ProbeError::Open)?;
         }
@@ -414,13 +416,14 @@ impl Probes {
             MapHandle::try_from(&map).map_err(|source| ProbeError::MapHandle { name, source })
         };
         let mut all = Vec::new();
-        for name in ["procs", "ra_windows"] {
+        for name in ["ra_windows"] {
             all.push((name.to_string(), handle(name)?));
         }
         Ok(Maps {
             counters: handle("counters")?,
             hists: handle("hists")?,
-            procs: handle("procs")?,
+            procs: [handle("procs_a")?, handle("procs_b")?],
+            procs_active: handle("procs_active")?,
             all,
         })
     }
