@@ -415,10 +415,7 @@ impl Probes {
                 .ok_or(ProbeError::MissingMap(name))?;
             MapHandle::try_from(&map).map_err(|source| ProbeError::MapHandle { name, source })
         };
-        let mut all = Vec::new();
-        for name in ["ra_windows"] {
-            all.push((name.to_string(), handle(name)?));
-        }
+        let all = vec![("ra_windows".to_string(), handle("ra_windows")?)];
         Ok(Maps {
             counters: handle("counters")?,
             hists: handle("hists")?,
