@@ -20,7 +20,34 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define PF_KSWAPD 0x00020000
+#define PF_KTHREAD 0x00200000
 #define PAGE_SHIFT 12
+
+/* Syscalls that read files through the page cache (filemap_read). */
+#if defined(__TARGET_ARCH_x86)
+#define NR_READ 0
+#define NR_PREAD64 17
+#define NR_READV 19
+#define NR_SENDFILE 40
+#define NR_SPLICE 275
+#define NR_PREADV 295
+#define NR_COPY_FILE_RANGE 326
+#define NR_PREADV2 327
+#define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_READ 63
+#define NR_PREAD64 67
+#define NR_READV 65
+#define NR_SENDFILE 71
+#define NR_SPLICE 76
+#define NR_PREADV 69
+#define NR_COPY_FILE_RANGE 285
+#define NR_PREADV2 286
+#define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
+#else
+#error "iomon: no syscall numbers for this architecture"
+#endif
+#define NR_IO_URING_ENTER 426
 
 /* Referenced so that the enums and structs reach BTF and the skeleton. */
 struct iomon_abi iomon_abi_anchor SEC(".bss");
@@ -299,11 +326,36 @@ static __always_inline u64 ra_consume(struct ra_window *w, u64 s, u64 e)
 	return taken;
 }
 
+/* Whether the current task is in a syscall that reads a file through the
+ * page cache: pages added anywhere else (writes, faults, fadvise WILLNEED,
+ * readahead(2), kernel threads) are no read's misses. */
+static __always_inline bool in_read_syscall(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->flags & PF_KTHREAD)
+		return false;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	long nr = SYSCALL_NR(regs);
+	switch (nr) {
+	case NR_READ:
+	case NR_PREAD64:
+	case NR_READV:
+	case NR_PREADV:
+	case NR_PREADV2:
+	case NR_SENDFILE:
+	case NR_SPLICE:
+	case NR_COPY_FILE_RANGE:
+	case NR_IO_URING_ENTER:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Pages added while a thread is inside a buffered read are that read's
  * doing: those it asked for are misses, the rest is read-ahead. The add
- * events come before the read's get_pages event, so remember them here.
- * (Pages a thread adds by writing or faulting are dropped when its next
- * add is for another file, or fall outside the next read's range.) */
+ * events come before the read's get_pages event, so remember them here
+ * until it comes. */
 SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
 int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
@@ -314,6 +366,8 @@ int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	u64 ino = ctx->i_ino;
 	u32 dev = ctx->s_dev;
 	count(IOMON_C_PC_ADDED, n);
+	if (!in_read_syscall())
+		return 0;
 
 	struct task_state *t = task_state(true);
 	if (!t)

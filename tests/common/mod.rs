@@ -1,0 +1,109 @@
+//! Shared by the kernel and end-to-end tests: gating on BPF, workloads with
+//! known numbers, and page residency measured with mincore.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+static KERNEL: Mutex<()> = Mutex::new(());
+
+/// Serializes the tests that load BPF (they count this process's own
+/// events) and skips them, saying why, where BPF cannot be used. With
+/// `IOMON_REQUIRE_BPF=1` (as in CI) a skip is a failure instead.
+pub fn bpf_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let guard = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let why = if !root {
+        Some("needs root (CAP_BPF, CAP_PERFMON) to load BPF programs".to_string())
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("needs a kernel with BTF (/sys/kernel/btf/vmlinux)".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => Some(guard),
+        Some(why) if std::env::var_os("IOMON_REQUIRE_BPF").is_some() => {
+            panic!("{test}: {why}, and IOMON_REQUIRE_BPF is set")
+        }
+        Some(why) => {
+            eprintln!("SKIP {test}: {why}");
+            None
+        }
+    }
+}
+
+/// A directory on a disk-backed filesystem (page-cache tests cannot use
+/// tmpfs: its reads do not go through the page-cache read path).
+pub fn disk_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("IOMON_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let dir = base.join(format!("iomon-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
+}
+
+/// A file of `size` bytes of non-zero data, written through and synced.
+pub fn make_file(path: &Path, size: usize) {
+    let mut f = File::create(path).expect("create file");
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        f.write_all(&chunk[..n]).expect("write file");
+        left -= n;
+    }
+    f.sync_all().expect("sync file");
+}
+
+pub fn fadvise(fd: i32, offset: i64, len: i64, advice: i32) -> i32 {
+    // SAFETY: plain syscall wrapper; fd validity is the kernel's business.
+    unsafe { libc::posix_fadvise(fd, offset, len, advice) }
+}
+
+/// Evicts the whole file from the page cache.
+pub fn evict(f: &File) {
+    assert_eq!(fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED), 0);
+}
+
+/// Fraction of the file's pages that are resident, from mincore.
+pub fn resident_fraction(f: &File, size: usize) -> f64 {
+    let pages = size.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of the whole file, unmapped below;
+    // mincore writes one byte per page into vec, which has that many.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap for mincore");
+        let rc = libc::mincore(addr, size, vec.as_mut_ptr());
+        libc::munmap(addr, size);
+        assert_eq!(rc, 0, "mincore");
+    }
+    vec.iter().filter(|b| *b & 1 == 1).count() as f64 / pages as f64
+}
+
+/// Reads the whole file with `chunk`-byte buffered reads.
+pub fn read_all(f: &File, chunk: usize) -> usize {
+    let mut buf = vec![0u8; chunk];
+    let mut off = 0usize;
+    loop {
+        // SAFETY: buf is valid for chunk bytes.
+        let n = unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), chunk, off as i64) };
+        assert!(n >= 0, "pread failed");
+        if n == 0 {
+            return off;
+        }
+        off += n as usize;
+    }
+}
