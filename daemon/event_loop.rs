@@ -581,6 +581,12 @@ impl Daemon {
             Request::SetStrategy(s) => {
                 let previous = self.drain.strategy();
                 self.drain.set_strategy(s);
+                // Run-time changes live in the config, so a reload compares
+                // against them.
+                self.cfg.daemon.strategy = match s {
+                    Strategy::Drain => crate::config::StrategyName::Drain,
+                    Strategy::Accumulate => crate::config::StrategyName::Accumulate,
+                };
                 log::info!(
                     "strategy {} -> {} (by uid {:?})",
                     previous.name(),
@@ -606,6 +612,7 @@ impl Daemon {
                 } else {
                     let previous = self.interval;
                     self.pending_interval = Some(d);
+                    self.cfg.daemon.interval = crate::config::Span(d);
                     log::info!(
                         "interval {} -> {} from the next tick (by uid {:?})",
                         format_duration(previous),

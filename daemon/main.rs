@@ -128,8 +128,10 @@ fn overrides(args: &Args) -> Overrides {
                 .unwrap_or_else(|| dir.join("iomond.sock")),
         );
         o.state_dir = Some(dir);
-        // The developer's own group owns the socket.
-        o.socket_group = Some(String::new());
+        // Without a config file, the developer's own group owns the socket.
+        if args.config.is_none() {
+            o.socket_group = Some(String::new());
+        }
         if args.interval.is_none() {
             o.interval = Some(std::time::Duration::from_secs(1));
         }

@@ -1,0 +1,626 @@
+//! End to end: the real iomond and iomonctl binaries against the real
+//! kernel. Each test starts its own daemon in development mode in a fresh
+//! state directory.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IOMOND: &str = env!("CARGO_BIN_EXE_iomond");
+const IOMONCTL: &str = env!("CARGO_BIN_EXE_iomonctl");
+
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    metrics: Option<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    fn start(name: &str, extra: &[&str], config: Option<&str>) -> Daemon {
+        let dir = disk_dir(&format!("e2e-{name}"));
+        let socket = dir.join("iomond.sock");
+        let mut cmd = Command::new(IOMOND);
+        cmd.arg("--dev")
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("--interval")
+            .arg("250ms")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(c) = config {
+            let p = dir.join("iomond.toml");
+            std::fs::write(&p, c).unwrap();
+            cmd.arg("--config").arg(p);
+        }
+        let metrics = extra
+            .iter()
+            .position(|a| *a == "--metrics-listen")
+            .map(|i| extra[i + 1].to_string());
+        let mut child = cmd.spawn().expect("spawn iomond");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("iomond exited with {st} before listening:\n{err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "iomond did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon {
+            child,
+            dir,
+            socket,
+            metrics,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(IOMONCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run iomonctl")
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "iomonctl {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ctl_ok(&a)).expect("json output")
+    }
+
+    fn wait_ticks(&self, n: u64) {
+        let start = self.json(&["status"])["ticks"].as_u64().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.json(&["status"])["ticks"].as_u64().unwrap() < start + n {
+            assert!(Instant::now() < deadline, "no ticks");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (st, err)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn http_get(addr: &str, path: &str, headers: &[&str]) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_string(), body.to_string())
+}
+
+#[test]
+fn bpf_check_lists_every_family() {
+    let Some(_k) = bpf_or_skip("bpf_check_lists_every_family") else {
+        return;
+    };
+    let out = Command::new(IOMOND).arg("--check").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for f in iomon::family::ALL {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(f.id.name()))
+            .unwrap_or_else(|| panic!("--check does not list {}:\n{text}", f.id));
+        assert!(line.contains("attached"), "{line}");
+        for p in f.programs {
+            assert!(text.contains(p.event), "{} missing from --check", p.event);
+        }
+    }
+}
+
+#[test]
+fn bpf_check_fails_with_a_reason_when_nothing_can_attach() {
+    let Some(_k) = bpf_or_skip("bpf_check_fails_with_a_reason_when_nothing_can_attach") else {
+        return;
+    };
+    // Without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN nothing loads.
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(IOMOND)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAP_BPF"), "the error says what to do: {err}");
+    let daemon = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(IOMOND)
+        .args(["--dev", "--state-dir", "/nonexistent/iomon"])
+        .output()
+        .unwrap();
+    assert!(!daemon.status.success(), "the daemon exits non-zero");
+    let err = String::from_utf8_lossy(&daemon.stderr);
+    assert!(err.contains("iomond:"), "{err}");
+}
+
+#[test]
+fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
+    let Some(_k) = bpf_or_skip("bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command")
+    else {
+        return;
+    };
+    let d = Daemon::start("cmds", &["--enable", "reads"], None);
+    d.wait_ticks(1);
+
+    let status = d.ctl_ok(&["status"]);
+    for want in [
+        "version",
+        "interval",
+        "250ms",
+        "strategy",
+        "drain",
+        "probe fadvise",
+        "attached",
+        "store",
+    ] {
+        assert!(status.contains(want), "status lacks {want}:\n{status}");
+    }
+
+    // Our own fadvise calls, exactly, in top and in the snapshot totals.
+    let f = File::open(IOMOND).unwrap();
+    let before = d.json(&["snapshot"])["totals"]["fadvise"]["calls"][4][0]
+        .as_u64()
+        .unwrap_or(0);
+    for _ in 0..37 {
+        assert_eq!(fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED), 0);
+    }
+    for _ in 0..5 {
+        fadvise(f.as_raw_fd(), 0, 0, 77);
+    }
+    d.wait_ticks(2);
+    let top = d.json(&["top", "--by", "fadvise", "--since", "1h", "-n", "50"]);
+    let mine = top["procs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["tgid"].as_u64() == Some(std::process::id() as u64))
+        .unwrap_or_else(|| panic!("own pid not in top: {top}"))
+        .clone();
+    assert_eq!(mine["fadvise"][4][0].as_u64(), Some(37), "{mine}");
+    assert_eq!(mine["fadvise"][6][1].as_u64(), Some(5), "{mine}");
+    let after = d.json(&["snapshot"])["totals"]["fadvise"]["calls"][4][0]
+        .as_u64()
+        .unwrap();
+    assert!(after - before >= 37);
+
+    let snap = d.ctl_ok(&["snapshot"]);
+    for want in [
+        "fadvise",
+        "dontneed ok",
+        "hit ratio",
+        "reclaim",
+        "latency p99",
+    ] {
+        assert!(snap.contains(want), "snapshot lacks {want}:\n{snap}");
+    }
+    assert!(d
+        .ctl_ok(&["snapshot", "-o", "csv"])
+        .starts_with("section,metric,"));
+
+    let top_table = d.ctl_ok(&["top", "-n", "3"]);
+    assert!(top_table.contains("PID"), "{top_table}");
+
+    let probes = d.ctl_ok(&["probes"]);
+    assert!(
+        probes.contains("sys_exit_fadvise64") && probes.contains("mm_filemap_get_pages"),
+        "{probes}"
+    );
+    let pj = d.json(&["probes"]);
+    assert_eq!(pj.as_array().unwrap().len(), iomon::family::ALL.len());
+
+    let hist = d.ctl_ok(&[
+        "history", "--since", "5m", "--step", "1s", "--metric", "dontneed",
+    ]);
+    assert!(hist.contains("points"), "{hist}");
+    let hj = d.json(&["history", "--since", "5m", "--step", "250ms"]);
+    let points = hj["points"].as_array().unwrap();
+    assert!(points.len() >= 2, "{hj}");
+    let dn: u64 = points
+        .iter()
+        .map(|p| p["fadvise"]["calls"][4][0].as_u64().unwrap_or(0))
+        .sum();
+    assert!(dn >= 37, "history holds our calls: {dn}");
+    let csv = d.ctl_ok(&["history", "-s", "5m", "-o", "csv"]);
+    assert!(csv.starts_with("start_ms,end_ms,hit_ratio"), "{csv}");
+
+    assert!(d.ctl_ok(&["strategy", "get"]).contains("drain"));
+    assert!(d
+        .ctl_ok(&["strategy", "set", "accumulate"])
+        .contains("drain -> accumulate"));
+    assert!(d.ctl_ok(&["strategy", "get"]).contains("accumulate"));
+    assert!(d
+        .ctl_ok(&["interval", "set", "300ms"])
+        .contains("250ms -> 300ms"));
+    d.wait_ticks(2);
+    assert!(d.ctl_ok(&["interval", "get"]).contains("300ms"));
+    assert!(d.ctl_ok(&["reload"]).contains("reloaded"));
+    // Reload re-applies the command line: the interval goes back to 250ms.
+    d.wait_ticks(2);
+    assert!(d.ctl_ok(&["interval", "get"]).contains("250ms"));
+
+    // Usage errors exit 2, an unreachable daemon 3.
+    let bad = d.ctl(&["history", "--since", "last tuesday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let gone = Command::new(IOMONCTL)
+        .args(["--socket", "/nonexistent/iomond.sock", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot reach iomond"));
+
+    let (st, err) = d.stop();
+    assert!(st.success(), "clean exit: {err}");
+    assert!(err.contains("final drain"), "{err}");
+}
+
+#[test]
+fn bpf_non_admin_can_read_but_not_change() {
+    let Some(_k) = bpf_or_skip("bpf_non_admin_can_read_but_not_change") else {
+        return;
+    };
+    let cfg = "[daemon]\nsocket_group = \"nogroup\"\nadmin_group = \"\"\n";
+    let d = Daemon::start("authz", &[], Some(cfg));
+    d.wait_ticks(1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode");
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--init-groups"])
+            .arg(IOMONCTL)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = as_nobody(&["status"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for args in [
+        &["strategy", "set", "accumulate"][..],
+        &["interval", "set", "1s"],
+        &["reload"],
+    ] {
+        let denied = as_nobody(args);
+        assert_eq!(denied.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(err.contains("needs root"), "{args:?}: {err}");
+    }
+    assert!(
+        d.ctl_ok(&["strategy", "get"]).contains("drain"),
+        "unchanged"
+    );
+    // Outside the socket's group: cannot even connect.
+    let stranger = Command::new("setpriv")
+        .args(["--reuid=daemon", "--regid=daemon", "--clear-groups"])
+        .arg(IOMONCTL)
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(stranger.status.code(), Some(3));
+}
+
+#[test]
+fn bpf_wire_errors_close_only_that_connection() {
+    let Some(_k) = bpf_or_skip("bpf_wire_errors_close_only_that_connection") else {
+        return;
+    };
+    use iomon::proto::{self, ErrorKind, Request, Response};
+    let d = Daemon::start("wire", &[], None);
+    let roundtrip = |bytes: &[u8]| -> Option<Response> {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let payload = proto::read_frame(&mut s, proto::MAX_RESPONSE).ok()?;
+        let r = proto::decode(&payload, proto::MAX_RESPONSE).ok();
+        // Then the daemon closes.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        r
+    };
+    // Wrong version.
+    let r = roundtrip(&proto::encode(&Request::Hello {
+        version: 999,
+        client: "future".into(),
+    }));
+    assert!(
+        matches!(
+            r,
+            Some(Response::Error {
+                kind: ErrorKind::Version,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // Oversize frame.
+    let r = roundtrip(&((proto::MAX_FRAME as u32 + 1).to_be_bytes()));
+    assert!(
+        matches!(
+            r,
+            Some(Response::Error {
+                kind: ErrorKind::BadFrame,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // Garbage.
+    let r = roundtrip(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]);
+    assert!(
+        matches!(
+            r,
+            Some(Response::Error {
+                kind: ErrorKind::BadFrame,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // A request before the hello.
+    let r = roundtrip(&proto::encode(&Request::Status));
+    assert!(
+        matches!(
+            r,
+            Some(Response::Error {
+                kind: ErrorKind::BadFrame,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // Half a frame left open does not stop others.
+    let mut half = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    half.write_all(&[0, 0, 1]).unwrap();
+    assert!(d.ctl_ok(&["status"]).contains("version"));
+    drop(half);
+}
+
+#[test]
+fn bpf_two_hundred_concurrent_clients_while_ticking_on_time() {
+    let Some(_k) = bpf_or_skip("bpf_two_hundred_concurrent_clients_while_ticking_on_time") else {
+        return;
+    };
+    let d = Daemon::start("load", &[], None);
+    d.wait_ticks(1);
+    let before = d.json(&["status"]);
+    let t0 = Instant::now();
+    let sock = d.socket.clone();
+    let handles: Vec<_> = (0..200)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut c =
+                    iomon::proto::Client::connect(&sock, Duration::from_secs(20)).expect("connect");
+                for _ in 0..5 {
+                    match c.call(&iomon::proto::Request::Snapshot).expect("call") {
+                        iomon::proto::Response::Snapshot(_) => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client");
+    }
+    let load_ms = t0.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = d.json(&["status"]);
+    // Every interval that overlapped the load was drained on time: no raw
+    // Sample is longer than the interval plus 100 ms of jitter.
+    let since = before["last_tick_ms"].as_u64().unwrap();
+    let hist = d.json(&[
+        "history",
+        "--since",
+        &format!("@{}", since / 1000),
+        "--step",
+        "250ms",
+    ]);
+    let points = hist["points"].as_array().unwrap();
+    assert!(points.len() >= 3, "{hist}");
+    let durations: Vec<u64> = points
+        .iter()
+        .map(|p| p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        durations.iter().all(|d| *d <= 350),
+        "tick durations {durations:?} (load took {load_ms} ms)"
+    );
+    let warnings = after["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .all(|w| !w.as_str().unwrap().contains("late")),
+        "{warnings:?}"
+    );
+    eprintln!("200 clients x 5 snapshots in {load_ms} ms; tick durations {durations:?}");
+}
+
+#[test]
+fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
+    let Some(_k) = bpf_or_skip("bpf_metrics_endpoint_serves_prometheus_and_openmetrics") else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start("http", &["--metrics-listen", &addr], None);
+    d.wait_ticks(2);
+    let addr = d.metrics.clone().unwrap();
+    let (code, head, body) = http_get(&addr, "/metrics", &[]);
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for want in [
+        "iomon_build_info{version=",
+        "iomon_fadvise_calls_total{advice=\"dontneed\",result=\"ok\"}",
+        "iomon_page_cache_read_pages_total{result=\"hit\"}",
+        "iomon_vmscan_scanned_pages_total{reclaimer=\"kswapd\"}",
+        "iomon_direct_reclaim_duration_seconds_bucket{le=\"+Inf\"}",
+        "iomon_probe_attached{family=\"pagecache\",program=\"pc_get_pages\"} 1",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(body.contains(want), "/metrics lacks {want}");
+    }
+    assert!(
+        !body.contains("iomon_read_calls_total"),
+        "reads are off by default: absent, not zero"
+    );
+    let prom_accept = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+    let (code, head, body) = http_get(&addr, "/metrics", &[prom_accept]);
+    assert_eq!(code, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"));
+    let (code, _, body) = http_get(&addr, "/healthz", &[]);
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, _, body) = http_get(&addr, "/", &[]);
+    assert_eq!(code, 200);
+    assert!(body.contains("pagecache"));
+    let (code, _, _) = http_get(&addr, "/nope", &[]);
+    assert_eq!(code, 404);
+    // Other methods are refused.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+
+    if let Ok(promtool) = which("promtool") {
+        let (_, _, body) = http_get(&addr, "/metrics", &[]);
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else if std::env::var_os("IOMON_REQUIRE_BPF").is_some() {
+        panic!("promtool is not installed (apt-get install prometheus); CI needs it");
+    } else {
+        eprintln!("SKIP promtool check: promtool not installed");
+    }
+}
+
+fn which(bin: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
