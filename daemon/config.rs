@@ -570,7 +570,10 @@ mod shipped {
     /// The packaged file documents the defaults: it parses and equals them.
     #[test]
     fn packaged_config_is_the_defaults() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/iomond.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/iomond.toml"
+        ));
         let cfg = Config::load(path).unwrap();
         assert_eq!(cfg, Config::default());
     }
