@@ -39,6 +39,8 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    #[error("the history store at {0} is locked by another process (is another iomond running with this state directory?)")]
+    Locked(PathBuf),
     #[error("failed to move the unreadable store {from} aside to {to}: {source}")]
     MoveAside {
         from: PathBuf,
@@ -130,10 +132,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`. An unreadable or foreign
-    /// database is moved aside and a fresh one started.
+    /// database is moved aside and a fresh one started; a store another
+    /// process holds, or one this process may not read, is an error (never
+    /// moved).
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         let mut moved_aside = None;
-        let db = match Self::try_open(dir) {
+        let db = match Self::open_retrying(dir)? {
             Ok(db) => db,
             Err(why) => {
                 let to = aside_path(dir);
@@ -148,10 +152,15 @@ impl Store {
                     to.display()
                 );
                 moved_aside = Some(to);
-                Self::try_open(dir).map_err(|_| StoreError::Open {
-                    path: dir.to_path_buf(),
-                    source: sled::Error::Unsupported("fresh store did not open".into()),
-                })?
+                match Self::open_retrying(dir)? {
+                    Ok(db) => db,
+                    Err(why) => {
+                        return Err(StoreError::Open {
+                            path: dir.to_path_buf(),
+                            source: sled::Error::Unsupported(why),
+                        })
+                    }
+                }
             }
         };
         let trees = [
@@ -181,28 +190,51 @@ impl Store {
         Ok(store)
     }
 
-    fn try_open(dir: &Path) -> Result<sled::Db, String> {
+    /// `Ok(Ok(db))`, `Ok(Err(why))` when the database is unreadable and
+    /// should be moved aside, or `Err` for what moving would not fix. A lock
+    /// held by a process that is going away (a restart) is waited for.
+    fn open_retrying(dir: &Path) -> Result<Result<sled::Db, String>, StoreError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match Self::try_open(dir) {
+                Err(OpenFailure::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(OpenFailure::Locked) => return Err(StoreError::Locked(dir.to_path_buf())),
+                Err(OpenFailure::Fatal(source)) => {
+                    return Err(StoreError::Open {
+                        path: dir.to_path_buf(),
+                        source,
+                    })
+                }
+                Err(OpenFailure::Unreadable(why)) => return Ok(Err(why)),
+                Ok(db) => return Ok(Ok(db)),
+            }
+        }
+    }
+
+    fn try_open(dir: &Path) -> Result<sled::Db, OpenFailure> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(8 << 20)
             .flush_every_ms(None)
             .open()
-            .map_err(|e| format!("sled: {e}"))?;
-        match db.get("format_version").map_err(|e| format!("sled: {e}"))? {
+            .map_err(OpenFailure::classify)?;
+        match db.get("format_version").map_err(OpenFailure::classify)? {
             None => {
                 if db.tree_names().len() > 1 || !db.is_empty() {
-                    return Err("it has no format version".into());
+                    return Err(OpenFailure::Unreadable("it has no format version".into()));
                 }
                 db.insert("format_version", &FORMAT_VERSION.to_be_bytes())
-                    .map_err(|e| format!("sled: {e}"))?;
-                db.flush().map_err(|e| format!("sled: {e}"))?;
+                    .map_err(OpenFailure::classify)?;
+                db.flush().map_err(OpenFailure::classify)?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
             Some(v) => {
-                return Err(format!(
+                return Err(OpenFailure::Unreadable(format!(
                     "format version {:?}, this iomond reads {FORMAT_VERSION}",
                     v.as_ref()
-                ))
+                )))
             }
         }
         Ok(db)
@@ -478,6 +510,40 @@ impl Store {
     }
 }
 
+enum OpenFailure {
+    /// Garbage, truncated, or another format: move it aside.
+    Unreadable(String),
+    /// Another process holds the lock.
+    Locked,
+    /// Permissions, disk errors: moving would not help.
+    Fatal(sled::Error),
+}
+
+impl OpenFailure {
+    fn classify(e: sled::Error) -> OpenFailure {
+        use std::io::ErrorKind as K;
+        match e {
+            // sled wraps the flock failure in an error of kind Other.
+            sled::Error::Io(ref io)
+                if io.kind() == K::WouldBlock
+                    || io.to_string().contains("could not acquire lock") =>
+            {
+                OpenFailure::Locked
+            }
+            sled::Error::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    K::InvalidData | K::UnexpectedEof | K::InvalidInput
+                ) =>
+            {
+                OpenFailure::Unreadable(format!("sled: {e}"))
+            }
+            sled::Error::Io(_) => OpenFailure::Fatal(e),
+            other => OpenFailure::Unreadable(format!("sled: {other}")),
+        }
+    }
+}
+
 fn merge_into(slot: &mut Option<(u64, Sample)>, bucket: u64, s: &Sample, top: usize) {
     match slot {
         Some((b, acc)) if *b == bucket => acc.merge(s, top),
@@ -663,6 +729,28 @@ mod tests {
         }
         let st = Store::open(&path, opts()).unwrap();
         assert!(st.moved_aside.is_some());
+    }
+
+    #[test]
+    fn a_store_held_by_another_opener_is_not_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _held = Store::open(&path, opts()).unwrap();
+        let t = std::time::Instant::now();
+        match Store::open(&path, opts()) {
+            Err(StoreError::Locked(p)) => assert_eq!(p, path),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("expected Locked, got a second store"),
+        }
+        assert!(
+            t.elapsed() >= Duration::from_secs(4),
+            "waited for a restarting holder"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved aside"
+        );
     }
 
     #[test]
