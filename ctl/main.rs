@@ -240,13 +240,14 @@ fn main() -> ExitCode {
 
     let mut client = match Client::connect(&args.socket, args.timeout) {
         Ok(c) => c,
-        Err(e @ ClientError::Connect { .. }) => return fail(EXIT_UNREACHABLE, e),
-        Err(e @ ClientError::Frame(_)) => return fail(EXIT_UNREACHABLE, e),
-        Err(e) => return fail(EXIT_DAEMON, e),
+        Err(e @ (ClientError::Connect { .. } | ClientError::Frame(_))) => {
+            return fail(EXIT_UNREACHABLE, iomon::error_chain(&e))
+        }
+        Err(e) => return fail(EXIT_DAEMON, iomon::error_chain(&e)),
     };
     let response = match client.call(&request) {
         Ok(r) => r,
-        Err(e) => return fail(EXIT_UNREACHABLE, e),
+        Err(e) => return fail(EXIT_UNREACHABLE, iomon::error_chain(&e)),
     };
     let out = args.output;
     let text = match response {

@@ -466,7 +466,7 @@ pub fn bar(v: Option<f64>, max: f64, width: usize) -> String {
     }
     let eighths = ((v / max) * (width * 8) as f64).round() as usize;
     let mut s = "█".repeat(eighths / 8);
-    if eighths % 8 > 0 {
+    if !eighths.is_multiple_of(8) {
         s.push(BLOCKS[eighths % 8 - 1]);
     }
     s

@@ -17,7 +17,7 @@ pub const DEFAULT_PATH: &str = "/etc/iomond/iomond.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("failed to read config file {path}: {source}")]
+    #[error("failed to read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -99,7 +99,7 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut s = ms / 1000;
@@ -162,11 +162,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl Serialize for Size {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let v = self.0;
-        let text = if v % (1 << 30) == 0 && v > 0 {
+        let text = if v.is_multiple_of(1 << 30) && v > 0 {
             format!("{}GiB", v >> 30)
-        } else if v % (1 << 20) == 0 && v > 0 {
+        } else if v.is_multiple_of(1 << 20) && v > 0 {
             format!("{}MiB", v >> 20)
-        } else if v % (1 << 10) == 0 && v > 0 {
+        } else if v.is_multiple_of(1 << 10) && v > 0 {
             format!("{}KiB", v >> 10)
         } else {
             format!("{v}B")

@@ -28,19 +28,19 @@ pub struct Peer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("failed to create the socket directory {path}: {source}")]
+    #[error("failed to create the socket directory {path}")]
     Dir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("failed to listen on {path}: {source} (is another iomond running?)")]
+    #[error("failed to listen on {path}")]
     Bind {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("failed to set mode/owner of {path}: {source}")]
+    #[error("failed to set mode/owner of {path}")]
     Perms {
         path: PathBuf,
         #[source]

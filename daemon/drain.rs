@@ -54,13 +54,13 @@ impl Strategy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrainError {
-    #[error("failed to read BPF map {map}: {source}")]
+    #[error("failed to read BPF map {map}")]
     Map {
         map: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to switch the per-process map: {0}")]
+    #[error("failed to switch the per-process map")]
     Flip(#[source] libbpf_rs::Error),
     #[error("BPF map {map} returned {got} bytes where {want} were expected")]
     Layout {

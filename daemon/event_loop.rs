@@ -102,7 +102,7 @@ pub enum StartError {
     Control(#[from] crate::control::ControlError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("failed to set up the event loop: {0}")]
+    #[error("failed to set up the event loop")]
     Poll(#[source] io::Error),
     #[error("failed to serve metrics: {0}")]
     Http(String),
@@ -468,7 +468,7 @@ impl Daemon {
         let sample = match self.drain.tick() {
             Ok(s) => s,
             Err(e) => {
-                log::error!("drain failed: {e}");
+                log::error!("drain failed: {}", crate::error_chain(&e));
                 return;
             }
         };
@@ -489,7 +489,7 @@ impl Daemon {
     /// Re-reads the config file and applies what can change at run time.
     pub fn reload(&mut self) -> Result<Vec<String>, String> {
         let mut cfg = match &self.startup.config_path {
-            Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+            Some(p) => Config::load(p).map_err(|e| crate::error_chain(&e))?,
             None => Config::default(),
         };
         self.startup.overrides.apply(&mut cfg);

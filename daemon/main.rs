@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 
 use iomon::config::{self, Config, LogTarget};
@@ -183,9 +183,25 @@ fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Exit status for a bad config or nothing to monitor (EX_CONFIG): the
+/// systemd unit does not restart on it (RestartPreventExitStatus=78).
+const EXIT_CONFIG: u8 = 78;
+
+/// An error that restarting will not fix.
+#[derive(Debug)]
+struct Permanent(anyhow::Error);
+
+impl std::fmt::Display for Permanent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Permanent {}
+
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let (cfg, config_path) = load_config(&args)?;
+    let (cfg, config_path) = load_config(&args).map_err(|e| anyhow::Error::new(Permanent(e)))?;
     if args.check_config {
         match &config_path {
             Some(p) => println!("{}: ok", p.display()),
@@ -229,10 +245,16 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     let mut daemon = match Daemon::start(cfg, startup) {
         Ok(d) => d,
-        Err(StartError::NothingAttached(why)) => bail!(
-            "no probe family could be attached, nothing to monitor:\n{why}\n\
-             run `iomond --check` for the details; iomond needs root or CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)"
-        ),
+        Err(StartError::NothingAttached(why)) => {
+            return Err(anyhow::Error::new(Permanent(anyhow::anyhow!(
+                "no probe family could be attached, nothing to monitor:\n{why}\n\
+                 run `iomond --check` for the details; iomond needs root or CAP_BPF + CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)"
+            ))))
+        }
+        Err(e @ StartError::Probe(_)) => {
+            // BPF refused outright: a restart will not change that.
+            return Err(anyhow::Error::new(Permanent(anyhow::Error::new(e).context("failed to start"))));
+        }
         Err(e) => return Err(e).context("failed to start"),
     };
     daemon.run().context("the event loop failed")?;
@@ -247,7 +269,11 @@ fn main() -> ExitCode {
             // The whole chain on one line (stderr is the journal under
             // systemd).
             eprintln!("iomond: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Permanent>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -95,13 +95,13 @@ pub const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("failed to open the BPF object: {0}")]
+    #[error("failed to open the BPF object")]
     Open(#[source] libbpf_rs::Error),
-    #[error("failed to load the BPF object into the kernel (is this root, or does it have CAP_BPF and CAP_PERFMON?): {0}")]
+    #[error("failed to load the BPF object into the kernel (iomond needs root, or CAP_BPF and CAP_PERFMON)")]
     Load(#[source] libbpf_rs::Error),
     #[error("BPF map {0} is missing from the object (build mismatch)")]
     MissingMap(&'static str),
-    #[error("failed to open BPF map {name}: {source}")]
+    #[error("failed to open BPF map {name}")]
     MapHandle {
         name: &'static str,
         #[source]

@@ -177,7 +177,7 @@ pub enum FrameError {
     Decode(String),
     #[error("connection closed in the middle of a frame")]
     Truncated,
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
@@ -275,13 +275,13 @@ pub struct Client {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach iomond at {path}: {source} (is the daemon running? is --socket right? are you in the socket's group?)")]
+    #[error("cannot reach iomond at {path} (is it running? is --socket right? are you in the socket's group?)")]
     Connect {
         path: String,
         #[source]
         source: io::Error,
     },
-    #[error("lost the connection to iomond: {0}")]
+    #[error("lost the connection to iomond")]
     Frame(#[from] FrameError),
     #[error("iomond speaks protocol version {daemon}, this iomonctl speaks {ours}: use the iomonctl that came with the running iomond")]
     Version { daemon: u32, ours: u32 },

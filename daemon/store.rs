@@ -1,57 +1,89 @@
-//! Rolling history in sled: every Sample kept raw, rolled up per minute and
-//! per hour, retained by age per tier and by a total size cap.
+//! Rolling history: every Sample kept raw, rolled up per minute and per
+//! hour, retained by age per tier and by a total size cap.
 //!
-//! Layout: one sled tree per tier (`raw`, `1m`, `1h`); keys are the
-//! big-endian start time (ms) of the Sample or bucket, so ordered range
-//! scans are time-range scans; values are a format byte followed by the
+//! Layout: one redb file (`history.redb`) with a table per tier (`raw`,
+//! `1m`, `1h`); keys are the start time (ms) of the Sample or bucket, so
+//! ordered range scans are time-range scans; values are a format byte and a
 //! bincode Sample. The rollup buckets in progress live in memory and are
-//! written when they close; on open they are rebuilt from the raw tier, so
-//! a crash loses nothing that was flushed.
+//! written when they close; on open they are rebuilt from the raw tier, so a
+//! crash loses nothing that was flushed. Ticks are queued in memory; a flush
+//! (timer, shutdown) commits them durably in one transaction.
+//!
+//! Why redb and not sled: with sled 0.34 the accelerated 30-day soak could
+//! not hold a 64 MiB cap: with live data held at 21 MiB its files grew past
+//! 128 MiB and kept growing (BENCHMARKS.md). redb reuses freed pages, and
+//! when the file is still over the cap after trimming, it is compacted.
 //!
 //! A database that will not open, or carries another format version, is
-//! renamed aside (never deleted) and a fresh one is started.
+//! renamed aside (never deleted) and a fresh one is started; a database
+//! another process holds is waited for, then refused.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bincode::Options;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::proto::{HistoryReport, StoreStatus};
 use crate::sample::Sample;
 
 /// Bumped when the on-disk layout or the Sample encoding changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const VALUE_TAG: u8 = 1;
 /// A stored Sample larger than this is refused on decode.
 const MAX_VALUE: u64 = 4 << 20;
 /// Samples kept in memory while the disk refuses writes.
 const MAX_PENDING: usize = 4096;
+/// The file is allowed this many times the live keys and values before the
+/// oldest data is trimmed (B-tree pages are partly empty, and a commit needs
+/// room for the pages it replaces).
+const AMPLIFICATION: u64 = 2;
+const FILE: &str = "history.redb";
+
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+const TABLES: [TableDefinition<u64, &[u8]>; 3] = [
+    TableDefinition::new("raw"),
+    TableDefinition::new("1m"),
+    TableDefinition::new("1h"),
+];
 
 pub const MINUTE_MS: u64 = 60_000;
 pub const HOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("failed to open the history store at {path}: {source}")]
+    #[error("failed to open the history store at {path}")]
     Open {
         path: PathBuf,
         #[source]
-        source: sled::Error,
+        source: redb::Error,
+    },
+    #[error("failed to create the history store directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("the history store at {0} is locked by another process (is another iomond running with this state directory?)")]
     Locked(PathBuf),
-    #[error("failed to move the unreadable store {from} aside to {to}: {source}")]
+    #[error("failed to move the unreadable store {from} aside to {to}")]
     MoveAside {
         from: PathBuf,
         to: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("history store I/O failed: {0}")]
-    Io(#[from] sled::Error),
+    #[error("history store I/O failed")]
+    Db(#[source] redb::Error),
     #[error("until ({until_ms}) is before since ({since_ms})")]
     BadRange { since_ms: u64, until_ms: u64 },
+}
+
+fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,18 +108,16 @@ pub enum Tier {
 impl Tier {
     pub const ALL: [Tier; 3] = [Tier::Raw, Tier::Minute, Tier::Hour];
 
-    fn tree(self) -> &'static str {
-        match self {
-            Tier::Raw => "raw",
-            Tier::Minute => "1m",
-            Tier::Hour => "1h",
-        }
+    fn table(self) -> TableDefinition<'static, u64, &'static [u8]> {
+        TABLES[self as usize]
     }
 }
 
+/// Varint integers: most counters of one tick are small, so a Sample is
+/// about a quarter of its fixed-width size.
 fn codec() -> impl Options {
     bincode::DefaultOptions::new()
-        .with_fixint_encoding()
+        .with_varint_encoding()
         .with_little_endian()
         .with_limit(MAX_VALUE)
 }
@@ -105,36 +135,62 @@ pub fn decode_sample(bytes: &[u8]) -> Option<Sample> {
     }
 }
 
-fn key(ms: u64) -> [u8; 8] {
-    ms.to_be_bytes()
-}
-
-fn key_ms(k: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(k.try_into().ok()?))
-}
-
 pub struct Store {
-    path: PathBuf,
-    db: sled::Db,
-    trees: [sled::Tree; 3],
+    dir: PathBuf,
+    db: Database,
     opts: StoreOptions,
     /// Rollup buckets in progress: (bucket start, merged Sample).
     open_minute: Option<(u64, Sample)>,
     open_hour: Option<(u64, Sample)>,
-    /// Samples not yet written because the disk refused them.
+    /// Samples not yet committed because the disk refused them.
     pending: VecDeque<(Tier, u64, Vec<u8>)>,
     /// Newest key written per tier: timestamps never go backwards in a tier.
     newest: [u64; 3],
     pub write_errors: u64,
     in_error: bool,
+    /// The database must be reopened after an I/O error (redb refuses
+    /// further writes until then).
+    reopen: bool,
     pub moved_aside: Option<PathBuf>,
+    /// Bytes of keys and values held, all tiers.
+    live_bytes: u64,
+    counts: [u64; 3],
+}
+
+enum OpenFailure {
+    /// Garbage, truncated, or another format: move it aside.
+    Unreadable(String),
+    /// Another process holds the lock.
+    Locked,
+    /// Permissions, disk errors: moving would not help.
+    Fatal(redb::Error),
+}
+
+impl OpenFailure {
+    fn classify<E: Into<redb::Error>>(e: E) -> OpenFailure {
+        let e: redb::Error = e.into();
+        match e {
+            redb::Error::DatabaseAlreadyOpen => OpenFailure::Locked,
+            redb::Error::Corrupted(_)
+            | redb::Error::UpgradeRequired(_)
+            | redb::Error::TableTypeMismatch { .. } => {
+                OpenFailure::Unreadable(format!("redb: {e}"))
+            }
+            redb::Error::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                OpenFailure::Unreadable(format!("redb: {e}"))
+            }
+            other => OpenFailure::Fatal(other),
+        }
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. An unreadable or foreign
-    /// database is moved aside and a fresh one started; a store another
-    /// process holds, or one this process may not read, is an error (never
-    /// moved).
+    /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         let mut moved_aside = None;
         let db = match Self::open_retrying(dir)? {
@@ -157,21 +213,15 @@ impl Store {
                     Err(why) => {
                         return Err(StoreError::Open {
                             path: dir.to_path_buf(),
-                            source: sled::Error::Unsupported(why),
+                            source: redb::Error::Corrupted(why),
                         })
                     }
                 }
             }
         };
-        let trees = [
-            db.open_tree(Tier::Raw.tree())?,
-            db.open_tree(Tier::Minute.tree())?,
-            db.open_tree(Tier::Hour.tree())?,
-        ];
         let mut store = Store {
-            path: dir.to_path_buf(),
+            dir: dir.to_path_buf(),
             db,
-            trees,
             opts,
             open_minute: None,
             open_hour: None,
@@ -179,21 +229,42 @@ impl Store {
             newest: [0; 3],
             write_errors: 0,
             in_error: false,
+            reopen: false,
             moved_aside,
+            live_bytes: 0,
+            counts: [0; 3],
         };
-        for (i, t) in store.trees.iter().enumerate() {
-            if let Some((k, _)) = t.last()? {
-                store.newest[i] = key_ms(&k).unwrap_or(0);
-            }
-        }
+        store.scan()?;
         store.rebuild_open_buckets()?;
         Ok(store)
+    }
+
+    /// Counts entries and live bytes, and finds the newest key per tier.
+    fn scan(&mut self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        self.live_bytes = 0;
+        for tier in Tier::ALL {
+            let t = tx.open_table(tier.table()).map_err(db_err)?;
+            self.counts[tier as usize] = t.len().map_err(db_err)?;
+            if let Some((k, _)) = t.last().map_err(db_err)? {
+                self.newest[tier as usize] = k.value();
+            }
+            for item in t.iter().map_err(db_err)? {
+                let (_, v) = item.map_err(db_err)?;
+                self.live_bytes += 8 + v.value().len() as u64;
+            }
+        }
+        Ok(())
     }
 
     /// `Ok(Ok(db))`, `Ok(Err(why))` when the database is unreadable and
     /// should be moved aside, or `Err` for what moving would not fix. A lock
     /// held by a process that is going away (a restart) is waited for.
-    fn open_retrying(dir: &Path) -> Result<Result<sled::Db, String>, StoreError> {
+    fn open_retrying(dir: &Path) -> Result<Result<Database, String>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match Self::try_open(dir) {
@@ -213,51 +284,69 @@ impl Store {
         }
     }
 
-    fn try_open(dir: &Path) -> Result<sled::Db, OpenFailure> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(8 << 20)
-            .flush_every_ms(None)
-            .open()
+    fn try_open(dir: &Path) -> Result<Database, OpenFailure> {
+        let path = dir.join(FILE);
+        let fresh = !path.exists();
+        // A directory that holds other things but no database is not ours
+        // to write into quietly.
+        if fresh
+            && std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        {
+            return Err(OpenFailure::Unreadable(format!(
+                "it has files but no {FILE}"
+            )));
+        }
+        let db = Database::builder()
+            .set_cache_size(4 << 20)
+            .create(&path)
             .map_err(OpenFailure::classify)?;
-        match db.get("format_version").map_err(OpenFailure::classify)? {
-            None => {
-                if db.tree_names().len() > 1 || !db.is_empty() {
-                    return Err(OpenFailure::Unreadable("it has no format version".into()));
+        let tx = db.begin_write().map_err(OpenFailure::classify)?;
+        {
+            let mut meta = tx.open_table(META).map_err(OpenFailure::classify)?;
+            let version = meta
+                .get("format_version")
+                .map_err(OpenFailure::classify)?
+                .map(|v| v.value());
+            match version {
+                None if fresh => {
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(OpenFailure::classify)?;
                 }
-                db.insert("format_version", &FORMAT_VERSION.to_be_bytes())
-                    .map_err(OpenFailure::classify)?;
-                db.flush().map_err(OpenFailure::classify)?;
+                None => return Err(OpenFailure::Unreadable("it has no format version".into())),
+                Some(v) if v == FORMAT_VERSION => {}
+                Some(v) => {
+                    return Err(OpenFailure::Unreadable(format!(
+                        "format version {v}, this iomond reads {FORMAT_VERSION}"
+                    )))
+                }
             }
-            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
-            Some(v) => {
-                return Err(OpenFailure::Unreadable(format!(
-                    "format version {:?}, this iomond reads {FORMAT_VERSION}",
-                    v.as_ref()
-                )))
+            for t in TABLES {
+                tx.open_table(t).map_err(OpenFailure::classify)?;
             }
         }
+        tx.commit().map_err(OpenFailure::classify)?;
         Ok(db)
-    }
-
-    fn tree(&self, t: Tier) -> &sled::Tree {
-        &self.trees[t as usize]
     }
 
     /// The rollups of the current minute and hour, from the raw samples.
     fn rebuild_open_buckets(&mut self) -> Result<(), StoreError> {
-        let Some(newest) = self.newest_ms()? else {
+        let newest = self.newest[Tier::Raw as usize];
+        if self.counts[Tier::Raw as usize] == 0 {
             return Ok(());
-        };
+        }
         let hour = newest - newest % HOUR_MS;
         let minute = newest - newest % MINUTE_MS;
-        for item in self.tree(Tier::Raw).range(key(hour)..) {
-            let (k, v) = item?;
-            let (Some(ms), Some(s)) = (key_ms(&k), decode_sample(&v)) else {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(Tier::Raw.table()).map_err(db_err)?;
+        let top = self.opts.top_k;
+        for item in t.range(hour..).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let Some(s) = decode_sample(v.value()) else {
                 continue;
             };
-            let top = self.opts.top_k;
-            if ms >= minute {
+            if k.value() >= minute {
                 merge_into(&mut self.open_minute, minute, &s, top);
             }
             merge_into(&mut self.open_hour, hour, &s, top);
@@ -265,16 +354,12 @@ impl Store {
         Ok(())
     }
 
-    fn newest_ms(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.tree(Tier::Raw).last()?.and_then(|(k, _)| key_ms(&k)))
-    }
-
     /// Appends one tick's Sample and updates the rollups; closed rollup
-    /// buckets are written. Write errors are counted and retried later.
+    /// buckets are queued too. Everything queued is committed by `flush`;
+    /// a failed commit is counted and retried at the next flush.
     pub fn append(&mut self, s: &Sample) {
-        let ms = s.start_ms;
         // Timestamps never go backwards in a tier (clock set back).
-        let ms = ms.max(self.newest[Tier::Raw as usize] + 1);
+        let ms = s.start_ms.max(self.newest[Tier::Raw as usize] + 1);
         self.pending.push_back((Tier::Raw, ms, encode_sample(s)));
         self.newest[Tier::Raw as usize] = ms;
         let top = self.opts.top_k;
@@ -284,15 +369,13 @@ impl Store {
                 Tier::Minute => &mut self.open_minute,
                 _ => &mut self.open_hour,
             };
-            if let Some((start, _)) = slot {
-                if *start != bucket {
-                    // Bucket starts follow the raw keys, which never go
-                    // backwards, so closed buckets are in order too.
-                    let (start, merged) = slot.take().expect("checked above");
-                    self.pending
-                        .push_back((tier, start, encode_sample(&merged)));
-                    self.newest[tier as usize] = start;
-                }
+            if slot.as_ref().is_some_and(|(start, _)| *start != bucket) {
+                // Bucket starts follow the raw keys, which never go
+                // backwards, so closed buckets are in order too.
+                let (start, merged) = slot.take().expect("checked above");
+                self.pending
+                    .push_back((tier, start, encode_sample(&merged)));
+                self.newest[tier as usize] = start;
             }
             let slot = match tier {
                 Tier::Minute => &mut self.open_minute,
@@ -300,130 +383,241 @@ impl Store {
             };
             merge_into(slot, bucket, s, top);
         }
-        self.write_pending();
-    }
-
-    fn write_pending(&mut self) {
-        while let Some((tier, ms, value)) = self.pending.front() {
-            match self.trees[*tier as usize].insert(key(*ms), value.as_slice()) {
-                Ok(_) => {
-                    self.pending.pop_front();
-                    if self.in_error {
-                        log::info!("history store {}: writing again", self.path.display());
-                        self.in_error = false;
-                    }
-                }
-                Err(e) => {
-                    self.write_errors += 1;
-                    if !self.in_error {
-                        log::error!(
-                            "history store {}: write failed ({e}); keeping up to {MAX_PENDING} samples in memory and retrying",
-                            self.path.display()
-                        );
-                        self.in_error = true;
-                    }
-                    break;
-                }
-            }
-        }
-        while self.pending.len() > MAX_PENDING {
+        // Committed at the next flush (queries see pending Samples too).
+        if self.pending.len() > MAX_PENDING {
             self.pending.pop_front();
+            self.write_errors += 1;
         }
     }
 
-    /// Writes to disk. Also applies retention and the size cap.
-    pub fn flush(&mut self, now_ms: u64) {
-        self.write_pending();
-        if let Err(e) = self.enforce_retention(now_ms) {
-            log::warn!(
-                "history store {}: retention failed: {e}",
-                self.path.display()
-            );
+    fn note_error(&mut self, what: &str, e: StoreError) {
+        self.write_errors += 1;
+        if let StoreError::Db(redb::Error::PreviousIo | redb::Error::Io(_)) = &e {
+            self.reopen = true;
         }
-        if let Err(e) = self.db.flush() {
-            self.write_errors += 1;
-            if !self.in_error {
-                log::error!(
-                    "history store {}: flush failed ({e}); will retry",
-                    self.path.display()
-                );
-                self.in_error = true;
+        if !self.in_error {
+            log::error!(
+                "history store {}: {what} failed ({}); keeping up to {MAX_PENDING} samples in memory and retrying",
+                self.dir.display(),
+                crate::error_chain(&e)
+            );
+            self.in_error = true;
+        }
+    }
+
+    fn try_reopen(&mut self) -> bool {
+        if !self.reopen {
+            return true;
+        }
+        // redb refuses writes after an I/O error until it is reopened.
+        let path = self.dir.join(FILE);
+        let placeholder = match tempfile_db() {
+            Some(db) => db,
+            None => return false,
+        };
+        drop(std::mem::replace(&mut self.db, placeholder));
+        match Database::builder().set_cache_size(4 << 20).create(&path) {
+            Ok(db) => {
+                self.db = db;
+                self.reopen = false;
+                let _ = self.scan();
+                true
             }
+            Err(_) => false,
+        }
+    }
+
+    fn write_pending(&mut self, durability: Durability) {
+        if !self.try_reopen() {
+            self.write_errors += 1;
+            return;
+        }
+        let result = (|| -> Result<(u64, [u64; 3]), StoreError> {
+            let mut tx = self.db.begin_write().map_err(db_err)?;
+            tx.set_durability(durability).map_err(db_err)?;
+            let mut added = 0u64;
+            let mut counts = [0u64; 3];
+            for tier in Tier::ALL {
+                let mut t = tx.open_table(tier.table()).map_err(db_err)?;
+                for (_, ms, value) in self.pending.iter().filter(|(t, _, _)| *t == tier) {
+                    let old = t.insert(*ms, value.as_slice()).map_err(db_err)?;
+                    match old {
+                        Some(old) => {
+                            added = (added + value.len() as u64)
+                                .saturating_sub(old.value().len() as u64)
+                        }
+                        None => {
+                            added += 8 + value.len() as u64;
+                            counts[tier as usize] += 1;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            Ok((added, counts))
+        })();
+        match result {
+            Ok((added, counts)) => {
+                self.pending.clear();
+                self.live_bytes += added;
+                for (c, n) in self.counts.iter_mut().zip(counts) {
+                    *c += n;
+                }
+                if self.in_error {
+                    log::info!("history store {}: writing again", self.dir.display());
+                    self.in_error = false;
+                }
+            }
+            Err(e) => {
+                self.note_error("write", e);
+                while self.pending.len() > MAX_PENDING {
+                    self.pending.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Commits durably (fsync). Also applies retention and the size cap.
+    pub fn flush(&mut self, now_ms: u64) {
+        self.write_pending(Durability::Immediate);
+        if self.in_error {
+            return;
+        }
+        if let Err(e) = self.enforce_retention(now_ms) {
+            self.note_error("retention", e);
         }
     }
 
     fn enforce_retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
+        let mut cutoffs = [0u64; 3];
         for (tier, keep) in [
             (Tier::Raw, self.opts.retention_raw),
             (Tier::Minute, self.opts.retention_1m),
             (Tier::Hour, self.opts.retention_1h),
         ] {
-            let cutoff = now_ms.saturating_sub(keep.as_millis() as u64);
-            self.delete_before(tier, cutoff, usize::MAX)?;
+            cutoffs[tier as usize] = now_ms.saturating_sub(keep.as_millis() as u64);
         }
-        // Size cap: trim the oldest data of the finest tier first.
+        self.delete(|_, tier, ms| ms < cutoffs[tier as usize])?;
+        // Size cap: trim the oldest data of the finest tier first until the
+        // live data fits in cap / AMPLIFICATION.
+        let budget = self.opts.max_bytes / AMPLIFICATION;
         let mut guard = 0;
-        while self.db.size_on_disk()? > self.opts.max_bytes && guard < 64 {
+        while self.live_bytes > budget && guard < 64 {
             guard += 1;
-            let mut trimmed = false;
-            for tier in Tier::ALL {
-                let n = self.tree(tier).len();
-                if n > 1 {
-                    self.delete_oldest(tier, (n / 10).max(1))?;
-                    trimmed = true;
-                    break;
-                }
-            }
-            if !trimmed {
+            let Some(tier) = Tier::ALL.into_iter().find(|t| self.counts[*t as usize] > 1) else {
                 break;
+            };
+            let n = (self.counts[tier as usize] / 20).max(1);
+            let cutoff = self.nth_key(tier, n)?;
+            self.delete(|_, t, ms| t == tier && ms < cutoff)?;
+        }
+        // The file does not shrink by itself: compact when it is over the
+        // cap although the live data fits.
+        if self.size_on_disk() > self.opts.max_bytes && self.live_bytes <= budget {
+            match self.db.compact() {
+                Ok(_) => log::info!(
+                    "history store {}: compacted to {} bytes",
+                    self.dir.display(),
+                    self.size_on_disk()
+                ),
+                Err(e) => log::warn!(
+                    "history store {}: compaction failed: {e}",
+                    self.dir.display()
+                ),
             }
         }
         Ok(())
     }
 
-    fn delete_before(&self, tier: Tier, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
-        let tree = self.tree(tier);
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in tree.range(..key(cutoff_ms)).keys().take(max) {
-            batch.remove(item?);
-            n += 1;
+    /// The key of the `n`th oldest entry of a tier (u64::MAX past the end).
+    fn nth_key(&self, tier: Tier, n: u64) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(tier.table()).map_err(db_err)?;
+        for (i, item) in t.iter().map_err(db_err)?.enumerate() {
+            let (k, _) = item.map_err(db_err)?;
+            if i as u64 == n {
+                return Ok(k.value());
+            }
         }
-        if n > 0 {
-            tree.apply_batch(batch)?;
-        }
-        Ok(n)
+        Ok(u64::MAX)
     }
 
-    fn delete_oldest(&self, tier: Tier, count: usize) -> Result<usize, StoreError> {
-        self.delete_before(tier, u64::MAX, count)
+    /// Deletes every entry (of any tier) for which `doomed` says so, in one
+    /// durable transaction. Only prefixes of each tier are ever deleted.
+    fn delete(&mut self, doomed: impl Fn(&Self, Tier, u64) -> bool) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(db_err)?;
+        tx.set_durability(Durability::Immediate).map_err(db_err)?;
+        let mut freed = 0u64;
+        let mut removed = [0u64; 3];
+        for tier in Tier::ALL {
+            let mut t = tx.open_table(tier.table()).map_err(db_err)?;
+            // Find the end of the doomed prefix, then delete it.
+            let mut end = None;
+            for item in t.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                if !doomed(self, tier, k.value()) {
+                    break;
+                }
+                end = Some(k.value());
+                freed += 8 + v.value().len() as u64;
+                removed[tier as usize] += 1;
+            }
+            if let Some(end) = end {
+                t.retain_in(..=end, |_, _| false).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        self.live_bytes = self.live_bytes.saturating_sub(freed);
+        for (c, n) in self.counts.iter_mut().zip(removed) {
+            *c = c.saturating_sub(n);
+        }
+        Ok(())
     }
 
+    /// Size of the database file.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        std::fs::metadata(self.dir.join(FILE))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Bytes of keys and values held (what the size cap bounds).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
     }
 
     pub fn oldest_ms(&self) -> Option<u64> {
+        let tx = self.db.begin_read().ok()?;
         Tier::ALL
             .iter()
-            .filter_map(|t| self.tree(*t).first().ok().flatten())
-            .filter_map(|(k, _)| key_ms(&k))
+            .filter_map(|t| {
+                tx.open_table(t.table())
+                    .ok()?
+                    .first()
+                    .ok()?
+                    .map(|(k, _)| k.value())
+            })
             .min()
+    }
+
+    fn newest_ms(&self) -> Option<u64> {
+        (self.counts[Tier::Raw as usize] > 0).then_some(self.newest[Tier::Raw as usize])
     }
 
     pub fn status(&self) -> StoreStatus {
         StoreStatus {
-            path: self.path.display().to_string(),
+            path: self.dir.join(FILE).display().to_string(),
             bytes: self.size_on_disk(),
             oldest_ms: self.oldest_ms(),
-            newest_ms: self.newest_ms().ok().flatten(),
+            newest_ms: self.newest_ms(),
             write_errors: self.write_errors,
             moved_aside: self.moved_aside.as_ref().map(|p| p.display().to_string()),
         }
     }
 
+    /// Entries in a tier (committed).
     pub fn len(&self, tier: Tier) -> usize {
-        self.tree(tier).len()
+        self.counts[tier as usize] as usize
     }
 
     pub fn set_raw_resolution(&mut self, ms: u64) {
@@ -468,10 +662,11 @@ impl Store {
         let step = step.max(self.resolution(tier));
         let mut points: Vec<Sample> = Vec::new();
         let mut cur: Option<(u64, Sample)> = None;
+        let top = self.opts.top_k;
         let mut scan = |ms: u64, s: &Sample, points: &mut Vec<Sample>| {
             let bucket = since_ms + (ms - since_ms) / step * step;
             match &mut cur {
-                Some((b, acc)) if *b == bucket => acc.merge(s, self.opts.top_k),
+                Some((b, acc)) if *b == bucket => acc.merge(s, top),
                 _ => {
                     if let Some((_, done)) = cur.take() {
                         points.push(done);
@@ -480,14 +675,19 @@ impl Store {
                 }
             }
         };
-        for item in self.tree(tier).range(key(since_ms)..key(until_ms)) {
-            let (k, v) = item?;
-            let (Some(ms), Some(s)) = (key_ms(&k), decode_sample(&v)) else {
-                continue;
-            };
-            scan(ms, &s, &mut points);
+        {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let t = tx.open_table(tier.table()).map_err(db_err)?;
+            for item in t.range(since_ms..until_ms).map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let Some(s) = decode_sample(v.value()) else {
+                    continue;
+                };
+                scan(k.value(), &s, &mut points);
+            }
         }
-        // The rollup in progress is not on disk yet.
+        // Not committed yet: the rollup in progress, and ticks the disk
+        // refused.
         let open = match tier {
             Tier::Minute => self.open_minute.as_ref(),
             Tier::Hour => self.open_hour.as_ref(),
@@ -496,6 +696,13 @@ impl Store {
         if let Some((ms, s)) = open {
             if *ms >= since_ms && *ms < until_ms {
                 scan(*ms, s, &mut points);
+            }
+        }
+        for (t, ms, v) in &self.pending {
+            if *t == tier && *ms >= since_ms && *ms < until_ms {
+                if let Some(s) = decode_sample(v) {
+                    scan(*ms, &s, &mut points);
+                }
             }
         }
         if let Some((_, done)) = cur.take() {
@@ -510,38 +717,11 @@ impl Store {
     }
 }
 
-enum OpenFailure {
-    /// Garbage, truncated, or another format: move it aside.
-    Unreadable(String),
-    /// Another process holds the lock.
-    Locked,
-    /// Permissions, disk errors: moving would not help.
-    Fatal(sled::Error),
-}
-
-impl OpenFailure {
-    fn classify(e: sled::Error) -> OpenFailure {
-        use std::io::ErrorKind as K;
-        match e {
-            // sled wraps the flock failure in an error of kind Other.
-            sled::Error::Io(ref io)
-                if io.kind() == K::WouldBlock
-                    || io.to_string().contains("could not acquire lock") =>
-            {
-                OpenFailure::Locked
-            }
-            sled::Error::Io(ref io)
-                if matches!(
-                    io.kind(),
-                    K::InvalidData | K::UnexpectedEof | K::InvalidInput
-                ) =>
-            {
-                OpenFailure::Unreadable(format!("sled: {e}"))
-            }
-            sled::Error::Io(_) => OpenFailure::Fatal(e),
-            other => OpenFailure::Unreadable(format!("sled: {other}")),
-        }
-    }
+/// An in-memory database to hold the place of one being reopened.
+fn tempfile_db() -> Option<Database> {
+    Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .ok()
 }
 
 fn merge_into(slot: &mut Option<(u64, Sample)>, bucket: u64, s: &Sample, top: usize) {
@@ -707,12 +887,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join("conf"), b"\xff\x00garbage").unwrap();
-        std::fs::write(path.join("db"), vec![0xa5u8; 4096]).unwrap();
+        std::fs::write(path.join(FILE), vec![0xa5u8; 8192]).unwrap();
         let mut st = Store::open(&path, opts()).unwrap();
         let aside = st.moved_aside.clone().expect("moved aside");
         assert!(aside.exists(), "kept, not deleted");
-        assert!(aside.join("db").exists());
+        assert_eq!(std::fs::read(aside.join(FILE)).unwrap(), vec![0xa5u8; 8192]);
         st.append(&sample(T0, 1));
         st.flush(T0 + 10_000);
         assert_eq!(st.len(Tier::Raw), 1, "fresh store works");
@@ -723,12 +902,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         {
-            let db = sled::open(&path).unwrap();
-            db.insert("format_version", &999u32.to_be_bytes()).unwrap();
-            db.flush().unwrap();
+            let st = Store::open(&path, opts()).unwrap();
+            let tx = st.db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("format_version", 999)
+                .unwrap();
+            tx.commit().unwrap();
         }
         let st = Store::open(&path, opts()).unwrap();
         assert!(st.moved_aside.is_some());
+        // A truncated file too.
+        let dir2 = tempfile::tempdir().unwrap();
+        let p2 = dir2.path().join("db");
+        {
+            let mut st = Store::open(&p2, opts()).unwrap();
+            st.append(&sample(T0, 1));
+            st.flush(T0 + 10_000);
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(p2.join(FILE))
+            .unwrap();
+        f.set_len(1000).unwrap();
+        drop(f);
+        let st = Store::open(&p2, opts()).unwrap();
+        assert!(st.moved_aside.is_some(), "truncated file moved aside");
     }
 
     #[test]
@@ -750,6 +949,33 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "nothing moved aside"
+        );
+    }
+
+    #[test]
+    fn size_cap_trims_the_finest_tier_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts();
+        o.max_bytes = 1 << 20;
+        let mut st = Store::open(&dir.path().join("db"), o).unwrap();
+        for i in 0..20_000 {
+            st.append(&sample(T0 + i * 10_000, 1));
+            if i % 100 == 99 {
+                st.flush(T0 + i * 10_000);
+            }
+        }
+        st.flush(T0 + 20_000 * 10_000);
+        assert!(
+            st.live_bytes() <= (1 << 20) / AMPLIFICATION,
+            "{}",
+            st.live_bytes()
+        );
+        assert!(st.len(Tier::Raw) < 20_000, "raw trimmed");
+        assert!(st.len(Tier::Hour) > 0, "coarse tiers kept");
+        assert!(
+            st.size_on_disk() <= 2 << 20,
+            "file {} bytes",
+            st.size_on_disk()
         );
     }
 
