@@ -199,8 +199,21 @@ impl std::fmt::Display for Permanent {
 
 impl std::error::Error for Permanent {}
 
+/// Raises the open-file soft limit to the hard limit (at most 65536): the
+/// HTTP and control connection caps add up to more than the usual 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65536);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    raise_fd_limit();
     let (cfg, config_path) = load_config(&args).map_err(|e| anyhow::Error::new(Permanent(e)))?;
     if args.check_config {
         match &config_path {

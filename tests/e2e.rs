@@ -36,14 +36,11 @@ impl Daemon {
         let dir = disk_dir(&format!("e2e-{name}"));
         let socket = dir.join("iomond.sock");
         let mut cmd = Command::new(IOMOND);
-        cmd.arg("--dev")
-            .arg("--state-dir")
-            .arg(&dir)
-            .arg("--interval")
-            .arg("250ms")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.arg("--dev").arg("--state-dir").arg(&dir);
+        if !extra.contains(&"--interval") {
+            cmd.arg("--interval").arg("250ms");
+        }
+        cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
         if let Some(c) = config {
             let p = dir.join("iomond.toml");
             std::fs::write(&p, c).unwrap();
@@ -623,4 +620,171 @@ fn which(bin: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(bin))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+fn raise_nofile() {
+    // SAFETY: plain getrlimit/setrlimit on our own process.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+}
+
+#[test]
+fn bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients() {
+    let Some(_k) = bpf_or_skip("bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients")
+    else {
+        return;
+    };
+    raise_nofile();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start("http-abuse", &["--metrics-listen", &addr], None);
+    d.wait_ticks(1);
+    let before = d.json(&["status"]);
+
+    // 1000 idle connections and a slowloris client that never finishes its
+    // headers.
+    let idle: Vec<std::net::TcpStream> = (0..1000)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let slow_start = Instant::now();
+
+    // Still answering, and still ticking on time.
+    let (code, _, body) = http_get(&addr, "/metrics", &[]);
+    assert_eq!(code, 200);
+    assert!(body.contains("iomon_ticks_total"));
+
+    // Pipelined requests on one connection are all answered, in order.
+    let mut p = std::net::TcpStream::connect(&addr).unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    p.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    p.read_to_string(&mut all).unwrap();
+    let codes: Vec<&str> = all.matches("HTTP/1.1 ").map(|_| "").collect();
+    assert_eq!(codes.len(), 3, "{all}");
+    let firsts: Vec<&str> = all.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(firsts, ["200", "404", "200"]);
+
+    // Oversized headers are refused, not buffered.
+    let mut big = std::net::TcpStream::connect(&addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = big.write_all(huge.as_bytes());
+    let mut resp = String::new();
+    let _ = big.read_to_string(&mut resp);
+    assert!(
+        resp.is_empty() || resp.starts_with("HTTP/1.1 431"),
+        "{resp}"
+    );
+
+    // The slowloris client is cut at the header timeout.
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let cut_after = slow_start.elapsed();
+    assert!(
+        cut_after >= Duration::from_secs(9) && cut_after < Duration::from_secs(19),
+        "slowloris cut after {cut_after:?}"
+    );
+
+    let since = before["last_tick_ms"].as_u64().unwrap();
+    let hist = d.json(&[
+        "history",
+        "--since",
+        &format!("@{}", since / 1000),
+        "--step",
+        "250ms",
+    ]);
+    let durations: Vec<u64> = hist["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap())
+        .collect();
+    assert!(durations.len() >= 30, "{durations:?}");
+    assert!(
+        durations.iter().all(|d| *d <= 400),
+        "ticks held up: {durations:?}"
+    );
+    drop(idle);
+    eprintln!(
+        "http abuse: slowloris cut after {cut_after:?}; tick durations max {:?}",
+        durations.iter().max()
+    );
+}
+
+#[test]
+fn bpf_metrics_equal_the_snapshot_of_the_same_tick() {
+    let Some(_k) = bpf_or_skip("bpf_metrics_equal_the_snapshot_of_the_same_tick") else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    // A long interval so that one tick covers both reads.
+    let d = Daemon::start(
+        "http-eq",
+        &["--metrics-listen", &addr, "--interval", "3s"],
+        None,
+    );
+    let f = File::open(IOMOND).unwrap();
+    for _ in 0..11 {
+        fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+    }
+    d.wait_ticks(1);
+    let metric = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    for _ in 0..5 {
+        let snap = d.json(&["snapshot"]);
+        let (_, _, body) = http_get(&addr, "/metrics", &[]);
+        if metric(&body, "iomon_ticks_total") != snap["ticks"].as_u64().unwrap() {
+            continue; // a tick fell between the two reads
+        }
+        let t = &snap["totals"];
+        assert_eq!(
+            metric(
+                &body,
+                "iomon_fadvise_calls_total{advice=\"willneed\",result=\"ok\"}"
+            ),
+            t["fadvise"]["calls"][3][0].as_u64().unwrap()
+        );
+        assert!(t["fadvise"]["calls"][3][0].as_u64().unwrap() >= 11);
+        let asked = t["pagecache"]["asked"].as_u64().unwrap();
+        let missed = t["pagecache"]["missed_sync"].as_u64().unwrap()
+            + t["pagecache"]["missed_readahead"].as_u64().unwrap();
+        assert_eq!(
+            metric(&body, "iomon_page_cache_read_pages_total{result=\"miss\"}"),
+            missed.min(asked)
+        );
+        assert_eq!(
+            metric(&body, "iomon_page_cache_read_pages_total{result=\"hit\"}"),
+            asked.saturating_sub(missed)
+        );
+        assert_eq!(
+            metric(
+                &body,
+                "iomon_vmscan_scanned_pages_total{reclaimer=\"kswapd\"}"
+            ),
+            t["reclaim"]["scanned_kswapd"].as_u64().unwrap()
+        );
+        return;
+    }
+    panic!("never read /metrics and the snapshot within one tick");
 }
