@@ -567,6 +567,34 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
     assert_eq!(code, 200);
     assert!(head.contains("application/openmetrics-text"), "{head}");
     assert!(body.ends_with("# EOF\n"));
+    // Parsed by the reference OpenMetrics parser (Debian's
+    // python3-prometheus-client), which rejects anything off-spec.
+    let parser = "/usr/bin/python3";
+    let check = Command::new(parser)
+        .arg("-c")
+        .arg(
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             fams = list(p(sys.stdin.read()))\nprint(len(fams))",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    match check {
+        Ok(mut child) => {
+            child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("No module named") && std::env::var_os("IOMON_REQUIRE_BPF").is_none() {
+                eprintln!("SKIP OpenMetrics parse: python3-prometheus-client not installed");
+            } else {
+                assert!(out.status.success(), "OpenMetrics parser refused the output: {err}");
+                let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+                assert!(n > 20, "{n} metric families");
+            }
+        }
+        Err(e) => assert!(std::env::var_os("IOMON_REQUIRE_BPF").is_none(), "{parser}: {e}"),
+    }
     let (code, _, body) = http_get(&addr, "/healthz", &[]);
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     let (code, _, body) = http_get(&addr, "/", &[]);
@@ -646,6 +674,51 @@ fn bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients() {
     let d = Daemon::start("http-abuse", &["--metrics-listen", &addr], None);
     d.wait_ticks(1);
     let before = d.json(&["status"]);
+
+    // 200 keep-alive clients, 5 scrapes each.
+    let t = Instant::now();
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut buf = vec![0u8; 1 << 20];
+                for _ in 0..5 {
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    // Read one response: headers, then Content-Length bytes.
+                    let mut got = Vec::new();
+                    let body_len = loop {
+                        let n = s.read(&mut buf).unwrap();
+                        assert!(n > 0, "closed");
+                        got.extend_from_slice(&buf[..n]);
+                        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                            assert!(head.starts_with("http/1.1 200"), "{head}");
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .unwrap()
+                                .trim()
+                                .parse()
+                                .unwrap();
+                            break end + 4 + len;
+                        }
+                    };
+                    while got.len() < body_len {
+                        let n = s.read(&mut buf).unwrap();
+                        assert!(n > 0, "closed mid-body");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    assert_eq!(got.len(), body_len, "one response per request");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("keep-alive client");
+    }
+    eprintln!("200 keep-alive clients x 5 scrapes in {:?}", t.elapsed());
 
     // 1000 idle connections and a slowloris client that never finishes its
     // headers.
