@@ -150,6 +150,9 @@ impl ControlServer {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(perms)?;
         if let Some(g) = opts.group.filter(|g| !g.is_empty()) {
             match group_gid(g) {
+                // Under systemd the service's group already owns it (and
+                // chown is filtered out there).
+                Some(gid) if std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::gid(&m)).ok() == Some(gid) => {}
                 Some(gid) => std::os::unix::fs::chown(path, None, Some(gid)).map_err(perms)?,
                 None => log::warn!(
                     "socket group {g:?} does not exist: {} is root-only (create the group or set daemon.socket_group)",

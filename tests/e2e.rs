@@ -582,18 +582,29 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         .spawn();
     match check {
         Ok(mut child) => {
-            child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
             let out = child.wait_with_output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             if err.contains("No module named") && std::env::var_os("IOMON_REQUIRE_BPF").is_none() {
                 eprintln!("SKIP OpenMetrics parse: python3-prometheus-client not installed");
             } else {
-                assert!(out.status.success(), "OpenMetrics parser refused the output: {err}");
+                assert!(
+                    out.status.success(),
+                    "OpenMetrics parser refused the output: {err}"
+                );
                 let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
                 assert!(n > 20, "{n} metric families");
             }
         }
-        Err(e) => assert!(std::env::var_os("IOMON_REQUIRE_BPF").is_none(), "{parser}: {e}"),
+        Err(e) => assert!(
+            std::env::var_os("IOMON_REQUIRE_BPF").is_none(),
+            "{parser}: {e}"
+        ),
     }
     let (code, _, body) = http_get(&addr, "/healthz", &[]);
     assert_eq!((code, body.as_str()), (200, "ok\n"));
@@ -685,7 +696,8 @@ fn bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients() {
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                 let mut buf = vec![0u8; 1 << 20];
                 for _ in 0..5 {
-                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
                     // Read one response: headers, then Content-Length bytes.
                     let mut got = Vec::new();
                     let body_len = loop {
