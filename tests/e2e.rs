@@ -873,3 +873,61 @@ fn bpf_metrics_equal_the_snapshot_of_the_same_tick() {
     }
     panic!("never read /metrics and the snapshot within one tick");
 }
+
+#[test]
+fn bpf_control_connections_are_capped_and_idle_ones_closed() {
+    let Some(_k) = bpf_or_skip("bpf_control_connections_are_capped_and_idle_ones_closed") else {
+        return;
+    };
+    use iomon::proto::{self, ErrorKind, Request, Response};
+    let cfg = "[daemon]\nmax_clients = 5\nclient_idle_timeout = \"1s\"\n\n[store]\nflush_interval = \"500ms\"\n";
+    let d = Daemon::start("caps", &[], Some(cfg));
+    let hello = |s: &mut std::os::unix::net::UnixStream| -> Response {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&proto::encode(&Request::Hello {
+            version: proto::PROTOCOL_VERSION,
+            client: "t".into(),
+        }))
+        .unwrap();
+        proto::decode(
+            &proto::read_frame(s, proto::MAX_RESPONSE).unwrap(),
+            proto::MAX_RESPONSE,
+        )
+        .unwrap()
+    };
+    let mut held: Vec<_> = (0..5)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+            assert!(matches!(hello(&mut s), Response::Hello { .. }));
+            s
+        })
+        .collect();
+    // The sixth is told why and closed.
+    let mut sixth = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    sixth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let r: Response = proto::decode(
+        &proto::read_frame(&mut sixth, proto::MAX_RESPONSE).unwrap(),
+        proto::MAX_RESPONSE,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                kind: ErrorKind::Busy,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // Idle ones are closed after the timeout (swept at each flush).
+    std::thread::sleep(Duration::from_millis(2500));
+    for s in &mut held {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap_or(0), 0, "idle connection closed");
+    }
+    // And the daemon takes new clients again.
+    assert!(d.ctl_ok(&["status"]).contains("version"));
+}
