@@ -413,10 +413,42 @@ impl Daemon {
             st.flush(crate::now_ms());
         }
         self.control.shutdown(self.poll.registry());
-        if let Some(h) = &mut self.http {
-            h.shutdown(self.poll.registry());
-        }
+        self.drain_http(Duration::from_secs(3));
         Ok(())
+    }
+
+    /// Graceful HTTP shutdown: no new connections, responses in progress
+    /// finished, keep-alive connections closed; whatever is left after
+    /// `limit` is dropped.
+    fn drain_http(&mut self, limit: Duration) {
+        let Some(h) = &mut self.http else { return };
+        h.begin_shutdown(self.poll.registry());
+        let deadline = Instant::now() + limit;
+        let mut events = Events::with_capacity(256);
+        while h.connections() > 0 && Instant::now() < deadline {
+            let wait = if h.has_ready() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(20)
+            };
+            if self.poll.poll(&mut events, Some(wait)).is_err() {
+                break;
+            }
+            for ev in events.iter() {
+                if !self.control.owns(ev.token()) && ev.token() != SIGNALS && ev.token() != CONTROL
+                {
+                    h.on_event(self.poll.registry(), ev.token());
+                }
+            }
+            h.poll_ready(self.poll.registry());
+        }
+        if h.connections() > 0 {
+            log::info!(
+                "http: {} connections still open at shutdown, closed",
+                h.connections()
+            );
+        }
+        h.shutdown(self.poll.registry());
     }
 
     fn schedule_next_tick(&mut self, now: Instant) {

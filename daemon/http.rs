@@ -391,7 +391,23 @@ impl hyper::rt::Timer for LoopTimer {
     }
 }
 
-type ConnFuture = Pin<Box<dyn Future<Output = hyper::Result<()>>>>;
+/// The pages, as a hyper service (a named type, so that connections can be
+/// told to shut down gracefully).
+struct PageService {
+    pages: Rc<RefCell<Pages>>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for PageService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(respond(&req, &self.pages)))
+    }
+}
+
+type ConnFuture = Pin<Box<http1::Connection<MioIo, PageService>>>;
 
 struct Conn {
     fut: ConnFuture,
@@ -528,11 +544,9 @@ impl HttpServer {
                 stream,
                 activity: activity.clone(),
             };
-            let pages = self.pages.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&req, &pages);
-                async move { Ok::<_, Infallible>(resp) }
-            });
+            let service = PageService {
+                pages: self.pages.clone(),
+            };
             let conn = http1::Builder::new()
                 .timer(self.timer.clone())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -609,6 +623,24 @@ impl HttpServer {
         self.queue.0.lock().map(|q| !q.is_empty()).unwrap_or(false)
     }
 
+    /// Stops accepting and asks every connection to finish: a response in
+    /// progress is completed, idle keep-alive connections are closed. The
+    /// loop then polls until `connections()` is 0 or its deadline.
+    pub fn begin_shutdown(&mut self, registry: &Registry) {
+        for (l, _, _) in &mut self.listeners {
+            let _ = registry.deregister(l);
+        }
+        self.listeners.clear();
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.fut.as_mut().graceful_shutdown();
+            }
+            self.poll_conn(t);
+        }
+    }
+
+    /// Drops whatever did not finish.
     pub fn shutdown(&mut self, registry: &Registry) {
         for (l, _, _) in &mut self.listeners {
             let _ = registry.deregister(l);

@@ -931,3 +931,70 @@ fn bpf_control_connections_are_capped_and_idle_ones_closed() {
     // And the daemon takes new clients again.
     assert!(d.ctl_ok(&["status"]).contains("version"));
 }
+
+#[test]
+fn bpf_metrics_shut_down_gracefully_on_sigterm() {
+    let Some(_k) = bpf_or_skip("bpf_metrics_shut_down_gracefully_on_sigterm") else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start("http-stop", &["--metrics-listen", &addr], None);
+    d.wait_ticks(1);
+    // A keep-alive client that has had one answer and waits for more.
+    let mut ka = std::net::TcpStream::connect(&addr).unwrap();
+    ka.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ka.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = ka.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // A client that pipelined many scrapes and reads nothing yet: the
+    // daemon's writes are blocked mid-response when SIGTERM comes.
+    let mut busy = std::net::TcpStream::connect(&addr).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reqs = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(300);
+    busy.write_all(reqs.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let mut got = Vec::new();
+    busy.read_to_end(&mut got)
+        .expect("clean close, not a reset");
+    // Every response that started is whole: headers, then Content-Length
+    // bytes of body, and nothing cut after the last one.
+    let mut rest = &got[..];
+    let mut complete = 0;
+    while !rest.is_empty() {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response cut in its headers");
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .expect("content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            rest.len() >= end + 4 + len,
+            "response {complete} cut: {} of {} body bytes",
+            rest.len() - end - 4,
+            len
+        );
+        rest = &rest[end + 4 + len..];
+        complete += 1;
+    }
+    assert!(complete >= 1);
+    let (st, err) = d.stop();
+    assert!(st.success(), "{err}");
+    // The idle keep-alive client is closed cleanly (EOF, not a reset),
+    // promptly, not at the idle timeout.
+    let n = ka.read(&mut buf).expect("clean close, not a reset");
+    assert_eq!(n, 0);
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    eprintln!("graceful shutdown: {complete} whole responses to the pipelining client, then close");
+}
