@@ -606,6 +606,26 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
             "{parser}: {e}"
         ),
     }
+    // gzip when asked for.
+    {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        assert!(head.contains("content-encoding: gzip"), "{head}");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&raw[end + 4..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(
+            text.contains("iomon_build_info"),
+            "gzip body decodes to the metrics"
+        );
+    }
     let (code, _, body) = http_get(&addr, "/healthz", &[]);
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     let (code, _, body) = http_get(&addr, "/", &[]);
