@@ -378,29 +378,13 @@ impl ControlServer {
                         }),
                         Err(e) => {
                             self.bad_frames += 1;
-                            log::info!("control: closing a connection that sent a bad frame: {e}");
-                            queue(
-                                conn,
-                                &Response::Error {
-                                    kind: ErrorKind::BadFrame,
-                                    message: e.to_string(),
-                                },
-                            );
-                            conn.closing = true;
+                            refuse_bad_frame(conn, &e);
                             break;
                         }
                     },
                     Err(e) => {
                         self.bad_frames += 1;
-                        log::info!("control: closing a connection that sent a bad frame: {e}");
-                        queue(
-                            conn,
-                            &Response::Error {
-                                kind: ErrorKind::BadFrame,
-                                message: e.to_string(),
-                            },
-                        );
-                        conn.closing = true;
+                        refuse_bad_frame(conn, &e);
                         break;
                     }
                 }
@@ -497,6 +481,19 @@ impl ControlServer {
         let _ = registry.deregister(&mut self.listener);
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Answers a frame that is too large or does not decode, then closes.
+fn refuse_bad_frame(conn: &mut Conn, e: &proto::FrameError) {
+    log::info!("control: closing a connection that sent a bad frame: {e}");
+    queue(
+        conn,
+        &Response::Error {
+            kind: ErrorKind::BadFrame,
+            message: e.to_string(),
+        },
+    );
+    conn.closing = true;
 }
 
 fn queue(conn: &mut Conn, resp: &Response) {

@@ -382,6 +382,23 @@ fn bpf_reclaim_under_memcg_pressure_counts_scanned_and_reclaimed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `n` short-lived processes that each read a small file (and so get
+/// a per-process entry), at most `n` at once.
+fn spawn_readers(n: usize) {
+    let batch: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new("cat")
+                .arg("/etc/hostname")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in batch {
+        c.wait().unwrap();
+    }
+}
+
 #[test]
 fn bpf_maps_and_tables_stay_bounded_under_a_process_storm() {
     let Some(_k) = bpf_or_skip("bpf_maps_and_tables_stay_bounded_under_a_process_storm") else {
@@ -400,18 +417,7 @@ fn bpf_maps_and_tables_stay_bounded_under_a_process_storm() {
     let mut mine = 0;
     let mut ticks = 0;
     while spawned < STORM {
-        let batch: Vec<_> = (0..100)
-            .map(|_| {
-                Command::new("cat")
-                    .arg("/etc/hostname")
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for mut c in batch {
-            c.wait().unwrap();
-        }
+        spawn_readers(100);
         spawned += 100;
         for _ in 0..10 {
             fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
@@ -458,18 +464,7 @@ fn bpf_accumulate_is_bounded_by_the_map() {
     let (_p, mut drain) = load(&[FamilyId::Pagecache], CAP);
     drain.set_strategy(Strategy::Accumulate);
     for _ in 0..5 {
-        let batch: Vec<_> = (0..100)
-            .map(|_| {
-                Command::new("cat")
-                    .arg("/etc/hostname")
-                    .stdout(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for mut c in batch {
-            c.wait().unwrap();
-        }
+        spawn_readers(100);
         let s = drain.tick().unwrap();
         assert!(s.procs_seen <= u64::from(CAP));
         assert!(
