@@ -241,6 +241,15 @@ impl From<StrategyName> for Strategy {
     }
 }
 
+impl From<Strategy> for StrategyName {
+    fn from(s: Strategy) -> StrategyName {
+        match s {
+            Strategy::Drain => StrategyName::Drain,
+            Strategy::Accumulate => StrategyName::Accumulate,
+        }
+    }
+}
+
 impl Default for DaemonSection {
     fn default() -> Self {
         DaemonSection {

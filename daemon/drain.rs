@@ -273,27 +273,6 @@ pub fn read_procs(
     Ok(out)
 }
 
-/// Key-by-key walk (get_next_key + lookup + delete): what the batch drain
-/// replaces; kept for the benchmark that compares the two.
-pub fn read_procs_keywise(map: &libbpf_rs::MapHandle) -> Result<Vec<ProcSample>, DrainError> {
-    use libbpf_rs::{MapCore, MapFlags};
-    let keys: Vec<Vec<u8>> = map.keys().collect();
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let v = map.lookup(&k, MapFlags::ANY).map_err(|e| DrainError::Map {
-            map: "procs",
-            source: std::io::Error::other(e),
-        })?;
-        let _ = map.delete(&k);
-        if let (Some(v), Ok(kb)) = (v, <[u8; 4]>::try_from(k.as_slice())) {
-            if let Some(p) = decode_proc(u32::from_ne_bytes(kb), &v) {
-                out.push(p);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Counts the entries of a map by walking its keys (for the
 /// entries-vs-capacity gauges; not on the drain path).
 pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {

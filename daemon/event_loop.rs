@@ -370,7 +370,6 @@ impl Daemon {
                             self.poll.registry(),
                             t,
                             ev.is_readable() || ev.is_read_closed(),
-                            ev.is_writable(),
                         );
                         for inc in incoming {
                             self.answer(inc);
@@ -615,10 +614,7 @@ impl Daemon {
                 self.drain.set_strategy(s);
                 // Run-time changes live in the config, so a reload compares
                 // against them.
-                self.cfg.daemon.strategy = match s {
-                    Strategy::Drain => crate::config::StrategyName::Drain,
-                    Strategy::Accumulate => crate::config::StrategyName::Accumulate,
-                };
+                self.cfg.daemon.strategy = s.into();
                 log::info!(
                     "strategy {} -> {} (by uid {:?})",
                     previous.name(),
