@@ -4,6 +4,7 @@
 //! where the TOML parser gives one, the line. A parse error never echoes
 //! the file's contents (the daemon may be pointed at any file).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::drain::Strategy;
-use crate::family::FamilyId;
+use crate::family::{self, FamilyId};
 
 pub const DEFAULT_PATH: &str = "/etc/iomond/iomond.toml";
 
@@ -271,43 +272,84 @@ impl Default for DaemonSection {
     }
 }
 
-/// Which probe families to attach.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbesSection {
-    pub fadvise: bool,
-    /// Off by default: read syscall tracepoints put a cost on every read
-    /// of every process (see BENCHMARKS.md).
-    pub reads: bool,
-    pub pagecache: bool,
-    pub reclaim: bool,
-}
+/// Which probe families to attach: `name = true|false` for any family in
+/// [`family::ALL`]; a family not named keeps its default
+/// ([`Family::default_on`](crate::family::Family)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbesSection(BTreeMap<FamilyId, bool>);
 
 impl Default for ProbesSection {
     fn default() -> Self {
-        ProbesSection {
-            fadvise: true,
-            reads: false,
-            pagecache: true,
-            reclaim: true,
-        }
+        ProbesSection(family::ALL.iter().map(|f| (f.id, f.default_on)).collect())
     }
 }
 
 impl ProbesSection {
     pub fn enabled(&self) -> Vec<FamilyId> {
-        let mut v = Vec::new();
-        for (on, id) in [
-            (self.fadvise, FamilyId::Fadvise),
-            (self.reads, FamilyId::Reads),
-            (self.pagecache, FamilyId::Pagecache),
-            (self.reclaim, FamilyId::Reclaim),
-        ] {
-            if on {
-                v.push(id);
+        self.0
+            .iter()
+            .filter(|(_, on)| **on)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn is_on(&self, id: FamilyId) -> bool {
+        self.0.get(&id).copied().unwrap_or(false)
+    }
+
+    pub fn set(&mut self, id: FamilyId, on: bool) {
+        self.0.insert(id, on);
+    }
+}
+
+impl Serialize for ProbesSection {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(self.0.len()))?;
+        for (id, on) in &self.0 {
+            m.serialize_entry(id.name(), on)?;
+        }
+        m.end()
+    }
+}
+
+/// A `[probes]` key: the name of a registered family. Refused as a key
+/// (not as the table) so that the error points at its line.
+struct FamilyKey(FamilyId);
+
+impl<'de> Deserialize<'de> for FamilyKey {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(de)?;
+        FamilyId::from_name(&key).map(FamilyKey).ok_or_else(|| {
+            let names: Vec<&str> = family::ALL.iter().map(|f| f.id.name()).collect();
+            serde::de::Error::custom(format!(
+                "unknown probe family `{key}`, expected one of {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ProbesSection {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ProbesSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of probe family = true|false")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut section = ProbesSection::default();
+                while let Some(FamilyKey(id)) = m.next_key()? {
+                    section.set(id, m.next_value()?);
+                }
+                Ok(section)
             }
         }
-        v
+        de.deserialize_map(Visit)
     }
 }
 
@@ -547,6 +589,32 @@ mod tests {
         assert!(err.contains("/etc/x.toml"), "{err}");
         assert!(err.contains("intervall"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn probe_families_by_name_unknown_ones_refused() {
+        let c = Config::parse(
+            "[probes]\nreads = true\nfadvise = false\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert!(c.probes.is_on(FamilyId::Reads));
+        assert!(!c.probes.is_on(FamilyId::Fadvise));
+        assert!(
+            c.probes.is_on(FamilyId::Pagecache),
+            "unnamed families keep their default"
+        );
+        let err = Config::parse(
+            "[probes]\nfadvise = true\npagecach = true\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pagecach") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("pagecache, reclaim"),
+            "lists the families: {err}"
+        );
     }
 
     #[test]

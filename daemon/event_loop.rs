@@ -78,13 +78,7 @@ impl Overrides {
         }
         for (ids, on) in [(&self.enable, true), (&self.disable, false)] {
             for id in ids {
-                let flag = match id {
-                    FamilyId::Fadvise => &mut cfg.probes.fadvise,
-                    FamilyId::Reads => &mut cfg.probes.reads,
-                    FamilyId::Pagecache => &mut cfg.probes.pagecache,
-                    FamilyId::Reclaim => &mut cfg.probes.reclaim,
-                };
-                *flag = on;
+                cfg.probes.set(*id, on);
             }
         }
     }

@@ -7,6 +7,7 @@ use crate::probes::counter as c;
 
 pub const FAMILY: Family = Family {
     id: FamilyId::Fadvise,
+    default_on: true,
     about: "posix_fadvise calls by advice and result",
     programs: &[Program {
         name: "fadvise_exit",

@@ -40,6 +40,9 @@ pub struct Family {
     pub id: FamilyId,
     pub about: &'static str,
     pub programs: &'static [Program],
+    /// Attached unless the config says otherwise. Off for families whose
+    /// cost lands on every process (syscall tracepoints: BENCHMARKS.md).
+    pub default_on: bool,
 }
 
 /// Programs every family relies on (per-process names); attached whenever

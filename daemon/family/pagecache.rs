@@ -13,6 +13,7 @@ use crate::probes::counter as c;
 
 pub const FAMILY: Family = Family {
     id: FamilyId::Pagecache,
+    default_on: true,
     about: "page cache: pages buffered reads asked for and missed, read-ahead, adds, evictions",
     programs: &[
         Program {

@@ -16,6 +16,7 @@ macro_rules! pair {
 
 pub const FAMILY: Family = Family {
     id: FamilyId::Reads,
+    default_on: false,
     about: "read syscalls: calls, bytes, latency (syscall tracepoints: taxes every syscall on the host)",
     programs: pair!("read", "pread64", "readv", "preadv", "preadv2"),
 };

@@ -8,6 +8,7 @@ use crate::probes::{counter as c, hist as h};
 
 pub const FAMILY: Family = Family {
     id: FamilyId::Reclaim,
+    default_on: true,
     about: "reclaim: pages scanned/reclaimed by kswapd and direct reclaim, reclaim stalls",
     programs: &[
         Program {
