@@ -13,9 +13,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use iomon::family::fadvise::FadviseStats;
+use iomon::family::mmap::MmapStats;
 use iomon::family::pagecache::PageCacheStats;
 use iomon::family::reads::ReadStats;
 use iomon::family::reclaim::ReclaimStats;
+use iomon::family::writeback::WritebackStats;
 use iomon::sample::{ProcSample, Sample};
 use iomon::store::{Store, StoreOptions, Tier, HOUR_MS};
 
@@ -34,6 +36,9 @@ fn sample(i: u64) -> Sample {
             read_bytes: 4096 * (100 + p),
             pc_asked: 50 + i % 50,
             pc_missed: i % 13,
+            mm_asked: 300 + p,
+            mm_missed: i % 7,
+            wb_dirtied: 1000 + p,
             ..Default::default()
         })
         .collect();
@@ -66,6 +71,29 @@ fn sample(i: u64) -> Sample {
             stalls_memcg: 0,
             stall_ns_sum: 1_000_000,
             stall_hist: (0..32).map(|b| if b < 8 { 3 } else { 0 }).collect(),
+        }),
+        mmap: Some(MmapStats {
+            fault_around: 3000 + i % 100,
+            faults: 200,
+            major: i % 20,
+            asked: 48_000,
+            missed_sync: i % 20,
+            missed_readahead: 300,
+            readahead: 400,
+        }),
+        writeback: Some(WritebackStats {
+            dirtied: 25_000 + i % 1000,
+            written: 24_000,
+            inodes: 12,
+            age_ns_sum: 30_000_000_000,
+            age_hist: (0..32)
+                .map(|b| if (20..25).contains(&b) { 2 } else { 0 })
+                .collect(),
+            throttles: i % 5,
+            throttle_ns_sum: 40_000_000,
+            throttle_hist: (0..32)
+                .map(|b| if (10..15).contains(&b) { 1 } else { 0 })
+                .collect(),
         }),
         procs,
         procs_seen: 40,

@@ -7,6 +7,8 @@
  *   reads     tracepoint syscalls:sys_{enter,exit}_{read,pread64,readv,preadv,preadv2}
  *   pagecache tp_btf mm_filemap_get_pages, tracepoint filemap:mm_filemap_{add_to,delete_from}_page_cache
  *   reclaim   tracepoint vmscan:mm_vmscan_{lru_shrink_inactive,direct_reclaim_*,memcg_reclaim_*}
+ *   mmap      tp_btf mm_filemap_{fault,map_pages,add_to_page_cache}
+ *   writeback tp_btf writeback_{dirty_folio,pages_written}, tracepoint writeback:{writeback_single_inode,balance_dirty_pages}
  *
  * Host-wide numbers only ever grow in per-CPU arrays; userspace diffs them.
  * Per-process numbers go to a bounded LRU hash that userspace drains.
@@ -110,6 +112,18 @@ struct task_state {
 	u32 pend_nr;
 	u32 pad;
 	struct { u64 start, end; } pend[4];
+	/* mmap: the last fault-around lookup of this thread [mm_first, mm_last] */
+	u64 mm_ino;
+	u64 mm_first;
+	u64 mm_last;
+	u32 mm_dev;
+	/* mmap: the fault this thread is in (flt_ns = 0: none) */
+	u32 flt_dev;
+	u64 flt_ino;
+	u64 flt_index;
+	u64 flt_ns;
+	u32 flt_major;       /* this fault already counted as major */
+	u32 flt_covered;     /* its page was in the thread's last fault-around lookup */
 };
 
 struct {
@@ -175,6 +189,10 @@ static __always_inline void *procs_map(void)
 	return bpf_map_lookup_elem(&procs_active, &zero);
 }
 
+/* Zeroed values to insert from (too big for the BPF stack). */
+static const struct iomon_proc zero_proc = {};
+static const struct ra_window zero_window = {};
+
 static __always_inline struct iomon_proc *proc_entry(void)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -184,13 +202,13 @@ static __always_inline struct iomon_proc *proc_entry(void)
 	struct iomon_proc *p = bpf_map_lookup_elem(procs, &tgid);
 	if (p)
 		return p;
-	struct iomon_proc zero = {};
-	bpf_get_current_comm(zero.comm, sizeof(zero.comm));
 	/* EEXIST when another CPU inserted it first: fine, look it up. */
-	bpf_map_update_elem(procs, &tgid, &zero, BPF_NOEXIST);
+	bpf_map_update_elem(procs, &tgid, &zero_proc, BPF_NOEXIST);
 	p = bpf_map_lookup_elem(procs, &tgid);
 	if (!p)
 		count(IOMON_C_PROC_DROPPED, 1);
+	else if (!p->comm[0])
+		bpf_get_current_comm(p->comm, sizeof(p->comm));
 	return p;
 }
 
@@ -441,8 +459,7 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 			if (beyond) {
 				u64 bs = s > last + 1 ? s : last + 1;
 				if (!w) {
-					struct ra_window nw = {};
-					bpf_map_update_elem(&ra_windows, &fk, &nw, BPF_ANY);
+					bpf_map_update_elem(&ra_windows, &fk, &zero_window, BPF_ANY);
 					w = bpf_map_lookup_elem(&ra_windows, &fk);
 				}
 				if (w)
@@ -485,6 +502,305 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		count(IOMON_C_PC_MISSED_RA, missed_ra);
 	if (readahead)
 		count(IOMON_C_PC_READAHEAD, readahead);
+	return 0;
+}
+
+/* ------------------------------------------------------------------- mmap */
+
+/* Pages added in a fault arrive after its mm_filemap_fault event and before
+ * the fault returns; a thread's marker older than this is stale. */
+#define FAULT_WINDOW_NS (100ULL * 1000 * 1000)
+
+/* Pages in a folio: 1, or 2^order for a large folio. */
+static __always_inline u64 folio_pages(struct folio *folio)
+{
+	u64 flags = 0;
+	bpf_probe_read_kernel(&flags, sizeof(flags), folio);
+	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 1;
+	return 1ULL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
+}
+
+static __always_inline bool file_of(struct address_space *mapping, u64 *ino, u32 *dev)
+{
+	if (!mapping)
+		return false;
+	struct inode *host = mapping->host;
+	if (!host)
+		return false;
+	struct super_block *sb = host->i_sb;
+	*ino = host->i_ino;
+	*dev = sb ? sb->s_dev : host->i_rdev;
+	return true;
+}
+
+#define PMD_PAGES 512
+#define XA_CHUNK_MASK 63
+
+/* The page-cache folio at `index` of `mapping`, or NULL (absent, a shadow
+ * entry, or deeper than 6 levels = 2^36 pages): a read-only walk of the
+ * xarray, like xa_load() without the RCU retry (a racing change gives a
+ * stale answer for this one event, never a fault: reads are probed). */
+static __always_inline struct folio *cache_folio(struct address_space *mapping, u64 index)
+{
+	unsigned long e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+	bool node_seen = false;
+	for (int level = 0; level < 6; level++) {
+		/* xa_is_node(): an internal entry (low bits 10) above 4096 */
+		if ((e & 3) != 2 || e <= 4096)
+			break;
+		struct xa_node *node = (struct xa_node *)(e - 2);
+		u32 shift = BPF_CORE_READ(node, shift);
+		u32 off = (index >> (shift & 63)) & XA_CHUNK_MASK;
+		void **slots = (void **)((char *)node + bpf_core_field_offset(struct xa_node, slots));
+		bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+		/* xa_is_sibling(): a large folio's other slots point at its first */
+		if ((e & 3) == 2 && e < ((XA_CHUNK_MASK << 2) | 2)) {
+			off = (e >> 2) & XA_CHUNK_MASK;
+			bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+		}
+		node_seen = true;
+	}
+	if (!node_seen && index != 0)
+		return NULL;
+	if (!e || (e & 3))
+		return NULL;
+	return (struct folio *)e;
+}
+
+/* Counts `asked` pages of a fault on [s, e) and the read-ahead waiting
+ * there (brought in for it: a miss, counted once). */
+static __always_inline void mm_ask(u64 ino, u32 dev, u64 s, u64 e, bool ask)
+{
+	struct file_key fk = { .ino = ino, .dev = dev };
+	struct ra_window *w = bpf_map_lookup_elem(&ra_windows, &fk);
+	u64 missed = w ? ra_consume(w, s, e) : 0;
+	if (!ask && !missed)
+		return;
+	if (ask)
+		count(IOMON_C_MM_ASKED, e - s);
+	if (missed)
+		count(IOMON_C_MM_MISSED_RA, missed);
+	struct iomon_proc *p = proc_entry();
+	if (p) {
+		if (ask)
+			__sync_fetch_and_add(&p->mm_asked, e - s);
+		if (missed)
+			__sync_fetch_and_add(&p->mm_missed, missed);
+	}
+}
+
+/* Fault-around: the kernel maps the cached pages around a faulting address
+ * without calling the file's fault handler. [start, end] is what it looked
+ * up; a thread that repeats the same lookup (the page was not there, the
+ * fault handler read it in, the access faults again) asks once. */
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
+	     unsigned long end)
+{
+	u64 ino;
+	u32 dev;
+	if (!file_of(mapping, &ino, &dev) || end < start)
+		return 0;
+	count(IOMON_C_MM_AROUND, 1);
+	/* Fault-around maps a large folio whole (6.18+: "map entire large
+	 * folio faultaround"; a PMD-sized one by one huge page table entry),
+	 * beyond the window the event reports: widen the window to the
+	 * folios at its ends. */
+	struct folio *fo = cache_folio(mapping, start);
+	if (fo) {
+		u64 fs = BPF_CORE_READ(fo, index);
+		if (fs <= start)
+			start = fs;
+	}
+	fo = cache_folio(mapping, end);
+	if (fo) {
+		u64 fe = BPF_CORE_READ(fo, index) + folio_pages(fo) - 1;
+		if (fe >= end)
+			end = fe;
+	}
+	struct task_state *t = task_state(true);
+	bool again = t && t->mm_dev == dev && t->mm_ino == ino &&
+		     t->mm_first == start && t->mm_last == end;
+	mm_ask(ino, dev, start, end + 1, !again);
+	if (t) {
+		t->mm_dev = dev;
+		t->mm_ino = ino;
+		t->mm_first = start;
+		t->mm_last = end;
+	}
+	return 0;
+}
+
+/* The file's fault handler: fault-around could not map the page (not
+ * cached, or not up to date yet). Pages it adds follow this event. */
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
+{
+	u64 ino;
+	u32 dev;
+	if (!file_of(mapping, &ino, &dev))
+		return 0;
+	count(IOMON_C_MM_FAULTS, 1);
+	struct task_state *t = task_state(true);
+	bool covered = t && t->mm_dev == dev && t->mm_ino == ino &&
+		       index >= t->mm_first && index <= t->mm_last;
+	u64 s = index, e = index + 1;
+	/* A cached PMD-sized folio: this fault maps it whole. */
+	struct folio *fo = cache_folio(mapping, index);
+	if (fo) {
+		u64 n = folio_pages(fo);
+		if (n >= PMD_PAGES) {
+			s = BPF_CORE_READ(fo, index);
+			e = s + n;
+			covered = false;
+		}
+	}
+	mm_ask(ino, dev, s, e, !covered);
+	if (t) {
+		t->flt_dev = dev;
+		t->flt_ino = ino;
+		t->flt_index = index;
+		t->flt_ns = bpf_ktime_get_ns();
+		t->flt_major = 0;
+	}
+	return 0;
+}
+
+/* Pages added by a thread in a fault on the same file: the faulting page
+ * makes it a major fault (and a missed page); the rest is read-ahead, kept
+ * in the file's window until a fault or a read asks for it. */
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(mm_add, struct folio *folio)
+{
+	struct task_state *t = task_state(false);
+	if (!t || !t->flt_ns)
+		return 0;
+	u64 ino;
+	u32 dev;
+	if (!file_of(folio->mapping, &ino, &dev) || ino != t->flt_ino || dev != t->flt_dev)
+		return 0;
+	if (bpf_ktime_get_ns() - t->flt_ns > FAULT_WINDOW_NS || in_read_syscall()) {
+		t->flt_ns = 0;
+		return 0;
+	}
+	u64 s = folio->index, n = folio_pages(folio), e = s + n;
+	u64 f = t->flt_index;
+	u64 ra_lo = 0, ra_hi = 0;
+	if (f >= s && f < e && n >= PMD_PAGES) {
+		/* Read in whole and mapped whole by this fault (one huge page
+		 * table entry): every page of it asked, and missed. */
+		if (!t->flt_major) {
+			t->flt_major = 1;
+			count(IOMON_C_MM_MAJOR, 1);
+		}
+		count(IOMON_C_MM_ASKED, n - 1);
+		count(IOMON_C_MM_MISSED_SYNC, n);
+		struct iomon_proc *p = proc_entry();
+		if (p) {
+			__sync_fetch_and_add(&p->mm_major, 1);
+			__sync_fetch_and_add(&p->mm_asked, n - 1);
+			__sync_fetch_and_add(&p->mm_missed, n);
+		}
+		return 0;
+	}
+	if (f >= s && f < e) {
+		if (!t->flt_major) {
+			t->flt_major = 1;
+			count(IOMON_C_MM_MAJOR, 1);
+			count(IOMON_C_MM_MISSED_SYNC, 1);
+			struct iomon_proc *p = proc_entry();
+			if (p) {
+				__sync_fetch_and_add(&p->mm_major, 1);
+				__sync_fetch_and_add(&p->mm_missed, 1);
+			}
+		}
+		/* the rest of the folio: below and above the faulting page */
+		ra_lo = f - s;
+		ra_hi = e - f - 1;
+	} else {
+		ra_hi = n;
+	}
+	if (!ra_lo && !ra_hi)
+		return 0;
+	count(IOMON_C_MM_READAHEAD, ra_lo + ra_hi);
+	struct file_key fk = { .ino = ino, .dev = dev };
+	struct ra_window *w = bpf_map_lookup_elem(&ra_windows, &fk);
+	if (!w) {
+		bpf_map_update_elem(&ra_windows, &fk, &zero_window, BPF_ANY);
+		w = bpf_map_lookup_elem(&ra_windows, &fk);
+	}
+	if (!w)
+		return 0;
+	if (ra_lo)
+		ra_insert(w, s, f);
+	if (ra_hi)
+		ra_insert(w, e - ra_hi, e);
+	return 0;
+}
+
+/* -------------------------------------------------------------- writeback */
+
+/* Kernel HZ for jiffies -> ns; 0 (age not measured) if the kernel config
+ * cannot be read. */
+extern int CONFIG_HZ __kconfig __weak;
+
+SEC("tp_btf/writeback_dirty_folio")
+int BPF_PROG(wb_dirty, struct folio *folio, struct address_space *mapping)
+{
+	u64 n = folio_pages(folio);
+	count(IOMON_C_WB_DIRTIED, n);
+	struct iomon_proc *p = proc_entry();
+	if (p)
+		__sync_fetch_and_add(&p->wb_dirtied, n);
+	return 0;
+}
+
+/* End of a flusher (or sync(2)) pass: pages it wrote. Pages an fsync
+ * writes are not in any writeback event. */
+SEC("tp_btf/writeback_pages_written")
+int BPF_PROG(wb_written, long pages)
+{
+	if (pages > 0)
+		count(IOMON_C_WB_WRITTEN, pages);
+	return 0;
+}
+
+/* The flusher wrote an inode: how long its oldest dirty data had waited. */
+SEC("tracepoint/writeback/writeback_single_inode")
+int wb_inode(struct trace_event_raw_writeback_single_inode_template *ctx)
+{
+	u64 wrote = ctx->wrote;
+	u64 dirtied = ctx->dirtied_when;
+	if (!wrote)
+		return 0;
+	count(IOMON_C_WB_INODES, 1);
+	int hz = CONFIG_HZ;
+	u64 now = bpf_jiffies64();
+	if (hz > 0 && now > dirtied) {
+		u64 ns = (now - dirtied) * (1000000000ULL / hz);
+		count(IOMON_C_WB_AGE_NS, ns);
+		hist_add(IOMON_H_DIRTY_AGE, ns);
+	}
+	return 0;
+}
+
+/* A writer over its dirty limit, paused by the kernel (pause in ms). */
+SEC("tracepoint/writeback/balance_dirty_pages")
+int wb_throttle(struct trace_event_raw_balance_dirty_pages *ctx)
+{
+	long pause = ctx->pause;
+	if (pause <= 0)
+		return 0;
+	u64 ns = (u64)pause * 1000000ULL;
+	count(IOMON_C_WB_THROTTLES, 1);
+	count(IOMON_C_WB_THROTTLE_NS, ns);
+	hist_add(IOMON_H_THROTTLE, ns);
+	struct iomon_proc *p = proc_entry();
+	if (p) {
+		__sync_fetch_and_add(&p->wb_throttles, 1);
+		__sync_fetch_and_add(&p->wb_throttle_ns, ns);
+	}
 	return 0;
 }
 

@@ -47,6 +47,21 @@ enum iomon_counter {
 	IOMON_C_STALLS_DIRECT,     /* global direct reclaim (begin/end pairs) */
 	IOMON_C_STALLS_MEMCG,      /* memcg limit reclaim (begin/end pairs) */
 	IOMON_C_STALL_NS,          /* sum of stall durations, ns */
+	/* mmap: file-backed page faults, in faults and pages */
+	IOMON_C_MM_FAULTS,         /* faults fault-around could not map (filemap_fault) */
+	IOMON_C_MM_MAJOR,          /* of those, faults whose page had to be read in */
+	IOMON_C_MM_AROUND,         /* fault-around lookups (filemap_map_pages) */
+	IOMON_C_MM_ASKED,          /* pages faults looked up */
+	IOMON_C_MM_MISSED_SYNC,    /* asked pages the fault itself read in */
+	IOMON_C_MM_MISSED_RA,      /* asked pages earlier read-ahead read in */
+	IOMON_C_MM_READAHEAD,      /* pages faults read in beyond the faulting page */
+	/* writeback */
+	IOMON_C_WB_DIRTIED,        /* pages dirtied */
+	IOMON_C_WB_WRITTEN,        /* pages the flusher wrote back */
+	IOMON_C_WB_INODES,         /* inodes the flusher wrote back */
+	IOMON_C_WB_AGE_NS,         /* sum of their dirty age at writeback, ns */
+	IOMON_C_WB_THROTTLES,      /* writers paused by balance_dirty_pages */
+	IOMON_C_WB_THROTTLE_NS,    /* sum of those pauses, ns */
 	/* bookkeeping: increments the kernel side could not attribute */
 	IOMON_C_PROC_DROPPED,      /* per-process update failed (map full) */
 	IOMON_C_TASK_STATE_MISSING,/* task storage could not be created */
@@ -56,6 +71,8 @@ enum iomon_counter {
 enum iomon_hist {
 	IOMON_H_READ_LATENCY = 0,  /* read syscall latency, us */
 	IOMON_H_STALL_LATENCY,     /* direct + memcg reclaim stall, us */
+	IOMON_H_DIRTY_AGE,         /* age of an inode's dirty data at writeback, us */
+	IOMON_H_THROTTLE,          /* balance_dirty_pages pause, us */
 	IOMON_H_NR,
 };
 
@@ -67,6 +84,12 @@ struct iomon_proc {
 	unsigned long long read_bytes;
 	unsigned long long pc_asked;
 	unsigned long long pc_missed;
+	unsigned long long mm_asked;
+	unsigned long long mm_missed;
+	unsigned long long mm_major;
+	unsigned long long wb_dirtied;
+	unsigned long long wb_throttles;
+	unsigned long long wb_throttle_ns;
 };
 
 /* Ties the enums into BTF so that the skeleton exports them to Rust. */

@@ -11,9 +11,10 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use iomon::drain::Strategy;
+use iomon::family::Series;
 use iomon::proto::{Client, ClientError, ErrorKind, Request, Response};
 use iomon::sample::TopBy;
-use render::{Metric, Output};
+use render::Output;
 
 const DEFAULT_SOCKET: &str = "/run/iomond/iomond.sock";
 
@@ -83,9 +84,11 @@ enum Command {
         /// Width of each point, e.g. 10s, 1m, 1h [default: about 60 points].
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         step: Option<Duration>,
-        /// What the table charts (json/csv give every metric).
-        #[arg(long, value_enum, default_value_t = Metric::HitRatio)]
-        metric: Metric,
+        /// What the table charts (json/csv give every metric): any series
+        /// of the probe families, e.g. hit-ratio, dontneed-calls,
+        /// mmap-hit-ratio, dirtied-pages.
+        #[arg(long, default_value = "hit-ratio", value_parser = parse_metric)]
+        metric: &'static Series,
     },
     /// Each probe family and program: attached or not and why, run stats.
     Probes,
@@ -135,6 +138,17 @@ enum By {
     Misses,
     Reads,
     Bytes,
+    /// Pages missed by faults on file mappings.
+    MmapMisses,
+    /// Pages dirtied.
+    Dirtied,
+}
+
+fn parse_metric(s: &str) -> Result<&'static Series, String> {
+    render::find_series(s).ok_or_else(|| {
+        let names: Vec<String> = render::all_series().map(render::series_arg).collect();
+        format!("no such metric; one of: {}", names.join(", "))
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -183,6 +197,8 @@ fn main() -> ExitCode {
                     By::Misses => TopBy::Misses,
                     By::Reads => TopBy::Reads,
                     By::Bytes => TopBy::Bytes,
+                    By::MmapMisses => TopBy::MmapMisses,
+                    By::Dirtied => TopBy::Dirtied,
                 },
                 n: *n,
                 since_ms,
@@ -257,7 +273,7 @@ fn main() -> ExitCode {
         Response::History(r) => {
             let metric = match &args.command {
                 Command::History { metric, .. } => *metric,
-                _ => Metric::HitRatio,
+                _ => &iomon::family::pagecache::FAMILY.series[0],
             };
             render::history(&r, metric, out)
         }

@@ -6,12 +6,11 @@ use std::fmt::Write;
 
 use iomon::config::format_duration;
 use iomon::drain::Strategy;
-use iomon::family::fadvise::{ADVICE, RESULT};
 use iomon::family::pagecache::hit_ratio;
-use iomon::family::reads::SYSCALLS;
-use iomon::probes::{hist_quantile_us, FamilyState, FamilyStatus};
+use iomon::family::{self, Series, Shown};
+use iomon::probes::{FamilyState, FamilyStatus};
 use iomon::proto::{HistoryReport, SnapshotReport, StatusReport, TopReport};
-use iomon::sample::{ProcSample, Sample, TopBy};
+use iomon::sample::{ProcSample, TopBy};
 
 use crate::timespec::format_local;
 
@@ -180,101 +179,24 @@ fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
             total.to_string(),
         )
     };
-    match (&last.fadvise, &t.fadvise) {
-        (Some(l), Some(tt)) => {
-            for (a, advice) in ADVICE.iter().enumerate() {
-                for (r, result) in RESULT.iter().enumerate() {
-                    if tt.calls[a][r] > 0 || l.calls[a][r] > 0 || r == 0 {
-                        rows.push(row(
-                            "fadvise",
-                            format!("{advice} {result}"),
-                            l.calls[a][r] as f64,
-                            tt.calls[a][r],
-                        ));
-                    }
+    for f in family::ALL {
+        let name = f.id.name();
+        let (Some(l), Some(tt)) = ((f.summary)(&last), (f.summary)(t)) else {
+            rows.push((name.into(), "unavailable".into(), "".into(), "".into()));
+            continue;
+        };
+        for ((metric, lv), (_, tv)) in l.into_iter().zip(tt) {
+            rows.push(match (lv, tv) {
+                (Shown::Count(lv), Shown::Count(tv)) => row(name, metric.into(), lv as f64, tv),
+                (Shown::Ratio(lv), Shown::Ratio(tv)) => {
+                    (name.into(), metric.into(), pct(lv), pct(tv))
                 }
-            }
+                (Shown::Micros(lv), Shown::Micros(tv)) => {
+                    (name.into(), metric.into(), us(lv), us(tv))
+                }
+                _ => (name.into(), metric.into(), "".into(), "".into()),
+            });
         }
-        _ => rows.push(("fadvise".into(), "unavailable".into(), "".into(), "".into())),
-    }
-    match (&last.reads, &t.reads) {
-        (Some(l), Some(tt)) => {
-            for (i, sys) in SYSCALLS.iter().enumerate() {
-                rows.push(row(
-                    "reads",
-                    format!("{sys} calls"),
-                    l.calls[i] as f64,
-                    tt.calls[i],
-                ));
-                rows.push(row(
-                    "reads",
-                    format!("{sys} bytes"),
-                    l.bytes[i] as f64,
-                    tt.bytes[i],
-                ));
-            }
-            for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
-                rows.push((
-                    "reads".into(),
-                    format!("latency {name}"),
-                    us(hist_quantile_us(&l.latency_hist, q)),
-                    us(hist_quantile_us(&tt.latency_hist, q)),
-                ));
-            }
-        }
-        _ => rows.push(("reads".into(), "unavailable".into(), "".into(), "".into())),
-    }
-    match (&last.pagecache, &t.pagecache) {
-        (Some(l), Some(tt)) => {
-            rows.push((
-                "pagecache".into(),
-                "hit ratio".into(),
-                pct(l.hit_ratio()),
-                pct(tt.hit_ratio()),
-            ));
-            for (name, lv, tv) in [
-                ("pages asked", l.asked, tt.asked),
-                ("pages missed", l.missed(), tt.missed()),
-                ("missed by read", l.missed_sync, tt.missed_sync),
-                (
-                    "missed via readahead",
-                    l.missed_readahead,
-                    tt.missed_readahead,
-                ),
-                ("readahead pages", l.readahead, tt.readahead),
-                ("pages added", l.added, tt.added),
-                ("pages evicted", l.deleted, tt.deleted),
-            ] {
-                rows.push(row("pagecache", name.into(), lv as f64, tv));
-            }
-        }
-        _ => rows.push((
-            "pagecache".into(),
-            "unavailable".into(),
-            "".into(),
-            "".into(),
-        )),
-    }
-    match (&last.reclaim, &t.reclaim) {
-        (Some(l), Some(tt)) => {
-            for (name, lv, tv) in [
-                ("scanned kswapd", l.scanned_kswapd, tt.scanned_kswapd),
-                ("reclaimed kswapd", l.reclaimed_kswapd, tt.reclaimed_kswapd),
-                ("scanned direct", l.scanned_direct, tt.scanned_direct),
-                ("reclaimed direct", l.reclaimed_direct, tt.reclaimed_direct),
-                ("stalls global", l.stalls_direct, tt.stalls_direct),
-                ("stalls memcg", l.stalls_memcg, tt.stalls_memcg),
-            ] {
-                rows.push(row("reclaim", name.into(), lv as f64, tv));
-            }
-            rows.push((
-                "reclaim".into(),
-                "stall p99".into(),
-                us(hist_quantile_us(&l.stall_hist, 0.99)),
-                us(hist_quantile_us(&tt.stall_hist, 0.99)),
-            ));
-        }
-        _ => rows.push(("reclaim".into(), "unavailable".into(), "".into(), "".into())),
     }
     rows
 }
@@ -318,7 +240,7 @@ pub fn snapshot(r: &SnapshotReport, out: Output) -> String {
 }
 
 pub fn top(r: &TopReport, out: Output) -> String {
-    let rows: Vec<[String; 8]> = r
+    let rows: Vec<[String; 11]> = r
         .procs
         .iter()
         .map(|p: &ProcSample| {
@@ -331,6 +253,9 @@ pub fn top(r: &TopReport, out: Output) -> String {
                 p.read_bytes.to_string(),
                 p.pc_asked.to_string(),
                 p.pc_missed.to_string(),
+                p.mm_asked.to_string(),
+                p.mm_missed.to_string(),
+                p.wb_dirtied.to_string(),
             ]
         })
         .collect();
@@ -338,7 +263,7 @@ pub fn top(r: &TopReport, out: Output) -> String {
         Output::Json => json(r),
         Output::Csv => {
             let mut s = String::from(
-                "pid,comm,fadvise,dontneed_ok,reads,read_bytes,pages_asked,pages_missed\n",
+                "pid,comm,fadvise,dontneed_ok,reads,read_bytes,pages_asked,pages_missed,mmap_pages_asked,mmap_pages_missed,pages_dirtied\n",
             );
             for row in rows {
                 let cells: Vec<String> = row.iter().map(|c| csv_field(c)).collect();
@@ -353,9 +278,11 @@ pub fn top(r: &TopReport, out: Output) -> String {
                 TopBy::Misses => "misses",
                 TopBy::Reads => "reads",
                 TopBy::Bytes => "bytes",
+                TopBy::MmapMisses => "mmap misses",
+                TopBy::Dirtied => "dirtied",
             };
             let mut s = format!(
-                "{} .. {}, by {by}\n{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7}\n",
+                "{} .. {}, by {by}\n{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7} {:>10} {:>8} {:>10}\n",
                 format_local(r.start_ms),
                 format_local(r.end_ms),
                 "PID",
@@ -366,12 +293,15 @@ pub fn top(r: &TopReport, out: Output) -> String {
                 "BYTES",
                 "ASKED",
                 "MISSED",
-                "HIT"
+                "HIT",
+                "MAP ASKED",
+                "MAP HIT",
+                "DIRTIED"
             );
             for (p, row) in r.procs.iter().zip(rows) {
                 let _ = writeln!(
                     s,
-                    "{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7}",
+                    "{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7} {:>10} {:>8} {:>10}",
                     row[0],
                     row[1],
                     row[2],
@@ -380,7 +310,10 @@ pub fn top(r: &TopReport, out: Output) -> String {
                     bytes(p.read_bytes as f64),
                     row[6],
                     row[7],
-                    pct(hit_ratio(p.pc_asked, p.pc_missed))
+                    pct(hit_ratio(p.pc_asked, p.pc_missed)),
+                    row[8],
+                    pct(hit_ratio(p.mm_asked, p.mm_missed)),
+                    row[10]
                 );
             }
             if r.procs.is_empty() {
@@ -391,71 +324,33 @@ pub fn top(r: &TopReport, out: Output) -> String {
     }
 }
 
-/// The metrics `history --metric` can chart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Metric {
-    HitRatio,
-    Asked,
-    Missed,
-    Readahead,
-    Fadvise,
-    Dontneed,
-    Reads,
-    ReadBytes,
-    Scanned,
-    Reclaimed,
-    Stalls,
+/// Every series `history --metric` can chart, family by family.
+pub fn all_series() -> impl Iterator<Item = &'static Series> {
+    family::ALL.iter().flat_map(|f| f.series.iter())
 }
 
-impl Metric {
-    fn value(self, s: &Sample) -> Option<f64> {
-        let pc = s.pagecache.as_ref();
-        let rc = s.reclaim.as_ref();
-        match self {
-            Metric::HitRatio => pc?.hit_ratio(),
-            Metric::Asked => Some(pc?.asked as f64),
-            Metric::Missed => Some(pc?.missed() as f64),
-            Metric::Readahead => Some(pc?.readahead as f64),
-            Metric::Fadvise => Some(s.fadvise.as_ref()?.total() as f64),
-            Metric::Dontneed => Some(s.fadvise.as_ref()?.of_advice(4) as f64),
-            Metric::Reads => Some(s.reads.as_ref()?.total_calls() as f64),
-            Metric::ReadBytes => Some(s.reads.as_ref()?.total_bytes() as f64),
-            Metric::Scanned => rc.map(|r| (r.scanned_kswapd + r.scanned_direct) as f64),
-            Metric::Reclaimed => rc.map(|r| (r.reclaimed_kswapd + r.reclaimed_direct) as f64),
-            Metric::Stalls => rc.map(|r| (r.stalls_direct + r.stalls_memcg) as f64),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Metric::HitRatio => "hit_ratio",
-            Metric::Asked => "pages_asked",
-            Metric::Missed => "pages_missed",
-            Metric::Readahead => "readahead_pages",
-            Metric::Fadvise => "fadvise_calls",
-            Metric::Dontneed => "dontneed_calls",
-            Metric::Reads => "read_calls",
-            Metric::ReadBytes => "read_bytes",
-            Metric::Scanned => "scanned_pages",
-            Metric::Reclaimed => "reclaimed_pages",
-            Metric::Stalls => "reclaim_stalls",
-        }
-    }
+/// The `--metric` name of a series: its column name in kebab case.
+pub fn series_arg(s: &Series) -> String {
+    s.name.replace('_', "-")
 }
 
-const ALL_METRICS: [Metric; 11] = [
-    Metric::HitRatio,
-    Metric::Asked,
-    Metric::Missed,
-    Metric::Readahead,
-    Metric::Fadvise,
-    Metric::Dontneed,
-    Metric::Reads,
-    Metric::ReadBytes,
-    Metric::Scanned,
-    Metric::Reclaimed,
-    Metric::Stalls,
-];
+/// Finds a series by its `--metric` name or column name; a few short
+/// names are kept for the first release's command lines.
+pub fn find_series(name: &str) -> Option<&'static Series> {
+    let name = match name {
+        "asked" => "pages-asked",
+        "missed" => "pages-missed",
+        "readahead" => "readahead-pages",
+        "fadvise" => "fadvise-calls",
+        "dontneed" => "dontneed-calls",
+        "reads" => "read-calls",
+        "scanned" => "scanned-pages",
+        "reclaimed" => "reclaimed-pages",
+        "stalls" => "reclaim-stalls",
+        n => n,
+    };
+    all_series().find(|s| series_arg(s) == name || s.name == name)
+}
 
 /// One block per value, scaled to the largest.
 pub fn bar(v: Option<f64>, max: f64, width: usize) -> String {
@@ -472,22 +367,22 @@ pub fn bar(v: Option<f64>, max: f64, width: usize) -> String {
     s
 }
 
-pub fn history(r: &HistoryReport, metric: Metric, out: Output) -> String {
+pub fn history(r: &HistoryReport, metric: &Series, out: Output) -> String {
     match out {
         Output::Json => json(r),
         Output::Csv => {
             let mut s = String::from("start_ms,end_ms");
-            for m in ALL_METRICS {
-                let _ = write!(s, ",{}", m.name());
+            for m in all_series() {
+                let _ = write!(s, ",{}", m.name);
             }
             s.push('\n');
             for p in &r.points {
                 let _ = write!(s, "{},{}", p.start_ms, p.end_ms);
-                for m in ALL_METRICS {
+                for m in all_series() {
                     let _ = write!(
                         s,
                         ",{}",
-                        m.value(p).map(|v| v.to_string()).unwrap_or_default()
+                        (m.value)(p).map(|v| v.to_string()).unwrap_or_default()
                     );
                 }
                 s.push('\n');
@@ -525,14 +420,14 @@ pub fn history(r: &HistoryReport, metric: Metric, out: Output) -> String {
                 return s;
             }
             s.push('\n');
-            let vals: Vec<Option<f64>> = r.points.iter().map(|p| metric.value(p)).collect();
+            let vals: Vec<Option<f64>> = r.points.iter().map(|p| (metric.value)(p)).collect();
             let max = vals.iter().flatten().copied().fold(0.0, f64::max);
-            let _ = writeln!(s, "{:<19} {:>14}", "time", metric.name());
+            let _ = writeln!(s, "{:<19} {:>14}", "time", metric.name);
             for (p, v) in r.points.iter().zip(&vals) {
-                let shown = match (metric, v) {
-                    (_, None) => "n/a".to_string(),
-                    (Metric::HitRatio, Some(v)) => format!("{:.1}%", v * 100.0),
-                    (_, Some(v)) => format!("{v:.0}"),
+                let shown = match v {
+                    None => "n/a".to_string(),
+                    Some(v) if metric.ratio => format!("{:.1}%", v * 100.0),
+                    Some(v) => format!("{v:.0}"),
                 };
                 let _ = writeln!(
                     s,

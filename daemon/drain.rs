@@ -14,11 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::family::fadvise::FadviseStats;
-use crate::family::pagecache::PageCacheStats;
-use crate::family::reads::ReadStats;
-use crate::family::reclaim::ReclaimStats;
-use crate::family::{Deltas, FamilyId};
+use crate::family::{self, Deltas, FamilyId};
 use crate::probes::{self, counter, Maps, RawProc, HIST_BUCKETS};
 use crate::sample::{top_k, ProcSample, Sample, TopBy};
 
@@ -122,6 +118,12 @@ pub fn decode_proc(tgid: u32, bytes: &[u8]) -> Option<ProcSample> {
         read_bytes: raw.read_bytes,
         pc_asked: raw.pc_asked,
         pc_missed: raw.pc_missed,
+        mm_asked: raw.mm_asked,
+        mm_missed: raw.mm_missed,
+        mm_major: raw.mm_major,
+        wb_dirtied: raw.wb_dirtied,
+        wb_throttles: raw.wb_throttles,
+        wb_throttle_ns: raw.wb_throttle_ns,
     })
 }
 
@@ -138,6 +140,12 @@ fn proc_delta(cur: &ProcSample, prev: Option<&ProcSample>) -> ProcSample {
     d.read_bytes = sub(cur.read_bytes, p.read_bytes);
     d.pc_asked = sub(cur.pc_asked, p.pc_asked);
     d.pc_missed = sub(cur.pc_missed, p.pc_missed);
+    d.mm_asked = sub(cur.mm_asked, p.mm_asked);
+    d.mm_missed = sub(cur.mm_missed, p.mm_missed);
+    d.mm_major = sub(cur.mm_major, p.mm_major);
+    d.wb_dirtied = sub(cur.wb_dirtied, p.wb_dirtied);
+    d.wb_throttles = sub(cur.wb_throttles, p.wb_throttles);
+    d.wb_throttle_ns = sub(cur.wb_throttle_ns, p.wb_throttle_ns);
     d
 }
 
@@ -432,17 +440,17 @@ impl Drain {
         };
         let on = |id| self.attached.contains(&id);
         let end_ms = crate::now_ms();
-        let sample = Sample {
+        let mut sample = Sample {
             start_ms: self.last_end_ms,
             end_ms,
-            fadvise: on(FamilyId::Fadvise).then(|| FadviseStats::from_deltas(&d)),
-            reads: on(FamilyId::Reads).then(|| ReadStats::from_deltas(&d)),
-            pagecache: on(FamilyId::Pagecache).then(|| PageCacheStats::from_deltas(&d)),
-            reclaim: on(FamilyId::Reclaim).then(|| ReclaimStats::from_deltas(&d)),
             procs,
             procs_seen,
             procs_dropped: d.counter(counter::PROC_DROPPED),
+            ..Default::default()
         };
+        for f in family::ALL.iter().filter(|f| on(f.id)) {
+            (f.fill)(&mut sample, &d);
+        }
         self.last_end_ms = end_ms;
         self.last_duration = t0.elapsed();
         Ok(sample)

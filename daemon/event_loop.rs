@@ -15,7 +15,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::{format_duration, Config};
 use crate::control::{ControlServer, Incoming, ListenOptions};
 use crate::drain::{Drain, Strategy};
-use crate::family::FamilyId;
+use crate::family::{self, FamilyId};
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
 use crate::proto::{ErrorKind, Request, Response, SnapshotReport, StatusReport, TopReport};
@@ -747,42 +747,8 @@ fn failed(msg: &str) -> Response {
 
 /// The line `--dev` prints per tick.
 pub fn tick_line(s: &Sample, drain: Duration) -> String {
-    let secs = (s.duration_ms() as f64 / 1000.0).max(0.001);
-    let mut parts = vec![format!("tick {:.1}s", secs)];
-    if let Some(f) = &s.fadvise {
-        parts.push(format!(
-            "fadvise {:.0}/s (dontneed {})",
-            f.total() as f64 / secs,
-            f.of_advice(4)
-        ));
-    }
-    if let Some(r) = &s.reads {
-        parts.push(format!(
-            "reads {:.0}/s {:.1} MiB/s",
-            r.total_calls() as f64 / secs,
-            r.total_bytes() as f64 / secs / 1048576.0
-        ));
-    }
-    if let Some(p) = &s.pagecache {
-        let ratio = p
-            .hit_ratio()
-            .map(|r| format!("{:.1}%", r * 100.0))
-            .unwrap_or_else(|| "n/a".into());
-        parts.push(format!(
-            "page cache hit {ratio} (asked {} missed {} readahead {})",
-            p.asked,
-            p.missed(),
-            p.readahead
-        ));
-    }
-    if let Some(r) = &s.reclaim {
-        parts.push(format!(
-            "reclaim scanned {} reclaimed {} stalls {}",
-            r.scanned_kswapd + r.scanned_direct,
-            r.reclaimed_kswapd + r.reclaimed_direct,
-            r.stalls_direct + r.stalls_memcg
-        ));
-    }
+    let mut parts = vec![format!("tick {:.1}s", s.seconds())];
+    parts.extend(family::ALL.iter().filter_map(|f| (f.tick)(s)));
     parts.push(format!("procs {}", s.procs_seen));
     parts.push(format!("drain {}us", drain.as_micros()));
     parts.join(" | ")

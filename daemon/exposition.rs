@@ -8,11 +8,9 @@
 
 use std::fmt::Write;
 
-use crate::family::fadvise::{ADVICE, RESULT};
-use crate::family::reads::SYSCALLS;
+use crate::family;
 use crate::probes::{bucket_upper_us, FamilyState, FamilyStatus, HIST_BUCKETS};
 use crate::proto::StoreStatus;
-use crate::sample::ProcSample;
 use crate::totals::Totals;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,13 +118,14 @@ pub struct Inputs<'a> {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
     Counter,
     Gauge,
     Histogram,
 }
 
-struct Out {
+/// The text being rendered; families write their metrics through it.
+pub struct Out {
     s: String,
     om: bool,
     created: f64,
@@ -166,7 +165,7 @@ fn num(v: f64) -> String {
 
 impl Out {
     /// `name` is the family name without `_total`.
-    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
         let (t, shown) = match kind {
             Kind::Counter if self.om => ("counter", name.to_string()),
             Kind::Counter => ("counter", format!("{name}_total")),
@@ -177,18 +176,23 @@ impl Out {
         let _ = writeln!(self.s, "# TYPE {shown} {t}");
     }
 
-    fn line(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
+    pub fn line(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
         let _ = writeln!(self.s, "{name}{} {}", labels(l), num(v));
     }
 
-    fn counter(&mut self, name: &str, l: &[(&str, &str)], v: u64) {
-        self.line(&format!("{name}_total"), l, v as f64);
+    pub fn counter(&mut self, name: &str, l: &[(&str, &str)], v: u64) {
+        self.counter_f64(name, l, v as f64);
+    }
+
+    /// A counter of a non-integer quantity (seconds).
+    pub fn counter_f64(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
+        self.line(&format!("{name}_total"), l, v);
         if self.om {
             self.line(&format!("{name}_created"), l, self.created);
         }
     }
 
-    fn histogram(&mut self, name: &str, l: &[(&str, &str)], buckets: &[u64], sum_ns: u64) {
+    pub fn histogram(&mut self, name: &str, l: &[(&str, &str)], buckets: &[u64], sum_ns: u64) {
         let mut cum = 0u64;
         for b in 0..HIST_BUCKETS {
             cum += buckets.get(b).copied().unwrap_or(0);
@@ -298,211 +302,14 @@ pub fn render(inp: &Inputs, format: Format) -> String {
     let s = &t.sum;
     // Families absent from the sum were never attached: their metrics are
     // left out (unavailable), never exported as zero.
-    if let Some(f) = &s.fadvise {
-        o.family(
-            "iomon_fadvise_calls",
-            Kind::Counter,
-            "posix_fadvise calls by advice and result.",
-        );
-        for (a, row) in f.calls.iter().enumerate() {
-            for (r, v) in row.iter().enumerate() {
-                o.counter(
-                    "iomon_fadvise_calls",
-                    &[("advice", ADVICE[a]), ("result", RESULT[r])],
-                    *v,
-                );
-            }
-        }
-    }
-    if let Some(r) = &s.reads {
-        o.family(
-            "iomon_read_calls",
-            Kind::Counter,
-            "Read syscalls by syscall.",
-        );
-        for (i, v) in r.calls.iter().enumerate() {
-            o.counter("iomon_read_calls", &[("syscall", SYSCALLS[i])], *v);
-        }
-        o.family(
-            "iomon_read_bytes",
-            Kind::Counter,
-            "Bytes returned by read syscalls.",
-        );
-        for (i, v) in r.bytes.iter().enumerate() {
-            o.counter("iomon_read_bytes", &[("syscall", SYSCALLS[i])], *v);
-        }
-        o.family(
-            "iomon_read_errors",
-            Kind::Counter,
-            "Read syscalls that returned an error.",
-        );
-        o.counter("iomon_read_errors", &[], r.errors);
-        o.family(
-            "iomon_read_latency_seconds",
-            Kind::Histogram,
-            "Read syscall latency.",
-        );
-        o.histogram(
-            "iomon_read_latency_seconds",
-            &[],
-            &r.latency_hist,
-            r.latency_ns_sum,
-        );
-    }
-    if let Some(p) = &s.pagecache {
-        o.family("iomon_page_cache_read_pages", Kind::Counter, "Pages buffered reads asked for: hit = found cached, miss = brought in from storage by the read or its read-ahead.");
-        o.counter(
-            "iomon_page_cache_read_pages",
-            &[("result", "hit")],
-            p.hits(),
-        );
-        o.counter(
-            "iomon_page_cache_read_pages",
-            &[("result", "miss")],
-            p.missed(),
-        );
-        o.family(
-            "iomon_page_cache_readahead_pages",
-            Kind::Counter,
-            "Pages reads brought in beyond what they asked for (speculative read-ahead).",
-        );
-        o.counter("iomon_page_cache_readahead_pages", &[], p.readahead);
-        o.family(
-            "iomon_page_cache_readahead_used_pages",
-            Kind::Counter,
-            "Read-ahead pages that a later read asked for.",
-        );
-        o.counter(
-            "iomon_page_cache_readahead_used_pages",
-            &[],
-            p.missed_readahead,
-        );
-        o.family(
-            "iomon_page_cache_added_pages",
-            Kind::Counter,
-            "Pages added to the page cache (reads, writes, faults).",
-        );
-        o.counter("iomon_page_cache_added_pages", &[], p.added);
-        o.family(
-            "iomon_page_cache_evicted_pages",
-            Kind::Counter,
-            "Pages removed from the page cache (reclaim, truncate, fadvise DONTNEED).",
-        );
-        o.counter("iomon_page_cache_evicted_pages", &[], p.deleted);
-    }
-    if let Some(r) = &s.reclaim {
-        o.family(
-            "iomon_vmscan_scanned_pages",
-            Kind::Counter,
-            "Inactive LRU pages scanned by reclaim.",
-        );
-        o.counter(
-            "iomon_vmscan_scanned_pages",
-            &[("reclaimer", "kswapd")],
-            r.scanned_kswapd,
-        );
-        o.counter(
-            "iomon_vmscan_scanned_pages",
-            &[("reclaimer", "direct")],
-            r.scanned_direct,
-        );
-        o.family(
-            "iomon_vmscan_reclaimed_pages",
-            Kind::Counter,
-            "Pages reclaimed.",
-        );
-        o.counter(
-            "iomon_vmscan_reclaimed_pages",
-            &[("reclaimer", "kswapd")],
-            r.reclaimed_kswapd,
-        );
-        o.counter(
-            "iomon_vmscan_reclaimed_pages",
-            &[("reclaimer", "direct")],
-            r.reclaimed_direct,
-        );
-        o.family(
-            "iomon_direct_reclaim_stalls",
-            Kind::Counter,
-            "Tasks that stalled in reclaim: global direct reclaim or a memory cgroup's limit.",
-        );
-        o.counter(
-            "iomon_direct_reclaim_stalls",
-            &[("kind", "global")],
-            r.stalls_direct,
-        );
-        o.counter(
-            "iomon_direct_reclaim_stalls",
-            &[("kind", "memcg")],
-            r.stalls_memcg,
-        );
-        o.family(
-            "iomon_direct_reclaim_duration_seconds",
-            Kind::Histogram,
-            "Time tasks spent stalled in reclaim.",
-        );
-        o.histogram(
-            "iomon_direct_reclaim_duration_seconds",
-            &[],
-            &r.stall_hist,
-            r.stall_ns_sum,
-        );
+    for f in family::ALL {
+        (f.metrics)(s, &mut o);
     }
 
     let comms = t.comm_series();
     if !comms.is_empty() {
-        let has = |f: fn(&ProcSample) -> u64| comms.iter().any(|(_, p)| f(p) > 0);
-        if s.fadvise.is_some() || has(ProcSample::fadvise_total) {
-            o.family("iomon_process_fadvise_calls", Kind::Counter, "posix_fadvise calls per process name (targets and busiest; the rest under comm=\"other\").");
-            for (c, p) in &comms {
-                for (a, row) in p.fadvise.iter().enumerate() {
-                    let v = row[0] + row[1];
-                    if v > 0 {
-                        o.counter(
-                            "iomon_process_fadvise_calls",
-                            &[("comm", c), ("advice", ADVICE[a])],
-                            v,
-                        );
-                    }
-                }
-            }
-        }
-        if s.reads.is_some() {
-            o.family(
-                "iomon_process_read_calls",
-                Kind::Counter,
-                "Read syscalls per process name.",
-            );
-            for (c, p) in &comms {
-                o.counter("iomon_process_read_calls", &[("comm", c)], p.read_calls);
-            }
-            o.family(
-                "iomon_process_read_bytes",
-                Kind::Counter,
-                "Bytes read per process name.",
-            );
-            for (c, p) in &comms {
-                o.counter("iomon_process_read_bytes", &[("comm", c)], p.read_bytes);
-            }
-        }
-        if s.pagecache.is_some() {
-            o.family(
-                "iomon_process_page_cache_read_pages",
-                Kind::Counter,
-                "Pages buffered reads asked for, per process name.",
-            );
-            for (c, p) in &comms {
-                o.counter(
-                    "iomon_process_page_cache_read_pages",
-                    &[("comm", c), ("result", "hit")],
-                    p.pc_asked.saturating_sub(p.pc_missed),
-                );
-                o.counter(
-                    "iomon_process_page_cache_read_pages",
-                    &[("comm", c), ("result", "miss")],
-                    p.pc_missed.min(p.pc_asked),
-                );
-            }
+        for f in family::ALL {
+            (f.proc_metrics)(s, &comms, &mut o);
         }
     }
 

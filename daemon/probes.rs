@@ -49,6 +49,19 @@ pub mod counter {
     pub const STALLS_DIRECT: u32 = C::IOMON_C_STALLS_DIRECT.0;
     pub const STALLS_MEMCG: u32 = C::IOMON_C_STALLS_MEMCG.0;
     pub const STALL_NS: u32 = C::IOMON_C_STALL_NS.0;
+    pub const MM_FAULTS: u32 = C::IOMON_C_MM_FAULTS.0;
+    pub const MM_MAJOR: u32 = C::IOMON_C_MM_MAJOR.0;
+    pub const MM_AROUND: u32 = C::IOMON_C_MM_AROUND.0;
+    pub const MM_ASKED: u32 = C::IOMON_C_MM_ASKED.0;
+    pub const MM_MISSED_SYNC: u32 = C::IOMON_C_MM_MISSED_SYNC.0;
+    pub const MM_MISSED_RA: u32 = C::IOMON_C_MM_MISSED_RA.0;
+    pub const MM_READAHEAD: u32 = C::IOMON_C_MM_READAHEAD.0;
+    pub const WB_DIRTIED: u32 = C::IOMON_C_WB_DIRTIED.0;
+    pub const WB_WRITTEN: u32 = C::IOMON_C_WB_WRITTEN.0;
+    pub const WB_INODES: u32 = C::IOMON_C_WB_INODES.0;
+    pub const WB_AGE_NS: u32 = C::IOMON_C_WB_AGE_NS.0;
+    pub const WB_THROTTLES: u32 = C::IOMON_C_WB_THROTTLES.0;
+    pub const WB_THROTTLE_NS: u32 = C::IOMON_C_WB_THROTTLE_NS.0;
     pub const PROC_DROPPED: u32 = C::IOMON_C_PROC_DROPPED.0;
     pub const TASK_STATE_MISSING: u32 = C::IOMON_C_TASK_STATE_MISSING.0;
     pub const NR: u32 = C::IOMON_C_NR.0;
@@ -59,6 +72,8 @@ pub mod hist {
     use super::skel::types::iomon_hist as H;
     pub const READ_LATENCY: u32 = H::IOMON_H_READ_LATENCY.0;
     pub const STALL_LATENCY: u32 = H::IOMON_H_STALL_LATENCY.0;
+    pub const DIRTY_AGE: u32 = H::IOMON_H_DIRTY_AGE.0;
+    pub const THROTTLE: u32 = H::IOMON_H_THROTTLE.0;
     pub const NR: u32 = H::IOMON_H_NR.0;
 }
 

@@ -19,7 +19,7 @@ use crate::drain::Strategy;
 use crate::probes::FamilyStatus;
 use crate::sample::{ProcSample, Sample, TopBy};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).

@@ -5,13 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::family::fadvise::FadviseStats;
+use crate::family::mmap::MmapStats;
 use crate::family::pagecache::PageCacheStats;
 use crate::family::reads::ReadStats;
 use crate::family::reclaim::ReclaimStats;
+use crate::family::writeback::WritebackStats;
 
 /// Version of the Sample encoding; bump on any change to these structs
 /// (the store and the socket protocol check it).
-pub const SAMPLE_VERSION: u32 = 1;
+pub const SAMPLE_VERSION: u32 = 2;
 
 /// Per-process numbers of one interval (or of a merged range).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,14 @@ pub struct ProcSample {
     pub read_bytes: u64,
     pub pc_asked: u64,
     pub pc_missed: u64,
+    /// Pages this process's faults on file mappings looked up / missed.
+    pub mm_asked: u64,
+    pub mm_missed: u64,
+    pub mm_major: u64,
+    /// Pages this process dirtied; times it was throttled for it.
+    pub wb_dirtied: u64,
+    pub wb_throttles: u64,
+    pub wb_throttle_ns: u64,
 }
 
 impl ProcSample {
@@ -40,6 +50,12 @@ impl ProcSample {
         self.read_bytes += o.read_bytes;
         self.pc_asked += o.pc_asked;
         self.pc_missed += o.pc_missed;
+        self.mm_asked += o.mm_asked;
+        self.mm_missed += o.mm_missed;
+        self.mm_major += o.mm_major;
+        self.wb_dirtied += o.wb_dirtied;
+        self.wb_throttles += o.wb_throttles;
+        self.wb_throttle_ns += o.wb_throttle_ns;
         if !o.comm.is_empty() {
             self.comm.clone_from(&o.comm);
         }
@@ -47,11 +63,21 @@ impl ProcSample {
 
     /// How busy, for ranking: every event counts once.
     pub fn activity(&self) -> u64 {
-        self.fadvise_total() + self.read_calls + self.pc_asked
+        self.fadvise_total()
+            + self.read_calls
+            + self.pc_asked
+            + self.mm_asked
+            + self.wb_dirtied
+            + self.wb_throttles
     }
 
     pub fn is_empty(&self) -> bool {
-        self.activity() == 0 && self.read_bytes == 0 && self.pc_missed == 0
+        self.activity() == 0
+            && self.read_bytes == 0
+            && self.pc_missed == 0
+            && self.mm_missed == 0
+            && self.mm_major == 0
+            && self.wb_throttle_ns == 0
     }
 }
 
@@ -64,6 +90,10 @@ pub enum TopBy {
     Misses,
     Reads,
     Bytes,
+    /// Pages missed by faults on file mappings.
+    MmapMisses,
+    /// Pages dirtied.
+    Dirtied,
 }
 
 impl TopBy {
@@ -74,6 +104,8 @@ impl TopBy {
             TopBy::Misses => p.pc_missed,
             TopBy::Reads => p.read_calls,
             TopBy::Bytes => p.read_bytes,
+            TopBy::MmapMisses => p.mm_missed,
+            TopBy::Dirtied => p.wb_dirtied,
         }
     }
 }
@@ -95,6 +127,8 @@ pub struct Sample {
     pub reads: Option<ReadStats>,
     pub pagecache: Option<PageCacheStats>,
     pub reclaim: Option<ReclaimStats>,
+    pub mmap: Option<MmapStats>,
+    pub writeback: Option<WritebackStats>,
     /// The busiest processes of the interval (at most the configured top-K).
     pub procs: Vec<ProcSample>,
     /// Distinct processes seen in the interval (before the top-K cut).
@@ -116,6 +150,11 @@ impl Sample {
         self.end_ms.saturating_sub(self.start_ms)
     }
 
+    /// The interval's length in seconds, at least 1 ms (for rates).
+    pub fn seconds(&self) -> f64 {
+        (self.duration_ms() as f64 / 1000.0).max(0.001)
+    }
+
     /// Adds `o` (a later interval) into `self`: counters and buckets summed,
     /// processes merged by tgid and re-cut to `top`.
     pub fn merge(&mut self, o: &Sample, top: usize) {
@@ -128,6 +167,8 @@ impl Sample {
         merge_opt(&mut self.reads, &o.reads, ReadStats::merge);
         merge_opt(&mut self.pagecache, &o.pagecache, PageCacheStats::merge);
         merge_opt(&mut self.reclaim, &o.reclaim, ReclaimStats::merge);
+        merge_opt(&mut self.mmap, &o.mmap, MmapStats::merge);
+        merge_opt(&mut self.writeback, &o.writeback, WritebackStats::merge);
         for p in &o.procs {
             match self.procs.iter_mut().find(|q| q.tgid == p.tgid) {
                 Some(q) => q.merge(p),

@@ -32,7 +32,11 @@ use crate::sample::Sample;
 
 /// Bumped when the on-disk layout or the Sample encoding changes.
 pub const FORMAT_VERSION: u32 = 2;
-const VALUE_TAG: u8 = 1;
+/// First byte of a stored value: the Sample encoding it holds. Values of
+/// older encodings are read and converted; new ones are written as
+/// [`SAMPLE_VERSION`](crate::sample::SAMPLE_VERSION).
+const VALUE_TAG: u8 = crate::sample::SAMPLE_VERSION as u8;
+const VALUE_TAG_V1: u8 = 1;
 /// A stored Sample larger than this is refused on decode.
 const MAX_VALUE: u64 = 4 << 20;
 /// Samples kept in memory while the disk refuses writes.
@@ -131,7 +135,78 @@ pub fn encode_sample(s: &Sample) -> Vec<u8> {
 pub fn decode_sample(bytes: &[u8]) -> Option<Sample> {
     match bytes.split_first() {
         Some((&VALUE_TAG, rest)) => codec().deserialize(rest).ok(),
+        Some((&VALUE_TAG_V1, rest)) => codec()
+            .deserialize::<v1::Sample>(rest)
+            .ok()
+            .map(Sample::from),
         _ => None,
+    }
+}
+
+/// Sample encoding 1 (iomon 0.1: four families, no mmap/writeback), kept
+/// to read stores written by it. Never written.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::family::fadvise::FadviseStats;
+    use crate::family::pagecache::PageCacheStats;
+    use crate::family::reads::ReadStats;
+    use crate::family::reclaim::ReclaimStats;
+
+    #[derive(Serialize, Deserialize)]
+    pub struct ProcSample {
+        pub tgid: u32,
+        pub comm: String,
+        pub fadvise: [[u64; 2]; 7],
+        pub read_calls: u64,
+        pub read_bytes: u64,
+        pub pc_asked: u64,
+        pub pc_missed: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Sample {
+        pub start_ms: u64,
+        pub end_ms: u64,
+        pub fadvise: Option<FadviseStats>,
+        pub reads: Option<ReadStats>,
+        pub pagecache: Option<PageCacheStats>,
+        pub reclaim: Option<ReclaimStats>,
+        pub procs: Vec<ProcSample>,
+        pub procs_seen: u64,
+        pub procs_dropped: u64,
+    }
+
+    impl From<Sample> for crate::sample::Sample {
+        fn from(s: Sample) -> Self {
+            crate::sample::Sample {
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                fadvise: s.fadvise,
+                reads: s.reads,
+                pagecache: s.pagecache,
+                reclaim: s.reclaim,
+                procs: s
+                    .procs
+                    .into_iter()
+                    .map(|p| crate::sample::ProcSample {
+                        tgid: p.tgid,
+                        comm: p.comm,
+                        fadvise: p.fadvise,
+                        read_calls: p.read_calls,
+                        read_bytes: p.read_bytes,
+                        pc_asked: p.pc_asked,
+                        pc_missed: p.pc_missed,
+                        ..Default::default()
+                    })
+                    .collect(),
+                procs_seen: s.procs_seen,
+                procs_dropped: s.procs_dropped,
+                // Families that did not exist: unavailable, not zero.
+                mmap: None,
+                writeback: None,
+            }
+        }
     }
 }
 
@@ -988,5 +1063,43 @@ mod tests {
         assert!(decode_sample(&big).is_none());
         let s = sample(T0, 3);
         assert_eq!(decode_sample(&encode_sample(&s)), Some(s));
+    }
+
+    #[test]
+    fn version_1_samples_still_decode() {
+        // Bytes as iomon 0.1 wrote them: tag 1, then the v1 layout.
+        let old = v1::Sample {
+            start_ms: T0,
+            end_ms: T0 + 10_000,
+            fadvise: Some(crate::family::fadvise::FadviseStats {
+                calls: [[1, 0], [0, 0], [0, 0], [0, 0], [7, 2], [0, 0], [0, 0]],
+            }),
+            reads: None,
+            pagecache: None,
+            reclaim: None,
+            procs: vec![v1::ProcSample {
+                tgid: 42,
+                comm: "banyand".into(),
+                fadvise: [[0; 2]; 7],
+                read_calls: 5,
+                read_bytes: 500,
+                pc_asked: 10,
+                pc_missed: 3,
+            }],
+            procs_seen: 1,
+            procs_dropped: 0,
+        };
+        let mut bytes = vec![VALUE_TAG_V1];
+        bytes.extend(codec().serialize(&old).unwrap());
+        let s = decode_sample(&bytes).expect("v1 decodes");
+        assert_eq!(s.fadvise.as_ref().unwrap().of_advice(4), 9);
+        assert_eq!(s.procs[0].comm, "banyand");
+        assert_eq!((s.procs[0].pc_asked, s.procs[0].pc_missed), (10, 3));
+        assert_eq!(s.procs[0].mm_asked, 0);
+        assert!(
+            s.mmap.is_none() && s.writeback.is_none(),
+            "new families unavailable, not zero"
+        );
+        assert_ne!(VALUE_TAG, VALUE_TAG_V1, "a new encoding has a new tag");
     }
 }

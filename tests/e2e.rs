@@ -274,7 +274,8 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     let snap = d.ctl_ok(&["snapshot"]);
     for want in [
         "fadvise",
-        "dontneed ok",
+        "dontneed",
+        "failed",
         "hit ratio",
         "reclaim",
         "latency p99",
@@ -309,7 +310,32 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
         .sum();
     assert!(dn >= 37, "history holds our calls: {dn}");
     let csv = d.ctl_ok(&["history", "-s", "5m", "-o", "csv"]);
-    assert!(csv.starts_with("start_ms,end_ms,hit_ratio"), "{csv}");
+    let header = csv.lines().next().unwrap_or("");
+    assert!(header.starts_with("start_ms,end_ms,"), "{csv}");
+    for col in [
+        "hit_ratio",
+        "dontneed_calls",
+        "mmap_hit_ratio",
+        "dirtied_pages",
+    ] {
+        assert!(
+            header.split(',').any(|c| c == col),
+            "csv lacks {col}: {header}"
+        );
+    }
+    assert!(d
+        .ctl_ok(&["history", "-s", "5m", "--metric", "mmap-hit-ratio"])
+        .contains("mmap_hit_ratio"));
+    let bad = d.ctl(&["history", "--metric", "nope"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "unknown metric is a usage error"
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("dirtied-pages"),
+        "lists the metrics"
+    );
 
     assert!(d.ctl_ok(&["strategy", "get"]).contains("drain"));
     assert!(d

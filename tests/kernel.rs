@@ -111,13 +111,21 @@ fn bpf_drain_loses_no_increment_across_ticks() {
         return;
     };
     let (_p, mut drain) = load(&[FamilyId::Fadvise], 10240);
-    const CALLS: u64 = 300_000;
-    let worker = std::thread::spawn(|| {
-        let f = File::open("/proc/self/exe").unwrap();
-        for _ in 0..CALLS {
-            fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_NORMAL);
-        }
-    });
+    // The worker calls until the drain has ticked 6 times under it, and
+    // counts its own calls: the per-process sum must equal that count.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let f = File::open("/proc/self/exe").unwrap();
+            let mut calls = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || calls < 100_000 {
+                fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_NORMAL);
+                calls += 1;
+            }
+            calls
+        })
+    };
     let mut mine = 0;
     let mut host = 0;
     let mut ticks = 0;
@@ -127,17 +135,17 @@ fn bpf_drain_loses_no_increment_across_ticks() {
         mine += own(&s).fadvise[0][0];
         host += s.fadvise.unwrap().calls[0][0];
         ticks += 1;
+        if ticks == 6 {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
-    worker.join().unwrap();
+    let calls = worker.join().unwrap();
     let s = drain.tick().unwrap();
     mine += own(&s).fadvise[0][0];
     host += s.fadvise.unwrap().calls[0][0];
-    assert!(
-        ticks >= 3,
-        "the workload spanned {ticks} ticks; make it longer"
-    );
-    assert_eq!(mine, CALLS, "per-process sum over {ticks} ticks");
-    assert!(host >= CALLS, "host {host} < {CALLS}");
+    assert!(ticks >= 6, "the workload spanned {ticks} ticks");
+    assert_eq!(mine, calls, "per-process sum over {ticks} ticks");
+    assert!(host >= calls, "host {host} < {calls}");
 }
 
 #[test]
@@ -530,4 +538,147 @@ fn bpf_reads_counts_calls_and_bytes_per_syscall() {
         r.calls.iter().sum::<u64>(),
         "every call timed once"
     );
+}
+
+/// Touches one byte of every page of `f` through a read-only shared
+/// mapping; returns (asked, missed, major) of this process over that.
+fn mmap_touch_and_measure(drain: &mut Drain, f: &File, size: usize) -> (u64, u64, u64) {
+    drain.tick().unwrap();
+    // SAFETY: a read-only mapping of the whole file, unmapped below; every
+    // address read is inside it.
+    let sum = unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap");
+        let base = addr as *const u8;
+        let mut sum = 0u64;
+        for off in (0..size).step_by(4096) {
+            sum += std::ptr::read_volatile(base.add(off)) as u64;
+        }
+        libc::munmap(addr, size);
+        sum
+    };
+    assert!(sum > 0, "the file holds non-zero bytes");
+    let mine = own(&drain.tick().unwrap());
+    (mine.mm_asked, mine.mm_missed, mine.mm_major)
+}
+
+#[test]
+fn bpf_mmap_hit_ratio_cold_warm_half() {
+    let Some(_k) = bpf_or_skip("bpf_mmap_hit_ratio_cold_warm_half") else {
+        return;
+    };
+    let (_p, mut drain) = load(&[FamilyId::Mmap], 10240);
+    let dir = disk_dir("mmap");
+    let path = dir.join("data");
+    const SIZE: usize = 64 << 20;
+    make_file(&path, SIZE);
+    let f = File::open(&path).unwrap();
+    let ratio = |(asked, missed, _): (u64, u64, u64)| 1.0 - missed as f64 / asked as f64;
+
+    evict(&f);
+    let cold_resident = resident_fraction(&f, SIZE);
+    let cold = mmap_touch_and_measure(&mut drain, &f, SIZE);
+    assert!(cold_resident < 0.01, "eviction failed: {cold_resident}");
+    assert!(
+        cold.0 > 0 && cold.2 > 0,
+        "cold: asked {} major {}",
+        cold.0,
+        cold.2
+    );
+    assert!(
+        ratio(cold) < 0.1,
+        "cold mmap hit ratio {} {cold:?}",
+        ratio(cold)
+    );
+
+    let warm = mmap_touch_and_measure(&mut drain, &f, SIZE);
+    assert!(warm.0 > 0, "warm: nothing asked");
+    assert_eq!(warm.2, 0, "warm: no major fault {warm:?}");
+    assert!(
+        ratio(warm) > 0.95,
+        "warm mmap hit ratio {} {warm:?}",
+        ratio(warm)
+    );
+
+    const CHUNK: usize = 2 << 20;
+    for off in (0..SIZE).step_by(2 * CHUNK) {
+        assert_eq!(
+            fadvise(
+                f.as_raw_fd(),
+                off as i64,
+                CHUNK as i64,
+                libc::POSIX_FADV_DONTNEED
+            ),
+            0
+        );
+    }
+    let half_resident = resident_fraction(&f, SIZE);
+    let half = mmap_touch_and_measure(&mut drain, &f, SIZE);
+    assert!(
+        (0.4..=0.6).contains(&half_resident),
+        "resident {half_resident}"
+    );
+    assert!(
+        (ratio(half) - half_resident).abs() <= 0.1,
+        "half: mmap hit ratio {} vs resident {half_resident} {half:?}",
+        ratio(half)
+    );
+    eprintln!(
+        "mmap accuracy: cold {:.4} {cold:?}, warm {:.4} {warm:?}, half {:.4} (resident {half_resident:.4}) {half:?}  [(asked, missed, major)]",
+        ratio(cold),
+        ratio(warm),
+        ratio(half)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bpf_writeback_counts_dirtied_and_written_pages() {
+    let Some(_k) = bpf_or_skip("bpf_writeback_counts_dirtied_and_written_pages") else {
+        return;
+    };
+    let (_p, mut drain) = load(&[FamilyId::Writeback], 10240);
+    let dir = disk_dir("writeback");
+    const SIZE: usize = 64 << 20;
+    const PAGES: u64 = (SIZE / 4096) as u64;
+    drain.tick().unwrap();
+    let path = dir.join("data");
+    {
+        use std::io::Write;
+        let mut f = File::create(&path).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..SIZE / chunk.len() {
+            f.write_all(&chunk).unwrap();
+        }
+        // Let the data age before it is written back.
+        std::thread::sleep(Duration::from_millis(1500));
+        // syncfs: writeback through the flusher (an fsync would write the
+        // pages itself, which no writeback event shows).
+        // SAFETY: plain syscall on an open fd.
+        assert_eq!(unsafe { libc::syncfs(f.as_raw_fd()) }, 0);
+    }
+    let s = drain.tick().unwrap();
+    let w = s.writeback.clone().expect("writeback attached");
+    let mine = own(&s);
+    assert_eq!(mine.wb_dirtied, PAGES, "pages this process dirtied");
+    assert!(w.dirtied >= PAGES, "host dirtied {} < {PAGES}", w.dirtied);
+    assert!(w.written >= PAGES, "written back {} < {PAGES}", w.written);
+    assert!(w.inodes >= 1);
+    let p99 = iomon::probes::hist_quantile_us(&w.age_hist, 0.99).unwrap_or(0);
+    assert!(
+        p99 >= 1_000_000,
+        "dirty age p99 {p99} us, the file waited 1.5 s"
+    );
+    eprintln!(
+        "writeback: own dirtied {} pages (wrote {PAGES}), host dirtied {} written {} inodes {} age p99 <= {} us",
+        mine.wb_dirtied, w.dirtied, w.written, w.inodes, p99
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,13 +6,18 @@
 //! one line in [`ALL`].
 
 pub mod fadvise;
+pub mod mmap;
 pub mod pagecache;
 pub mod reads;
 pub mod reclaim;
+pub mod writeback;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::exposition::Out;
+use crate::sample::{ProcSample, Sample};
 
 /// A BPF program of a family and the kernel event it attaches to.
 #[derive(Debug, Clone, Copy)]
@@ -34,12 +39,52 @@ impl Program {
     }
 }
 
-/// A probe family: attaches, fails and is switched on or off on its own.
+/// A value a family shows in `iomonctl snapshot`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shown {
+    /// An event or page count: shown per second and as a total.
+    Count(u64),
+    /// A ratio in [0, 1]; `None` when it is undefined (nothing asked).
+    Ratio(Option<f64>),
+    /// A latency quantile in microseconds (histogram bucket bound).
+    Micros(Option<u64>),
+}
+
+/// A family's snapshot rows: (name, value).
+pub type Summary = Vec<(&'static str, Shown)>;
+
+/// A series `iomonctl history --metric` can chart.
 #[derive(Debug)]
+pub struct Series {
+    pub name: &'static str,
+    /// `None`: the family was not attached in that interval.
+    pub value: fn(&Sample) -> Option<f64>,
+    /// Shown as a percentage.
+    pub ratio: bool,
+}
+
+/// A probe family: attaches, fails and is switched on or off on its own.
+/// Everything the rest of the daemon needs to know about a family is here:
+/// its programs, how its kernel counters become its part of a [`Sample`],
+/// and how that part is shown (snapshot rows, history series, Prometheus
+/// metrics, the `--dev` tick line).
 pub struct Family {
     pub id: FamilyId,
     pub about: &'static str,
     pub programs: &'static [Program],
+    /// Fills this family's section of a Sample from one interval's deltas.
+    pub fill: fn(&mut Sample, &Deltas),
+    /// Rows for `iomonctl snapshot`; `None` when the section is absent.
+    pub summary: fn(&Sample) -> Option<Summary>,
+    pub series: &'static [Series],
+    /// Writes the family's metrics; writes nothing when the section is
+    /// absent (unavailable is not zero).
+    pub metrics: fn(&Sample, &mut Out),
+    /// Writes the family's per-process-name metrics from the sticky comm
+    /// series; nothing when the section is absent.
+    pub proc_metrics: fn(&Sample, &[(String, ProcSample)], &mut Out),
+    /// Its part of the `--dev` tick line.
+    pub tick: fn(&Sample) -> Option<String>,
     /// Attached unless the config says otherwise. Off for families whose
     /// cost lands on every process (syscall tracepoints: BENCHMARKS.md).
     pub default_on: bool,
@@ -58,7 +103,17 @@ pub const ALL: &[&Family] = &[
     &reads::FAMILY,
     &pagecache::FAMILY,
     &reclaim::FAMILY,
+    &mmap::FAMILY,
+    &writeback::FAMILY,
 ];
+
+impl fmt::Debug for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Family")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FamilyId {
@@ -66,6 +121,8 @@ pub enum FamilyId {
     Reads,
     Pagecache,
     Reclaim,
+    Mmap,
+    Writeback,
 }
 
 impl FamilyId {
@@ -75,6 +132,8 @@ impl FamilyId {
             FamilyId::Reads => "reads",
             FamilyId::Pagecache => "pagecache",
             FamilyId::Reclaim => "reclaim",
+            FamilyId::Mmap => "mmap",
+            FamilyId::Writeback => "writeback",
         }
     }
 

@@ -8,8 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Deltas, Family, FamilyId, Program};
+use super::{Deltas, Family, FamilyId, Program, Series, Shown, Summary};
+use crate::exposition::{Kind, Out};
 use crate::probes::counter as c;
+use crate::sample::{ProcSample, Sample};
 
 pub const FAMILY: Family = Family {
     id: FamilyId::Pagecache,
@@ -29,7 +31,128 @@ pub const FAMILY: Family = Family {
             event: "tracepoint:filemap:mm_filemap_delete_from_page_cache",
         },
     ],
+    fill: |s, d| s.pagecache = Some(PageCacheStats::from_deltas(d)),
+    summary,
+    series: &[
+        Series {
+            name: "hit_ratio",
+            value: |s| s.pagecache.as_ref()?.hit_ratio(),
+            ratio: true,
+        },
+        Series {
+            name: "pages_asked",
+            value: |s| Some(s.pagecache.as_ref()?.asked as f64),
+            ratio: false,
+        },
+        Series {
+            name: "pages_missed",
+            value: |s| Some(s.pagecache.as_ref()?.missed() as f64),
+            ratio: false,
+        },
+        Series {
+            name: "readahead_pages",
+            value: |s| Some(s.pagecache.as_ref()?.readahead as f64),
+            ratio: false,
+        },
+    ],
+    metrics,
+    proc_metrics,
+    tick,
 };
+
+fn summary(s: &Sample) -> Option<Summary> {
+    let p = s.pagecache.as_ref()?;
+    Some(vec![
+        ("hit ratio", Shown::Ratio(p.hit_ratio())),
+        ("pages asked", Shown::Count(p.asked)),
+        ("pages missed", Shown::Count(p.missed())),
+        ("missed by read", Shown::Count(p.missed_sync)),
+        ("missed via readahead", Shown::Count(p.missed_readahead)),
+        ("readahead pages", Shown::Count(p.readahead)),
+        ("pages added", Shown::Count(p.added)),
+        ("pages evicted", Shown::Count(p.deleted)),
+    ])
+}
+
+fn metrics(s: &Sample, o: &mut Out) {
+    let Some(p) = &s.pagecache else { return };
+    o.family("iomon_page_cache_read_pages", Kind::Counter, "Pages buffered reads asked for: hit = found cached, miss = brought in from storage by the read or its read-ahead.");
+    o.counter(
+        "iomon_page_cache_read_pages",
+        &[("result", "hit")],
+        p.hits(),
+    );
+    o.counter(
+        "iomon_page_cache_read_pages",
+        &[("result", "miss")],
+        p.missed(),
+    );
+    o.family(
+        "iomon_page_cache_readahead_pages",
+        Kind::Counter,
+        "Pages reads brought in beyond what they asked for (speculative read-ahead).",
+    );
+    o.counter("iomon_page_cache_readahead_pages", &[], p.readahead);
+    o.family(
+        "iomon_page_cache_readahead_used_pages",
+        Kind::Counter,
+        "Read-ahead pages that a later read asked for.",
+    );
+    o.counter(
+        "iomon_page_cache_readahead_used_pages",
+        &[],
+        p.missed_readahead,
+    );
+    o.family(
+        "iomon_page_cache_added_pages",
+        Kind::Counter,
+        "Pages added to the page cache (reads, writes, faults).",
+    );
+    o.counter("iomon_page_cache_added_pages", &[], p.added);
+    o.family(
+        "iomon_page_cache_evicted_pages",
+        Kind::Counter,
+        "Pages removed from the page cache (reclaim, truncate, fadvise DONTNEED).",
+    );
+    o.counter("iomon_page_cache_evicted_pages", &[], p.deleted);
+}
+
+fn proc_metrics(s: &Sample, comms: &[(String, ProcSample)], o: &mut Out) {
+    if s.pagecache.is_none() {
+        return;
+    }
+    o.family(
+        "iomon_process_page_cache_read_pages",
+        Kind::Counter,
+        "Pages buffered reads asked for, per process name.",
+    );
+    for (c, p) in comms {
+        o.counter(
+            "iomon_process_page_cache_read_pages",
+            &[("comm", c), ("result", "hit")],
+            p.pc_asked.saturating_sub(p.pc_missed),
+        );
+        o.counter(
+            "iomon_process_page_cache_read_pages",
+            &[("comm", c), ("result", "miss")],
+            p.pc_missed.min(p.pc_asked),
+        );
+    }
+}
+
+fn tick(s: &Sample) -> Option<String> {
+    let p = s.pagecache.as_ref()?;
+    let ratio = p
+        .hit_ratio()
+        .map(|r| format!("{:.1}%", r * 100.0))
+        .unwrap_or_else(|| "n/a".into());
+    Some(format!(
+        "page cache hit {ratio} (asked {} missed {} readahead {})",
+        p.asked,
+        p.missed(),
+        p.readahead
+    ))
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageCacheStats {
