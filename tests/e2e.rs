@@ -1044,3 +1044,92 @@ fn bpf_metrics_shut_down_gracefully_on_sigterm() {
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     eprintln!("graceful shutdown: {complete} whole responses to the pipelining client, then close");
 }
+
+/// Starts iomond on a state directory that may hold a stale socket from a
+/// killed run: waits until it answers, not until the file exists.
+fn start_answering(name: &str, config: &str) -> Daemon {
+    let d = Daemon::start(name, &["--interval", "250ms"], Some(config));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.ctl(&["status"]).status.success() {
+        assert!(Instant::now() < deadline, "iomond never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d
+}
+
+#[test]
+#[ignore = "fails: points visible (and past a flush) before kill -9 are missing after restart; open in issue #8"]
+fn bpf_kill_9_during_writes_loses_nothing_flushed() {
+    let Some(_k) = bpf_or_skip("bpf_kill_9_during_writes_loses_nothing_flushed") else {
+        return;
+    };
+    let rounds: usize = std::env::var("IOMON_KILL9_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let config = "[store]\nflush_interval = \"500ms\"\n";
+    let mut flushed: Vec<u64> = Vec::new(); // start_ms of every point known flushed
+    let mut last_start = 0u64;
+    for round in 0..rounds {
+        let d = start_answering("kill9", config);
+        let st = d.json(&["status"]);
+        let started = st["started_ms"].as_u64().unwrap();
+        assert!(started > last_start, "round {round}: a new process");
+        last_start = started;
+        assert!(
+            st["warnings"].as_array().unwrap().is_empty(),
+            "round {round}: store opened cleanly: {st}"
+        );
+        // Totals start over (a counter reset for Prometheus), never negative.
+        let snap = d.json(&["snapshot"]);
+        assert!(
+            snap["ticks"].as_u64().unwrap() < 20,
+            "round {round}: totals restarted"
+        );
+        // Everything flushed before the last kill is still there, in order.
+        let h = d.json(&["history", "--since", "1h", "--step", "250ms"]);
+        let starts: Vec<u64> = h["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["start_ms"].as_u64().unwrap())
+            .collect();
+        assert!(
+            starts.windows(2).all(|w| w[0] < w[1]),
+            "round {round}: timestamps go forward"
+        );
+        for s in &flushed {
+            assert!(
+                starts.contains(s),
+                "round {round}: flushed point {s} lost after kill -9 (tier {} ms; had {:?}, now {:?})",
+                h["resolution_ms"],
+                flushed,
+                starts
+            );
+        }
+        // Run, let at least one flush pass over what is there now, kill -9
+        // in the middle of the next interval's writes.
+        d.wait_ticks(4);
+        let before = d.json(&["history", "--since", "1h", "--step", "250ms"]);
+        std::thread::sleep(Duration::from_millis(800));
+        flushed = before["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["start_ms"].as_u64().unwrap())
+            .collect();
+        let mut d = d;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGKILL) };
+        let _ = d.child.wait();
+        // Keep the state directory for the next round.
+        d.dir = PathBuf::new();
+        std::mem::forget(d);
+    }
+    assert!(
+        flushed.len() >= rounds * 3,
+        "history grew across restarts: {}",
+        flushed.len()
+    );
+    let _ = std::fs::remove_dir_all(disk_dir("e2e-kill9"));
+}

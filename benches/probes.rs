@@ -1,0 +1,688 @@
+//! What iomon costs: per traced event, on untraced syscalls (host tax), per
+//! drain, as a running daemon, and how late a number is. Needs root (BPF)
+//! and a release build; bpftrace for the comparison.
+//!
+//!   cargo bench --bench probes -- all                 # everything below
+//!   cargo bench --bench probes -- events [--rounds 5]
+//!   cargo bench --bench probes -- drain [--rounds 5]
+//!   cargo bench --bench probes -- footprint [--secs 600]
+//!   cargo bench --bench probes -- lag [--samples 20]
+//!
+//! `events` runs each workload with no probes, with each iomon family
+//! attached alone, with the default set, and with bpftrace doing the
+//! equivalent counting on the same events: in one run, alternating, several
+//! rounds; it prints medians and spreads, the ns each adds, and the ratio
+//! of iomon's added ns to bpftrace's.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use iomon::drain::read_procs;
+use iomon::family::{self, FamilyId};
+use iomon::probes::{LoadOptions, Probes, RawProc};
+use libbpf_rs::{MapCore, MapFlags};
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if cfg!(debug_assertions) {
+        println!("probes bench: build with `cargo bench` (release); skipped in a debug build");
+        return;
+    }
+    let opt = |name: &str, def: u64| -> u64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(def)
+    };
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    let rounds = opt("--rounds", 5) as usize;
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("probes bench: needs root (loads BPF)");
+        std::process::exit(1);
+    }
+    let _ = iomon::probes::ensure_tracefs(Path::new("/sys/kernel/tracing"));
+    match what {
+        "events" => events(rounds),
+        "drain" => drain(rounds, &[1_000, 10_000, 50_000]),
+        "footprint" => footprint(opt("--secs", 600)),
+        "lag" => lag(opt("--samples", 20) as usize),
+        "all" => {
+            events(rounds);
+            drain(rounds, &[1_000, 10_000, 50_000]);
+            lag(opt("--samples", 20) as usize);
+            footprint(opt("--secs", 600));
+        }
+        other => {
+            eprintln!(
+                "probes bench: unknown benchmark {other}; events, drain, footprint, lag or all"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+// ------------------------------------------------------------------ events
+
+const FILE_SIZE: usize = 64 << 20;
+
+struct Workload {
+    name: &'static str,
+    what: &'static str,
+    iters: u64,
+    run: fn(&Fixture, u64),
+}
+
+struct Fixture {
+    file: File,
+    dir: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = PathBuf::from(format!("/var/tmp/iomon-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let path = dir.join("data");
+    let mut f = File::create(&path).expect("bench file");
+    let chunk = vec![1u8; 1 << 20];
+    for _ in 0..FILE_SIZE / chunk.len() {
+        f.write_all(&chunk).expect("write bench file");
+    }
+    f.sync_all().expect("sync");
+    let file = File::open(&path).expect("open bench file");
+    // Cache it.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < FILE_SIZE {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off as i64,
+            )
+        };
+        assert!(n > 0);
+        off += n as usize;
+    }
+    Fixture { file, dir }
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "getppid",
+        what: "untraced syscall (host tax)",
+        iters: 400_000,
+        run: |_, n| {
+            for _ in 0..n {
+                // SAFETY: no arguments, no side effects.
+                unsafe { libc::getppid() };
+            }
+        },
+    },
+    Workload {
+        name: "fadvise",
+        what: "posix_fadvise(NORMAL), cached file",
+        iters: 200_000,
+        run: |f, n| {
+            for _ in 0..n {
+                // SAFETY: plain syscall on an open fd.
+                unsafe { libc::posix_fadvise(f.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_NORMAL) };
+            }
+        },
+    },
+    Workload {
+        name: "pread1",
+        what: "1-byte pread, cached file",
+        iters: 200_000,
+        run: |f, n| {
+            let mut b = [0u8; 1];
+            for _ in 0..n {
+                // SAFETY: b is valid for 1 byte.
+                unsafe { libc::pread(f.file.as_raw_fd(), b.as_mut_ptr().cast(), 1, 0) };
+            }
+        },
+    },
+    Workload {
+        name: "read4k",
+        what: "4 KiB buffered read of a cached page",
+        iters: 200_000,
+        run: |f, n| {
+            let mut b = [0u8; 4096];
+            for i in 0..n {
+                let off = ((i * 4096) % FILE_SIZE as u64) as i64;
+                // SAFETY: b is valid for 4096 bytes.
+                unsafe { libc::pread(f.file.as_raw_fd(), b.as_mut_ptr().cast(), 4096, off) };
+            }
+        },
+    },
+    Workload {
+        name: "mmap-page",
+        what: "first touch of a cached page through a file mapping (per page)",
+        iters: (FILE_SIZE / 4096) as u64,
+        run: |f, n| {
+            // SAFETY: a read-only mapping of the file, unmapped below; reads
+            // stay inside it.
+            unsafe {
+                let len = (n as usize * 4096).min(FILE_SIZE);
+                let a = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    f.file.as_raw_fd(),
+                    0,
+                );
+                assert_ne!(a, libc::MAP_FAILED);
+                let p = a as *const u8;
+                let mut s = 0u64;
+                for off in (0..len).step_by(4096) {
+                    s += std::ptr::read_volatile(p.add(off)) as u64;
+                }
+                std::hint::black_box(s);
+                libc::munmap(a, len);
+            }
+        },
+    },
+];
+
+#[derive(Clone)]
+enum Config {
+    None,
+    Iomon(&'static str, Vec<FamilyId>),
+    Bpftrace(&'static str, &'static str),
+}
+
+impl Config {
+    fn name(&self) -> String {
+        match self {
+            Config::None => "none".into(),
+            Config::Iomon(n, _) => format!("iomon:{n}"),
+            Config::Bpftrace(n, _) => format!("bpftrace:{n}"),
+        }
+    }
+}
+
+/// bpftrace doing the counting an iomon family does, on the same events
+/// (Debian 12's bpftrace 0.17: `args->`).
+const BT_FADVISE: &str = "tracepoint:syscalls:sys_enter_fadvise64 { @a[tid] = args->advice; }
+tracepoint:syscalls:sys_exit_fadvise64 { @c[@a[tid], args->ret < 0] = count(); @p[pid, comm] = count(); delete(@a[tid]); }";
+/// The other design: one generic tracepoint on every syscall exit,
+/// filtered by syscall id (fadvise64 = 221 on x86_64). bpftrace 0.17 has no
+/// rawtracepoint probes, so this is the classic `raw_syscalls:sys_exit`.
+const BT_FADVISE_RAW: &str = "tracepoint:raw_syscalls:sys_exit /args->id == 221/ { @c[args->ret < 0] = count(); @p[pid, comm] = count(); }";
+const BT_READS: &str = "tracepoint:syscalls:sys_enter_read,tracepoint:syscalls:sys_enter_pread64,tracepoint:syscalls:sys_enter_readv,tracepoint:syscalls:sys_enter_preadv,tracepoint:syscalls:sys_enter_preadv2 { @s[tid] = nsecs; }
+tracepoint:syscalls:sys_exit_read,tracepoint:syscalls:sys_exit_pread64,tracepoint:syscalls:sys_exit_readv,tracepoint:syscalls:sys_exit_preadv,tracepoint:syscalls:sys_exit_preadv2 /@s[tid]/ { @calls[probe] = count(); @bytes[pid, comm] = sum(args->ret); @lat = hist((nsecs - @s[tid]) / 1000); delete(@s[tid]); }";
+const BT_PAGECACHE: &str = "tracepoint:filemap:mm_filemap_get_pages { @asked[pid, comm] = sum(args->last_index - args->index + 1); }
+tracepoint:filemap:mm_filemap_add_to_page_cache { @added[pid] = count(); }
+tracepoint:filemap:mm_filemap_delete_from_page_cache { @deleted = count(); }";
+const BT_MMAP: &str = "tracepoint:filemap:mm_filemap_map_pages { @asked[pid, comm] = sum(args->last_index - args->index + 1); }
+tracepoint:filemap:mm_filemap_fault { @faults[pid, comm] = count(); }
+tracepoint:filemap:mm_filemap_add_to_page_cache { @added[pid] = count(); }";
+
+fn configs() -> Vec<Config> {
+    let mut v = vec![Config::None];
+    for f in family::ALL {
+        v.push(Config::Iomon(f.id.name(), vec![f.id]));
+    }
+    v.push(Config::Iomon(
+        "default",
+        family::ALL
+            .iter()
+            .filter(|f| f.default_on)
+            .map(|f| f.id)
+            .collect(),
+    ));
+    if Command::new("bpftrace").arg("--version").output().is_ok() {
+        v.push(Config::Bpftrace("fadvise", BT_FADVISE));
+        v.push(Config::Bpftrace("fadvise-raw", BT_FADVISE_RAW));
+        v.push(Config::Bpftrace("reads", BT_READS));
+        v.push(Config::Bpftrace("pagecache", BT_PAGECACHE));
+        v.push(Config::Bpftrace("mmap", BT_MMAP));
+    } else {
+        eprintln!("bpftrace not found: no comparison (apt-get install bpftrace)");
+    }
+    v
+}
+
+enum Attached {
+    None,
+    Iomon(#[allow(dead_code)] Probes),
+    Bpftrace(Child),
+}
+
+fn attach(c: &Config) -> Attached {
+    match c {
+        Config::None => Attached::None,
+        Config::Iomon(_, fams) => {
+            let p = Probes::load(&LoadOptions {
+                enabled: fams.clone(),
+                ..Default::default()
+            })
+            .expect("load iomon probes");
+            for id in fams {
+                assert!(p.attached(*id), "{id} did not attach");
+            }
+            Attached::Iomon(p)
+        }
+        Config::Bpftrace(_, prog) => {
+            let mut child = Command::new("bpftrace")
+                .arg("-e")
+                .arg(prog)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn bpftrace");
+            // It prints "Attaching N probes..." once attached.
+            let out = child.stdout.take().expect("bpftrace stdout");
+            let mut line = String::new();
+            let mut r = BufReader::new(out);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !line.contains("Attaching") {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+                    panic!("bpftrace did not attach: {prog}");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            // Keep draining its stdout (map dumps at exit) in the background.
+            std::thread::spawn(move || for _ in r.lines() {});
+            Attached::Bpftrace(child)
+        }
+    }
+}
+
+fn detach(a: Attached) {
+    if let Attached::Bpftrace(mut c) = a {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = c.wait();
+    }
+}
+
+fn ns_per_call(f: &Fixture, w: &Workload) -> f64 {
+    (w.run)(f, w.iters / 10); // warm up
+    let t = Instant::now();
+    (w.run)(f, w.iters);
+    t.elapsed().as_nanos() as f64 / w.iters as f64
+}
+
+fn events(rounds: usize) {
+    let f = fixture();
+    let cfgs = configs();
+    // results[config][workload] = ns per call, one per round
+    let mut res = vec![vec![Vec::new(); WORKLOADS.len()]; cfgs.len()];
+    println!(
+        "events: {} configs x {} workloads x {rounds} rounds, alternating",
+        cfgs.len(),
+        WORKLOADS.len()
+    );
+    for round in 0..rounds {
+        // Rotate the order so that no config always runs first.
+        for k in 0..cfgs.len() {
+            let ci = (k + round) % cfgs.len();
+            let a = attach(&cfgs[ci]);
+            for (wi, w) in WORKLOADS.iter().enumerate() {
+                res[ci][wi].push(ns_per_call(&f, w));
+            }
+            detach(a);
+        }
+        eprintln!("  round {} done", round + 1);
+    }
+    let base: Vec<f64> = (0..WORKLOADS.len())
+        .map(|wi| median(&mut res[0][wi].clone()))
+        .collect();
+    for w in WORKLOADS {
+        println!("  {:<10} {}", w.name, w.what);
+    }
+    println!("\nns per call: median [min-max] over {rounds} rounds; +added vs none");
+    print!("{:<22}", "config");
+    for w in WORKLOADS {
+        print!(" {:>26}", w.name);
+    }
+    println!();
+    let mut added = vec![vec![0.0; WORKLOADS.len()]; cfgs.len()];
+    for (ci, c) in cfgs.iter().enumerate() {
+        print!("{:<22}", c.name());
+        for wi in 0..WORKLOADS.len() {
+            let mut v = res[ci][wi].clone();
+            let med = median(&mut v);
+            let (lo, hi) = (v[0], v[v.len() - 1]);
+            added[ci][wi] = med - base[wi];
+            print!(
+                " {:>8.1} [{:>5.0}-{:>5.0}] {:>+6.1}",
+                med,
+                lo,
+                hi,
+                med - base[wi]
+            );
+        }
+        println!();
+    }
+    println!("\niomon added / bpftrace added, same events (goal <= 0.5):");
+    let find = |n: &str| cfgs.iter().position(|c| c.name() == n);
+    for (fam, wl) in [
+        ("fadvise", "fadvise"),
+        ("reads", "pread1"),
+        ("pagecache", "read4k"),
+        ("mmap", "mmap-page"),
+    ] {
+        let wi = WORKLOADS.iter().position(|w| w.name == wl).unwrap();
+        if let (Some(i), Some(b)) = (
+            find(&format!("iomon:{fam}")),
+            find(&format!("bpftrace:{fam}")),
+        ) {
+            println!(
+                "  {fam:<10} on {wl:<10} iomon {:+7.1} ns  bpftrace {:+7.1} ns  ratio {:.2}",
+                added[i][wi],
+                added[b][wi],
+                added[i][wi] / added[b][wi]
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+// ------------------------------------------------------------------- drain
+
+fn fill(map: &libbpf_rs::MapHandle, n: u32) {
+    let val = vec![0u8; std::mem::size_of::<RawProc>()];
+    for k in 1..=n {
+        map.update(&k.to_ne_bytes(), &val, MapFlags::ANY)
+            .expect("fill procs map");
+    }
+}
+
+/// The drain without batch calls: walk the keys, then look up and delete
+/// each (3 syscalls per process).
+fn key_by_key(map: &libbpf_rs::MapHandle) -> usize {
+    let keys: Vec<Vec<u8>> = map.keys().collect();
+    let mut n = 0;
+    for k in &keys {
+        if let Ok(Some(v)) = map.lookup(k, MapFlags::ANY) {
+            std::hint::black_box(v);
+            n += 1;
+        }
+        let _ = map.delete(k);
+    }
+    n
+}
+
+fn drain(rounds: usize, sizes: &[u32]) {
+    let cap = 65_536;
+    let p = Probes::load(&LoadOptions {
+        enabled: vec![FamilyId::Fadvise],
+        proc_capacity: cap,
+        ..Default::default()
+    })
+    .expect("load");
+    let maps = p.maps().expect("maps");
+    // Programs write to procs[0]; the benchmark fills and drains procs[1].
+    let idle = &maps.procs[1];
+    let fd1 = std::os::fd::AsFd::as_fd(idle).as_raw_fd() as u32;
+    println!("\ndrain: per-process map of {cap}, filled from userspace, {rounds} rounds (ms)");
+    println!(
+        "{:>8} {:>22} {:>22} {:>8} {:>22}",
+        "procs", "batch", "key-by-key", "ratio", "flip (map-in-map)"
+    );
+    for &n in sizes {
+        let (mut b, mut k, mut f) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            fill(idle, n);
+            let t = Instant::now();
+            let got = read_procs(idle, cap, true).expect("batch drain").len();
+            b.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(got, n as usize);
+            fill(idle, n);
+            let t = Instant::now();
+            assert_eq!(key_by_key(idle), n as usize);
+            k.push(t.elapsed().as_secs_f64() * 1e3);
+            // The flip the drain does before reading: point at procs[1] and
+            // back (each waits for running programs).
+            let t = Instant::now();
+            maps.procs_active
+                .update(&0u32.to_ne_bytes(), &fd1.to_ne_bytes(), MapFlags::ANY)
+                .expect("flip");
+            f.push(t.elapsed().as_secs_f64() * 1e3);
+            let fd0 = std::os::fd::AsFd::as_fd(&maps.procs[0]).as_raw_fd() as u32;
+            maps.procs_active
+                .update(&0u32.to_ne_bytes(), &fd0.to_ne_bytes(), MapFlags::ANY)
+                .expect("flip back");
+        }
+        let spread = |v: &mut Vec<f64>| {
+            let m = median(v);
+            format!("{m:.2} [{:.2}-{:.2}]", v[0], v[v.len() - 1])
+        };
+        let (mb, mk) = (median(&mut b.clone()), median(&mut k.clone()));
+        println!(
+            "{n:>8} {:>22} {:>22} {:>7.1}x {:>22}",
+            spread(&mut b),
+            spread(&mut k),
+            mk / mb,
+            spread(&mut f)
+        );
+    }
+}
+
+// --------------------------------------------------------------- footprint
+
+fn daemon(dir: &Path, interval: &str, extra: &[&str]) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("iomond.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\ninterval = \"{interval}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nsocket_group = \"\"\n",
+            dir.display(),
+            dir.join("iomond.sock").display()
+        ),
+    )
+    .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("iomond");
+    let c = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--foreground")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn target/release/iomond (cargo build --release first)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("iomond.sock").exists() {
+        assert!(Instant::now() < deadline, "iomond did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c
+}
+
+/// (RSS KiB, peak RSS KiB, CPU seconds) of a process.
+fn usage(pid: u32) -> (u64, u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime, stime are fields 14, 15 (1-based) = 11, 12 after ")" and state
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (
+        kib("VmRSS:"),
+        kib("VmHWM:"),
+        (ticks(11) + ticks(12)) as f64 / hz,
+    )
+}
+
+/// A steady fadvise + pread load (~20k calls/s) and process churn (~100
+/// short-lived processes/s, each calling fadvise), until `stop`.
+fn workload(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s1 = stop.clone();
+    let steady = std::thread::spawn(move || {
+        let f = File::open("/proc/self/exe").unwrap();
+        let mut b = [0u8; 4096];
+        while !s1.load(Relaxed) {
+            for i in 0..100 {
+                // SAFETY: plain syscalls on an open fd; b is 4096 bytes.
+                unsafe {
+                    libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_NORMAL);
+                    libc::pread(f.as_raw_fd(), b.as_mut_ptr().cast(), 4096, i * 4096);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let churn = std::thread::spawn(move || {
+        while !stop.load(Relaxed) {
+            for _ in 0..10 {
+                let _ = Command::new("dd")
+                    .args([
+                        "if=/proc/self/exe",
+                        "of=/dev/null",
+                        "bs=4k",
+                        "count=1",
+                        "iflag=nocache",
+                        "status=none",
+                    ])
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    vec![steady, churn]
+}
+
+fn footprint(secs: u64) {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let base = PathBuf::from(format!("/var/tmp/iomon-bench-fp-{}", std::process::id()));
+    let mut ds: Vec<(&str, Child)> = vec![
+        ("10s", daemon(&base.join("10s"), "10s", &[])),
+        ("1s", daemon(&base.join("1s"), "1s", &[])),
+    ];
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let threads = workload(stop.clone());
+    println!("\nfootprint: two iomond (default families) at 10s and 1s, steady fadvise+pread (~20k/s) and ~100 dd/s churn, {secs}s");
+    let warm = Duration::from_secs(30.min(secs / 4));
+    std::thread::sleep(warm);
+    let start: Vec<_> = ds.iter().map(|(_, c)| usage(c.id())).collect();
+    let t0 = Instant::now();
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); ds.len()];
+    while t0.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(5));
+        for (i, (_, c)) in ds.iter().enumerate() {
+            samples[i].push(usage(c.id()).0);
+        }
+    }
+    let el = t0.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    println!(
+        "{:>9} {:>12} {:>12} {:>12} {:>14} {:>12}",
+        "interval", "RSS median", "RSS max", "peak (HWM)", "CPU s/hour", "% of a core"
+    );
+    for (i, (name, c)) in ds.iter_mut().enumerate() {
+        let end = usage(c.id());
+        let cpu = end.2 - start[i].2;
+        let mut v = samples[i].clone();
+        let med = median(&mut v.iter().map(|x| *x as f64).collect::<Vec<_>>());
+        v.sort();
+        println!(
+            "{name:>9} {:>9.1} MiB {:>9.1} MiB {:>9.1} MiB {:>14.1} {:>11.3}%",
+            med / 1024.0,
+            *v.last().unwrap_or(&0) as f64 / 1024.0,
+            end.1 as f64 / 1024.0,
+            cpu / el * 3600.0,
+            cpu / el * 100.0
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+// --------------------------------------------------------------------- lag
+
+fn noreuse_total(sock: &Path) -> Option<u64> {
+    let mut c = iomon::proto::Client::connect(sock, Duration::from_secs(5)).ok()?;
+    match c.call(&iomon::proto::Request::Snapshot).ok()? {
+        iomon::proto::Response::Snapshot(r) => Some(r.totals.fadvise?.calls[5][0]),
+        _ => None,
+    }
+}
+
+fn lag(samples: usize) {
+    let dir = PathBuf::from(format!("/var/tmp/iomon-bench-lag-{}", std::process::id()));
+    let mut d = daemon(&dir, "1s", &[]);
+    let sock = dir.join("iomond.sock");
+    std::thread::sleep(Duration::from_secs(2));
+    let f = File::open("/proc/self/exe").unwrap();
+    let mut lags = Vec::new();
+    for i in 0..samples {
+        // Spread the calls over the interval's phase.
+        std::thread::sleep(Duration::from_millis(1000 + (i as u64 * 137) % 1000));
+        let before = noreuse_total(&sock).unwrap_or(0);
+        let t = Instant::now();
+        for _ in 0..777 {
+            // SAFETY: plain syscall on an open fd.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_NOREUSE) };
+        }
+        while noreuse_total(&sock).unwrap_or(0) < before + 777 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "calls never showed up"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        lags.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut v = lags.clone();
+    let m = median(&mut v);
+    println!(
+        "\nlag: syscall -> visible in `iomonctl snapshot`, 1s interval, {samples} samples: median {m:.0} ms, min {:.0}, max {:.0} (bound: interval + drain)",
+        v[0],
+        v[v.len() - 1]
+    );
+    if let Ok(mut c) = iomon::proto::Client::connect(&sock, Duration::from_secs(5)) {
+        if let Ok(iomon::proto::Response::Status(s)) = c.call(&iomon::proto::Request::Status) {
+            println!("     last drain took {} us", s.last_drain_us);
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = d.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
