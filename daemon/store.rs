@@ -713,8 +713,8 @@ impl Store {
 
     /// Samples in [since, until), from the coarsest tier whose resolution
     /// is at most `step` (the finest tier if the step is finer still),
-    /// merged to `step`, oldest first. Without a step, one that gives at
-    /// most about 500 points.
+    /// merged to `step` (buckets aligned to multiples of it), oldest first.
+    /// Without a step, one that gives at most about 500 points.
     pub fn range(
         &self,
         since_ms: u64,
@@ -739,7 +739,9 @@ impl Store {
         let mut cur: Option<(u64, Sample)> = None;
         let top = self.opts.top_k;
         let mut scan = |ms: u64, s: &Sample, points: &mut Vec<Sample>| {
-            let bucket = since_ms + (ms - since_ms) / step * step;
+            // Buckets on multiples of the step (not of the query's start):
+            // the same Samples give the same points whenever it is asked.
+            let bucket = ms - ms % step;
             match &mut cur {
                 Some((b, acc)) if *b == bucket => acc.merge(s, top),
                 _ => {
