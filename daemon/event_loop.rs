@@ -206,6 +206,12 @@ impl Daemon {
         } else {
             None
         };
+        let mut drain = drain;
+        // Samples never go back past what is stored (a restart with the
+        // wall clock behind the store's newest Sample).
+        if let Some(newest) = store.as_ref().and_then(|st| st.status().newest_ms) {
+            drain.not_before(newest + 1);
+        }
 
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartError::Poll)?;
@@ -593,7 +599,11 @@ impl Daemon {
             } => match &self.store {
                 None => failed("the history store is disabled (store.enabled = false)"),
                 Some(st) => {
-                    match st.range(since_ms, until_ms.unwrap_or_else(crate::now_ms), step_ms) {
+                    // "Until now" includes Samples stamped ahead of the wall
+                    // clock (it was set back).
+                    let until =
+                        until_ms.unwrap_or_else(|| crate::now_ms() + self.drain.ahead_ms() + 1);
+                    match st.range(since_ms, until, step_ms) {
                         Ok(h) => Response::History(h),
                         Err(e) => failed(&e.to_string()),
                     }
@@ -706,6 +716,13 @@ impl Daemon {
             warnings.push(format!(
                 "{} ticks ran late by a whole interval",
                 self.late_ticks
+            ));
+        }
+        let ahead = self.drain.ahead_ms();
+        if ahead > 2_000 {
+            warnings.push(format!(
+                "the wall clock was set back: history timestamps run {} ahead of it until it catches up",
+                format_duration(Duration::from_millis(ahead))
             ));
         }
         StatusReport {
