@@ -63,10 +63,13 @@ impl ProcSample {
 
     /// How busy, for ranking: every event counts once.
     pub fn activity(&self) -> u64 {
+        // Pages looked up by faults are left out: every exec faults in its
+        // binary (~1,000 pages), which would rank every short-lived
+        // process above the ones doing I/O. Faults that read are in.
         self.fadvise_total()
             + self.read_calls
             + self.pc_asked
-            + self.mm_asked
+            + self.mm_missed
             + self.wb_dirtied
             + self.wb_throttles
     }
@@ -75,6 +78,7 @@ impl ProcSample {
         self.activity() == 0
             && self.read_bytes == 0
             && self.pc_missed == 0
+            && self.mm_asked == 0
             && self.mm_missed == 0
             && self.mm_major == 0
             && self.wb_throttle_ns == 0
@@ -196,6 +200,26 @@ mod tests {
             read_calls: reads,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn exec_faults_do_not_outrank_io() {
+        // A short-lived process: its binary faulted in, nothing else.
+        let exec = ProcSample {
+            tgid: 1,
+            mm_asked: 1100,
+            ..Default::default()
+        };
+        let io = ProcSample {
+            tgid: 2,
+            fadvise: [[0, 0], [0, 0], [0, 0], [0, 0], [37, 0], [0, 0], [0, 0]],
+            ..Default::default()
+        };
+        assert!(io.activity() > exec.activity());
+        assert!(!exec.is_empty(), "still reported, just ranked low");
+        let mut v = vec![exec, io];
+        top_k(&mut v, TopBy::Activity, 1);
+        assert_eq!(v[0].tgid, 2);
     }
 
     #[test]
