@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+pub mod daemon;
+
 static KERNEL: Mutex<()> = Mutex::new(());
 
 /// Serializes the tests that load BPF (they count this process's own
