@@ -124,6 +124,12 @@ struct task_state {
 	u64 flt_ns;
 	u32 flt_major;       /* this fault already counted as major */
 	u32 flt_covered;     /* its page was in the thread's last fault-around lookup */
+	/* the file this thread last found without outstanding read-ahead, at
+	 * which ra_generation: no need to look again until it changes */
+	u64 ra_none_ino;
+	u64 ra_none_gen;
+	u32 ra_none_dev;
+	u32 pad2;
 };
 
 struct {
@@ -154,6 +160,11 @@ struct {
 	__type(key, struct file_key);
 	__type(value, struct ra_window);
 } ra_windows SEC(".maps");
+
+/* Bumped by every read-ahead insert: a thread that found a file without
+ * outstanding read-ahead skips the lookup until this changes (warm reads,
+ * the common case, then cost no hash lookup). */
+u64 ra_generation SEC(".bss");
 
 static __always_inline void count(u32 idx, u64 n)
 {
@@ -304,6 +315,7 @@ static __always_inline u64 overlap(u64 s1, u64 e1, u64 s2, u64 e2)
  * or overlaps, else takes a free slot, else the oldest slot. */
 static __always_inline void ra_insert(struct ra_window *w, u64 s, u64 e)
 {
+	__sync_fetch_and_add(&ra_generation, 1);
 	for (int i = 0; i < RA_RANGES; i++) {
 		u64 rs = w->r[i].start, re = w->r[i].end;
 		if (rs < re && s <= re && e >= rs) {
@@ -323,6 +335,34 @@ static __always_inline void ra_insert(struct ra_window *w, u64 s, u64 e)
 	w->r[n].start = s;
 	w->r[n].end = e;
 	w->next = n + 1;
+}
+
+/* The file's read-ahead window, or NULL; NULL without a lookup when this
+ * thread already knows the file has none outstanding. `gen` is what to
+ * pass to ra_note(). */
+static __always_inline struct ra_window *ra_lookup(struct task_state *t, struct file_key *fk,
+						   u64 *gen)
+{
+	*gen = ra_generation;
+	if (t && t->ra_none_ino == fk->ino && t->ra_none_dev == fk->dev && t->ra_none_gen == *gen)
+		return NULL;
+	return bpf_map_lookup_elem(&ra_windows, fk);
+}
+
+/* Remembers that the file has no outstanding read-ahead, if so. */
+static __always_inline void ra_note(struct task_state *t, struct file_key *fk, u64 gen,
+				    struct ra_window *w)
+{
+	if (!t)
+		return;
+	if (w) {
+		for (int i = 0; i < RA_RANGES; i++)
+			if (w->r[i].start < w->r[i].end)
+				return;
+	}
+	t->ra_none_ino = fk->ino;
+	t->ra_none_dev = fk->dev;
+	t->ra_none_gen = gen;
 }
 
 /* Takes the read-ahead pages in [s, e) out of the window; returns how many
@@ -444,7 +484,8 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 
 	u64 missed_sync = 0, missed_ra = 0, readahead = 0;
 	struct file_key fk = { .ino = ino, .dev = dev };
-	struct ra_window *w = bpf_map_lookup_elem(&ra_windows, &fk);
+	u64 gen;
+	struct ra_window *w = ra_lookup(t, &fk, &gen);
 
 	/* 1. Settle the pages this thread added during this chunk. */
 	if (t->pend_nr && t->pend_dev == dev && t->pend_ino == ino) {
@@ -496,6 +537,7 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	}
 	t->rd_prev = index;
 
+	ra_note(t, &fk, gen, w);
 	if (missed_sync)
 		count(IOMON_C_PC_MISSED_SYNC, missed_sync);
 	if (missed_ra)
@@ -570,11 +612,14 @@ static __always_inline struct folio *cache_folio(struct address_space *mapping, 
 
 /* Counts `asked` pages of a fault on [s, e) and the read-ahead waiting
  * there (brought in for it: a miss, counted once). */
-static __always_inline void mm_ask(u64 ino, u32 dev, u64 s, u64 e, bool ask)
+static __always_inline void mm_ask(struct task_state *t, u64 ino, u32 dev, u64 s, u64 e,
+				   bool ask)
 {
 	struct file_key fk = { .ino = ino, .dev = dev };
-	struct ra_window *w = bpf_map_lookup_elem(&ra_windows, &fk);
+	u64 gen;
+	struct ra_window *w = ra_lookup(t, &fk, &gen);
 	u64 missed = w ? ra_consume(w, s, e) : 0;
+	ra_note(t, &fk, gen, w);
 	if (!ask && !missed)
 		return;
 	if (ask)
@@ -622,7 +667,7 @@ int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	struct task_state *t = task_state(true);
 	bool again = t && t->mm_dev == dev && t->mm_ino == ino &&
 		     t->mm_first == start && t->mm_last == end;
-	mm_ask(ino, dev, start, end + 1, !again);
+	mm_ask(t, ino, dev, start, end + 1, !again);
 	if (t) {
 		t->mm_dev = dev;
 		t->mm_ino = ino;
@@ -656,7 +701,7 @@ int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
 			covered = false;
 		}
 	}
-	mm_ask(ino, dev, s, e, !covered);
+	mm_ask(t, ino, dev, s, e, !covered);
 	if (t) {
 		t->flt_dev = dev;
 		t->flt_ino = ino;
