@@ -73,6 +73,51 @@ pub struct ControlServer {
     pub refused: u64,
     /// Frames that were over the limit or did not decode.
     pub bad_frames: u64,
+    client_log: ClientLog,
+}
+
+/// Log lines about misbehaving clients: at most [`CLIENT_LOG_BUDGET`] a
+/// minute, then one line saying how many were left out (the counters keep
+/// them all). A client must not be able to flood the journal, or block
+/// the loop on a full log pipe.
+#[derive(Debug)]
+struct ClientLog {
+    window: Instant,
+    used: u32,
+    dropped: u64,
+}
+
+const CLIENT_LOG_BUDGET: u32 = 10;
+
+impl ClientLog {
+    fn new() -> ClientLog {
+        ClientLog {
+            window: Instant::now(),
+            used: 0,
+            dropped: 0,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(60) {
+            if self.dropped > 0 {
+                log::info!(
+                    "control: {} more client errors in the last minute were not logged",
+                    self.dropped
+                );
+            }
+            self.window = Instant::now();
+            self.used = 0;
+            self.dropped = 0;
+        }
+        if self.used < CLIENT_LOG_BUDGET {
+            self.used += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
 }
 
 /// A request that passed framing, hello and authorization.
@@ -180,6 +225,7 @@ impl ControlServer {
                 .and_then(group_gid),
             refused: 0,
             bad_frames: 0,
+            client_log: ClientLog::new(),
         })
     }
 
@@ -263,7 +309,9 @@ impl ControlServer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: leave the rest for the next wakeup.
-                    log::warn!("control: accept on {} failed: {e}", self.path.display());
+                    if self.client_log.allow() {
+                        log::warn!("control: accept on {} failed: {e}", self.path.display());
+                    }
                     return;
                 }
             }
@@ -322,9 +370,11 @@ impl ControlServer {
                     Ok(Some(payload)) => match proto::decode::<Request>(&payload, MAX_FRAME) {
                         Ok(Request::Hello { version, client }) => {
                             if version != PROTOCOL_VERSION {
-                                log::info!(
-                                    "control: refused {client:?} speaking protocol {version}"
-                                );
+                                if self.client_log.allow() {
+                                    log::info!(
+                                        "control: refused {client:?} speaking protocol {version}"
+                                    );
+                                }
                                 queue(conn, &Response::Error {
                                     kind: ErrorKind::Version,
                                     message: format!(
@@ -374,13 +424,13 @@ impl ControlServer {
                         }),
                         Err(e) => {
                             self.bad_frames += 1;
-                            refuse_bad_frame(conn, &e);
+                            refuse_bad_frame(conn, &e, self.client_log.allow());
                             break;
                         }
                     },
                     Err(e) => {
                         self.bad_frames += 1;
-                        refuse_bad_frame(conn, &e);
+                        refuse_bad_frame(conn, &e, self.client_log.allow());
                         break;
                     }
                 }
@@ -479,8 +529,10 @@ impl ControlServer {
 }
 
 /// Answers a frame that is too large or does not decode, then closes.
-fn refuse_bad_frame(conn: &mut Conn, e: &proto::FrameError) {
-    log::info!("control: closing a connection that sent a bad frame: {e}");
+fn refuse_bad_frame(conn: &mut Conn, e: &proto::FrameError, log: bool) {
+    if log {
+        log::info!("control: closing a connection that sent a bad frame: {e}");
+    }
     queue(
         conn,
         &Response::Error {
@@ -501,5 +553,22 @@ fn request_name(r: &Request) -> &'static str {
         Request::SetInterval { .. } => "interval set",
         Request::Reload => "reload",
         _ => "this request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_logged_within_a_budget() {
+        let mut l = ClientLog::new();
+        let allowed = (0..1000).filter(|_| l.allow()).count();
+        assert_eq!(allowed, CLIENT_LOG_BUDGET as usize);
+        assert_eq!(l.dropped, 1000 - CLIENT_LOG_BUDGET as u64);
+        // A new minute: a new budget.
+        l.window = Instant::now() - Duration::from_secs(61);
+        assert!(l.allow());
+        assert_eq!(l.dropped, 0);
     }
 }
