@@ -402,7 +402,7 @@ fn tick_durations(d: &Daemon, since_ms: u64) -> Vec<u64> {
     d.json(&[
         "history",
         "--since",
-        &format!("@{}", since_ms / 1000 + 1),
+        &format!("@{}", since_ms / 1000),
         "--step",
         "250ms",
     ])["points"]
@@ -791,5 +791,87 @@ fn bpf_no_world_writable_files_and_config_errors_do_not_echo() {
         assert!(!all.contains("TOPSECRET"), "{name}: contents echoed: {all}");
         assert!(all.contains(name), "{name}: names the file: {all}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bpf_fuzz_corpus_replayed_against_the_daemon() {
+    let Some(_k) = bpf_or_skip("bpf_fuzz_corpus_replayed_against_the_daemon") else {
+        return;
+    };
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/frame");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&seeds)
+        .expect("fuzz/seeds/frame")
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 50, "a corpus to replay: {}", files.len());
+    let d = Daemon::start("corpus", &[], None);
+    d.wait_ticks(2);
+    let pid = d.child.id();
+    let (fds0, _) = fds_and_rss(pid);
+    let t0 = iomon::now_ms();
+    let mut answered = 0;
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let mut s = UnixStream::connect(&d.socket).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // The fuzz input as a client would send it, then EOF.
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        if !reply.is_empty() {
+            answered += 1;
+        }
+    }
+    // Alive, on time, nothing leaked.
+    assert!(
+        d.ctl(&["status"]).status.success(),
+        "daemon survived the corpus"
+    );
+    d.wait_ticks(2);
+    let (fds1, _) = fds_and_rss(pid);
+    let worst = tick_durations(&d, t0).into_iter().max().unwrap_or(0);
+    eprintln!(
+        "fuzz corpus: {} inputs replayed, {answered} answered (the rest closed), fds {fds0} -> {fds1}, worst tick {worst} ms",
+        files.len()
+    );
+    assert!(fds1 <= fds0 + 1, "fd leak: {fds0} -> {fds1}");
+    assert!(worst <= 400, "ticks kept on time: {worst} ms");
+}
+
+#[test]
+fn bpf_nothing_attachable_exits_78_which_systemd_does_not_restart() {
+    let Some(_k) = bpf_or_skip("bpf_nothing_attachable_exits_78_which_systemd_does_not_restart")
+    else {
+        return;
+    };
+    // Root without any capability: BPF refused, the state directory
+    // writable. The daemon must say why and exit 78 (EX_CONFIG), which the
+    // unit lists in RestartPreventExitStatus: no silent crash loop.
+    let dir = disk_dir("e2e-nocaps");
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(IOMOND)
+        .args(["--dev", "--state-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("CAP_BPF"), "says what to do: {err}");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/iomond.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l.trim() == "RestartPreventExitStatus=78"),
+        "the unit does not restart on 78"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
