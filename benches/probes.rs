@@ -4,6 +4,7 @@
 //!
 //!   cargo bench --bench probes -- all                 # everything below
 //!   cargo bench --bench probes -- events [--rounds 5]
+//!   cargo bench --bench probes -- programs            # ns inside each BPF program
 //!   cargo bench --bench probes -- drain [--rounds 5]
 //!   cargo bench --bench probes -- footprint [--secs 600]
 //!   cargo bench --bench probes -- lag [--samples 20]
@@ -51,11 +52,13 @@ fn main() {
     let _ = iomon::probes::ensure_tracefs(Path::new("/sys/kernel/tracing"));
     match what {
         "events" => events(rounds),
+        "programs" => programs(),
         "drain" => drain(rounds, &[1_000, 10_000, 50_000]),
         "footprint" => footprint(opt("--secs", 600)),
         "lag" => lag(opt("--samples", 20) as usize),
         "all" => {
             events(rounds);
+            programs();
             drain(rounds, &[1_000, 10_000, 50_000]);
             lag(opt("--samples", 20) as usize);
             footprint(opt("--secs", 600));
@@ -87,6 +90,11 @@ struct Workload {
 
 struct Fixture {
     file: File,
+    /// The same size, cached in 4 KiB folios (read with readahead off):
+    /// fault-around maps 16 of them per fault.
+    small: File,
+    /// Scratch file for the write workload.
+    scratch: File,
     dir: PathBuf,
 }
 
@@ -117,7 +125,66 @@ fn fixture() -> Fixture {
         assert!(n > 0);
         off += n as usize;
     }
-    Fixture { file, dir }
+    // The small-folio copy: written, evicted, read back page by page with
+    // readahead off (POSIX_FADV_RANDOM), so every folio is one page.
+    let spath = dir.join("small");
+    std::fs::copy(&path, &spath).expect("copy bench file");
+    let small = File::open(&spath).expect("open small");
+    // SAFETY: plain syscalls on an open fd; buf is valid for 4096 bytes.
+    unsafe {
+        libc::fdatasync(small.as_raw_fd());
+        libc::posix_fadvise(small.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        libc::posix_fadvise(small.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+        for off in (0..FILE_SIZE).step_by(4096) {
+            libc::pread(small.as_raw_fd(), buf.as_mut_ptr().cast(), 4096, off as i64);
+        }
+    }
+    let scratch = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("scratch"))
+        .expect("scratch file");
+    Fixture {
+        file,
+        small,
+        scratch,
+        dir,
+    }
+}
+
+const FILE_PAGES: u64 = (FILE_SIZE / 4096) as u64;
+
+/// First touch of `pages` pages of `f`, through fresh read-only mappings
+/// of the whole file (one per pass over it).
+fn touch_mapped(f: &File, pages: u64) {
+    let mut left = pages;
+    while left > 0 {
+        let n = left.min(FILE_PAGES);
+        left -= n;
+        // SAFETY: a read-only mapping of the file, unmapped below; reads
+        // stay inside it.
+        unsafe {
+            let len = n as usize * 4096;
+            let a = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(a, libc::MAP_FAILED);
+            let p = a as *const u8;
+            let mut s = 0u64;
+            for off in (0..len).step_by(4096) {
+                s += std::ptr::read_volatile(p.add(off)) as u64;
+            }
+            std::hint::black_box(s);
+            libc::munmap(a, len);
+        }
+    }
 }
 
 const WORKLOADS: &[Workload] = &[
@@ -170,29 +237,30 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         name: "mmap-page",
-        what: "first touch of a cached page through a file mapping (per page)",
-        iters: (FILE_SIZE / 4096) as u64,
+        what: "first touch of a cached page through a file mapping, large folios (per page)",
+        iters: 8 * FILE_PAGES,
+        run: |f, n| touch_mapped(&f.file, n),
+    },
+    Workload {
+        name: "mmap-small",
+        what: "the same on a file cached in 4 KiB folios: one fault-around per 16 pages (per page)",
+        iters: 8 * FILE_PAGES,
+        run: |f, n| touch_mapped(&f.small, n),
+    },
+    Workload {
+        name: "write4k",
+        what: "4 KiB buffered write to a new page (dirties one folio); truncated every 16 MiB",
+        iters: 40_000,
         run: |f, n| {
-            // SAFETY: a read-only mapping of the file, unmapped below; reads
-            // stay inside it.
-            unsafe {
-                let len = (n as usize * 4096).min(FILE_SIZE);
-                let a = libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    f.file.as_raw_fd(),
-                    0,
-                );
-                assert_ne!(a, libc::MAP_FAILED);
-                let p = a as *const u8;
-                let mut s = 0u64;
-                for off in (0..len).step_by(4096) {
-                    s += std::ptr::read_volatile(p.add(off)) as u64;
+            let b = [7u8; 4096];
+            for i in 0..n {
+                let off = (i % 4096) * 4096;
+                if off == 0 {
+                    // SAFETY: plain syscall on an open fd.
+                    unsafe { libc::ftruncate(f.scratch.as_raw_fd(), 0) };
                 }
-                std::hint::black_box(s);
-                libc::munmap(a, len);
+                // SAFETY: b is valid for 4096 bytes.
+                unsafe { libc::pwrite(f.scratch.as_raw_fd(), b.as_ptr().cast(), 4096, off as i64) };
             }
         },
     },
@@ -231,6 +299,11 @@ tracepoint:filemap:mm_filemap_delete_from_page_cache { @deleted = count(); }";
 const BT_MMAP: &str = "tracepoint:filemap:mm_filemap_map_pages { @asked[pid, comm] = sum(args->last_index - args->index + 1); }
 tracepoint:filemap:mm_filemap_fault { @faults[pid, comm] = count(); }
 tracepoint:filemap:mm_filemap_add_to_page_cache { @added[pid] = count(); }";
+const BT_WRITEBACK: &str =
+    "tracepoint:writeback:writeback_dirty_folio { @dirtied[pid, comm] = count(); }
+tracepoint:writeback:writeback_pages_written { @written = sum(args->pages); }
+tracepoint:writeback:writeback_single_inode { @inodes = count(); }
+tracepoint:writeback:balance_dirty_pages { @throttled[pid, comm] = count(); }";
 
 fn configs() -> Vec<Config> {
     let mut v = vec![Config::None];
@@ -251,6 +324,7 @@ fn configs() -> Vec<Config> {
         v.push(Config::Bpftrace("reads", BT_READS));
         v.push(Config::Bpftrace("pagecache", BT_PAGECACHE));
         v.push(Config::Bpftrace("mmap", BT_MMAP));
+        v.push(Config::Bpftrace("writeback", BT_WRITEBACK));
     } else {
         eprintln!("bpftrace not found: no comparison (apt-get install bpftrace)");
     }
@@ -379,7 +453,8 @@ fn events(rounds: usize) {
         ("fadvise", "fadvise"),
         ("reads", "pread1"),
         ("pagecache", "read4k"),
-        ("mmap", "mmap-page"),
+        ("mmap", "mmap-small"),
+        ("writeback", "write4k"),
     ] {
         let wi = WORKLOADS.iter().position(|w| w.name == wl).unwrap();
         if let (Some(i), Some(b)) = (
@@ -394,6 +469,88 @@ fn events(rounds: usize) {
             );
         }
     }
+    // Events per call, counted by iomon itself, to turn ns per call into ns
+    // per event where a call is not one event.
+    for (id, wl) in [
+        (FamilyId::Mmap, "mmap-small"),
+        (FamilyId::Writeback, "write4k"),
+    ] {
+        let w = WORKLOADS.iter().find(|w| w.name == wl).unwrap();
+        let p = Probes::load(&LoadOptions {
+            enabled: vec![id],
+            ..Default::default()
+        })
+        .expect("load");
+        let mut d = iomon::drain::Drain::new(
+            p.maps().expect("maps"),
+            vec![id],
+            10240,
+            10,
+            iomon::drain::Strategy::Drain,
+        )
+        .expect("drain");
+        d.tick().expect("tick");
+        (w.run)(&f, w.iters);
+        let s = d.tick().expect("tick");
+        let events = match id {
+            FamilyId::Mmap => s.mmap.map(|m| m.fault_around + m.faults).unwrap_or(0),
+            _ => s.writeback.map(|w| w.dirtied).unwrap_or(0),
+        };
+        let per = events as f64 / w.iters as f64;
+        let wi = WORKLOADS.iter().position(|x| x.name == wl).unwrap();
+        if let Some(i) = find(&format!("iomon:{}", id.name())) {
+            println!(
+                "  {:<10} {wl}: {per:.3} events per call (host-wide, counted by iomon) -> {:+.1} ns per event",
+                id.name(),
+                added[i][wi] / per.max(1e-9)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+// ---------------------------------------------------------------- programs
+
+/// Each program's own time per run, from the kernel's BPF run stats
+/// (`kernel.bpf_stats_enabled`, on for this run only): the part of the
+/// per-event cost spent inside iomon's code, apart from the tracepoint's.
+fn programs() {
+    let f = fixture();
+    let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
+    let p = Probes::load(&LoadOptions {
+        enabled: family::ALL.iter().map(|f| f.id).collect(),
+        ..Default::default()
+    })
+    .expect("load");
+    for w in WORKLOADS {
+        (w.run)(&f, w.iters);
+    }
+    println!("\nprograms: ns per run inside each program (kernel.bpf_stats_enabled), every family attached, every workload run once");
+    println!(
+        "{:<10} {:<24} {:>12} {:>10}",
+        "family", "program", "runs", "ns/run"
+    );
+    for fs in p.status() {
+        for ps in &fs.programs {
+            if let (Some(n), Some(ns)) = (ps.run_count, ps.run_time_ns) {
+                if n > 0 {
+                    println!(
+                        "{:<10} {:<24} {:>12} {:>10.1}",
+                        fs.family.name(),
+                        ps.name,
+                        n,
+                        ns as f64 / n as f64
+                    );
+                }
+            }
+        }
+    }
+    drop(p);
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if was.trim() == "1" { "1" } else { "0" },
+    );
     let _ = std::fs::remove_dir_all(&f.dir);
 }
 
@@ -407,19 +564,23 @@ fn fill(map: &libbpf_rs::MapHandle, n: u32) {
     }
 }
 
-/// The drain without batch calls: walk the keys, then look up and delete
-/// each (3 syscalls per process).
+/// The drain without batch calls: walk the keys, then look up, decode and
+/// delete each (3 syscalls per process). Decoded like the batch drain
+/// decodes, so the two differ only in how they talk to the kernel.
 fn key_by_key(map: &libbpf_rs::MapHandle) -> usize {
     let keys: Vec<Vec<u8>> = map.keys().collect();
-    let mut n = 0;
+    let mut out = Vec::with_capacity(keys.len());
     for k in &keys {
         if let Ok(Some(v)) = map.lookup(k, MapFlags::ANY) {
-            std::hint::black_box(v);
-            n += 1;
+            let tgid = u32::from_ne_bytes(k[..4].try_into().expect("u32 key"));
+            if let Some(p) = iomon::drain::decode_proc(tgid, &v) {
+                out.push(p);
+            }
         }
         let _ = map.delete(k);
     }
-    n
+    std::hint::black_box(&out);
+    out.len()
 }
 
 fn drain(rounds: usize, sizes: &[u32]) {

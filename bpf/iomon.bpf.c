@@ -579,57 +579,102 @@ static __always_inline bool file_of(struct address_space *mapping, u64 *ino, u32
 #define PMD_PAGES 512
 #define XA_CHUNK_MASK 63
 
-/* The page-cache folio at `index` of `mapping`, or NULL (absent, a shadow
- * entry, or deeper than 6 levels = 2^36 pages): a read-only walk of the
- * xarray, like xa_load() without the RCU retry (a racing change gives a
- * stale answer for this one event, never a fault: reads are probed). */
-static __always_inline struct folio *cache_folio(struct address_space *mapping, u64 index)
+/* Slot `index` of an xarray node, a large folio's sibling slots resolved
+ * to its first (xa_is_sibling: an internal entry below 256). */
+static __always_inline unsigned long xa_slot(struct xa_node *node, u32 shift, u64 index)
+{
+	unsigned long e = 0;
+	u32 off = (index >> (shift & 63)) & XA_CHUNK_MASK;
+	void **slots = (void **)((char *)node + bpf_core_field_offset(struct xa_node, slots));
+	bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+	if ((e & 3) == 2 && e < ((XA_CHUNK_MASK << 2) | 2)) {
+		off = (e >> 2) & XA_CHUNK_MASK;
+		bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+	}
+	return e;
+}
+
+/* An xarray entry as a folio: NULL if empty, a shadow (value) entry or an
+ * internal one. */
+static __always_inline struct folio *as_folio(unsigned long e)
+{
+	return (!e || (e & 3)) ? NULL : (struct folio *)e;
+}
+
+/* The page-cache folios at `a` and at `b` (b >= a, close: a fault-around
+ * window) of `mapping`, NULL where there is none: a read-only walk of the
+ * xarray like xa_load() without the RCU retry (a racing change gives a
+ * stale answer for this one event, never a fault: reads are probed). One
+ * walk when b sits under the node where a's ended; depth bounded at 6
+ * levels (2^36 pages). */
+static __always_inline void cache_folios(struct address_space *mapping, u64 a, u64 b,
+					 struct folio **fa, struct folio **fb)
 {
 	unsigned long e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
-	bool node_seen = false;
+	struct xa_node *last = NULL;
+	u32 last_shift = 0;
 	for (int level = 0; level < 6; level++) {
 		/* xa_is_node(): an internal entry (low bits 10) above 4096 */
 		if ((e & 3) != 2 || e <= 4096)
 			break;
 		struct xa_node *node = (struct xa_node *)(e - 2);
-		u32 shift = BPF_CORE_READ(node, shift);
-		u32 off = (index >> (shift & 63)) & XA_CHUNK_MASK;
-		void **slots = (void **)((char *)node + bpf_core_field_offset(struct xa_node, slots));
-		bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
-		/* xa_is_sibling(): a large folio's other slots point at its first */
-		if ((e & 3) == 2 && e < ((XA_CHUNK_MASK << 2) | 2)) {
-			off = (e >> 2) & XA_CHUNK_MASK;
-			bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
-		}
-		node_seen = true;
+		last_shift = BPF_CORE_READ(node, shift);
+		last = node;
+		e = xa_slot(node, last_shift, a);
 	}
-	if (!node_seen && index != 0)
-		return NULL;
-	if (!e || (e & 3))
-		return NULL;
-	return (struct folio *)e;
+	if (!last) {
+		/* A single entry at index 0, or nothing. */
+		*fa = a == 0 ? as_folio(e) : NULL;
+		*fb = b == 0 ? *fa : NULL;
+		return;
+	}
+	*fa = (e & 3) == 2 ? NULL : as_folio(e);
+	u32 span = (last_shift & 63) + 6;
+	if (span >= 64 || ((a ^ b) >> span) == 0) {
+		unsigned long eb = xa_slot(last, last_shift, b);
+		if ((eb & 3) != 2 || eb < 4096) {
+			*fb = as_folio(eb);
+			return;
+		}
+	}
+	/* b is under another node: walk again. */
+	e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+	for (int level = 0; level < 6; level++) {
+		if ((e & 3) != 2 || e <= 4096)
+			break;
+		struct xa_node *node = (struct xa_node *)(e - 2);
+		e = xa_slot(node, BPF_CORE_READ(node, shift), b);
+	}
+	*fb = (e & 3) == 2 ? NULL : as_folio(e);
+}
+
+static __always_inline struct folio *cache_folio(struct address_space *mapping, u64 index)
+{
+	struct folio *f, *g;
+	cache_folios(mapping, index, index, &f, &g);
+	return f;
 }
 
 /* Counts `asked` pages of a fault on [s, e) and the read-ahead waiting
  * there (brought in for it: a miss, counted once). */
 static __always_inline void mm_ask(struct task_state *t, u64 ino, u32 dev, u64 s, u64 e,
-				   bool ask)
+				   u64 asked)
 {
 	struct file_key fk = { .ino = ino, .dev = dev };
 	u64 gen;
 	struct ra_window *w = ra_lookup(t, &fk, &gen);
 	u64 missed = w ? ra_consume(w, s, e) : 0;
 	ra_note(t, &fk, gen, w);
-	if (!ask && !missed)
+	if (!asked && !missed)
 		return;
-	if (ask)
-		count(IOMON_C_MM_ASKED, e - s);
+	if (asked)
+		count(IOMON_C_MM_ASKED, asked);
 	if (missed)
 		count(IOMON_C_MM_MISSED_RA, missed);
 	struct iomon_proc *p = proc_entry();
 	if (p) {
-		if (ask)
-			__sync_fetch_and_add(&p->mm_asked, e - s);
+		if (asked)
+			__sync_fetch_and_add(&p->mm_asked, asked);
 		if (missed)
 			__sync_fetch_and_add(&p->mm_missed, missed);
 	}
@@ -652,22 +697,22 @@ int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	 * folio faultaround"; a PMD-sized one by one huge page table entry),
 	 * beyond the window the event reports: widen the window to the
 	 * folios at its ends. */
-	struct folio *fo = cache_folio(mapping, start);
-	if (fo) {
-		u64 fs = BPF_CORE_READ(fo, index);
+	struct folio *fs_folio, *fe_folio;
+	cache_folios(mapping, start, end, &fs_folio, &fe_folio);
+	if (fs_folio) {
+		u64 fs = BPF_CORE_READ(fs_folio, index);
 		if (fs <= start)
 			start = fs;
 	}
-	fo = cache_folio(mapping, end);
-	if (fo) {
-		u64 fe = BPF_CORE_READ(fo, index) + folio_pages(fo) - 1;
+	if (fe_folio) {
+		u64 fe = BPF_CORE_READ(fe_folio, index) + folio_pages(fe_folio) - 1;
 		if (fe >= end)
 			end = fe;
 	}
 	struct task_state *t = task_state(true);
 	bool again = t && t->mm_dev == dev && t->mm_ino == ino &&
 		     t->mm_first == start && t->mm_last == end;
-	mm_ask(t, ino, dev, start, end + 1, !again);
+	mm_ask(t, ino, dev, start, end + 1, again ? 0 : end + 1 - start);
 	if (t) {
 		t->mm_dev = dev;
 		t->mm_ino = ino;
@@ -691,17 +736,21 @@ int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
 	bool covered = t && t->mm_dev == dev && t->mm_ino == ino &&
 		       index >= t->mm_first && index <= t->mm_last;
 	u64 s = index, e = index + 1;
-	/* A cached PMD-sized folio: this fault maps it whole. */
+	u64 asked = covered ? 0 : 1;
+	/* A cached PMD-sized folio: the fault maps it whole with one huge
+	 * entry (the part fault-around already looked up aside). */
 	struct folio *fo = cache_folio(mapping, index);
 	if (fo) {
 		u64 n = folio_pages(fo);
 		if (n >= PMD_PAGES) {
 			s = BPF_CORE_READ(fo, index);
 			e = s + n;
-			covered = false;
+			asked = n;
+			if (t && t->mm_dev == dev && t->mm_ino == ino)
+				asked -= overlap(s, e, t->mm_first, t->mm_last + 1);
 		}
 	}
-	mm_ask(t, ino, dev, s, e, !covered);
+	mm_ask(t, ino, dev, s, e, asked);
 	if (t) {
 		t->flt_dev = dev;
 		t->flt_ino = ino;
