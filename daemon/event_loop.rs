@@ -337,6 +337,16 @@ impl Daemon {
         )
     }
 
+    /// Drains if the tick is due.
+    fn tick_if_due(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_tick {
+            self.last_lag = now - self.next_tick;
+            self.tick();
+            self.schedule_next_tick(now);
+        }
+    }
+
     /// Runs until SIGTERM/SIGINT. Returns after a final drain and flush.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -381,16 +391,15 @@ impl Daemon {
                         }
                     }
                 }
+                // A flood of requests must not hold the drain up: the tick
+                // goes first as soon as it is due.
+                self.tick_if_due();
             }
             if let Some(h) = &mut self.http {
                 h.poll_ready(self.poll.registry());
             }
+            self.tick_if_due();
             let now = Instant::now();
-            if now >= self.next_tick {
-                self.last_lag = now - self.next_tick;
-                self.tick();
-                self.schedule_next_tick(now);
-            }
             if now >= self.next_flush {
                 if let Some(st) = &mut self.store {
                     st.flush(crate::now_ms());
