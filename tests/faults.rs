@@ -397,7 +397,8 @@ fn fds_and_rss(pid: u32) -> (usize, u64) {
     (fds, rss)
 }
 
-/// Tick durations (end - start of each raw Sample) since `since_ms`.
+/// Tick durations (end - start of each raw Sample) of the Samples that
+/// started at or after `since_ms`.
 fn tick_durations(d: &Daemon, since_ms: u64) -> Vec<u64> {
     d.json(&[
         "history",
@@ -409,7 +410,14 @@ fn tick_durations(d: &Daemon, since_ms: u64) -> Vec<u64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap())
+        .map(|p| {
+            (
+                p["start_ms"].as_u64().unwrap(),
+                p["end_ms"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(s, _)| *s >= since_ms)
+        .map(|(s, e)| e - s)
         .collect()
 }
 

@@ -243,20 +243,8 @@ fn bpf_page_cache_hit_ratio_cold_warm_half() {
     let warm_ratio = 1.0 - warm.missed as f64 / warm.asked as f64;
     assert!(warm_ratio > 0.95, "warm hit ratio {warm_ratio}");
 
-    // Half: every other 2 MiB-aligned chunk evicted (folios reach 2 MiB, and
-    // DONTNEED drops only folios it covers whole).
-    const CHUNK: usize = 2 << 20;
-    for off in (0..SIZE).step_by(2 * CHUNK) {
-        assert_eq!(
-            fadvise(
-                f.as_raw_fd(),
-                off as i64,
-                CHUNK as i64,
-                libc::POSIX_FADV_DONTNEED
-            ),
-            0
-        );
-    }
+    // Half: every other 2 MiB-aligned chunk evicted.
+    evict_every_other(&f, SIZE, 2 << 20);
     let half = read_and_measure(&mut drain, &f, SIZE);
     assert!(
         (0.4..=0.6).contains(&half.resident_before),
@@ -544,26 +532,7 @@ fn bpf_reads_counts_calls_and_bytes_per_syscall() {
 /// mapping; returns (asked, missed, major) of this process over that.
 fn mmap_touch_and_measure(drain: &mut Drain, f: &File, size: usize) -> (u64, u64, u64) {
     drain.tick().unwrap();
-    // SAFETY: a read-only mapping of the whole file, unmapped below; every
-    // address read is inside it.
-    let sum = unsafe {
-        let addr = libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(addr, libc::MAP_FAILED, "mmap");
-        let base = addr as *const u8;
-        let mut sum = 0u64;
-        for off in (0..size).step_by(4096) {
-            sum += std::ptr::read_volatile(base.add(off)) as u64;
-        }
-        libc::munmap(addr, size);
-        sum
-    };
+    let sum = Mapping::new(f, size).touch_pages();
     assert!(sum > 0, "the file holds non-zero bytes");
     let mine = own(&drain.tick().unwrap());
     (mine.mm_asked, mine.mm_missed, mine.mm_major)
@@ -607,18 +576,7 @@ fn bpf_mmap_hit_ratio_cold_warm_half() {
         ratio(warm)
     );
 
-    const CHUNK: usize = 2 << 20;
-    for off in (0..SIZE).step_by(2 * CHUNK) {
-        assert_eq!(
-            fadvise(
-                f.as_raw_fd(),
-                off as i64,
-                CHUNK as i64,
-                libc::POSIX_FADV_DONTNEED
-            ),
-            0
-        );
-    }
+    evict_every_other(&f, SIZE, 2 << 20);
     let half_resident = resident_fraction(&f, SIZE);
     let half = mmap_touch_and_measure(&mut drain, &f, SIZE);
     assert!(

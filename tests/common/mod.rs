@@ -72,27 +72,73 @@ pub fn evict(f: &File) {
     assert_eq!(fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED), 0);
 }
 
+/// A read-only shared mapping of a file, unmapped on drop.
+pub struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    pub fn new(f: &File, len: usize) -> Mapping {
+        // SAFETY: a fresh mapping chosen by the kernel; failure is checked.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED, "mmap");
+        Mapping { addr, len }
+    }
+
+    /// Reads the first byte of every page (faulting each in); their sum.
+    pub fn touch_pages(&self) -> u64 {
+        let base = self.addr as *const u8;
+        (0..self.len)
+            .step_by(4096)
+            // SAFETY: every offset is inside the mapping.
+            .map(|off| unsafe { std::ptr::read_volatile(base.add(off)) } as u64)
+            .sum()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping this struct made, unmapped once.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
 /// Fraction of the file's pages that are resident, from mincore.
 pub fn resident_fraction(f: &File, size: usize) -> f64 {
     let pages = size.div_ceil(4096);
     let mut vec = vec![0u8; pages];
-    // SAFETY: a read-only shared mapping of the whole file, unmapped below;
-    // mincore writes one byte per page into vec, which has that many.
-    unsafe {
-        let addr = libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(addr, libc::MAP_FAILED, "mmap for mincore");
-        let rc = libc::mincore(addr, size, vec.as_mut_ptr());
-        libc::munmap(addr, size);
-        assert_eq!(rc, 0, "mincore");
-    }
+    let m = Mapping::new(f, size);
+    // SAFETY: the mapping covers `size` bytes; mincore writes one byte per
+    // page into vec, which has that many.
+    let rc = unsafe { libc::mincore(m.addr, size, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore");
     vec.iter().filter(|b| *b & 1 == 1).count() as f64 / pages as f64
+}
+
+/// Evicts every other `chunk`-aligned chunk of the file (chunks of 2 MiB:
+/// folios reach 2 MiB, and DONTNEED drops only folios it covers whole).
+pub fn evict_every_other(f: &File, size: usize, chunk: usize) {
+    for off in (0..size).step_by(2 * chunk) {
+        assert_eq!(
+            fadvise(
+                f.as_raw_fd(),
+                off as i64,
+                chunk as i64,
+                libc::POSIX_FADV_DONTNEED
+            ),
+            0
+        );
+    }
 }
 
 /// Reads the whole file with `chunk`-byte buffered reads.
