@@ -396,7 +396,7 @@ impl Daemon {
                 self.tick_if_due();
             }
             if let Some(h) = &mut self.http {
-                h.poll_ready(self.poll.registry());
+                h.poll_ready(self.poll.registry(), self.next_tick);
             }
             self.tick_if_due();
             let now = Instant::now();
@@ -448,7 +448,8 @@ impl Daemon {
                     h.on_event(self.poll.registry(), ev.token());
                 }
             }
-            h.poll_ready(self.poll.registry());
+            // No more ticks: only the shutdown deadline bounds it.
+            h.poll_ready(self.poll.registry(), deadline);
         }
         if h.connections() > 0 {
             log::info!(

@@ -587,10 +587,12 @@ impl HttpServer {
     }
 
     /// Fires due timers, polls woken connections, closes idle ones.
-    pub fn poll_ready(&mut self, _registry: &Registry) {
+    pub fn poll_ready(&mut self, _registry: &Registry, until: Instant) {
         self.timer.fire(Instant::now());
         // Bounded: a connection that keeps waking itself is polled once per
-        // round here, and again at the next loop iteration.
+        // round here, and again at the next loop iteration; and nothing is
+        // polled past `until` (the next tick): the rest stays queued, and
+        // the loop comes back to it right after the drain.
         for _ in 0..4 {
             let woken: Vec<Token> = match self.queue.0.lock() {
                 Ok(mut q) => std::mem::take(&mut *q),
@@ -600,9 +602,15 @@ impl HttpServer {
                 break;
             }
             let mut seen = std::collections::HashSet::new();
-            for t in woken {
-                if seen.insert(t) {
-                    self.poll_conn(t);
+            for (i, t) in woken.iter().enumerate() {
+                if Instant::now() >= until {
+                    if let Ok(mut q) = self.queue.0.lock() {
+                        q.extend_from_slice(&woken[i..]);
+                    }
+                    return;
+                }
+                if seen.insert(*t) {
+                    self.poll_conn(*t);
                 }
             }
         }
