@@ -123,7 +123,7 @@ struct task_state {
 	u64 flt_index;
 	u64 flt_ns;
 	u32 flt_major;       /* this fault already counted as major */
-	u32 flt_covered;     /* its page was in the thread's last fault-around lookup */
+	u32 pad3;
 	/* the file this thread last found without outstanding read-ahead, at
 	 * which ra_generation: no need to look again until it changes */
 	u64 ra_none_ino;
@@ -629,6 +629,10 @@ static __always_inline void cache_folios(struct address_space *mapping, u64 a, u
 		return;
 	}
 	*fa = (e & 3) == 2 ? NULL : as_folio(e);
+	if (b == a) {
+		*fb = *fa;
+		return;
+	}
 	u32 span = (last_shift & 63) + 6;
 	if (span >= 64 || ((a ^ b) >> span) == 0) {
 		unsigned long eb = xa_slot(last, last_shift, b);

@@ -473,11 +473,6 @@ impl Drain {
         self.last_end_ms = self.last_end_ms.max(ms);
     }
 
-    /// The timeline's time now (never before the last Sample's end).
-    pub fn now_ms(&mut self) -> u64 {
-        self.timeline.now(crate::now_ms()).0
-    }
-
     /// How far Sample timestamps ran ahead of the wall clock at the last
     /// tick (0 unless the wall clock was set back).
     pub fn ahead_ms(&self) -> u64 {

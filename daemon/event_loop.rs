@@ -185,7 +185,7 @@ impl Daemon {
             .map(|f| f.id)
             .filter(|id| probes.attached(*id))
             .collect();
-        let drain = Drain::new(
+        let mut drain = Drain::new(
             probes.maps()?,
             attached,
             cfg.daemon.proc_capacity,
@@ -206,7 +206,6 @@ impl Daemon {
         } else {
             None
         };
-        let mut drain = drain;
         // Samples never go back past what is stored (a restart with the
         // wall clock behind the store's newest Sample).
         if let Some(newest) = store.as_ref().and_then(|st| st.status().newest_ms) {

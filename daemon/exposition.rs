@@ -176,7 +176,7 @@ impl Out {
         let _ = writeln!(self.s, "# TYPE {shown} {t}");
     }
 
-    pub fn line(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
+    fn line(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
         let _ = writeln!(self.s, "{name}{} {}", labels(l), num(v));
     }
 

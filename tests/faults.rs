@@ -400,22 +400,15 @@ fn fds_and_rss(pid: u32) -> (usize, u64) {
 /// Tick durations (end - start of each raw Sample) of the Samples that
 /// started at or after `since_ms`.
 fn tick_durations(d: &Daemon, since_ms: u64) -> Vec<u64> {
-    d.json(&[
+    let h = d.json(&[
         "history",
         "--since",
         &format!("@{}", since_ms / 1000),
         "--step",
         "250ms",
-    ])["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["start_ms"].as_u64().unwrap(),
-                p["end_ms"].as_u64().unwrap(),
-            )
-        })
+    ]);
+    intervals(&h)
+        .into_iter()
         .filter(|(s, _)| *s >= since_ms)
         .map(|(s, e)| e - s)
         .collect()
