@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use iomon::abi;
 use iomon::drain::read_procs;
-use iomon::family::{self, FamilyId};
-use iomon::probes::{LoadOptions, Probes, RawProc};
+use iomon::family;
+use iomon::probes::{LoadOptions, Probes, PROC_VALUE_SIZE};
 use libbpf_rs::{MapCore, MapFlags};
 
 fn main() {
@@ -269,7 +270,7 @@ const WORKLOADS: &[Workload] = &[
 #[derive(Clone)]
 enum Config {
     None,
-    Iomon(&'static str, Vec<FamilyId>),
+    Iomon(&'static str, Vec<&'static str>),
     Bpftrace(&'static str, &'static str),
 }
 
@@ -308,14 +309,14 @@ tracepoint:writeback:balance_dirty_pages { @throttled[pid, comm] = count(); }";
 fn configs() -> Vec<Config> {
     let mut v = vec![Config::None];
     for f in family::ALL {
-        v.push(Config::Iomon(f.id.name(), vec![f.id]));
+        v.push(Config::Iomon(f.name(), vec![f.name()]));
     }
     v.push(Config::Iomon(
         "default",
         family::ALL
             .iter()
-            .filter(|f| f.default_on)
-            .map(|f| f.id)
+            .filter(|f| f.schema.default_on)
+            .map(|f| f.name())
             .collect(),
     ));
     if Command::new("bpftrace").arg("--version").output().is_ok() {
@@ -347,7 +348,7 @@ fn attach(c: &Config) -> Attached {
             })
             .expect("load iomon probes");
             for id in fams {
-                assert!(p.attached(*id), "{id} did not attach");
+                assert!(p.attached(id), "{id} did not attach");
             }
             Attached::Iomon(p)
         }
@@ -471,10 +472,7 @@ fn events(rounds: usize) {
     }
     // Events per call, counted by iomon itself, to turn ns per call into ns
     // per event where a call is not one event.
-    for (id, wl) in [
-        (FamilyId::Mmap, "mmap-small"),
-        (FamilyId::Writeback, "write4k"),
-    ] {
+    for (id, wl) in [("mmap", "mmap-small"), ("writeback", "write4k")] {
         let w = WORKLOADS.iter().find(|w| w.name == wl).unwrap();
         let p = Probes::load(&LoadOptions {
             enabled: vec![id],
@@ -492,16 +490,23 @@ fn events(rounds: usize) {
         d.tick().expect("tick");
         (w.run)(&f, w.iters);
         let s = d.tick().expect("tick");
+        let sec = s.section(id).expect("attached");
         let events = match id {
-            FamilyId::Mmap => s.mmap.map(|m| m.fault_around + m.faults).unwrap_or(0),
-            _ => s.writeback.map(|w| w.dirtied).unwrap_or(0),
+            "mmap" => {
+                sec.get(abi::mmap::FAULTS + abi::mmap::stage::AROUND)
+                    .unwrap_or(0)
+                    + sec
+                        .get(abi::mmap::FAULTS + abi::mmap::stage::HANDLER)
+                        .unwrap_or(0)
+            }
+            _ => sec.get(abi::writeback::DIRTIED).unwrap_or(0),
         };
         let per = events as f64 / w.iters as f64;
         let wi = WORKLOADS.iter().position(|x| x.name == wl).unwrap();
-        if let Some(i) = find(&format!("iomon:{}", id.name())) {
+        if let Some(i) = find(&format!("iomon:{id}")) {
             println!(
                 "  {:<10} {wl}: {per:.3} events per call (host-wide, counted by iomon) -> {:+.1} ns per event",
-                id.name(),
+                id,
                 added[i][wi] / per.max(1e-9)
             );
         }
@@ -519,7 +524,7 @@ fn programs() {
     let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
     let p = Probes::load(&LoadOptions {
-        enabled: family::ALL.iter().map(|f| f.id).collect(),
+        enabled: family::names(),
         ..Default::default()
     })
     .expect("load");
@@ -537,7 +542,7 @@ fn programs() {
                 if n > 0 {
                     println!(
                         "{:<10} {:<24} {:>12} {:>10.1}",
-                        fs.family.name(),
+                        fs.family,
                         ps.name,
                         n,
                         ns as f64 / n as f64
@@ -557,7 +562,7 @@ fn programs() {
 // ------------------------------------------------------------------- drain
 
 fn fill(map: &libbpf_rs::MapHandle, n: u32) {
-    let val = vec![0u8; std::mem::size_of::<RawProc>()];
+    let val = vec![0u8; PROC_VALUE_SIZE];
     for k in 1..=n {
         map.update(&k.to_ne_bytes(), &val, MapFlags::ANY)
             .expect("fill procs map");
@@ -586,7 +591,7 @@ fn key_by_key(map: &libbpf_rs::MapHandle) -> usize {
 fn drain(rounds: usize, sizes: &[u32]) {
     let cap = 65_536;
     let p = Probes::load(&LoadOptions {
-        enabled: vec![FamilyId::Fadvise],
+        enabled: vec!["fadvise"],
         proc_capacity: cap,
         ..Default::default()
     })
@@ -605,7 +610,9 @@ fn drain(rounds: usize, sizes: &[u32]) {
         for _ in 0..rounds {
             fill(idle, n);
             let t = Instant::now();
-            let got = read_procs(idle, cap, true).expect("batch drain").len();
+            let r = read_procs(idle, cap, true, None);
+            assert!(r.error.is_none(), "batch drain: {:?}", r.error);
+            let got = r.procs.len();
             b.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(got, n as usize);
             fill(idle, n);
@@ -798,7 +805,9 @@ fn footprint(secs: u64) {
 fn noreuse_total(sock: &Path) -> Option<u64> {
     let mut c = iomon::proto::Client::connect(sock, Duration::from_secs(5)).ok()?;
     match c.call(&iomon::proto::Request::Snapshot).ok()? {
-        iomon::proto::Response::Snapshot(r) => Some(r.totals.fadvise?.calls[5][0]),
+        iomon::proto::Response::Snapshot(r) => r.totals.section("fadvise")?.get(
+            abi::FADVISE.counters[0].at(&[abi::fadvise::advice::NOREUSE, abi::fadvise::result::OK]),
+        ),
         _ => None,
     }
 }

@@ -12,20 +12,19 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use iomon::family::fadvise::FadviseStats;
-use iomon::family::mmap::MmapStats;
-use iomon::family::pagecache::PageCacheStats;
-use iomon::family::reads::ReadStats;
-use iomon::family::reclaim::ReclaimStats;
-use iomon::family::writeback::WritebackStats;
-use iomon::sample::{ProcSample, Sample};
+// The synthetic Samples are written in the frozen encoding-2 types and
+// converted, so that the data is the same whatever the current layout.
+use iomon::sample::Sample;
+use iomon::store::v2::{
+    FadviseStats, MmapStats, PageCacheStats, ProcSample, ReadStats, ReclaimStats, WritebackStats,
+};
 use iomon::store::{Store, StoreOptions, Tier, HOUR_MS};
 
 const TICK_MS: u64 = 10_000;
 const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS;
 
 fn sample(i: u64) -> Sample {
-    let mut f = FadviseStats::default();
+    let mut f = FadviseStats { calls: [[0; 2]; 7] };
     f.calls[4][0] = 10 + i % 7;
     f.calls[0][0] = i % 3;
     let procs = (0..20)
@@ -42,7 +41,7 @@ fn sample(i: u64) -> Sample {
             ..Default::default()
         })
         .collect();
-    Sample {
+    iomon::store::v2::Sample {
         start_ms: T0 + i * TICK_MS,
         end_ms: T0 + (i + 1) * TICK_MS,
         fadvise: Some(f),
@@ -99,6 +98,7 @@ fn sample(i: u64) -> Sample {
         procs_seen: 40,
         procs_dropped: 0,
     }
+    .into()
 }
 
 fn opts(cap: u64) -> StoreOptions {
@@ -228,7 +228,7 @@ fn range_bench() {
         };
         println!(
             "| {name} | {} | {tier} | {} | {:.2} ms |",
-            iomon::config::format_duration(Duration::from_millis(step)),
+            iomon::units::format_duration(Duration::from_millis(step)),
             r.points.len(),
             times[2].as_secs_f64() * 1e3
         );

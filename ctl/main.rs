@@ -11,9 +11,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use iomon::drain::Strategy;
-use iomon::family::Series;
+use iomon::family::{self, Series};
 use iomon::proto::{Client, ClientError, ErrorKind, Request, Response};
-use iomon::sample::TopBy;
 use render::Output;
 
 const DEFAULT_SOCKET: &str = "/run/iomond/iomond.sock";
@@ -63,9 +62,10 @@ enum Command {
     Snapshot,
     /// The busiest processes over the last interval or a --since window.
     Top {
-        /// Rank by.
-        #[arg(long, value_enum, default_value_t = By::Activity)]
-        by: By,
+        /// Rank by: activity, or a per-process field (fadvise, misses,
+        /// reads, bytes, mmap-misses, dirtied).
+        #[arg(long, default_value = "activity", value_parser = parse_rank)]
+        by: String,
         /// How many.
         #[arg(short = 'n', long, default_value_t = 10)]
         n: u32,
@@ -88,7 +88,7 @@ enum Command {
         /// of the probe families, e.g. hit-ratio, dontneed-calls,
         /// mmap-hit-ratio, dirtied-pages.
         #[arg(long, default_value = "hit-ratio", value_parser = parse_metric)]
-        metric: &'static Series,
+        metric: Series,
     },
     /// Each probe family and program: attached or not and why, run stats.
     Probes,
@@ -131,28 +131,27 @@ enum IntervalOp {
     },
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum By {
-    Activity,
-    Fadvise,
-    Misses,
-    Reads,
-    Bytes,
-    /// Pages missed by faults on file mappings.
-    MmapMisses,
-    /// Pages dirtied.
-    Dirtied,
+fn parse_rank(s: &str) -> Result<String, String> {
+    let ranks = family::ranks();
+    if ranks.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("no such ranking; one of: {}", ranks.join(", ")))
+    }
 }
 
-fn parse_metric(s: &str) -> Result<&'static Series, String> {
+fn parse_metric(s: &str) -> Result<Series, String> {
     render::find_series(s).ok_or_else(|| {
-        let names: Vec<String> = render::all_series().map(render::series_arg).collect();
+        let names: Vec<String> = render::all_series()
+            .iter()
+            .map(render::series_arg)
+            .collect();
         format!("no such metric; one of: {}", names.join(", "))
     })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    iomon::config::parse_duration(s)
+    iomon::units::parse_duration(s)
 }
 
 /// Exit codes scripts can rely on.
@@ -191,15 +190,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
             };
             Request::Top {
-                by: match by {
-                    By::Activity => TopBy::Activity,
-                    By::Fadvise => TopBy::Fadvise,
-                    By::Misses => TopBy::Misses,
-                    By::Reads => TopBy::Reads,
-                    By::Bytes => TopBy::Bytes,
-                    By::MmapMisses => TopBy::MmapMisses,
-                    By::Dirtied => TopBy::Dirtied,
-                },
+                by: by.clone(),
                 n: *n,
                 since_ms,
             }
@@ -273,9 +264,9 @@ fn main() -> ExitCode {
         Response::History(r) => {
             let metric = match &args.command {
                 Command::History { metric, .. } => *metric,
-                _ => &iomon::family::pagecache::FAMILY.series[0],
+                _ => render::find_series("hit-ratio").expect("hit-ratio is a series"),
             };
-            render::history(&r, metric, out)
+            render::history(&r, &metric, out)
         }
         Response::Probes(f) => render::probes(&f, out, iomon::probes::bpf_stats_enabled().ok()),
         Response::Strategy { current, previous } => render::strategy(current, previous, out),

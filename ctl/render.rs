@@ -1,16 +1,19 @@
-//! Rendering replies for people (tables) and scripts (json, csv).
-//! JSON is the reply structures themselves (serde), so it is as stable as
-//! the protocol; CSV has a header line and one row per item.
+//! Rendering replies for people (tables) and scripts (json, csv). JSON
+//! names every field: families' counters by their declared names (nested
+//! by dimension values), histograms with their bucket bounds, derived
+//! ratios beside them. CSV has a header line and one row per item.
 
 use std::fmt::Write;
 
-use iomon::config::format_duration;
+use serde_json::{json, Map, Value};
+
+use iomon::abi;
 use iomon::drain::Strategy;
-use iomon::family::pagecache::hit_ratio;
-use iomon::family::{self, Series, Shown};
+use iomon::family::{self, Cell, Series, Shown};
 use iomon::probes::{FamilyState, FamilyStatus};
 use iomon::proto::{HistoryReport, SnapshotReport, StatusReport, TopReport};
-use iomon::sample::{ProcSample, TopBy};
+use iomon::sample::{ProcSample, Sample};
+use iomon::units::format_duration;
 
 use crate::timespec::format_local;
 
@@ -67,7 +70,44 @@ fn state_str(s: &FamilyState) -> (&'static str, String) {
         FamilyState::Attached => ("attached", String::new()),
         FamilyState::Disabled => ("disabled", "switched off in the config".into()),
         FamilyState::Unavailable(w) => ("unavailable", w.clone()),
+        FamilyState::Failed(w) => ("failed", w.clone()),
     }
+}
+
+/// A Sample with named fields: its interval, each family present by name
+/// (absent families are absent: not attached then), `core`, processes.
+pub fn sample_json(s: &Sample) -> Value {
+    let mut m = Map::new();
+    m.insert("start_ms".into(), json!(s.start_ms));
+    m.insert("end_ms".into(), json!(s.end_ms));
+    for f in family::ALL {
+        if let Some(sec) = s.section(f.name()) {
+            m.insert(f.name().into(), family::named(f.schema, f.derived, sec));
+        }
+    }
+    if let Some(core) = s.section("core") {
+        m.insert("core".into(), family::named(&abi::CORE, &[], core));
+    }
+    m.insert("procs_seen".into(), json!(s.procs_seen));
+    m.insert("proc_read_errors".into(), json!(s.proc_read_errors));
+    m.insert(
+        "procs".into(),
+        Value::Array(s.procs.iter().map(proc_json).collect()),
+    );
+    Value::Object(m)
+}
+
+/// A process with its per-process fields named, family by family.
+pub fn proc_json(p: &ProcSample) -> Value {
+    let mut m = Map::new();
+    m.insert("tgid".into(), json!(p.tgid));
+    m.insert("comm".into(), json!(p.comm));
+    for f in family::ALL {
+        if let Some(v) = p.of(f.name()) {
+            m.insert(f.name().into(), family::named_proc(f.schema, v));
+        }
+    }
+    Value::Object(m)
 }
 
 pub fn status(r: &StatusReport, out: Output) -> String {
@@ -171,30 +211,27 @@ fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
     let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
     let t = &r.totals;
     let mut rows = Vec::new();
-    let row = |sec: &str, name: String, last: f64, total: u64| {
-        (
-            sec.to_string(),
-            name,
-            format!("{:.2}", last / secs),
-            total.to_string(),
-        )
-    };
+    let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into());
     for f in family::ALL {
-        let name = f.id.name();
-        let (Some(l), Some(tt)) = ((f.summary)(&last), (f.summary)(t)) else {
+        let name = f.name();
+        let Some(tt) = t.section(name) else {
             rows.push((name.into(), "unavailable".into(), "".into(), "".into()));
             continue;
         };
-        for ((metric, lv), (_, tv)) in l.into_iter().zip(tt) {
+        let empty = family::Section::default();
+        let l = family::rows(f, last.section(name).unwrap_or(&empty));
+        for ((metric, lv), (_, tv)) in l.into_iter().zip(family::rows(f, tt)) {
             rows.push(match (lv, tv) {
-                (Shown::Count(lv), Shown::Count(tv)) => row(name, metric.into(), lv as f64, tv),
-                (Shown::Ratio(lv), Shown::Ratio(tv)) => {
-                    (name.into(), metric.into(), pct(lv), pct(tv))
-                }
-                (Shown::Micros(lv), Shown::Micros(tv)) => {
-                    (name.into(), metric.into(), us(lv), us(tv))
-                }
-                _ => (name.into(), metric.into(), "".into(), "".into()),
+                (Shown::Count(lv), Shown::Count(tv)) => (
+                    name.into(),
+                    metric,
+                    lv.map(|v| format!("{:.2}", v as f64 / secs))
+                        .unwrap_or_else(|| "n/a".into()),
+                    count(tv),
+                ),
+                (Shown::Ratio(lv), Shown::Ratio(tv)) => (name.into(), metric, pct(lv), pct(tv)),
+                (Shown::Micros(lv), Shown::Micros(tv)) => (name.into(), metric, us(lv), us(tv)),
+                _ => (name.into(), metric, "".into(), "".into()),
             });
         }
     }
@@ -203,7 +240,12 @@ fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
 
 pub fn snapshot(r: &SnapshotReport, out: Output) -> String {
     match out {
-        Output::Json => json(r),
+        Output::Json => json(&json!({
+            "started_ms": r.started_ms,
+            "ticks": r.ticks,
+            "last": r.last.as_ref().map(sample_json),
+            "totals": sample_json(&r.totals),
+        })),
         Output::Csv => {
             let mut s = String::from("section,metric,per_second_last_interval,total_since_start\n");
             for (a, b, c, d) in snapshot_rows(r) {
@@ -240,81 +282,61 @@ pub fn snapshot(r: &SnapshotReport, out: Output) -> String {
 }
 
 pub fn top(r: &TopReport, out: Output) -> String {
-    let rows: Vec<[String; 11]> = r
-        .procs
+    let columns: Vec<(&str, &family::Column)> = family::ALL
         .iter()
-        .map(|p: &ProcSample| {
-            [
-                p.tgid.to_string(),
-                p.comm.clone(),
-                p.fadvise_total().to_string(),
-                p.fadvise[4][0].to_string(),
-                p.read_calls.to_string(),
-                p.read_bytes.to_string(),
-                p.pc_asked.to_string(),
-                p.pc_missed.to_string(),
-                p.mm_asked.to_string(),
-                p.mm_missed.to_string(),
-                p.wb_dirtied.to_string(),
-            ]
-        })
+        .flat_map(|f| f.columns.iter().map(move |c| (f.name(), c)))
         .collect();
+    let cell = |p: &ProcSample, (fam, c): &(&str, &family::Column)| (c.value)(p.of(fam));
     match out {
-        Output::Json => json(r),
+        Output::Json => json(&json!({
+            "start_ms": r.start_ms,
+            "end_ms": r.end_ms,
+            "by": r.by,
+            "procs": r.procs.iter().map(proc_json).collect::<Vec<_>>(),
+        })),
         Output::Csv => {
-            let mut s = String::from(
-                "pid,comm,fadvise,dontneed_ok,reads,read_bytes,pages_asked,pages_missed,mmap_pages_asked,mmap_pages_missed,pages_dirtied\n",
-            );
-            for row in rows {
-                let cells: Vec<String> = row.iter().map(|c| csv_field(c)).collect();
-                let _ = writeln!(s, "{}", cells.join(","));
+            let mut s = String::from("pid,comm");
+            for (_, c) in &columns {
+                let _ = write!(s, ",{}", c.name);
+            }
+            s.push('\n');
+            for p in &r.procs {
+                let _ = write!(s, "{},{}", p.tgid, csv_field(&p.comm));
+                for c in &columns {
+                    let v = match cell(p, c) {
+                        Cell::Count(n) | Cell::Bytes(n) => n.to_string(),
+                        Cell::Ratio(r) => r.map(|r| format!("{r:.4}")).unwrap_or_default(),
+                    };
+                    let _ = write!(s, ",{v}");
+                }
+                s.push('\n');
             }
             s
         }
         Output::Table => {
-            let by = match r.by {
-                TopBy::Activity => "activity",
-                TopBy::Fadvise => "fadvise",
-                TopBy::Misses => "misses",
-                TopBy::Reads => "reads",
-                TopBy::Bytes => "bytes",
-                TopBy::MmapMisses => "mmap misses",
-                TopBy::Dirtied => "dirtied",
-            };
             let mut s = format!(
-                "{} .. {}, by {by}\n{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7} {:>10} {:>8} {:>10}\n",
+                "{} .. {}, by {}\n{:>8} {:<16}",
                 format_local(r.start_ms),
                 format_local(r.end_ms),
+                r.by,
                 "PID",
-                "COMM",
-                "FADVISE",
-                "DONTNEED",
-                "READS",
-                "BYTES",
-                "ASKED",
-                "MISSED",
-                "HIT",
-                "MAP ASKED",
-                "MAP HIT",
-                "DIRTIED"
+                "COMM"
             );
-            for (p, row) in r.procs.iter().zip(rows) {
-                let _ = writeln!(
-                    s,
-                    "{:>8} {:<16} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>7} {:>10} {:>8} {:>10}",
-                    row[0],
-                    row[1],
-                    row[2],
-                    row[3],
-                    row[4],
-                    bytes(p.read_bytes as f64),
-                    row[6],
-                    row[7],
-                    pct(hit_ratio(p.pc_asked, p.pc_missed)),
-                    row[8],
-                    pct(hit_ratio(p.mm_asked, p.mm_missed)),
-                    row[10]
-                );
+            for (_, c) in &columns {
+                let _ = write!(s, " {:>10}", c.header);
+            }
+            s.push('\n');
+            for p in &r.procs {
+                let _ = write!(s, "{:>8} {:<16}", p.tgid, p.comm);
+                for c in &columns {
+                    let v = match cell(p, c) {
+                        Cell::Count(n) => n.to_string(),
+                        Cell::Bytes(n) => bytes(n as f64),
+                        Cell::Ratio(r) => pct(r),
+                    };
+                    let _ = write!(s, " {v:>10}");
+                }
+                s.push('\n');
             }
             if r.procs.is_empty() {
                 s.push_str("(no process activity in this window)\n");
@@ -325,8 +347,8 @@ pub fn top(r: &TopReport, out: Output) -> String {
 }
 
 /// Every series `history --metric` can chart, family by family.
-pub fn all_series() -> impl Iterator<Item = &'static Series> {
-    family::ALL.iter().flat_map(|f| f.series.iter())
+pub fn all_series() -> Vec<Series> {
+    family::all_series()
 }
 
 /// The `--metric` name of a series: its column name in kebab case.
@@ -336,7 +358,7 @@ pub fn series_arg(s: &Series) -> String {
 
 /// Finds a series by its `--metric` name or column name; a few short
 /// names are kept for the first release's command lines.
-pub fn find_series(name: &str) -> Option<&'static Series> {
+pub fn find_series(name: &str) -> Option<Series> {
     let name = match name {
         "asked" => "pages-asked",
         "missed" => "pages-missed",
@@ -349,7 +371,9 @@ pub fn find_series(name: &str) -> Option<&'static Series> {
         "stalls" => "reclaim-stalls",
         n => n,
     };
-    all_series().find(|s| series_arg(s) == name || s.name == name)
+    all_series()
+        .into_iter()
+        .find(|s| series_arg(s) == name || s.name == name)
 }
 
 /// One block per value, scaled to the largest.
@@ -367,9 +391,18 @@ pub fn bar(v: Option<f64>, max: f64, width: usize) -> String {
     s
 }
 
+fn series_value(m: &Series, p: &Sample) -> Option<f64> {
+    m.value(p.section(m.family.name()))
+}
+
 pub fn history(r: &HistoryReport, metric: &Series, out: Output) -> String {
     match out {
-        Output::Json => json(r),
+        Output::Json => json(&json!({
+            "resolution_ms": r.resolution_ms,
+            "step_ms": r.step_ms,
+            "oldest_ms": r.oldest_ms,
+            "points": r.points.iter().map(sample_json).collect::<Vec<_>>(),
+        })),
         Output::Csv => {
             let mut s = String::from("start_ms,end_ms");
             for m in all_series() {
@@ -382,7 +415,9 @@ pub fn history(r: &HistoryReport, metric: &Series, out: Output) -> String {
                     let _ = write!(
                         s,
                         ",{}",
-                        (m.value)(p).map(|v| v.to_string()).unwrap_or_default()
+                        series_value(&m, p)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default()
                     );
                 }
                 s.push('\n');
@@ -420,7 +455,7 @@ pub fn history(r: &HistoryReport, metric: &Series, out: Output) -> String {
                 return s;
             }
             s.push('\n');
-            let vals: Vec<Option<f64>> = r.points.iter().map(|p| (metric.value)(p)).collect();
+            let vals: Vec<Option<f64>> = r.points.iter().map(|p| series_value(metric, p)).collect();
             let max = vals.iter().flatten().copied().fold(0.0, f64::max);
             let _ = writeln!(s, "{:<19} {:>14}", "time", metric.name);
             for (p, v) in r.points.iter().zip(&vals) {
@@ -485,7 +520,7 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                     let _ = writeln!(
                         s,
                         "{:<10} {:<12} {:<24} {:<52} {:>12} {:>9}",
-                        if i == 0 { f.family.name() } else { "" },
+                        if i == 0 { f.family.as_str() } else { "" },
                         if i == 0 { st } else { "" },
                         p.name,
                         p.event,

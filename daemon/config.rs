@@ -5,14 +5,14 @@
 //! the file's contents (the daemon may be pointed at any file).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::drain::Strategy;
-use crate::family::{self, FamilyId};
+use crate::family;
+pub use crate::units::{format_duration, parse_duration, parse_size, Size, Span};
 
 pub const DEFAULT_PATH: &str = "/etc/iomond/iomond.toml";
 
@@ -28,159 +28,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {key}: {message}")]
     Value { key: &'static str, message: String },
-}
-
-/// A duration written as `500ms`, `10s`, `15m`, `1h30m`, `2d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Span(pub Duration);
-
-impl Span {
-    pub fn secs(s: u64) -> Span {
-        Span(Duration::from_secs(s))
-    }
-}
-
-/// Parses `500ms`, `10s`, `15m`, `1h30m`, `2d`, `1w` (units may be
-/// combined, largest first or not; a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(n));
-    }
-    let mut total: u128 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if digits == 0 {
-            return Err(format!(
-                "{s:?}: expected a number at {rest:?} (e.g. 10s, 15m, 1h30m)"
-            ));
-        }
-        let n: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.len()
-            - rest
-                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-                .len();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let ms: u128 = match unit {
-            "ms" => 1,
-            "s" | "sec" => 1000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "" => {
-                return Err(format!(
-                    "{s:?}: missing unit after {n} (use ms, s, m, h, d or w)"
-                ))
-            }
-            u => {
-                return Err(format!(
-                    "{s:?}: unknown unit {u:?} (use ms, s, m, h, d or w)"
-                ))
-            }
-        };
-        total = total.saturating_add(n.saturating_mul(ms));
-    }
-    u64::try_from(total)
-        .map(Duration::from_millis)
-        .map_err(|_| format!("{s:?}: too long"))
-}
-
-/// Renders a duration in the grammar `parse_duration` reads.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let mut s = ms / 1000;
-    let mut out = String::new();
-    for (unit, secs) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
-        if s >= secs {
-            out.push_str(&format!("{}{unit}", s / secs));
-            s %= secs;
-        }
-    }
-    out
-}
-
-impl fmt::Display for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_duration(self.0))
-    }
-}
-
-impl Serialize for Span {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(Span)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A size written as `256MiB`, `1GiB`, `512KiB` or a number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..split]
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a size such as 256MiB"))?;
-    let mult: u64 = match s[split..].trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        u => {
-            return Err(format!(
-                "{s:?}: unknown unit {u:?} (use B, KiB, MiB or GiB)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?}: too large"))
-}
-
-impl Serialize for Size {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let v = self.0;
-        let text = if v.is_multiple_of(1 << 30) && v > 0 {
-            format!("{}GiB", v >> 30)
-        } else if v.is_multiple_of(1 << 20) && v > 0 {
-            format!("{}MiB", v >> 20)
-        } else if v.is_multiple_of(1 << 10) && v > 0 {
-            format!("{}KiB", v >> 10)
-        } else {
-            format!("{v}B")
-        };
-        s.serialize_str(&text)
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_size(&s).map(Size).map_err(serde::de::Error::custom)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -273,32 +120,38 @@ impl Default for DaemonSection {
 }
 
 /// Which probe families to attach: `name = true|false` for any family in
-/// [`family::ALL`]; a family not named keeps its default
-/// ([`Family::default_on`](crate::family::Family)).
+/// [`family::ALL`]; a family not named keeps its declared default
+/// (`default_on` in its `bpf/families/<name>.toml`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProbesSection(BTreeMap<FamilyId, bool>);
+pub struct ProbesSection(BTreeMap<&'static str, bool>);
 
 impl Default for ProbesSection {
     fn default() -> Self {
-        ProbesSection(family::ALL.iter().map(|f| (f.id, f.default_on)).collect())
+        ProbesSection(
+            family::ALL
+                .iter()
+                .map(|f| (f.name(), f.schema.default_on))
+                .collect(),
+        )
     }
 }
 
 impl ProbesSection {
-    pub fn enabled(&self) -> Vec<FamilyId> {
-        self.0
+    /// The families switched on, in display order.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        family::ALL
             .iter()
-            .filter(|(_, on)| **on)
-            .map(|(id, _)| *id)
+            .map(|f| f.name())
+            .filter(|n| self.is_on(n))
             .collect()
     }
 
-    pub fn is_on(&self, id: FamilyId) -> bool {
-        self.0.get(&id).copied().unwrap_or(false)
+    pub fn is_on(&self, name: &str) -> bool {
+        self.0.get(name).copied().unwrap_or(false)
     }
 
-    pub fn set(&mut self, id: FamilyId, on: bool) {
-        self.0.insert(id, on);
+    pub fn set(&mut self, name: &'static str, on: bool) {
+        self.0.insert(name, on);
     }
 }
 
@@ -306,8 +159,8 @@ impl Serialize for ProbesSection {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut m = ser.serialize_map(Some(self.0.len()))?;
-        for (id, on) in &self.0 {
-            m.serialize_entry(id.name(), on)?;
+        for (name, on) in &self.0 {
+            m.serialize_entry(name, on)?;
         }
         m.end()
     }
@@ -315,18 +168,19 @@ impl Serialize for ProbesSection {
 
 /// A `[probes]` key: the name of a registered family. Refused as a key
 /// (not as the table) so that the error points at its line.
-struct FamilyKey(FamilyId);
+struct FamilyKey(&'static str);
 
 impl<'de> Deserialize<'de> for FamilyKey {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         let key = String::deserialize(de)?;
-        FamilyId::from_name(&key).map(FamilyKey).ok_or_else(|| {
-            let names: Vec<&str> = family::ALL.iter().map(|f| f.id.name()).collect();
-            serde::de::Error::custom(format!(
-                "unknown probe family `{key}`, expected one of {}",
-                names.join(", ")
-            ))
-        })
+        family::by_name(&key)
+            .map(|f| FamilyKey(f.name()))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown probe family `{key}`, expected one of {}",
+                    family::names().join(", ")
+                ))
+            })
     }
 }
 
@@ -343,8 +197,8 @@ impl<'de> Deserialize<'de> for ProbesSection {
                 mut m: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut section = ProbesSection::default();
-                while let Some(FamilyKey(id)) = m.next_key()? {
-                    section.set(id, m.next_value()?);
+                while let Some(FamilyKey(name)) = m.next_key()? {
+                    section.set(name, m.next_value()?);
                 }
                 Ok(section)
             }
@@ -549,28 +403,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_and_print() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("10").is_ok());
-        assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("3 parsecs").is_err());
-    }
-
-    #[test]
     fn default_round_trips_through_toml() {
         let cfg = Config::default();
         let text = cfg.to_toml();
@@ -598,10 +430,10 @@ mod tests {
             Path::new("c.toml"),
         )
         .unwrap();
-        assert!(c.probes.is_on(FamilyId::Reads));
-        assert!(!c.probes.is_on(FamilyId::Fadvise));
+        assert!(c.probes.is_on("reads"));
+        assert!(!c.probes.is_on("fadvise"));
         assert!(
-            c.probes.is_on(FamilyId::Pagecache),
+            c.probes.is_on("pagecache"),
             "unnamed families keep their default"
         );
         let err = Config::parse(

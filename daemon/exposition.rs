@@ -6,11 +6,11 @@
 //! values escaped, labels of bounded cardinality only (no pid label: per
 //! process numbers go by `comm`, capped, with an `other` series).
 
-use std::fmt::Write;
-
+use crate::abi;
 use crate::family;
-use crate::probes::{bucket_upper_us, FamilyState, FamilyStatus, HIST_BUCKETS};
-use crate::proto::StoreStatus;
+use crate::probes::{FamilyState, FamilyStatus};
+use crate::promtext::{Kind, Out};
+use crate::store::StoreStatus;
 use crate::totals::Totals;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,199 +117,46 @@ pub struct Inputs<'a> {
     pub self_stats: &'a SelfStats,
 }
 
-#[derive(Clone, Copy)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// The text being rendered; families write their metrics through it.
-pub struct Out {
-    s: String,
-    om: bool,
-    created: f64,
-}
-
-pub fn escape_label(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn labels(l: &[(&str, &str)]) -> String {
-    if l.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-fn num(v: f64) -> String {
-    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-impl Out {
-    /// `name` is the family name without `_total`.
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        let (t, shown) = match kind {
-            Kind::Counter if self.om => ("counter", name.to_string()),
-            Kind::Counter => ("counter", format!("{name}_total")),
-            Kind::Gauge => ("gauge", name.to_string()),
-            Kind::Histogram => ("histogram", name.to_string()),
-        };
-        let _ = writeln!(self.s, "# HELP {shown} {help}");
-        let _ = writeln!(self.s, "# TYPE {shown} {t}");
-    }
-
-    fn line(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        let _ = writeln!(self.s, "{name}{} {}", labels(l), num(v));
-    }
-
-    pub fn counter(&mut self, name: &str, l: &[(&str, &str)], v: u64) {
-        self.counter_f64(name, l, v as f64);
-    }
-
-    /// A counter of a non-integer quantity (seconds).
-    pub fn counter_f64(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        self.line(&format!("{name}_total"), l, v);
-        if self.om {
-            self.line(&format!("{name}_created"), l, self.created);
-        }
-    }
-
-    pub fn histogram(&mut self, name: &str, l: &[(&str, &str)], buckets: &[u64], sum_ns: u64) {
-        let mut cum = 0u64;
-        for b in 0..HIST_BUCKETS {
-            cum += buckets.get(b).copied().unwrap_or(0);
-            let le = match bucket_upper_us(b) {
-                Some(us) => format!("{}", us as f64 / 1e6),
-                None => "+Inf".to_string(),
-            };
-            let mut ll: Vec<(&str, &str)> = l.to_vec();
-            ll.push(("le", &le));
-            self.line(&format!("{name}_bucket"), &ll, cum as f64);
-        }
-        self.line(&format!("{name}_count"), l, cum as f64);
-        self.line(&format!("{name}_sum"), l, sum_ns as f64 / 1e9);
-        if self.om {
-            self.line(&format!("{name}_created"), l, self.created);
-        }
-    }
-}
-
 pub fn render(inp: &Inputs, format: Format) -> String {
     let t = inp.totals;
-    let mut o = Out {
-        s: String::with_capacity(16 * 1024),
-        om: format == Format::OpenMetrics,
-        created: t.started_ms as f64 / 1000.0,
-    };
+    let mut o = Out::new(format == Format::OpenMetrics, t.started_ms as f64 / 1000.0);
 
     o.family(
         "iomon_build_info",
         Kind::Gauge,
         "iomon build: version of the running iomond.",
     );
-    o.line(
+    o.gauge(
         "iomon_build_info",
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
 
-    o.family(
-        "iomon_probe_attached",
-        Kind::Gauge,
-        "1 if the BPF program is attached, 0 if not (see iomonctl probes for why).",
-    );
-    for f in inp.probes {
-        for p in &f.programs {
-            o.line(
-                "iomon_probe_attached",
-                &[("family", f.family.name()), ("program", &p.name)],
-                if p.attached { 1.0 } else { 0.0 },
-            );
-        }
-    }
-    o.family(
-        "iomon_probe_family_enabled",
-        Kind::Gauge,
-        "1 if the probe family is switched on in the config.",
-    );
-    for f in inp.probes {
-        let on = !matches!(f.state, FamilyState::Disabled);
-        o.line(
-            "iomon_probe_family_enabled",
-            &[("family", f.family.name())],
-            if on { 1.0 } else { 0.0 },
-        );
-    }
-    let stats: Vec<_> = inp
-        .probes
-        .iter()
-        .flat_map(|f| f.programs.iter().map(move |p| (f, p)))
-        .filter(|(_, p)| p.run_count.is_some())
-        .collect();
-    if !stats.is_empty() {
-        o.family(
-            "iomon_bpf_program_runs",
-            Kind::Counter,
-            "Times the BPF program ran (kernel.bpf_stats_enabled=1).",
-        );
-        for (f, p) in &stats {
-            o.counter(
-                "iomon_bpf_program_runs",
-                &[("family", f.family.name()), ("program", &p.name)],
-                p.run_count.unwrap_or(0),
-            );
-        }
-        o.family(
-            "iomon_bpf_program_run_seconds",
-            Kind::Counter,
-            "Time spent in the BPF program (kernel.bpf_stats_enabled=1).",
-        );
-        for (f, p) in &stats {
-            let v = p.run_time_ns.unwrap_or(0) as f64 / 1e9;
-            o.line(
-                "iomon_bpf_program_run_seconds_total",
-                &[("family", f.family.name()), ("program", &p.name)],
-                v,
-            );
-            if o.om {
-                o.line(
-                    "iomon_bpf_program_run_seconds_created",
-                    &[("family", f.family.name()), ("program", &p.name)],
-                    o.created,
-                );
-            }
-        }
-    }
+    probe_metrics(inp.probes, &mut o);
 
     let s = &t.sum;
     // Families absent from the sum were never attached: their metrics are
     // left out (unavailable), never exported as zero.
     for f in family::ALL {
-        (f.metrics)(s, &mut o);
+        if let Some(sec) = s.section(f.name()) {
+            family::write_metrics(f, sec, &mut o);
+        }
+    }
+    if let Some(core) = s.section("core") {
+        family::write_section_metrics(&abi::CORE, core, &mut o);
     }
 
     let comms = t.comm_series();
     if !comms.is_empty() {
         for f in family::ALL {
-            (f.proc_metrics)(s, &comms, &mut o);
+            if s.section(f.name()).is_none() {
+                continue;
+            }
+            let rows: Vec<(&str, Option<&[u64]>)> = comms
+                .iter()
+                .map(|(c, p)| (c.as_str(), p.of(f.name())))
+                .collect();
+            family::write_proc_metrics(f, &rows, &mut o);
         }
     }
 
@@ -320,26 +167,26 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         Kind::Gauge,
         "Time the last drain took.",
     );
-    o.line("iomon_drain_duration_seconds", &[], inp.drain_seconds);
+    o.gauge("iomon_drain_duration_seconds", &[], inp.drain_seconds);
     o.family(
         "iomon_drain_lag_seconds",
         Kind::Gauge,
         "How late the last drain started after its deadline.",
     );
-    o.line("iomon_drain_lag_seconds", &[], inp.drain_lag_seconds);
+    o.gauge("iomon_drain_lag_seconds", &[], inp.drain_lag_seconds);
     o.family(
-        "iomon_proc_dropped",
+        "iomon_proc_read_errors",
         Kind::Counter,
-        "Per-process increments the kernel could not record (per-process map full).",
+        "Reads of the kernel's per-process map that failed (host-wide numbers stay whole).",
     );
-    o.counter("iomon_proc_dropped", &[], s.procs_dropped);
+    o.counter("iomon_proc_read_errors", &[], s.proc_read_errors);
     o.family(
         "iomon_bpf_map_entries",
         Kind::Gauge,
         "Entries in a BPF map (procs: entries drained at the last tick).",
     );
     for (m, e, _) in inp.maps {
-        o.line("iomon_bpf_map_entries", &[("map", m)], *e as f64);
+        o.gauge("iomon_bpf_map_entries", &[("map", m)], *e as f64);
     }
     o.family(
         "iomon_bpf_map_capacity",
@@ -347,7 +194,7 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         "Capacity (max_entries) of a BPF map.",
     );
     for (m, _, c) in inp.maps {
-        o.line("iomon_bpf_map_capacity", &[("map", m)], *c as f64);
+        o.gauge("iomon_bpf_map_capacity", &[("map", m)], *c as f64);
     }
     if let Some(st) = inp.store {
         o.family(
@@ -355,7 +202,7 @@ pub fn render(inp: &Inputs, format: Format) -> String {
             Kind::Gauge,
             "Size of the history store on disk.",
         );
-        o.line("iomon_store_bytes", &[], st.bytes as f64);
+        o.gauge("iomon_store_bytes", &[], st.bytes as f64);
         o.family(
             "iomon_store_write_errors",
             Kind::Counter,
@@ -369,32 +216,118 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         Kind::Counter,
         "User and system CPU time of iomond.",
     );
-    o.line("process_cpu_seconds_total", &[], ss.cpu_seconds);
-    if o.om {
-        o.line("process_cpu_seconds_created", &[], o.created);
-    }
+    o.counter_f64("process_cpu_seconds", &[], ss.cpu_seconds);
     o.family(
         "process_resident_memory_bytes",
         Kind::Gauge,
         "Resident memory of iomond.",
     );
-    o.line("process_resident_memory_bytes", &[], ss.rss_bytes as f64);
+    o.gauge("process_resident_memory_bytes", &[], ss.rss_bytes as f64);
     o.family(
         "process_open_fds",
         Kind::Gauge,
         "Open file descriptors of iomond.",
     );
-    o.line("process_open_fds", &[], ss.open_fds as f64);
+    o.gauge("process_open_fds", &[], ss.open_fds as f64);
     o.family(
         "process_start_time_seconds",
         Kind::Gauge,
         "Start time of iomond, seconds since the epoch.",
     );
-    o.line("process_start_time_seconds", &[], ss.start_time_seconds);
-    if o.om {
-        o.s.push_str("# EOF\n");
+    o.gauge("process_start_time_seconds", &[], ss.start_time_seconds);
+    o.finish()
+}
+
+/// Probe status: configured, available on this kernel, the route in use,
+/// and attached or not — apart, so that a family this kernel lacks is not
+/// an alert.
+fn probe_metrics(probes: &[FamilyStatus], o: &mut Out) {
+    o.family(
+        "iomon_probe_family_enabled",
+        Kind::Gauge,
+        "1 if the probe family is switched on in the config.",
+    );
+    for f in probes {
+        let on = !matches!(f.state, FamilyState::Disabled);
+        o.gauge(
+            "iomon_probe_family_enabled",
+            &[("family", &f.family)],
+            if on { 1.0 } else { 0.0 },
+        );
     }
-    o.s
+    o.family(
+        "iomon_probe_family_available",
+        Kind::Gauge,
+        "1 if this kernel has a route for the probe family, 0 if it lacks what every route needs (not an error: see iomonctl probes).",
+    );
+    for f in probes {
+        o.gauge(
+            "iomon_probe_family_available",
+            &[("family", &f.family)],
+            if f.available() { 1.0 } else { 0.0 },
+        );
+    }
+    o.family(
+        "iomon_probe_family_route",
+        Kind::Gauge,
+        "The route (attach points) the probe family uses on this kernel: always 1.",
+    );
+    for f in probes {
+        if let (Some(route), FamilyState::Attached) = (&f.route, &f.state) {
+            o.gauge(
+                "iomon_probe_family_route",
+                &[("family", &f.family), ("route", route)],
+                1.0,
+            );
+        }
+    }
+    o.family(
+        "iomon_probe_attached",
+        Kind::Gauge,
+        "1 if the BPF program is attached, 0 if it should be and is not (see iomonctl probes for why). Families switched off or that this kernel lacks have no series.",
+    );
+    for f in probes {
+        if matches!(f.state, FamilyState::Attached | FamilyState::Failed(_)) {
+            for p in &f.programs {
+                o.gauge(
+                    "iomon_probe_attached",
+                    &[("family", &f.family), ("program", &p.name)],
+                    if p.attached { 1.0 } else { 0.0 },
+                );
+            }
+        }
+    }
+    let stats: Vec<_> = probes
+        .iter()
+        .flat_map(|f| f.programs.iter().map(move |p| (f, p)))
+        .filter(|(_, p)| p.run_count.is_some())
+        .collect();
+    if !stats.is_empty() {
+        o.family(
+            "iomon_bpf_program_runs",
+            Kind::Counter,
+            "Times the BPF program ran (kernel.bpf_stats_enabled=1).",
+        );
+        for (f, p) in &stats {
+            o.counter(
+                "iomon_bpf_program_runs",
+                &[("family", &f.family), ("program", &p.name)],
+                p.run_count.unwrap_or(0),
+            );
+        }
+        o.family(
+            "iomon_bpf_program_run_seconds",
+            Kind::Counter,
+            "Time spent in the BPF program (kernel.bpf_stats_enabled=1).",
+        );
+        for (f, p) in &stats {
+            o.counter_f64(
+                "iomon_bpf_program_run_seconds",
+                &[("family", &f.family), ("program", &p.name)],
+                p.run_time_ns.unwrap_or(0) as f64 / 1e9,
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -417,11 +350,6 @@ mod tests {
             Format::negotiate(Some("application/openmetrics-text;q=0.1,text/plain;q=0.9")),
             Format::Prometheus
         );
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

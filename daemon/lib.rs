@@ -1,33 +1,43 @@
-//! iomon: page cache, fadvise, read latency and reclaim, counted in the
-//! kernel with eBPF and drained without loss.
+//! iomon: page cache, fadvise, reads, reclaim, memory-mapped reads and
+//! writeback, counted in the kernel with eBPF and drained without loss.
 //!
-//! The modules follow the data flow:
-//! [`probes`] (load and attach, per [`family`]) → [`drain`] → [`sample`] →
-//! [`totals`] / [`store`] / [`control`] (wire: [`proto`]) / [`http`]
-//! (text: [`exposition`]), all driven by the [`event_loop`]; [`config`] and
-//! [`logging`] at the edges.
+//! The modules, in the order of the data flow (each imports only modules
+//! above it; `tests/modules.rs` holds the crate to that):
+//!
+//! - leaves: [`units`] (durations, sizes, wall-clock time), [`hist`]
+//!   (histogram buckets), [`abi`] (what the BPF side and the daemon share,
+//!   generated from the family declarations), [`promtext`] (the Prometheus
+//!   text writer);
+//! - [`family`]: each probe family, the unit of extension;
+//! - [`sample`]: one interval of every family;
+//! - [`probes`]: what the kernel has, routes, loading and attaching;
+//! - [`drain`]: the kernel's maps into a Sample, every tick;
+//! - [`totals`] (since start) and [`store`] (history);
+//! - [`proto`] (the control socket's wire, shared with iomonctl),
+//!   [`exposition`] (Prometheus text), [`control`] (the socket server) and
+//!   [`http`] (hyper on the mio loop);
+//! - at the edge: [`config`], [`logging`], and the [`event_loop`] that
+//!   runs it all.
 
+pub mod abi;
 pub mod config;
 pub mod control;
 pub mod drain;
 pub mod event_loop;
 pub mod exposition;
 pub mod family;
+pub mod hist;
 pub mod http;
 pub mod logging;
 pub mod probes;
+pub mod promtext;
 pub mod proto;
 pub mod sample;
 pub mod store;
 pub mod totals;
+pub mod units;
 
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use units::now_ms;
 
 /// An error and its sources on one line: "what failed: why: why".
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -8,7 +8,7 @@ use clap::Parser;
 
 use iomon::config::{self, Config, LogTarget};
 use iomon::event_loop::{Daemon, Overrides, StartError, Startup};
-use iomon::family::{self, FamilyId};
+use iomon::family;
 use iomon::probes::{FamilyState, LoadOptions, Probes};
 
 /// eBPF I/O monitor for BanyanDB hosts: posix_fadvise calls, the page-cache
@@ -51,13 +51,14 @@ struct Args {
     #[arg(long = "metrics-listen", value_name = "ADDR")]
     metrics_listen: Vec<String>,
 
-    /// Switch a probe family on (repeatable): fadvise, reads, pagecache, reclaim.
+    /// Switch a probe family on (repeatable): fadvise, reads, pagecache,
+    /// reclaim, mmap, writeback.
     #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
-    enable: Vec<FamilyId>,
+    enable: Vec<&'static str>,
 
     /// Switch a probe family off (repeatable).
     #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
-    disable: Vec<FamilyId>,
+    disable: Vec<&'static str>,
 
     /// Where logs go: stderr, syslog, or auto (journal-aware stderr).
     #[arg(long, value_name = "TARGET", value_parser = ["auto", "stderr", "syslog"])]
@@ -81,10 +82,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     config::parse_duration(s)
 }
 
-fn parse_family(s: &str) -> Result<FamilyId, String> {
-    FamilyId::from_name(s).ok_or_else(|| {
-        let names: Vec<&str> = family::ALL.iter().map(|f| f.id.name()).collect();
-        format!("unknown probe family {s:?}; known: {}", names.join(", "))
+fn parse_family(s: &str) -> Result<&'static str, String> {
+    family::by_name(s).map(|f| f.name()).ok_or_else(|| {
+        format!(
+            "unknown probe family {s:?}; known: {}",
+            family::names().join(", ")
+        )
     })
 }
 
@@ -139,43 +142,66 @@ fn overrides(args: &Args) -> Overrides {
     o
 }
 
-/// Tries every family, switched on in the config or not, and says which.
+/// Tries every family, switched on in the config or not, and says which
+/// route each takes on this kernel, or why none.
 fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
     let wanted = cfg.probes.enabled();
     let probes = Probes::load(&LoadOptions {
-        enabled: family::ALL.iter().map(|f| f.id).collect(),
+        enabled: family::names(),
         proc_capacity: cfg.daemon.proc_capacity,
         ..Default::default()
     })
     .context("failed to load the BPF programs")?;
-    println!("{:<10} {:<12} {:<52} reason", "family", "state", "event");
+    println!(
+        "kernel {}, page size {} KiB, HZ {}",
+        probes.kernel_release,
+        (1u64 << probes.page_shift) / 1024,
+        probes
+            .hz
+            .map(|(hz, from)| format!("{hz} (from {from})"))
+            .unwrap_or_else(|| "unknown: writeback dirty age is not measured".into())
+    );
+    println!(
+        "{:<10} {:<12} {:<13} {:<52} reason",
+        "family", "state", "route", "event"
+    );
     for s in probes.status() {
         let (state, reason) = match &s.state {
-            FamilyState::Attached if !wanted.contains(&s.family) => (
+            FamilyState::Attached if !wanted.contains(&s.family.as_str()) => (
                 "attached",
                 "works, but switched off in the config".to_string(),
             ),
             FamilyState::Attached => ("attached", String::new()),
             FamilyState::Disabled => ("disabled", "switched off in the config".to_string()),
             FamilyState::Unavailable(why) => ("unavailable", why.clone()),
+            FamilyState::Failed(why) => ("FAILED", why.clone()),
         };
+        let route = s.route.clone().unwrap_or_else(|| "-".into());
         for (i, p) in s.programs.iter().enumerate() {
-            let fam = if i == 0 { s.family.name() } else { "" };
-            let st = if i == 0 { state } else { "" };
-            let why = p.reason.clone().unwrap_or_else(|| {
-                if i == 0 {
-                    reason.clone()
-                } else {
-                    String::new()
-                }
-            });
-            println!("{fam:<10} {st:<12} {:<52} {why}", p.event);
+            let first = i == 0;
+            let why =
+                p.reason
+                    .clone()
+                    .unwrap_or_else(|| if first { reason.clone() } else { String::new() });
+            println!(
+                "{:<10} {:<12} {:<13} {:<52} {why}",
+                if first { s.family.as_str() } else { "" },
+                if first { state } else { "" },
+                if first { route.as_str() } else { "" },
+                p.event
+            );
+        }
+        for sk in &s.skipped {
+            println!(
+                "{:<10} {:<12} {:<13} not route {}: {}",
+                "", "", "", sk.route, sk.why
+            );
         }
     }
     if !probes.any_attached() {
         eprintln!("iomond: no probe family could be attached");
         Ok(ExitCode::FAILURE)
-    } else if !wanted.iter().any(|id| probes.attached(*id)) {
+    } else if !wanted.iter().any(|n| probes.attached(n)) {
         eprintln!("iomond: none of the families switched on in the config could be attached");
         Ok(ExitCode::FAILURE)
     } else {

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::drain::Strategy;
 use crate::probes::FamilyStatus;
-use crate::sample::{ProcSample, Sample, TopBy};
+use crate::sample::{ProcSample, Sample};
+pub use crate::store::{HistoryReport, StoreStatus};
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).
@@ -37,7 +38,8 @@ pub enum Request {
     /// Busiest processes: over the last interval, or since `since_ms`
     /// (wall clock, from the history store).
     Top {
-        by: TopBy,
+        /// "activity" or a declared rank (`family::ranks`).
+        by: String,
         n: u32,
         since_ms: Option<u64>,
     },
@@ -82,17 +84,6 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreStatus {
-    pub path: String,
-    pub bytes: u64,
-    pub oldest_ms: Option<u64>,
-    pub newest_ms: Option<u64>,
-    pub write_errors: u64,
-    /// Where a database that would not open was moved, if one was.
-    pub moved_aside: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
     pub pid: u32,
@@ -126,19 +117,8 @@ pub struct SnapshotReport {
 pub struct TopReport {
     pub start_ms: u64,
     pub end_ms: u64,
-    pub by: TopBy,
+    pub by: String,
     pub procs: Vec<ProcSample>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryReport {
-    /// Resolution of the tier the points come from.
-    pub resolution_ms: u64,
-    /// Step the points were merged to.
-    pub step_ms: u64,
-    /// Oldest data the store holds (any tier), if any.
-    pub oldest_ms: Option<u64>,
-    pub points: Vec<Sample>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -355,7 +335,7 @@ mod tests {
             Request::Status,
             Request::Snapshot,
             Request::Top {
-                by: TopBy::Misses,
+                by: "misses".into(),
                 n: 5,
                 since_ms: Some(7),
             },
@@ -402,7 +382,7 @@ mod tests {
             Response::Top(TopReport {
                 start_ms: 0,
                 end_ms: 1,
-                by: TopBy::Bytes,
+                by: "bytes".into(),
                 procs: vec![ProcSample::default()],
             }),
             Response::History(HistoryReport {

@@ -1,115 +1,113 @@
-//! One interval's worth of everything: the deltas of every counter, the
-//! histogram bucket deltas and the busiest processes. Everything downstream
+//! One interval's worth of everything: each attached family's section (its
+//! counter and histogram deltas, laid out as declared), the bookkeeping
+//! `core` section, and the busiest processes. Everything downstream
 //! (totals, store, control socket, /metrics) is derived from Samples.
+//!
+//! The shape does not change per family: sections are keyed by the
+//! family's stable name, so a new family or an appended counter needs no
+//! new encoding (old Samples simply lack them: absent, not zero; sections
+//! no family of this build knows are carried along and never shown).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::family::fadvise::FadviseStats;
-use crate::family::mmap::MmapStats;
-use crate::family::pagecache::PageCacheStats;
-use crate::family::reads::ReadStats;
-use crate::family::reclaim::ReclaimStats;
-use crate::family::writeback::WritebackStats;
+use crate::abi;
+use crate::family::{self, Section, Sections};
 
-/// Version of the Sample encoding; bump on any change to these structs
-/// (the store and the socket protocol check it).
-pub const SAMPLE_VERSION: u32 = 2;
+/// Version of the Sample encoding (the store and the socket protocol check
+/// it). 3 is the last bump for families: sections are keyed by name.
+pub const SAMPLE_VERSION: u32 = 3;
 
-/// Per-process numbers of one interval (or of a merged range).
+/// Per-process numbers of one interval (or of a merged range): each
+/// family's per-process fields, laid out as declared, for the families
+/// that saw the process.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcSample {
     pub tgid: u32,
     pub comm: String,
-    /// `fadvise[advice][result]` as in [`FadviseStats`].
-    pub fadvise: [[u64; 2]; 7],
-    pub read_calls: u64,
-    pub read_bytes: u64,
-    pub pc_asked: u64,
-    pub pc_missed: u64,
-    /// Pages this process's faults on file mappings looked up / missed.
-    pub mm_asked: u64,
-    pub mm_missed: u64,
-    pub mm_major: u64,
-    /// Pages this process dirtied; times it was throttled for it.
-    pub wb_dirtied: u64,
-    pub wb_throttles: u64,
-    pub wb_throttle_ns: u64,
+    pub families: BTreeMap<String, Vec<u64>>,
 }
 
 impl ProcSample {
-    pub fn fadvise_total(&self) -> u64 {
-        self.fadvise.iter().map(|r| r[0] + r[1]).sum()
+    /// The process's per-process fields of a family.
+    pub fn of(&self, family: &str) -> Option<&[u64]> {
+        self.families.get(family).map(Vec::as_slice)
+    }
+
+    /// One per-process field element (0 when the family did not see it).
+    pub fn get(&self, family: &str, element: usize) -> u64 {
+        self.of(family)
+            .and_then(|v| v.get(element).copied())
+            .unwrap_or(0)
     }
 
     pub fn merge(&mut self, o: &ProcSample) {
-        for (a, b) in self.fadvise.iter_mut().zip(&o.fadvise) {
-            a[0] += b[0];
-            a[1] += b[1];
+        for (k, v) in &o.families {
+            family::add_slice(self.families.entry(k.clone()).or_default(), v);
         }
-        self.read_calls += o.read_calls;
-        self.read_bytes += o.read_bytes;
-        self.pc_asked += o.pc_asked;
-        self.pc_missed += o.pc_missed;
-        self.mm_asked += o.mm_asked;
-        self.mm_missed += o.mm_missed;
-        self.mm_major += o.mm_major;
-        self.wb_dirtied += o.wb_dirtied;
-        self.wb_throttles += o.wb_throttles;
-        self.wb_throttle_ns += o.wb_throttle_ns;
         if !o.comm.is_empty() {
             self.comm.clone_from(&o.comm);
         }
     }
 
-    /// How busy, for ranking: every event counts once.
+    /// How busy, for ranking: every element of the fields declared as
+    /// activity counts once. (Pages looked up by faults are not among
+    /// them: every exec faults in its binary, ~1,000 pages, which would
+    /// rank every short-lived process above the ones doing I/O.)
     pub fn activity(&self) -> u64 {
-        // Pages looked up by faults are left out: every exec faults in its
-        // binary (~1,000 pages), which would rank every short-lived
-        // process above the ones doing I/O. Faults that read are in.
-        self.fadvise_total()
-            + self.read_calls
-            + self.pc_asked
-            + self.mm_missed
-            + self.wb_dirtied
-            + self.wb_throttles
+        let mut a = 0u64;
+        for (name, v) in &self.families {
+            let Some(s) = abi::schema(name) else { continue };
+            for p in s.proc.iter().filter(|p| p.activity) {
+                a = a.saturating_add(v.iter().skip(p.offset).take(p.len).sum());
+            }
+        }
+        a
     }
 
     pub fn is_empty(&self) -> bool {
-        self.activity() == 0
-            && self.read_bytes == 0
-            && self.pc_missed == 0
-            && self.mm_asked == 0
-            && self.mm_missed == 0
-            && self.mm_major == 0
-            && self.wb_throttle_ns == 0
+        self.families.values().all(|v| v.iter().all(|x| *x == 0))
     }
 }
 
 /// What `top` ranks processes by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TopBy {
     #[default]
     Activity,
-    Fadvise,
-    Misses,
-    Reads,
-    Bytes,
-    /// Pages missed by faults on file mappings.
-    MmapMisses,
-    /// Pages dirtied.
-    Dirtied,
+    /// The sum of a per-process field's elements.
+    Field {
+        family: &'static str,
+        offset: usize,
+        len: usize,
+    },
 }
 
 impl TopBy {
+    /// A `--by` key: "activity" or a declared rank (see
+    /// [`family::ranks`]).
+    pub fn parse(key: &str) -> Option<TopBy> {
+        if key == "activity" {
+            return Some(TopBy::Activity);
+        }
+        family::rank_field(key).map(|(f, p)| TopBy::Field {
+            family: f.name(),
+            offset: p.offset,
+            len: p.len,
+        })
+    }
+
     pub fn key(self, p: &ProcSample) -> u64 {
         match self {
             TopBy::Activity => p.activity(),
-            TopBy::Fadvise => p.fadvise_total(),
-            TopBy::Misses => p.pc_missed,
-            TopBy::Reads => p.read_calls,
-            TopBy::Bytes => p.read_bytes,
-            TopBy::MmapMisses => p.mm_missed,
-            TopBy::Dirtied => p.wb_dirtied,
+            TopBy::Field {
+                family,
+                offset,
+                len,
+            } => p
+                .of(family)
+                .map_or(0, |v| v.iter().skip(offset).take(len).sum()),
         }
     }
 }
@@ -120,33 +118,22 @@ pub fn top_k(procs: &mut Vec<ProcSample>, by: TopBy, k: usize) {
     procs.truncate(k);
 }
 
-/// One tick. A family's section is `None` when that family was not
+/// One tick. A family's section is absent when that family was not
 /// attached during the interval: unavailable, not zero.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Wall-clock start and end of the interval, ms since the Unix epoch.
     pub start_ms: u64,
     pub end_ms: u64,
-    pub fadvise: Option<FadviseStats>,
-    pub reads: Option<ReadStats>,
-    pub pagecache: Option<PageCacheStats>,
-    pub reclaim: Option<ReclaimStats>,
-    pub mmap: Option<MmapStats>,
-    pub writeback: Option<WritebackStats>,
+    /// By family name, plus `core` (iomon's own bookkeeping).
+    pub sections: Sections,
     /// The busiest processes of the interval (at most the configured top-K).
     pub procs: Vec<ProcSample>,
     /// Distinct processes seen in the interval (before the top-K cut).
     pub procs_seen: u64,
-    /// Per-process increments the kernel could not record (map full).
-    pub procs_dropped: u64,
-}
-
-fn merge_opt<T: Clone>(a: &mut Option<T>, b: &Option<T>, f: impl FnOnce(&mut T, &T)) {
-    match (a.as_mut(), b) {
-        (Some(x), Some(y)) => f(x, y),
-        (None, Some(y)) => *a = Some(y.clone()),
-        _ => {}
-    }
+    /// Per-process reads from the kernel that failed in the interval (the
+    /// host-wide numbers are whole; those processes are counted next tick).
+    pub proc_read_errors: u64,
 }
 
 impl Sample {
@@ -159,20 +146,28 @@ impl Sample {
         (self.duration_ms() as f64 / 1000.0).max(0.001)
     }
 
-    /// Adds `o` (a later interval) into `self`: counters and buckets summed,
-    /// processes merged by tgid and re-cut to `top`.
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.get(name)
+    }
+
+    /// A `core` counter (0 when absent).
+    pub fn core(&self, element: usize) -> u64 {
+        self.section("core")
+            .and_then(|s| s.get(element))
+            .unwrap_or(0)
+    }
+
+    /// Adds `o` (a later interval) into `self`: sections summed, processes
+    /// merged by tgid and re-cut to `top`.
     pub fn merge(&mut self, o: &Sample, top: usize) {
         if self.start_ms == 0 && self.end_ms == 0 {
             self.start_ms = o.start_ms;
         }
         self.start_ms = self.start_ms.min(o.start_ms);
         self.end_ms = self.end_ms.max(o.end_ms);
-        merge_opt(&mut self.fadvise, &o.fadvise, FadviseStats::merge);
-        merge_opt(&mut self.reads, &o.reads, ReadStats::merge);
-        merge_opt(&mut self.pagecache, &o.pagecache, PageCacheStats::merge);
-        merge_opt(&mut self.reclaim, &o.reclaim, ReclaimStats::merge);
-        merge_opt(&mut self.mmap, &o.mmap, MmapStats::merge);
-        merge_opt(&mut self.writeback, &o.writeback, WritebackStats::merge);
+        for (name, s) in &o.sections {
+            self.sections.entry(name.clone()).or_default().merge(s);
+        }
         for p in &o.procs {
             match self.procs.iter_mut().find(|q| q.tgid == p.tgid) {
                 Some(q) => q.merge(p),
@@ -181,7 +176,7 @@ impl Sample {
         }
         top_k(&mut self.procs, TopBy::Activity, top);
         self.procs_seen = self.procs_seen.max(o.procs_seen);
-        self.procs_dropped += o.procs_dropped;
+        self.proc_read_errors += o.proc_read_errors;
     }
 
     pub fn proc(&self, tgid: u32) -> Option<&ProcSample> {
@@ -192,29 +187,36 @@ impl Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{fadvise, mmap, pagecache, reads};
 
     fn proc(tgid: u32, reads: u64) -> ProcSample {
+        let mut v = vec![0; abi::READS.nproc];
+        v[reads::proc::CALLS] = reads;
         ProcSample {
             tgid,
             comm: format!("p{tgid}"),
-            read_calls: reads,
-            ..Default::default()
+            families: [("reads".to_string(), v)].into(),
         }
     }
 
     #[test]
     fn exec_faults_do_not_outrank_io() {
         // A short-lived process: its binary faulted in, nothing else.
+        let mut m = vec![0; abi::MMAP.nproc];
+        m[mmap::proc::ASKED] = 1100;
         let exec = ProcSample {
             tgid: 1,
-            mm_asked: 1100,
+            families: [("mmap".to_string(), m)].into(),
             ..Default::default()
         };
+        let mut f = vec![0; abi::FADVISE.nproc];
+        f[fadvise::advice::DONTNEED * fadvise::result::N] = 37;
         let io = ProcSample {
             tgid: 2,
-            fadvise: [[0, 0], [0, 0], [0, 0], [0, 0], [37, 0], [0, 0], [0, 0]],
+            families: [("fadvise".to_string(), f)].into(),
             ..Default::default()
         };
+        assert_eq!(io.activity(), 37);
         assert!(io.activity() > exec.activity());
         assert!(!exec.is_empty(), "still reported, just ranked low");
         let mut v = vec![exec, io];
@@ -224,41 +226,50 @@ mod tests {
 
     #[test]
     fn merge_sums_sections_and_keeps_unavailable_apart() {
+        let pc = |asked, missed| Section {
+            counters: {
+                let mut c = vec![0; abi::PAGECACHE.ncounters];
+                c[pagecache::ASKED] = asked;
+                c[pagecache::MISSED_SYNC] = missed;
+                c
+            },
+            hists: vec![],
+        };
         let mut a = Sample {
             start_ms: 1000,
             end_ms: 2000,
-            pagecache: Some(PageCacheStats {
-                asked: 10,
-                missed_sync: 4,
-                ..Default::default()
-            }),
+            sections: [("pagecache".to_string(), pc(10, 4))].into(),
             procs: vec![proc(1, 5)],
             ..Default::default()
         };
         let b = Sample {
             start_ms: 2000,
             end_ms: 3000,
-            pagecache: Some(PageCacheStats {
-                asked: 30,
-                missed_readahead: 2,
-                ..Default::default()
-            }),
+            sections: [("pagecache".to_string(), pc(30, 2))].into(),
             procs: vec![proc(1, 1), proc(2, 7)],
             ..Default::default()
         };
         a.merge(&b, 10);
         assert_eq!((a.start_ms, a.end_ms), (1000, 3000));
-        let pc = a.pagecache.as_ref().unwrap();
-        assert_eq!((pc.asked, pc.missed()), (40, 6));
-        assert_eq!(a.reads, None, "a family absent from both stays unavailable");
-        assert_eq!(a.proc(1).unwrap().read_calls, 6);
+        let s = a.section("pagecache").unwrap();
+        assert_eq!(
+            (s.get(pagecache::ASKED), s.get(pagecache::MISSED_SYNC)),
+            (Some(40), Some(6))
+        );
+        assert!(
+            a.section("reads").is_none(),
+            "a family absent from both stays unavailable"
+        );
+        assert_eq!(a.proc(1).unwrap().get("reads", reads::proc::CALLS), 6);
         assert_eq!(a.procs[0].tgid, 2, "busiest first");
     }
 
     #[test]
     fn top_k_cuts_and_orders() {
+        let by = TopBy::parse("reads").unwrap();
         let mut v = vec![proc(3, 1), proc(1, 9), proc(2, 9), proc(4, 0)];
-        top_k(&mut v, TopBy::Reads, 3);
+        top_k(&mut v, by, 3);
         assert_eq!(v.iter().map(|p| p.tgid).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(TopBy::parse("nope").is_none());
     }
 }

@@ -164,24 +164,34 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::fadvise::FadviseStats;
+    use crate::abi::{self, reads};
+    use crate::family::Section;
+
+    fn proc(tgid: u32, comm: &str) -> ProcSample {
+        let mut v = vec![0; abi::READS.nproc];
+        v[reads::proc::CALLS] = 1;
+        ProcSample {
+            tgid,
+            comm: comm.into(),
+            families: [("reads".to_string(), v)].into(),
+        }
+    }
 
     fn sample(end_ms: u64, tgids: &[u32]) -> Sample {
-        let mut f = FadviseStats::default();
-        f.calls[4][0] = 2;
+        let mut c = vec![0; abi::FADVISE.ncounters];
+        c[abi::fadvise::advice::DONTNEED * abi::fadvise::result::N] = 2;
         Sample {
             start_ms: end_ms - 1000,
             end_ms,
-            fadvise: Some(f),
-            procs: tgids
-                .iter()
-                .map(|&t| ProcSample {
-                    tgid: t,
-                    comm: "x".into(),
-                    read_calls: 1,
-                    ..Default::default()
-                })
-                .collect(),
+            sections: [(
+                "fadvise".to_string(),
+                Section {
+                    counters: c,
+                    hists: vec![],
+                },
+            )]
+            .into(),
+            procs: tgids.iter().map(|&t| proc(t, "x")).collect(),
             ..Default::default()
         }
     }
@@ -189,23 +199,17 @@ mod tests {
     #[test]
     fn comm_series_are_capped_sticky_and_keep_targets() {
         let mut t = Totals::new(0, 100, 1_000_000).with_series(&["banyand".to_string()], 2);
-        let mk = |tgid, comm: &str| ProcSample {
-            tgid,
-            comm: comm.into(),
-            read_calls: 1,
-            ..Default::default()
-        };
         let s = |procs| Sample {
             end_ms: 1,
             procs,
             ..Default::default()
         };
-        t.add(&s(vec![mk(1, "a"), mk(2, "b"), mk(3, "c")]));
-        t.add(&s(vec![mk(4, "banyand"), mk(1, "a"), mk(3, "c")]));
+        t.add(&s(vec![proc(1, "a"), proc(2, "b"), proc(3, "c")]));
+        t.add(&s(vec![proc(4, "banyand"), proc(1, "a"), proc(3, "c")]));
         let m: BTreeMap<_, _> = t
             .comm_series()
             .into_iter()
-            .map(|(k, v)| (k, v.read_calls))
+            .map(|(k, v)| (k, v.get("reads", reads::proc::CALLS)))
             .collect();
         assert_eq!(m.get("a"), Some(&2));
         assert_eq!(m.get("b"), Some(&1));
@@ -219,10 +223,14 @@ mod tests {
         t.add(&sample(1000, &[1, 2]));
         t.add(&sample(2000, &[2, 3, 4, 5]));
         assert_eq!(t.ticks, 2);
-        assert_eq!(t.sum.fadvise.as_ref().unwrap().calls[4][0], 4);
+        let f = t.sum.section("fadvise").unwrap();
+        assert_eq!(f.get(abi::fadvise::advice::DONTNEED * 2), Some(4));
         assert_eq!(t.procs_len(), 4, "capped");
         assert!(t.proc(1).is_none(), "oldest forgotten first");
-        assert_eq!(t.proc(2).unwrap().totals.read_calls, 2);
+        assert_eq!(
+            t.proc(2).unwrap().totals.get("reads", reads::proc::CALLS),
+            2
+        );
         // Idle TTL
         t.add(&sample(20_000, &[9]));
         assert_eq!(t.procs_len(), 1);

@@ -29,10 +29,17 @@ fn bpf_check_lists_every_family() {
     for f in iomon::family::ALL {
         let line = text
             .lines()
-            .find(|l| l.starts_with(f.id.name()))
-            .unwrap_or_else(|| panic!("--check does not list {}:\n{text}", f.id));
+            .find(|l| l.starts_with(f.name()))
+            .unwrap_or_else(|| panic!("--check does not list {}:\n{text}", f.name()));
         assert!(line.contains("attached"), "{line}");
-        for p in f.programs {
+        // The route it took, and that route's events.
+        let route = f
+            .schema
+            .routes
+            .iter()
+            .find(|r| line.split_whitespace().nth(2) == Some(r.name))
+            .unwrap_or_else(|| panic!("no route named on {line}"));
+        for p in route.programs {
             assert!(text.contains(p.event), "{} missing from --check", p.event);
         }
     }
@@ -101,7 +108,7 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
 
     // Our own fadvise calls, exactly, in top and in the snapshot totals.
     let f = File::open(IOMOND).unwrap();
-    let before = d.json(&["snapshot"])["totals"]["fadvise"]["calls"][4][0]
+    let before = d.json(&["snapshot"])["totals"]["fadvise"]["calls"]["dontneed"]["ok"]
         .as_u64()
         .unwrap_or(0);
     for _ in 0..37 {
@@ -119,9 +126,17 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
         .find(|p| p["tgid"].as_u64() == Some(std::process::id() as u64))
         .unwrap_or_else(|| panic!("own pid not in top: {top}"))
         .clone();
-    assert_eq!(mine["fadvise"][4][0].as_u64(), Some(37), "{mine}");
-    assert_eq!(mine["fadvise"][6][1].as_u64(), Some(5), "{mine}");
-    let after = d.json(&["snapshot"])["totals"]["fadvise"]["calls"][4][0]
+    assert_eq!(
+        mine["fadvise"]["calls"]["dontneed"]["ok"].as_u64(),
+        Some(37),
+        "{mine}"
+    );
+    assert_eq!(
+        mine["fadvise"]["calls"]["invalid"]["error"].as_u64(),
+        Some(5),
+        "{mine}"
+    );
+    let after = d.json(&["snapshot"])["totals"]["fadvise"]["calls"]["dontneed"]["ok"]
         .as_u64()
         .unwrap();
     assert!(after - before >= 37);
@@ -161,7 +176,11 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     assert!(points.len() >= 2, "{hj}");
     let dn: u64 = points
         .iter()
-        .map(|p| p["fadvise"]["calls"][4][0].as_u64().unwrap_or(0))
+        .map(|p| {
+            p["fadvise"]["calls"]["dontneed"]["ok"]
+                .as_u64()
+                .unwrap_or(0)
+        })
         .sum();
     assert!(dn >= 37, "history holds our calls: {dn}");
     let csv = d.ctl_ok(&["history", "-s", "5m", "-o", "csv"]);
@@ -749,9 +768,9 @@ fn bpf_metrics_equal_the_snapshot_of_the_same_tick() {
                 &body,
                 "iomon_fadvise_calls_total{advice=\"willneed\",result=\"ok\"}"
             ),
-            t["fadvise"]["calls"][3][0].as_u64().unwrap()
+            t["fadvise"]["calls"]["willneed"]["ok"].as_u64().unwrap()
         );
-        assert!(t["fadvise"]["calls"][3][0].as_u64().unwrap() >= 11);
+        assert!(t["fadvise"]["calls"]["willneed"]["ok"].as_u64().unwrap() >= 11);
         let asked = t["pagecache"]["asked"].as_u64().unwrap();
         let missed = t["pagecache"]["missed_sync"].as_u64().unwrap()
             + t["pagecache"]["missed_readahead"].as_u64().unwrap();
@@ -768,7 +787,7 @@ fn bpf_metrics_equal_the_snapshot_of_the_same_tick() {
                 &body,
                 "iomon_vmscan_scanned_pages_total{reclaimer=\"kswapd\"}"
             ),
-            t["reclaim"]["scanned_kswapd"].as_u64().unwrap()
+            t["reclaim"]["scanned"]["kswapd"].as_u64().unwrap()
         );
         return;
     }

@@ -318,9 +318,9 @@ fn bpf_tracefs_missing_mounted_by_the_daemon_or_reported() {
     for f in iomon::family::ALL {
         assert!(
             text.lines()
-                .any(|l| l.starts_with(f.id.name()) && l.contains("attached")),
+                .any(|l| l.starts_with(f.name()) && l.contains("attached")),
             "{} attached after the daemon mounted tracefs:\n{text}",
-            f.id.name()
+            f.name()
         );
     }
 
@@ -520,7 +520,7 @@ fn bpf_process_storm_stays_bounded_and_exact() {
         Some("[daemon]\nproc_capacity = 1024\nproc_table_max = 256\n"),
     );
     d.wait_ticks(2);
-    let before = d.json(&["snapshot"])["totals"]["fadvise"]["calls"][5][0]
+    let before = d.json(&["snapshot"])["totals"]["fadvise"]["calls"]["noreuse"]["ok"]
         .as_u64()
         .unwrap_or(0);
     let f = std::fs::File::open("/proc/self/exe").unwrap();
@@ -575,7 +575,10 @@ fn bpf_process_storm_stays_bounded_and_exact() {
     let steady_calls = steady.join().unwrap();
     d.wait_ticks(3);
     let snap = d.json(&["snapshot"]);
-    let noreuse = snap["totals"]["fadvise"]["calls"][5][0].as_u64().unwrap() - before;
+    let noreuse = snap["totals"]["fadvise"]["calls"]["noreuse"]["ok"]
+        .as_u64()
+        .unwrap()
+        - before;
     let st = d.json(&["status"]);
     eprintln!(
         "process storm: {n} processes in {:.1}s, host NOREUSE {noreuse}, table max {max_table} (cap 256), per-process map held at most {max_entries} (cap 1024), steady process {steady_calls} calls",
@@ -599,7 +602,11 @@ fn bpf_process_storm_stays_bounded_and_exact() {
         .iter()
         .find(|p| p["tgid"].as_u64() == Some(std::process::id() as u64))
         .unwrap_or_else(|| panic!("the continuous process is in top: {top}"));
-    assert_eq!(mine["fadvise"][1][0].as_u64(), Some(steady_calls), "{mine}");
+    assert_eq!(
+        mine["fadvise"]["calls"]["random"]["ok"].as_u64(),
+        Some(steady_calls),
+        "{mine}"
+    );
 }
 
 /// Processes the last drain took from the kernel's per-process map: what
@@ -703,7 +710,7 @@ fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
         .collect();
     let stored: u64 = pts
         .iter()
-        .map(|p| p["fadvise"]["calls"][5][0].as_u64().unwrap_or(0))
+        .map(|p| p["fadvise"]["calls"]["noreuse"]["ok"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(
         stored, calls,

@@ -6,19 +6,28 @@ mod common;
 
 use std::time::Duration;
 
-use iomon::family::fadvise::FadviseStats;
+use iomon::abi::{self, fadvise as fa};
+use iomon::family::Section;
 use iomon::sample::Sample;
 use iomon::store::{Store, StoreOptions, Tier, HOUR_MS};
 
 const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS;
+const DONTNEED_OK: usize = fa::advice::DONTNEED * fa::result::N + fa::result::OK;
 
 fn sample(i: u64) -> Sample {
-    let mut f = FadviseStats::default();
-    f.calls[4][0] = 1;
+    let mut c = vec![0; abi::FADVISE.ncounters];
+    c[DONTNEED_OK] = 1;
     Sample {
         start_ms: T0 + i * 10_000,
         end_ms: T0 + (i + 1) * 10_000,
-        fadvise: Some(f),
+        sections: [(
+            "fadvise".to_string(),
+            Section {
+                counters: c,
+                hists: vec![],
+            },
+        )]
+        .into(),
         ..Default::default()
     }
 }
@@ -108,7 +117,7 @@ fn bpf_store_survives_a_full_disk_and_resumes() {
         .unwrap()
         .points
         .iter()
-        .map(|p| p.fadvise.as_ref().unwrap().calls[4][0])
+        .map(|p| p.section("fadvise").unwrap().get(DONTNEED_OK).unwrap())
         .sum();
     assert_eq!(total, i);
 }

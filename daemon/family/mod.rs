@@ -1,178 +1,81 @@
-//! Probe families: the unit of extension (DESIGN.md). Each family module
-//! names its BPF programs and where they attach, and turns its slice of the
-//! kernel counters into its part of a [`Sample`](crate::sample::Sample).
+//! Probe families: the unit of extension (DESIGN.md, "Families").
 //!
-//! Adding a family: its programs in `bpf/iomon.bpf.c`, one module here, and
-//! one line in [`ALL`].
+//! A family is its BPF programs (`bpf/families/<name>.bpf.c`), its
+//! declaration (`bpf/families/<name>.toml`: counters, histograms,
+//! per-process fields, history series, routes) and one module here for
+//! what is derived from its numbers: ratios, snapshot rows, the top
+//! columns, the `--dev` tick line, metrics that are not plain counters.
+//! Everything declared (layout, decode, delta, merge, metric names, help
+//! and labels, history columns, JSON field names) is handled once, here,
+//! from the declaration. Registering a family is one line in
+//! [`families!`] below.
 
-pub mod fadvise;
-pub mod mmap;
-pub mod pagecache;
-pub mod reads;
-pub mod reclaim;
-pub mod writeback;
-
-use std::fmt;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
-use crate::exposition::Out;
-use crate::sample::{ProcSample, Sample};
+use crate::abi::{self, Field, Schema};
+use crate::hist;
+use crate::promtext::{Kind, Out};
 
-/// A BPF program of a family and the kernel event it attaches to.
-#[derive(Debug, Clone, Copy)]
-pub struct Program {
-    /// Function name in `bpf/iomon.bpf.c`.
-    pub name: &'static str,
-    /// What it attaches to, as an operator would look it up
-    /// (`tracepoint:<category>:<event>` or `tp_btf:<event>`).
-    pub event: &'static str,
+macro_rules! families {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+        /// Every family, in display order.
+        pub static ALL: &[&Family] = &[$(&$name::FAMILY),*];
+    };
 }
 
-impl Program {
-    /// The tracefs directory that a classic tracepoint needs, relative to the
-    /// tracefs root (`events/<category>/<event>`); `None` for `tp_btf`.
-    pub fn tracefs_dir(&self) -> Option<String> {
-        let rest = self.event.strip_prefix("tracepoint:")?;
-        let (cat, ev) = rest.split_once(':')?;
-        Some(format!("events/{cat}/{ev}"))
+// The registration line of a family.
+families!(fadvise, reads, pagecache, reclaim, mmap, writeback);
+
+/// A family's part of a Sample: its counters and histograms over one
+/// interval (or summed over several), laid out as declared. A counter the
+/// vector is too short for is absent (the data is older than the counter),
+/// never zero; an empty histogram vector is a histogram that was not
+/// measured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    pub counters: Vec<u64>,
+    pub hists: Vec<Vec<u64>>,
+}
+
+impl Section {
+    pub fn get(&self, i: usize) -> Option<u64> {
+        self.counters.get(i).copied()
     }
-}
 
-/// A value a family shows in `iomonctl snapshot`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Shown {
-    /// An event or page count: shown per second and as a total.
-    Count(u64),
-    /// A ratio in [0, 1]; `None` when it is undefined (nothing asked).
-    Ratio(Option<f64>),
-    /// A latency quantile in microseconds (histogram bucket bound).
-    Micros(Option<u64>),
-}
-
-/// A family's snapshot rows: (name, value).
-pub type Summary = Vec<(&'static str, Shown)>;
-
-/// A series `iomonctl history --metric` can chart.
-#[derive(Debug)]
-pub struct Series {
-    pub name: &'static str,
-    /// `None`: the family was not attached in that interval.
-    pub value: fn(&Sample) -> Option<f64>,
-    /// Shown as a percentage.
-    pub ratio: bool,
-}
-
-/// A probe family: attaches, fails and is switched on or off on its own.
-/// Everything the rest of the daemon needs to know about a family is here:
-/// its programs, how its kernel counters become its part of a [`Sample`],
-/// and how that part is shown (snapshot rows, history series, Prometheus
-/// metrics, the `--dev` tick line).
-pub struct Family {
-    pub id: FamilyId,
-    pub about: &'static str,
-    pub programs: &'static [Program],
-    /// Fills this family's section of a Sample from one interval's deltas.
-    pub fill: fn(&mut Sample, &Deltas),
-    /// Rows for `iomonctl snapshot`; `None` when the section is absent.
-    pub summary: fn(&Sample) -> Option<Summary>,
-    pub series: &'static [Series],
-    /// Writes the family's metrics; writes nothing when the section is
-    /// absent (unavailable is not zero).
-    pub metrics: fn(&Sample, &mut Out),
-    /// Writes the family's per-process-name metrics from the sticky comm
-    /// series; nothing when the section is absent.
-    pub proc_metrics: fn(&Sample, &[(String, ProcSample)], &mut Out),
-    /// Its part of the `--dev` tick line.
-    pub tick: fn(&Sample) -> Option<String>,
-    /// Attached unless the config says otherwise. Off for families whose
-    /// cost lands on every process (syscall tracepoints: BENCHMARKS.md).
-    pub default_on: bool,
-}
-
-/// Programs every family relies on (per-process names); attached whenever
-/// any family is.
-pub const CORE: &[Program] = &[Program {
-    name: "proc_exec",
-    event: "tp_btf:sched_process_exec",
-}];
-
-/// Every family, in display order. The registration line of a new family.
-pub const ALL: &[&Family] = &[
-    &fadvise::FAMILY,
-    &reads::FAMILY,
-    &pagecache::FAMILY,
-    &reclaim::FAMILY,
-    &mmap::FAMILY,
-    &writeback::FAMILY,
-];
-
-impl fmt::Debug for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Family")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum FamilyId {
-    Fadvise,
-    Reads,
-    Pagecache,
-    Reclaim,
-    Mmap,
-    Writeback,
-}
-
-impl FamilyId {
-    pub fn name(self) -> &'static str {
-        match self {
-            FamilyId::Fadvise => "fadvise",
-            FamilyId::Reads => "reads",
-            FamilyId::Pagecache => "pagecache",
-            FamilyId::Reclaim => "reclaim",
-            FamilyId::Mmap => "mmap",
-            FamilyId::Writeback => "writeback",
+    /// The sum of some elements; `None` if none of them is present.
+    pub fn sum(&self, elements: &[usize]) -> Option<u64> {
+        let mut any = false;
+        let mut total = 0u64;
+        for e in elements {
+            if let Some(v) = self.get(*e) {
+                any = true;
+                total = total.saturating_add(v);
+            }
         }
+        any.then_some(total)
     }
 
-    pub fn family(self) -> &'static Family {
-        ALL.iter()
-            .find(|f| f.id == self)
-            .expect("every FamilyId is registered in family::ALL")
-    }
-
-    pub fn from_name(name: &str) -> Option<FamilyId> {
-        ALL.iter().map(|f| f.id).find(|id| id.name() == name)
-    }
-}
-
-impl fmt::Display for FamilyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Kernel counter and histogram deltas of one interval, indexed as in
-/// `bpf/iomon.h` (`enum iomon_counter`, `enum iomon_hist`).
-pub struct Deltas<'a> {
-    pub counters: &'a [u64],
-    pub hists: &'a [u64],
-}
-
-impl Deltas<'_> {
-    pub fn counter(&self, idx: u32) -> u64 {
-        self.counters.get(idx as usize).copied().unwrap_or(0)
-    }
-
-    pub fn hist(&self, hist: u32) -> Vec<u64> {
-        let n = crate::probes::HIST_BUCKETS;
-        let start = hist as usize * n;
+    /// A histogram's buckets; `None` where it was not measured.
+    pub fn hist(&self, i: usize) -> Option<&[u64]> {
         self.hists
-            .get(start..start + n)
-            .map(<[u64]>::to_vec)
-            .unwrap_or_else(|| vec![0; n])
+            .get(i)
+            .map(Vec::as_slice)
+            .filter(|h| !h.is_empty())
+    }
+
+    /// Adds `o` element-wise, growing to the longer layout.
+    pub fn merge(&mut self, o: &Section) {
+        add_slice(&mut self.counters, &o.counters);
+        if self.hists.len() < o.hists.len() {
+            self.hists.resize(o.hists.len(), Vec::new());
+        }
+        for (a, b) in self.hists.iter_mut().zip(&o.hists) {
+            add_slice(a, b);
+        }
     }
 }
 
@@ -183,5 +86,419 @@ pub fn add_slice(acc: &mut Vec<u64>, other: &[u64]) {
     }
     for (a, b) in acc.iter_mut().zip(other) {
         *a = a.saturating_add(*b);
+    }
+}
+
+/// A value `iomonctl snapshot` shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shown {
+    /// An event or page count: shown per second and as a total.
+    Count(Option<u64>),
+    /// A ratio in [0, 1]; `None` when it is undefined (nothing asked).
+    Ratio(Option<f64>),
+    /// A latency quantile in microseconds (histogram bucket bound).
+    Micros(Option<u64>),
+}
+
+/// Snapshot rows: (name, value).
+pub type Rows = Vec<(String, Shown)>;
+
+/// A history series a family derives (a ratio), beside its declared sums.
+#[derive(Debug)]
+pub struct Derived {
+    pub name: &'static str,
+    pub value: fn(&Section) -> Option<f64>,
+    /// Shown as a percentage, on a 0–100 % scale.
+    pub ratio: bool,
+}
+
+/// A cell of `iomonctl top`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    Count(u64),
+    Bytes(u64),
+    Ratio(Option<f64>),
+}
+
+/// A column of `iomonctl top`, from a process's per-process fields of the
+/// family (`None`: the process did nothing the family saw).
+#[derive(Debug)]
+pub struct Column {
+    pub header: &'static str,
+    /// CSV and JSON name.
+    pub name: &'static str,
+    pub value: fn(Option<&[u64]>) -> Cell,
+}
+
+/// Per process name, a family's per-process fields (`None`: the name did
+/// nothing the family saw).
+pub type ProcRows<'a> = [(&'a str, Option<&'a [u64]>)];
+
+/// What a family derives from its numbers; the rest comes from its
+/// declaration ([`Family::schema`]).
+pub struct Family {
+    pub schema: &'static Schema,
+    /// Snapshot rows shown before the declared ones (ratios).
+    pub rows: fn(&Section) -> Rows,
+    /// Derived history series (ratios).
+    pub derived: &'static [Derived],
+    /// Metrics that are not plain counters (hit/miss splits). Written only
+    /// where the family's section is present.
+    pub metrics: fn(&Section, &mut Out),
+    /// The same per process name: (name, that name's per-process fields).
+    pub proc_metrics: fn(&ProcRows, &mut Out),
+    /// Its part of the `--dev` tick line, over an interval of `secs`.
+    pub tick: fn(&Section, f64) -> String,
+    /// Its columns in `iomonctl top`.
+    pub columns: &'static [Column],
+}
+
+impl std::fmt::Debug for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Family")
+            .field("name", &self.schema.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Family {
+    pub fn name(&self) -> &'static str {
+        self.schema.name
+    }
+}
+
+pub fn by_name(name: &str) -> Option<&'static Family> {
+    ALL.iter().copied().find(|f| f.name() == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|f| f.name()).collect()
+}
+
+/// A field's name in a row, with `{label}` replaced by a dimension value.
+fn shown_name(template: &str, dims: &[&abi::Dim], values: &[&str]) -> String {
+    let mut s = template.to_string();
+    for (d, v) in dims.iter().zip(values) {
+        s = s.replace(&format!("{{{}}}", d.label), v);
+    }
+    s
+}
+
+/// Every snapshot row of a family: the derived ones, then each declared
+/// counter that is shown (an element per row), then the quantiles of each
+/// shown histogram.
+pub fn rows(f: &Family, s: &Section) -> Rows {
+    let mut rows = (f.rows)(s);
+    for c in f.schema.counters {
+        let Some(template) = c.shown else { continue };
+        let dims: Vec<&abi::Dim> = c.dims.iter().collect();
+        for (e, values) in c.elements() {
+            rows.push((shown_name(template, &dims, &values), Shown::Count(s.get(e))));
+        }
+    }
+    for (i, h) in f.schema.hists.iter().enumerate() {
+        let Some(name) = h.shown else { continue };
+        for q in h.quantiles {
+            rows.push((
+                format!("{name} p{}", (q * 100.0).round() as u64),
+                Shown::Micros(s.hist(i).and_then(|b| hist::quantile_us(b, *q))),
+            ));
+        }
+    }
+    rows
+}
+
+/// A series `iomonctl history --metric` can chart (also a CSV column).
+#[derive(Debug, Clone, Copy)]
+pub struct Series {
+    pub family: &'static Family,
+    pub name: &'static str,
+    pub ratio: bool,
+    kind: SeriesKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SeriesKind {
+    Sum(&'static [usize]),
+    Derived(fn(&Section) -> Option<f64>),
+}
+
+impl Series {
+    /// The value over a section of its family; `None` when the family was
+    /// not attached (no section) or the counters are absent.
+    pub fn value(&self, s: Option<&Section>) -> Option<f64> {
+        let s = s?;
+        match self.kind {
+            SeriesKind::Sum(el) => s.sum(el).map(|v| v as f64),
+            SeriesKind::Derived(f) => f(s),
+        }
+    }
+}
+
+/// Every series, family by family: derived ratios first, then the
+/// declared sums.
+pub fn all_series() -> Vec<Series> {
+    let mut v = Vec::new();
+    for f in ALL.iter().copied() {
+        for d in f.derived {
+            v.push(Series {
+                family: f,
+                name: d.name,
+                ratio: d.ratio,
+                kind: SeriesKind::Derived(d.value),
+            });
+        }
+        for s in f.schema.series {
+            v.push(Series {
+                family: f,
+                name: s.name,
+                ratio: false,
+                kind: SeriesKind::Sum(s.elements),
+            });
+        }
+    }
+    v
+}
+
+/// Labels of an element: its dimension labels and values.
+fn element_labels<'a>(field: &'a Field, values: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    field
+        .dims
+        .iter()
+        .map(|d| d.label)
+        .zip(values.iter().copied())
+        .collect()
+}
+
+/// A value in the unit it is exported in (ns as seconds).
+fn exported(field: &Field, v: u64) -> f64 {
+    if field.unit == "ns" {
+        v as f64 / 1e9
+    } else {
+        v as f64
+    }
+}
+
+/// Writes a family's metrics: each declared counter and histogram that
+/// has a metric name, then the derived ones. Counters absent from the
+/// section are left out.
+pub fn write_metrics(f: &Family, s: &Section, o: &mut Out) {
+    write_section_metrics(f.schema, s, o);
+    (f.metrics)(s, o);
+}
+
+/// The declared metrics of any section (`core` too).
+pub fn write_section_metrics(schema: &Schema, s: &Section, o: &mut Out) {
+    for c in schema.counters {
+        let Some(metric) = c.metric else { continue };
+        let elements: Vec<_> = c
+            .elements()
+            .into_iter()
+            .filter(|(e, _)| s.get(*e).is_some())
+            .collect();
+        if elements.is_empty() {
+            continue;
+        }
+        o.family(metric, Kind::Counter, c.help);
+        for (e, values) in elements {
+            let v = exported(c, s.get(e).unwrap_or(0));
+            o.counter_f64(metric, &element_labels(c, &values), v);
+        }
+    }
+    for (i, h) in schema.hists.iter().enumerate() {
+        let (Some(metric), Some(buckets)) = (h.metric, s.hist(i)) else {
+            continue;
+        };
+        let sum_ns = h.sum.and_then(|e| s.get(e)).unwrap_or(0);
+        o.family(metric, Kind::Histogram, h.help);
+        o.histogram(metric, &[], &bucket_list(buckets), sum_ns as f64 / 1e9);
+    }
+}
+
+/// Buckets as (upper bound in seconds, count).
+pub fn bucket_list(buckets: &[u64]) -> Vec<(Option<f64>, u64)> {
+    (0..hist::BUCKETS)
+        .map(|b| {
+            (
+                hist::bucket_upper_us(b).map(|us| us as f64 / 1e6),
+                buckets.get(b).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Writes a family's per-process-name metrics: each declared per-process
+/// field that has a metric name (label `comm` first), then the derived
+/// ones.
+pub fn write_proc_metrics(f: &Family, comms: &ProcRows, o: &mut Out) {
+    for p in f.schema.proc {
+        let Some(metric) = p.metric else { continue };
+        o.family(metric, Kind::Counter, p.help);
+        for (comm, v) in comms {
+            for (e, values) in p.elements() {
+                let mut l = vec![("comm", *comm)];
+                l.extend(element_labels(p, &values));
+                let n = v.and_then(|v| v.get(e).copied()).unwrap_or(0);
+                o.counter_f64(metric, &l, exported(p, n));
+            }
+        }
+    }
+    (f.proc_metrics)(comms, o);
+}
+
+fn named_fields(fields: &[Field], get: impl Fn(usize) -> Option<u64>) -> Map<String, Value> {
+    let mut m = Map::new();
+    for field in fields {
+        if field.dims.is_empty() {
+            m.insert(field.name.into(), json!(get(field.offset)));
+            continue;
+        }
+        // Nested by dimension value, outermost first.
+        let mut root = Value::Object(Map::new());
+        for (e, values) in field.elements() {
+            let mut node = &mut root;
+            for (i, v) in values.iter().enumerate() {
+                let obj = node.as_object_mut().expect("built as objects");
+                node = if i + 1 == values.len() {
+                    obj.insert((*v).into(), json!(get(e)));
+                    break;
+                } else {
+                    obj.entry(*v).or_insert_with(|| Value::Object(Map::new()))
+                };
+            }
+        }
+        m.insert(field.name.into(), root);
+    }
+    m
+}
+
+/// A section with named fields, for scripts: counters by name (nested by
+/// dimension values), histograms with their bucket bounds, and the
+/// derived ratios. Absent counters are `null`.
+pub fn named(schema: &Schema, derived: &[Derived], s: &Section) -> Value {
+    let mut m = named_fields(schema.counters, |e| s.get(e));
+    for (i, h) in schema.hists.iter().enumerate() {
+        let v = match s.hist(i) {
+            None => Value::Null,
+            Some(b) => {
+                let buckets: Vec<Value> = (0..hist::BUCKETS)
+                    .map(|i| json!({"le_us": hist::bucket_upper_us(i), "count": b.get(i).copied().unwrap_or(0)}))
+                    .collect();
+                json!({
+                    "count": b.iter().sum::<u64>(),
+                    "sum_ns": h.sum.and_then(|e| s.get(e)),
+                    "buckets": buckets,
+                })
+            }
+        };
+        m.insert(h.name.into(), v);
+    }
+    for d in derived {
+        m.insert(d.name.into(), json!((d.value)(s)));
+    }
+    Value::Object(m)
+}
+
+/// A process's per-process fields of a family, named.
+pub fn named_proc(schema: &Schema, v: &[u64]) -> Value {
+    Value::Object(named_fields(schema.proc, |e| v.get(e).copied()))
+}
+
+/// `iomonctl top --by` keys: "activity", then each declared rank.
+pub fn ranks() -> Vec<&'static str> {
+    let mut v = vec!["activity"];
+    for f in ALL {
+        v.extend(f.schema.proc.iter().filter_map(|p| p.rank));
+    }
+    v
+}
+
+/// The (family, field) a rank key stands for.
+pub fn rank_field(key: &str) -> Option<(&'static Family, &'static Field)> {
+    ALL.iter().copied().find_map(|f| {
+        f.schema
+            .proc
+            .iter()
+            .find(|p| p.rank == Some(key))
+            .map(|p| (f, p))
+    })
+}
+
+/// `1 - missed / asked`, clamped to [0, 1]; `None` when nothing was asked.
+pub fn hit_ratio(asked: u64, missed: u64) -> Option<f64> {
+    if asked == 0 {
+        return None;
+    }
+    Some(1.0 - (missed.min(asked) as f64 / asked as f64))
+}
+
+/// Sections by family name (what a Sample holds).
+pub type Sections = BTreeMap<String, Section>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declaration_is_registered_once() {
+        let declared: Vec<&str> = abi::SCHEMAS
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| *n != "core")
+            .collect();
+        let mut registered = names();
+        registered.sort_unstable();
+        let mut d = declared.clone();
+        d.sort_unstable();
+        assert_eq!(registered, d, "bpf/families/*.toml and families! differ");
+    }
+
+    #[test]
+    fn ratio_is_none_without_reads_and_clamped() {
+        assert_eq!(hit_ratio(0, 0), None);
+        assert_eq!(hit_ratio(100, 0), Some(1.0));
+        assert_eq!(hit_ratio(100, 50), Some(0.5));
+        assert_eq!(hit_ratio(100, 150), Some(0.0));
+    }
+
+    #[test]
+    fn absent_counters_are_absent_not_zero() {
+        let old = Section {
+            counters: vec![1, 2],
+            hists: vec![],
+        };
+        assert_eq!(old.get(5), None);
+        assert_eq!(old.sum(&[0, 1, 5]), Some(3));
+        assert_eq!(old.sum(&[5, 6]), None);
+        assert!(old.hist(0).is_none());
+        let mut acc = old.clone();
+        acc.merge(&Section {
+            counters: vec![1, 1, 1],
+            hists: vec![vec![0, 2]],
+        });
+        assert_eq!(acc.counters, vec![2, 3, 1]);
+        assert_eq!(acc.hist(0), Some(&[0, 2][..]));
+    }
+
+    #[test]
+    fn named_sections_nest_by_dimension() {
+        let mut s = Section {
+            counters: vec![0; abi::FADVISE.ncounters],
+            hists: vec![],
+        };
+        s.counters[abi::FADVISE.counters[0]
+            .at(&[abi::fadvise::advice::DONTNEED, abi::fadvise::result::OK])] = 37;
+        let v = named(&abi::FADVISE, fadvise::FAMILY.derived, &s);
+        assert_eq!(v["calls"]["dontneed"]["ok"], 37);
+        assert_eq!(v["calls"]["normal"]["error"], 0);
+    }
+
+    #[test]
+    fn ranks_resolve_to_fields() {
+        for r in ranks().into_iter().skip(1) {
+            let (f, p) = rank_field(r).unwrap();
+            assert!(f.schema.proc.iter().any(|q| std::ptr::eq(q, p)));
+        }
+        assert!(ranks().contains(&"misses"));
     }
 }

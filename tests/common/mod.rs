@@ -38,6 +38,12 @@ pub fn bpf_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
     }
 }
 
+/// The kernel's page size (4 KiB on x86_64; 4, 16 or 64 KiB on arm64).
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize
+}
+
 /// A directory on a disk-backed filesystem (page-cache tests cannot use
 /// tmpfs: its reads do not go through the page-cache read path).
 pub fn disk_dir(name: &str) -> PathBuf {
@@ -99,7 +105,7 @@ impl Mapping {
     pub fn touch_pages(&self) -> u64 {
         let base = self.addr as *const u8;
         (0..self.len)
-            .step_by(4096)
+            .step_by(page_size())
             // SAFETY: every offset is inside the mapping.
             .map(|off| unsafe { std::ptr::read_volatile(base.add(off)) } as u64)
             .sum()
@@ -115,7 +121,7 @@ impl Drop for Mapping {
 
 /// Fraction of the file's pages that are resident, from mincore.
 pub fn resident_fraction(f: &File, size: usize) -> f64 {
-    let pages = size.div_ceil(4096);
+    let pages = size.div_ceil(page_size());
     let mut vec = vec![0u8; pages];
     let m = Mapping::new(f, size);
     // SAFETY: the mapping covers `size` bytes; mincore writes one byte per

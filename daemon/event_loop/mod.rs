@@ -12,16 +12,17 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::config::{format_duration, Config};
-use crate::control::{ControlServer, Incoming, ListenOptions};
+mod requests;
+
+use crate::config::Config;
+use crate::control::{ControlServer, ListenOptions};
 use crate::drain::{Drain, Strategy};
-use crate::family::{self, FamilyId};
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
-use crate::proto::{ErrorKind, Request, Response, SnapshotReport, StatusReport, TopReport};
-use crate::sample::{top_k, Sample};
 use crate::store::{Store, StoreOptions};
 use crate::totals::Totals;
+use crate::units::{format_duration, now_ms};
+pub use requests::tick_line;
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
@@ -52,14 +53,15 @@ pub struct Overrides {
     pub socket_group: Option<String>,
     pub metrics_listen: Vec<String>,
     pub log_level: Option<String>,
-    pub enable: Vec<FamilyId>,
-    pub disable: Vec<FamilyId>,
+    /// Probe families switched on or off, by name.
+    pub enable: Vec<&'static str>,
+    pub disable: Vec<&'static str>,
 }
 
 impl Overrides {
     pub fn apply(&self, cfg: &mut Config) {
         if let Some(i) = self.interval {
-            cfg.daemon.interval = crate::config::Span(i);
+            cfg.daemon.interval = crate::units::Span(i);
         }
         if let Some(d) = &self.state_dir {
             cfg.daemon.state_dir.clone_from(d);
@@ -78,7 +80,7 @@ impl Overrides {
         }
         for (ids, on) in [(&self.enable, true), (&self.disable, false)] {
             for id in ids {
-                cfg.probes.set(*id, on);
+                cfg.probes.set(id, on);
             }
         }
     }
@@ -119,7 +121,9 @@ pub fn describe_unavailable(probes: &Probes) -> String {
         .status()
         .iter()
         .filter_map(|s| match &s.state {
-            FamilyState::Unavailable(why) => Some(format!("  {}: {why}", s.family)),
+            FamilyState::Unavailable(why) | FamilyState::Failed(why) => {
+                Some(format!("  {}: {why}", s.family))
+            }
             _ => None,
         })
         .collect::<Vec<_>>()
@@ -167,31 +171,42 @@ impl Daemon {
         let mut warnings = Vec::new();
         for s in probes.status() {
             match &s.state {
-                FamilyState::Attached => log::info!("probe family {} attached", s.family),
+                FamilyState::Attached => log::info!(
+                    "probe family {} attached (route {})",
+                    s.family,
+                    s.route.as_deref().unwrap_or("?")
+                ),
                 FamilyState::Disabled => {
                     log::info!("probe family {} disabled in the config", s.family)
                 }
                 FamilyState::Unavailable(why) => {
-                    log::warn!("probe family {} unavailable: {why}", s.family);
-                    warnings.push(format!("probe family {} unavailable: {why}", s.family));
+                    log::info!(
+                        "probe family {} unavailable on this kernel: {why}",
+                        s.family
+                    );
+                }
+                FamilyState::Failed(why) => {
+                    log::warn!("probe family {} failed: {why}", s.family);
+                    warnings.push(format!("probe family {} failed: {why}", s.family));
                 }
             }
+        }
+        if probes.hz.is_none() {
+            let w = "the kernel's HZ could not be told (no /boot/config, /proc/config.gz or /proc/timer_list): writeback dirty age is not measured".to_string();
+            log::warn!("{w}");
+            warnings.push(w);
         }
         if !probes.any_attached() {
             return Err(StartError::NothingAttached(describe_unavailable(&probes)));
         }
-        let attached: Vec<FamilyId> = crate::family::ALL
-            .iter()
-            .map(|f| f.id)
-            .filter(|id| probes.attached(*id))
-            .collect();
         let mut drain = Drain::new(
             probes.maps()?,
-            attached,
+            probes.attached_families(),
             cfg.daemon.proc_capacity,
             cfg.daemon.top_k,
             cfg.daemon.strategy.into(),
-        )?;
+        )?
+        .with_unmeasured(probes.unmeasured_hists());
 
         let store = if cfg.store.enabled {
             let dir = cfg.daemon.state_dir.join("history");
@@ -258,7 +273,7 @@ impl Daemon {
             let period = Duration::from_micros(watchdog_usec) / 2;
             (now + period, period)
         });
-        let started_ms = crate::now_ms();
+        let started_ms = now_ms();
         let mut d = Daemon {
             totals: Totals::new(
                 started_ms,
@@ -324,6 +339,7 @@ impl Daemon {
                     FamilyState::Attached => "on",
                     FamilyState::Disabled => "off",
                     FamilyState::Unavailable(_) => "unavailable",
+                    FamilyState::Failed(_) => "failed",
                 };
                 format!("{} {st}", s.family)
             })
@@ -401,7 +417,7 @@ impl Daemon {
             let now = Instant::now();
             if now >= self.next_flush {
                 if let Some(st) = &mut self.store {
-                    st.flush(crate::now_ms());
+                    st.flush(now_ms());
                 }
                 self.next_flush = now + self.cfg.store.flush_interval.0;
                 self.control.sweep(self.poll.registry());
@@ -417,7 +433,7 @@ impl Daemon {
         log::info!("stopping: final drain");
         self.tick();
         if let Some(st) = &mut self.store {
-            st.flush(crate::now_ms());
+            st.flush(now_ms());
         }
         self.control.shutdown(self.poll.registry());
         self.drain_http(Duration::from_secs(3));
@@ -588,194 +604,4 @@ impl Daemon {
         }
         Ok(changes)
     }
-
-    fn answer(&mut self, inc: Incoming) {
-        let resp = match inc.request {
-            Request::Hello { .. } => return,
-            Request::Status => Response::Status(Box::new(self.status())),
-            Request::Snapshot => Response::Snapshot(Box::new(SnapshotReport {
-                started_ms: self.totals.started_ms,
-                ticks: self.totals.ticks,
-                last: self.totals.last.clone(),
-                totals: self.totals.sum.clone(),
-            })),
-            Request::Probes => Response::Probes(self.probes.status()),
-            Request::Top { by, n, since_ms } => self.top(by, n as usize, since_ms),
-            Request::History {
-                since_ms,
-                until_ms,
-                step_ms,
-            } => match &self.store {
-                None => failed("the history store is disabled (store.enabled = false)"),
-                Some(st) => {
-                    // "Until now" includes Samples stamped ahead of the wall
-                    // clock (it was set back).
-                    let until =
-                        until_ms.unwrap_or_else(|| crate::now_ms() + self.drain.ahead_ms() + 1);
-                    match st.range(since_ms, until, step_ms) {
-                        Ok(h) => Response::History(h),
-                        Err(e) => failed(&e.to_string()),
-                    }
-                }
-            },
-            Request::GetStrategy => Response::Strategy {
-                current: self.drain.strategy(),
-                previous: None,
-            },
-            Request::SetStrategy(s) => {
-                let previous = self.drain.strategy();
-                self.drain.set_strategy(s);
-                // Run-time changes live in the config, so a reload compares
-                // against them.
-                self.cfg.daemon.strategy = s.into();
-                log::info!(
-                    "strategy {} -> {} (by uid {:?})",
-                    previous.name(),
-                    s.name(),
-                    inc.peer.map(|p| p.uid)
-                );
-                Response::Strategy {
-                    current: s,
-                    previous: Some(previous),
-                }
-            }
-            Request::GetInterval => Response::Interval {
-                current_ms: self.interval.as_millis() as u64,
-                previous_ms: None,
-            },
-            Request::SetInterval { ms } => {
-                let d = Duration::from_millis(ms);
-                if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
-                    failed(&format!(
-                        "interval {} is outside 100ms..1h",
-                        format_duration(d)
-                    ))
-                } else {
-                    let previous = self.interval;
-                    self.pending_interval = Some(d);
-                    self.cfg.daemon.interval = crate::config::Span(d);
-                    log::info!(
-                        "interval {} -> {} from the next tick (by uid {:?})",
-                        format_duration(previous),
-                        format_duration(d),
-                        inc.peer.map(|p| p.uid)
-                    );
-                    Response::Interval {
-                        current_ms: ms,
-                        previous_ms: Some(previous.as_millis() as u64),
-                    }
-                }
-            }
-            Request::Reload => match self.reload() {
-                Ok(changes) => Response::Reloaded { changes },
-                Err(e) => failed(&format!("reload refused, the running config is kept: {e}")),
-            },
-        };
-        self.control.reply(self.poll.registry(), inc.token, &resp);
-    }
-
-    fn top(&self, by: crate::sample::TopBy, n: usize, since_ms: Option<u64>) -> Response {
-        let n = n.clamp(1, 1000);
-        match since_ms {
-            None => {
-                let last = self.totals.last.clone().unwrap_or_default();
-                let mut procs = last.procs;
-                top_k(&mut procs, by, n);
-                Response::Top(TopReport {
-                    start_ms: last.start_ms,
-                    end_ms: last.end_ms,
-                    by,
-                    procs,
-                })
-            }
-            Some(since) => {
-                let now = crate::now_ms();
-                let Some(st) = &self.store else {
-                    return failed("top --since needs the history store (store.enabled = false)");
-                };
-                match st.range(since, now, Some(now.saturating_sub(since).max(1))) {
-                    Ok(h) => {
-                        let mut merged = Sample::default();
-                        for p in &h.points {
-                            merged.merge(p, usize::MAX);
-                        }
-                        let mut procs = merged.procs;
-                        top_k(&mut procs, by, n);
-                        Response::Top(TopReport {
-                            start_ms: since,
-                            end_ms: now,
-                            by,
-                            procs,
-                        })
-                    }
-                    Err(e) => failed(&e.to_string()),
-                }
-            }
-        }
-    }
-
-    pub fn status(&self) -> StatusReport {
-        let mut warnings = self.warnings.clone();
-        if let Some(st) = &self.store {
-            if st.write_errors > 0 {
-                warnings.push(format!("{} history store write errors", st.write_errors));
-            }
-        }
-        if self.late_ticks > 0 {
-            warnings.push(format!(
-                "{} ticks ran late by a whole interval",
-                self.late_ticks
-            ));
-        }
-        let ahead = self.drain.ahead_ms();
-        if ahead > 2_000 {
-            warnings.push(format!(
-                "the wall clock was set back: history timestamps run {} ahead of it until it catches up",
-                format_duration(Duration::from_millis(ahead))
-            ));
-        }
-        StatusReport {
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            started_ms: self.totals.started_ms,
-            now_ms: crate::now_ms(),
-            interval_ms: self.interval.as_millis() as u64,
-            strategy: self.drain.strategy(),
-            families: self.probes.status(),
-            store: self.store.as_ref().map(Store::status),
-            ticks: self.totals.ticks,
-            last_tick_ms: self.totals.last.as_ref().map(|s| s.end_ms),
-            last_drain_us: self.drain.last_duration.as_micros() as u64,
-            socket: self.control.path().display().to_string(),
-            http: self
-                .http
-                .as_ref()
-                .map(|h| {
-                    h.addresses()
-                        .iter()
-                        .map(|a| format!("http://{a}/metrics"))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            proc_map_capacity: self.cfg.daemon.proc_capacity,
-            proc_table_len: self.totals.procs_len() as u64,
-            warnings,
-        }
-    }
-}
-
-fn failed(msg: &str) -> Response {
-    Response::Error {
-        kind: ErrorKind::Failed,
-        message: msg.to_string(),
-    }
-}
-
-/// The line `--dev` prints per tick.
-pub fn tick_line(s: &Sample, drain: Duration) -> String {
-    let mut parts = vec![format!("tick {:.1}s", s.seconds())];
-    parts.extend(family::ALL.iter().filter_map(|f| (f.tick)(s)));
-    parts.push(format!("procs {}", s.procs_seen));
-    parts.push(format!("drain {}us", drain.as_micros()));
-    parts.join(" | ")
 }

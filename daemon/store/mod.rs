@@ -18,27 +18,53 @@
 //! renamed aside (never deleted) and a fresh one is started; a database
 //! another process holds is waited for, then refused.
 
+mod codec;
+mod recovery;
+mod retention;
+mod rollup;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bincode::Options;
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::proto::{HistoryReport, StoreStatus};
 use crate::sample::Sample;
+pub use codec::{decode_sample, encode_sample, v1, v2};
+use recovery::aside_path;
+use rollup::merge_into;
 
-/// Bumped when the on-disk layout or the Sample encoding changes.
+/// Where the store is and how it is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub path: String,
+    pub bytes: u64,
+    pub oldest_ms: Option<u64>,
+    pub newest_ms: Option<u64>,
+    pub write_errors: u64,
+    /// Where a database that would not open was moved, if one was.
+    pub moved_aside: Option<String>,
+}
+
+/// Samples of a time range, merged to a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryReport {
+    /// Resolution of the tier the points come from.
+    pub resolution_ms: u64,
+    /// Step the points were merged to.
+    pub step_ms: u64,
+    /// Oldest data the store holds (any tier), if any.
+    pub oldest_ms: Option<u64>,
+    pub points: Vec<Sample>,
+}
+
+/// Bumped when the on-disk layout changes. A value's first byte says which
+/// Sample encoding it holds (see [`codec`]), so a new Sample encoding does
+/// not change this.
 pub const FORMAT_VERSION: u32 = 2;
-/// First byte of a stored value: the Sample encoding it holds. Values of
-/// older encodings are read and converted; new ones are written as
-/// [`SAMPLE_VERSION`](crate::sample::SAMPLE_VERSION).
-const VALUE_TAG: u8 = crate::sample::SAMPLE_VERSION as u8;
-const VALUE_TAG_V1: u8 = 1;
-/// A stored Sample larger than this is refused on decode.
-const MAX_VALUE: u64 = 4 << 20;
 /// Samples kept in memory while the disk refuses writes.
 const MAX_PENDING: usize = 4096;
 /// The file is allowed this many times the live keys and values before the
@@ -117,99 +143,6 @@ impl Tier {
     }
 }
 
-/// Varint integers: most counters of one tick are small, so a Sample is
-/// about a quarter of its fixed-width size.
-fn codec() -> impl Options {
-    bincode::DefaultOptions::new()
-        .with_varint_encoding()
-        .with_little_endian()
-        .with_limit(MAX_VALUE)
-}
-
-pub fn encode_sample(s: &Sample) -> Vec<u8> {
-    let mut v = vec![VALUE_TAG];
-    v.extend(codec().serialize(s).expect("Samples always serialize"));
-    v
-}
-
-pub fn decode_sample(bytes: &[u8]) -> Option<Sample> {
-    match bytes.split_first() {
-        Some((&VALUE_TAG, rest)) => codec().deserialize(rest).ok(),
-        Some((&VALUE_TAG_V1, rest)) => codec()
-            .deserialize::<v1::Sample>(rest)
-            .ok()
-            .map(Sample::from),
-        _ => None,
-    }
-}
-
-/// Sample encoding 1 (iomon 0.1: four families, no mmap/writeback), kept
-/// to read stores written by it. Never written.
-mod v1 {
-    use serde::{Deserialize, Serialize};
-
-    use crate::family::fadvise::FadviseStats;
-    use crate::family::pagecache::PageCacheStats;
-    use crate::family::reads::ReadStats;
-    use crate::family::reclaim::ReclaimStats;
-
-    #[derive(Serialize, Deserialize)]
-    pub struct ProcSample {
-        pub tgid: u32,
-        pub comm: String,
-        pub fadvise: [[u64; 2]; 7],
-        pub read_calls: u64,
-        pub read_bytes: u64,
-        pub pc_asked: u64,
-        pub pc_missed: u64,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Sample {
-        pub start_ms: u64,
-        pub end_ms: u64,
-        pub fadvise: Option<FadviseStats>,
-        pub reads: Option<ReadStats>,
-        pub pagecache: Option<PageCacheStats>,
-        pub reclaim: Option<ReclaimStats>,
-        pub procs: Vec<ProcSample>,
-        pub procs_seen: u64,
-        pub procs_dropped: u64,
-    }
-
-    impl From<Sample> for crate::sample::Sample {
-        fn from(s: Sample) -> Self {
-            crate::sample::Sample {
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
-                fadvise: s.fadvise,
-                reads: s.reads,
-                pagecache: s.pagecache,
-                reclaim: s.reclaim,
-                procs: s
-                    .procs
-                    .into_iter()
-                    .map(|p| crate::sample::ProcSample {
-                        tgid: p.tgid,
-                        comm: p.comm,
-                        fadvise: p.fadvise,
-                        read_calls: p.read_calls,
-                        read_bytes: p.read_bytes,
-                        pc_asked: p.pc_asked,
-                        pc_missed: p.pc_missed,
-                        ..Default::default()
-                    })
-                    .collect(),
-                procs_seen: s.procs_seen,
-                procs_dropped: s.procs_dropped,
-                // Families that did not exist: unavailable, not zero.
-                mmap: None,
-                writeback: None,
-            }
-        }
-    }
-}
-
 pub struct Store {
     dir: PathBuf,
     db: Database,
@@ -230,38 +163,6 @@ pub struct Store {
     /// Bytes of keys and values held, all tiers.
     live_bytes: u64,
     counts: [u64; 3],
-}
-
-enum OpenFailure {
-    /// Garbage, truncated, or another format: move it aside.
-    Unreadable(String),
-    /// Another process holds the lock.
-    Locked,
-    /// Permissions, disk errors: moving would not help.
-    Fatal(redb::Error),
-}
-
-impl OpenFailure {
-    fn classify<E: Into<redb::Error>>(e: E) -> OpenFailure {
-        let e: redb::Error = e.into();
-        match e {
-            redb::Error::DatabaseAlreadyOpen => OpenFailure::Locked,
-            redb::Error::Corrupted(_)
-            | redb::Error::UpgradeRequired(_)
-            | redb::Error::TableTypeMismatch { .. } => {
-                OpenFailure::Unreadable(format!("redb: {e}"))
-            }
-            redb::Error::Io(ref io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                OpenFailure::Unreadable(format!("redb: {e}"))
-            }
-            other => OpenFailure::Fatal(other),
-        }
-    }
 }
 
 impl Store {
@@ -332,103 +233,6 @@ impl Store {
         Ok(())
     }
 
-    /// `Ok(Ok(db))`, `Ok(Err(why))` when the database is unreadable and
-    /// should be moved aside, or `Err` for what moving would not fix. A lock
-    /// held by a process that is going away (a restart) is waited for.
-    fn open_retrying(dir: &Path) -> Result<Result<Database, String>, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match Self::try_open(dir) {
-                Err(OpenFailure::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(OpenFailure::Locked) => return Err(StoreError::Locked(dir.to_path_buf())),
-                Err(OpenFailure::Fatal(source)) => {
-                    return Err(StoreError::Open {
-                        path: dir.to_path_buf(),
-                        source,
-                    })
-                }
-                Err(OpenFailure::Unreadable(why)) => return Ok(Err(why)),
-                Ok(db) => return Ok(Ok(db)),
-            }
-        }
-    }
-
-    fn try_open(dir: &Path) -> Result<Database, OpenFailure> {
-        let path = dir.join(FILE);
-        let fresh = !path.exists();
-        // A directory that holds other things but no database is not ours
-        // to write into quietly.
-        if fresh
-            && std::fs::read_dir(dir)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false)
-        {
-            return Err(OpenFailure::Unreadable(format!(
-                "it has files but no {FILE}"
-            )));
-        }
-        let db = Database::builder()
-            .set_cache_size(4 << 20)
-            .create(&path)
-            .map_err(OpenFailure::classify)?;
-        let tx = db.begin_write().map_err(OpenFailure::classify)?;
-        {
-            let mut meta = tx.open_table(META).map_err(OpenFailure::classify)?;
-            let version = meta
-                .get("format_version")
-                .map_err(OpenFailure::classify)?
-                .map(|v| v.value());
-            match version {
-                None if fresh => {
-                    meta.insert("format_version", FORMAT_VERSION)
-                        .map_err(OpenFailure::classify)?;
-                }
-                None => return Err(OpenFailure::Unreadable("it has no format version".into())),
-                Some(v) if v == FORMAT_VERSION => {}
-                Some(v) => {
-                    return Err(OpenFailure::Unreadable(format!(
-                        "format version {v}, this iomond reads {FORMAT_VERSION}"
-                    )))
-                }
-            }
-            for t in TABLES {
-                tx.open_table(t).map_err(OpenFailure::classify)?;
-            }
-        }
-        tx.commit().map_err(OpenFailure::classify)?;
-        Ok(db)
-    }
-
-    /// The rollups of the current minute and hour, from the raw samples.
-    fn rebuild_open_buckets(&mut self) -> Result<(), StoreError> {
-        let newest = self.newest[Tier::Raw as usize];
-        if self.counts[Tier::Raw as usize] == 0 {
-            return Ok(());
-        }
-        let hour = newest - newest % HOUR_MS;
-        let minute = newest - newest % MINUTE_MS;
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(Tier::Raw.table()).map_err(db_err)?;
-        let top = self.opts.top_k;
-        for item in t.range(hour..).map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            let Some(s) = decode_sample(v.value()) else {
-                continue;
-            };
-            if k.value() >= minute {
-                merge_into(&mut self.open_minute, minute, &s, top);
-            }
-            merge_into(&mut self.open_hour, hour, &s, top);
-        }
-        Ok(())
-    }
-
     /// Appends one tick's Sample and updates the rollups; closed rollup
     /// buckets are queued too. Everything queued is committed by `flush`;
     /// a failed commit is counted and retried at the next flush.
@@ -477,28 +281,6 @@ impl Store {
                 crate::error_chain(&e)
             );
             self.in_error = true;
-        }
-    }
-
-    fn try_reopen(&mut self) -> bool {
-        if !self.reopen {
-            return true;
-        }
-        // redb refuses writes after an I/O error until it is reopened.
-        let path = self.dir.join(FILE);
-        let placeholder = match tempfile_db() {
-            Some(db) => db,
-            None => return false,
-        };
-        drop(std::mem::replace(&mut self.db, placeholder));
-        match Database::builder().set_cache_size(4 << 20).create(&path) {
-            Ok(db) => {
-                self.db = db;
-                self.reopen = false;
-                let _ = self.scan();
-                true
-            }
-            Err(_) => false,
         }
     }
 
@@ -561,92 +343,6 @@ impl Store {
         if let Err(e) = self.enforce_retention(now_ms) {
             self.note_error("retention", e);
         }
-    }
-
-    fn enforce_retention(&mut self, now_ms: u64) -> Result<(), StoreError> {
-        let mut cutoffs = [0u64; 3];
-        for (tier, keep) in [
-            (Tier::Raw, self.opts.retention_raw),
-            (Tier::Minute, self.opts.retention_1m),
-            (Tier::Hour, self.opts.retention_1h),
-        ] {
-            cutoffs[tier as usize] = now_ms.saturating_sub(keep.as_millis() as u64);
-        }
-        self.delete(|_, tier, ms| ms < cutoffs[tier as usize])?;
-        // Size cap: trim the oldest data of the finest tier first until the
-        // live data fits in cap / AMPLIFICATION.
-        let budget = self.opts.max_bytes / AMPLIFICATION;
-        let mut guard = 0;
-        while self.live_bytes > budget && guard < 64 {
-            guard += 1;
-            let Some(tier) = Tier::ALL.into_iter().find(|t| self.counts[*t as usize] > 1) else {
-                break;
-            };
-            let n = (self.counts[tier as usize] / 20).max(1);
-            let cutoff = self.nth_key(tier, n)?;
-            self.delete(|_, t, ms| t == tier && ms < cutoff)?;
-        }
-        // The file does not shrink by itself: compact when it is over the
-        // cap although the live data fits.
-        if self.size_on_disk() > self.opts.max_bytes && self.live_bytes <= budget {
-            match self.db.compact() {
-                Ok(_) => log::info!(
-                    "history store {}: compacted to {} bytes",
-                    self.dir.display(),
-                    self.size_on_disk()
-                ),
-                Err(e) => log::warn!(
-                    "history store {}: compaction failed: {e}",
-                    self.dir.display()
-                ),
-            }
-        }
-        Ok(())
-    }
-
-    /// The key of the `n`th oldest entry of a tier (u64::MAX past the end).
-    fn nth_key(&self, tier: Tier, n: u64) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(tier.table()).map_err(db_err)?;
-        for (i, item) in t.iter().map_err(db_err)?.enumerate() {
-            let (k, _) = item.map_err(db_err)?;
-            if i as u64 == n {
-                return Ok(k.value());
-            }
-        }
-        Ok(u64::MAX)
-    }
-
-    /// Deletes every entry (of any tier) for which `doomed` says so, in one
-    /// durable transaction. Only prefixes of each tier are ever deleted.
-    fn delete(&mut self, doomed: impl Fn(&Self, Tier, u64) -> bool) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(db_err)?;
-        tx.set_durability(Durability::Immediate).map_err(db_err)?;
-        let mut freed = 0u64;
-        let mut removed = [0u64; 3];
-        for tier in Tier::ALL {
-            let mut t = tx.open_table(tier.table()).map_err(db_err)?;
-            // Find the end of the doomed prefix, then delete it.
-            let mut end = None;
-            for item in t.iter().map_err(db_err)? {
-                let (k, v) = item.map_err(db_err)?;
-                if !doomed(self, tier, k.value()) {
-                    break;
-                }
-                end = Some(k.value());
-                freed += 8 + v.value().len() as u64;
-                removed[tier as usize] += 1;
-            }
-            if let Some(end) = end {
-                t.retain_in(..=end, |_, _| false).map_err(db_err)?;
-            }
-        }
-        tx.commit().map_err(db_err)?;
-        self.live_bytes = self.live_bytes.saturating_sub(freed);
-        for (c, n) in self.counts.iter_mut().zip(removed) {
-            *c = c.saturating_sub(n);
-        }
-        Ok(())
     }
 
     /// Size of the database file.
@@ -795,42 +491,13 @@ impl Store {
 }
 
 /// An in-memory database to hold the place of one being reopened.
-fn tempfile_db() -> Option<Database> {
-    Database::builder()
-        .create_with_backend(redb::backends::InMemoryBackend::new())
-        .ok()
-}
-
-fn merge_into(slot: &mut Option<(u64, Sample)>, bucket: u64, s: &Sample, top: usize) {
-    match slot {
-        Some((b, acc)) if *b == bucket => acc.merge(s, top),
-        _ => {
-            let mut first = s.clone();
-            crate::sample::top_k(&mut first.procs, crate::sample::TopBy::Activity, top);
-            *slot = Some((bucket, first));
-        }
-    }
-}
-
-fn aside_path(dir: &Path) -> PathBuf {
-    let stamp = crate::now_ms() / 1000;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "store".into());
-    let mut p = dir.with_file_name(format!("{name}.unreadable-{stamp}"));
-    let mut i = 1;
-    while p.exists() {
-        p = dir.with_file_name(format!("{name}.unreadable-{stamp}.{i}"));
-        i += 1;
-    }
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::fadvise::FadviseStats;
+    use crate::abi;
+    use crate::family::Section;
+
+    const DONTNEED_OK: usize = abi::fadvise::advice::DONTNEED * abi::fadvise::result::N;
 
     fn opts() -> StoreOptions {
         StoreOptions {
@@ -844,12 +511,19 @@ mod tests {
     }
 
     fn sample(start_ms: u64, dontneed: u64) -> Sample {
-        let mut f = FadviseStats::default();
-        f.calls[4][0] = dontneed;
+        let mut c = vec![0; abi::FADVISE.ncounters];
+        c[DONTNEED_OK] = dontneed;
         Sample {
             start_ms,
             end_ms: start_ms + 10_000,
-            fadvise: Some(f),
+            sections: [(
+                "fadvise".to_string(),
+                Section {
+                    counters: c,
+                    hists: vec![],
+                },
+            )]
+            .into(),
             ..Default::default()
         }
     }
@@ -857,7 +531,7 @@ mod tests {
     fn total(r: &HistoryReport) -> u64 {
         r.points
             .iter()
-            .map(|p| p.fadvise.as_ref().unwrap().calls[4][0])
+            .map(|p| p.section("fadvise").unwrap().get(DONTNEED_OK).unwrap())
             .sum()
     }
 
@@ -1054,54 +728,5 @@ mod tests {
             "file {} bytes",
             st.size_on_disk()
         );
-    }
-
-    #[test]
-    fn decode_refuses_garbage_and_oversize() {
-        assert!(decode_sample(&[]).is_none());
-        assert!(decode_sample(&[9, 1, 2]).is_none());
-        let mut big = vec![VALUE_TAG];
-        big.extend_from_slice(&[0xff; 64]);
-        assert!(decode_sample(&big).is_none());
-        let s = sample(T0, 3);
-        assert_eq!(decode_sample(&encode_sample(&s)), Some(s));
-    }
-
-    #[test]
-    fn version_1_samples_still_decode() {
-        // Bytes as iomon 0.1 wrote them: tag 1, then the v1 layout.
-        let old = v1::Sample {
-            start_ms: T0,
-            end_ms: T0 + 10_000,
-            fadvise: Some(crate::family::fadvise::FadviseStats {
-                calls: [[1, 0], [0, 0], [0, 0], [0, 0], [7, 2], [0, 0], [0, 0]],
-            }),
-            reads: None,
-            pagecache: None,
-            reclaim: None,
-            procs: vec![v1::ProcSample {
-                tgid: 42,
-                comm: "banyand".into(),
-                fadvise: [[0; 2]; 7],
-                read_calls: 5,
-                read_bytes: 500,
-                pc_asked: 10,
-                pc_missed: 3,
-            }],
-            procs_seen: 1,
-            procs_dropped: 0,
-        };
-        let mut bytes = vec![VALUE_TAG_V1];
-        bytes.extend(codec().serialize(&old).unwrap());
-        let s = decode_sample(&bytes).expect("v1 decodes");
-        assert_eq!(s.fadvise.as_ref().unwrap().of_advice(4), 9);
-        assert_eq!(s.procs[0].comm, "banyand");
-        assert_eq!((s.procs[0].pc_asked, s.procs[0].pc_missed), (10, 3));
-        assert_eq!(s.procs[0].mm_asked, 0);
-        assert!(
-            s.mmap.is_none() && s.writeback.is_none(),
-            "new families unavailable, not zero"
-        );
-        assert_ne!(VALUE_TAG, VALUE_TAG_V1, "a new encoding has a new tag");
     }
 }

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * mmap: page faults on file mappings, in faults and pages (bpf/families/mmap.toml).
+ *
+ * A fault on a file mapping first tries fault-around (the kernel maps the
+ * cached pages near the address: filemap_map_pages); only a page it could
+ * not map goes to the file's fault handler (filemap_fault). A fault whose
+ * handler had to add the page to the page cache is major. Route tracepoint
+ * (6.12+) sees both through their tracepoints; routes fentry and kprobe
+ * through the functions themselves.
+ */
+
+/* Pages added in a fault arrive after its fault event and before the fault
+ * returns; a thread's marker older than this is stale. */
+#define FAULT_WINDOW_NS (100ULL * 1000 * 1000)
+
+#define PMD_PAGES 512
+#define XA_CHUNK_MASK 63
+
+/* Slot `index` of an xarray node, a large folio's sibling slots resolved
+ * to its first (xa_is_sibling: an internal entry below 256). */
+static __always_inline unsigned long xa_slot(struct xa_node *node, u32 shift, u64 index)
+{
+	unsigned long e = 0;
+	u32 off = (index >> (shift & 63)) & XA_CHUNK_MASK;
+	void **slots = (void **)((char *)node + bpf_core_field_offset(struct xa_node, slots));
+	bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+	if ((e & 3) == 2 && e < ((XA_CHUNK_MASK << 2) | 2)) {
+		off = (e >> 2) & XA_CHUNK_MASK;
+		bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+	}
+	return e;
+}
+
+/* An xarray entry as a folio: NULL if empty, a shadow (value) entry or an
+ * internal one. */
+static __always_inline struct folio *as_folio(unsigned long e)
+{
+	return (!e || (e & 3)) ? NULL : (struct folio *)e;
+}
+
+/* The page-cache folios at `a` and at `b` (b >= a, close: a fault-around
+ * window) of `mapping`, NULL where there is none: a read-only walk of the
+ * xarray like xa_load() without the RCU retry (a racing change gives a
+ * stale answer for this one event, never a fault: reads are probed). One
+ * walk when b sits under the node where a's ended; depth bounded at 6
+ * levels (2^36 pages). */
+static __always_inline void cache_folios(struct address_space *mapping, u64 a, u64 b,
+					 struct folio **fa, struct folio **fb)
+{
+	unsigned long e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+	struct xa_node *last = NULL;
+	u32 last_shift = 0;
+	for (int level = 0; level < 6; level++) {
+		/* xa_is_node(): an internal entry (low bits 10) above 4096 */
+		if ((e & 3) != 2 || e <= 4096)
+			break;
+		struct xa_node *node = (struct xa_node *)(e - 2);
+		last_shift = BPF_CORE_READ(node, shift);
+		last = node;
+		e = xa_slot(node, last_shift, a);
+	}
+	if (!last) {
+		/* A single entry at index 0, or nothing. */
+		*fa = a == 0 ? as_folio(e) : NULL;
+		*fb = b == 0 ? *fa : NULL;
+		return;
+	}
+	*fa = (e & 3) == 2 ? NULL : as_folio(e);
+	if (b == a) {
+		*fb = *fa;
+		return;
+	}
+	u32 span = (last_shift & 63) + 6;
+	if (span >= 64 || ((a ^ b) >> span) == 0) {
+		unsigned long eb = xa_slot(last, last_shift, b);
+		if ((eb & 3) != 2 || eb < 4096) {
+			*fb = as_folio(eb);
+			return;
+		}
+	}
+	/* b is under another node: walk again. */
+	e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+	for (int level = 0; level < 6; level++) {
+		if ((e & 3) != 2 || e <= 4096)
+			break;
+		struct xa_node *node = (struct xa_node *)(e - 2);
+		e = xa_slot(node, BPF_CORE_READ(node, shift), b);
+	}
+	*fb = (e & 3) == 2 ? NULL : as_folio(e);
+}
+
+static __always_inline struct folio *cache_folio(struct address_space *mapping, u64 index)
+{
+	struct folio *f, *g;
+	cache_folios(mapping, index, index, &f, &g);
+	return f;
+}
+
+/* Counts `asked` pages of a fault on [s, e) and the read-ahead waiting
+ * there (brought in for it: a miss, counted once). */
+static __always_inline void mm_ask(struct thread_state *t, u64 ino, u32 dev, u64 s, u64 e,
+				   u64 asked)
+{
+	struct file_key fk = { .ino = ino, .dev = dev };
+	u64 gen;
+	struct ra_window *w = ra_lookup(t, &fk, &gen);
+	u64 missed = w ? ra_consume(w, s, e) : 0;
+	ra_note(t, &fk, gen, w);
+	if (!asked && !missed)
+		return;
+	if (asked)
+		count(IOMON_C_MMAP_ASKED, asked);
+	if (missed)
+		count(IOMON_C_MMAP_MISSED_READAHEAD, missed);
+	struct iomon_proc *p = proc_entry();
+	if (asked)
+		proc_add(p, IOMON_P_MMAP_ASKED, asked);
+	if (missed)
+		proc_add(p, IOMON_P_MMAP_MISSED, missed);
+}
+
+/* Fault-around: the kernel maps the cached pages around a faulting address
+ * without calling the file's fault handler. [start, end] is what it looked
+ * up; a thread that repeats the same lookup (the page was not there, the
+ * fault handler read it in, the access faults again) asks once. */
+static __always_inline void mm_around(struct address_space *mapping, u64 ino, u32 dev,
+				      u64 start, u64 end)
+{
+	if (end < start)
+		return;
+	count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_AROUND, 1);
+	/* Fault-around maps a large folio whole (6.18+: "map entire large
+	 * folio faultaround"; a PMD-sized one by one huge page table entry),
+	 * beyond the window the event reports: widen the window to the
+	 * folios at its ends. Kernels without folios have no large ones in
+	 * the page cache here. */
+	if (bpf_core_type_exists(struct folio)) {
+		struct folio *fs_folio, *fe_folio;
+		cache_folios(mapping, start, end, &fs_folio, &fe_folio);
+		if (fs_folio) {
+			u64 fs = BPF_CORE_READ(fs_folio, index);
+			if (fs <= start)
+				start = fs;
+		}
+		if (fe_folio) {
+			u64 fe = BPF_CORE_READ(fe_folio, index) + folio_pages(fe_folio) - 1;
+			if (fe >= end)
+				end = fe;
+		}
+	}
+	struct thread_state *t = thread_state(true);
+	bool again = t && t->mm_dev == dev && t->mm_ino == ino &&
+		     t->mm_first == start && t->mm_last == end;
+	mm_ask(t, ino, dev, start, end + 1, again ? 0 : end + 1 - start);
+	if (t) {
+		t->mm_dev = dev;
+		t->mm_ino = ino;
+		t->mm_first = start;
+		t->mm_last = end;
+	}
+}
+
+/* The file's fault handler: fault-around could not map the page (not
+ * cached, or not up to date yet). Pages it adds follow this event. */
+static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, u32 dev,
+					u64 index)
+{
+	count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_HANDLER, 1);
+	struct thread_state *t = thread_state(true);
+	bool covered = t && t->mm_dev == dev && t->mm_ino == ino &&
+		       index >= t->mm_first && index <= t->mm_last;
+	u64 s = index, e = index + 1;
+	u64 asked = covered ? 0 : 1;
+	/* A cached PMD-sized folio: the fault maps it whole with one huge
+	 * entry (the part fault-around already looked up aside). */
+	if (bpf_core_type_exists(struct folio)) {
+		struct folio *fo = cache_folio(mapping, index);
+		if (fo) {
+			u64 n = folio_pages(fo);
+			if (n >= PMD_PAGES) {
+				s = BPF_CORE_READ(fo, index);
+				e = s + n;
+				asked = n;
+				if (t && t->mm_dev == dev && t->mm_ino == ino)
+					asked -= overlap(s, e, t->mm_first, t->mm_last + 1);
+			}
+		}
+	}
+	mm_ask(t, ino, dev, s, e, asked);
+	if (t) {
+		t->flt_dev = dev;
+		t->flt_ino = ino;
+		t->flt_index = index;
+		t->flt_ns = bpf_ktime_get_ns();
+		t->flt_major = 0;
+	}
+}
+
+/* Pages added by a thread in a fault on the same file: the faulting page
+ * makes it a major fault (and a missed page); the rest is read-ahead, kept
+ * in the file's window until a fault or a read asks for it. */
+static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
+{
+	struct thread_state *t = thread_state(false);
+	if (!t || !t->flt_ns || ino != t->flt_ino || dev != t->flt_dev)
+		return;
+	if (bpf_ktime_get_ns() - t->flt_ns > FAULT_WINDOW_NS) {
+		t->flt_ns = 0;
+		return;
+	}
+	u64 e = s + n;
+	u64 f = t->flt_index;
+	u64 ra_lo = 0, ra_hi = 0;
+	if (f >= s && f < e && n >= PMD_PAGES) {
+		/* Read in whole and mapped whole by this fault (one huge page
+		 * table entry): every page of it asked, and missed. */
+		struct iomon_proc *p = proc_entry();
+		if (!t->flt_major) {
+			t->flt_major = 1;
+			count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
+			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
+		}
+		count(IOMON_C_MMAP_ASKED, n - 1);
+		count(IOMON_C_MMAP_MISSED_SYNC, n);
+		proc_add(p, IOMON_P_MMAP_ASKED, n - 1);
+		proc_add(p, IOMON_P_MMAP_MISSED, n);
+		return;
+	}
+	if (f >= s && f < e) {
+		if (!t->flt_major) {
+			t->flt_major = 1;
+			count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
+			count(IOMON_C_MMAP_MISSED_SYNC, 1);
+			struct iomon_proc *p = proc_entry();
+			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
+			proc_add(p, IOMON_P_MMAP_MISSED, 1);
+		}
+		/* the rest of the folio: below and above the faulting page */
+		ra_lo = f - s;
+		ra_hi = e - f - 1;
+	} else {
+		ra_hi = n;
+	}
+	if (!ra_lo && !ra_hi)
+		return;
+	count(IOMON_C_MMAP_READAHEAD, ra_lo + ra_hi);
+	struct file_key fk = { .ino = ino, .dev = dev };
+	struct ra_window *w = ra_window_of(&fk);
+	if (!w)
+		return;
+	if (ra_lo)
+		ra_insert(w, s, f);
+	if (ra_hi)
+		ra_insert(w, e - ra_hi, e);
+}
+
+/* ------------------------------------------------- route tracepoint */
+
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
+	     unsigned long end)
+{
+	u64 ino;
+	u32 dev;
+	if (file_of(mapping, &ino, &dev))
+		mm_around(mapping, ino, dev, start, end);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
+{
+	u64 ino;
+	u32 dev;
+	if (file_of(mapping, &ino, &dev))
+		mm_fault_at(mapping, ino, dev, index);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(mm_add, struct folio *folio)
+{
+	u64 ino;
+	u32 dev;
+	/* Only pages added in a fault, outside a read syscall, are mmap's. */
+	struct thread_state *t = thread_state(false);
+	if (!t || !t->flt_ns)
+		return 0;
+	if (!file_of(folio->mapping, &ino, &dev))
+		return 0;
+	if (in_read_syscall()) {
+		t->flt_ns = 0;
+		return 0;
+	}
+	mm_added(ino, dev, folio->index, folio_pages(folio));
+	return 0;
+}
+
+/* --------------------------------------------- routes fentry and kprobe */
+
+static __always_inline struct address_space *vmf_mapping(struct vm_fault *vmf)
+{
+	return BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
+}
+
+static __always_inline void mm_map_pages_probed(struct vm_fault *vmf, u64 start, u64 end)
+{
+	struct address_space *mapping = vmf_mapping(vmf);
+	u64 ino;
+	u32 dev;
+	if (file_of_probed(mapping, &ino, &dev))
+		mm_around(mapping, ino, dev, start, end);
+}
+
+static __always_inline void mm_fault_probed(struct vm_fault *vmf)
+{
+	struct address_space *mapping = vmf_mapping(vmf);
+	u64 ino;
+	u32 dev;
+	if (file_of_probed(mapping, &ino, &dev))
+		mm_fault_at(mapping, ino, dev, BPF_CORE_READ(vmf, pgoff));
+}
+
+SEC("fentry/filemap_map_pages")
+int BPF_PROG(mm_map_pages_fentry, struct vm_fault *vmf, unsigned long start, unsigned long end)
+{
+	mm_map_pages_probed(vmf, start, end);
+	return 0;
+}
+
+SEC("fentry/filemap_fault")
+int BPF_PROG(mm_fault_fentry, struct vm_fault *vmf)
+{
+	mm_fault_probed(vmf);
+	return 0;
+}
+
+SEC("kprobe/filemap_map_pages")
+int BPF_KPROBE(mm_map_pages_kprobe, struct vm_fault *vmf, unsigned long start, unsigned long end)
+{
+	mm_map_pages_probed(vmf, start, end);
+	return 0;
+}
+
+SEC("kprobe/filemap_fault")
+int BPF_KPROBE(mm_fault_kprobe, struct vm_fault *vmf)
+{
+	mm_fault_probed(vmf);
+	return 0;
+}
+
+/* Pages added, from the classic tracepoint (these routes run where the
+ * add event may have no typed folio). Pages a read adds are not the
+ * fault's: the read syscall tells where the kernel can say (5.15+),
+ * else the pagecache family's read entry (rd_active). */
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int mm_add_tp(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	u64 n = event_pages(ctx);
+	u64 index = ctx->index;
+	u64 ino = ctx->i_ino;
+	u32 dev = ctx->s_dev;
+	struct thread_state *t = thread_state(false);
+	if (!t || !t->flt_ns)
+		return 0;
+	bool reading = t->rd_active;
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		reading = in_read_syscall();
+	if (reading) {
+		t->flt_ns = 0;
+		return 0;
+	}
+	mm_added(ino, dev, index, n);
+	return 0;
+}

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * pagecache: pages buffered reads asked for and missed (bpf/families/pagecache.toml).
+ *
+ * Two ways to see a read, one per kind of kernel:
+ *  - route tracepoint (6.12+): mm_filemap_get_pages fires at the end of each
+ *    chunk of a read; pages the thread added before it are settled then,
+ *    told from other adds by the syscall the thread is in;
+ *  - routes fentry/kprobe (older kernels): entry and exit of the buffered
+ *    read itself; pages added between them are the read's.
+ * Either way a page the read asked for and had to bring in is a miss, once;
+ * pages brought in beyond it are read-ahead, kept per file until a read
+ * asks for them (then a miss too) or forgotten.
+ */
+
+SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
+int pc_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	count(IOMON_C_PAGECACHE_DELETED, event_pages(ctx));
+	return 0;
+}
+
+/* ------------------------------------------------- route tracepoint */
+
+/* Pages added while a thread is inside a buffered read are that read's
+ * doing: those it asked for are misses, the rest is read-ahead. The add
+ * events come before the read's get_pages event, so remember them here
+ * until it comes. */
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	/* Copy the fields first: the verifier refuses ctx reads at offsets it
+	 * cannot prove constant. */
+	u64 n = event_pages(ctx);
+	u64 index = ctx->index;
+	u64 ino = ctx->i_ino;
+	u32 dev = ctx->s_dev;
+	count(IOMON_C_PAGECACHE_ADDED, n);
+	if (!in_read_syscall())
+		return 0;
+
+	struct thread_state *t = thread_state(true);
+	if (!t)
+		return 0;
+	if (t->pend_nr == 0 || t->pend_dev != dev || t->pend_ino != ino) {
+		t->pend_dev = dev;
+		t->pend_ino = ino;
+		t->pend_nr = 0;
+		t->pend_overflow = 0;
+	}
+	u32 last = t->pend_nr;
+	if (last > 0 && last <= 4 && t->pend[last - 1].end == index) {
+		t->pend[last - 1].end = index + n;
+	} else if (last < 4) {
+		t->pend[last].start = index;
+		t->pend[last].end = index + n;
+		t->pend_nr = last + 1;
+	} else {
+		t->pend_overflow += n;
+	}
+	return 0;
+}
+
+/* Fires at the end of each successful filemap_get_pages(): one buffered read
+ * is one or more of these, the first with the read's first page, later ones
+ * (continuations) with the same file and last page and a higher index. */
+SEC("tp_btf/mm_filemap_get_pages")
+int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
+	     unsigned long last_index)
+{
+	struct inode *host = mapping->host;
+	if (!host)
+		return 0;
+	u64 ino = host->i_ino;
+	struct super_block *sb = host->i_sb;
+	u32 dev = sb ? sb->s_dev : host->i_rdev;
+	s64 isize = host->i_size;
+	if (isize <= 0)
+		return 0;
+	u64 eof = (u64)(isize - 1) >> page_shift;
+	u64 last = last_index < eof ? last_index : eof;
+	if (index > last)
+		return 0;
+
+	count(IOMON_C_PAGECACHE_READ_EVENTS, 1);
+	struct thread_state *t = thread_state(true);
+	if (!t)
+		return 0;
+
+	u64 missed_sync = 0, missed_ra = 0, readahead = 0;
+	struct file_key fk = { .ino = ino, .dev = dev };
+	u64 gen;
+	struct ra_window *w = ra_lookup(t, &fk, &gen);
+
+	/* 1. Settle the pages this thread added during this chunk. */
+	if (t->pend_nr && t->pend_dev == dev && t->pend_ino == ino) {
+		for (int i = 0; i < 4; i++) {
+			if (i >= t->pend_nr)
+				break;
+			u64 s = t->pend[i].start, e = t->pend[i].end;
+			u64 in = overlap(s, e, index, last + 1);
+			missed_sync += in;
+			u64 beyond = overlap(s, e, last + 1, ~0ULL);
+			readahead += (e - s) - in;
+			if (beyond) {
+				u64 bs = s > last + 1 ? s : last + 1;
+				if (!w)
+					w = ra_window_of(&fk);
+				if (w)
+					ra_insert(w, bs, e);
+			}
+		}
+		readahead += t->pend_overflow;
+	}
+	t->pend_nr = 0;
+	t->pend_overflow = 0;
+
+	/* 2. A new read asks for [index, last]; read-ahead waiting there was
+	 * brought in for it: a miss too, counted once, then forgotten. */
+	bool cont = t->rd_dev == dev && t->rd_ino == ino && t->rd_last == last &&
+		    index > t->rd_prev;
+	if (!cont) {
+		u64 asked = last - index + 1;
+		count(IOMON_C_PAGECACHE_ASKED, asked);
+		if (w)
+			missed_ra = ra_consume(w, index, last + 1);
+		struct iomon_proc *p = proc_entry();
+		proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
+		if (missed_sync + missed_ra)
+			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_sync + missed_ra);
+		t->rd_dev = dev;
+		t->rd_ino = ino;
+		t->rd_last = last;
+	} else if (missed_sync) {
+		proc_add(proc_entry(), IOMON_P_PAGECACHE_MISSED, missed_sync);
+	}
+	t->rd_prev = index;
+
+	ra_note(t, &fk, gen, w);
+	if (missed_sync)
+		count(IOMON_C_PAGECACHE_MISSED_SYNC, missed_sync);
+	if (missed_ra)
+		count(IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
+	if (readahead)
+		count(IOMON_C_PAGECACHE_READAHEAD, readahead);
+	return 0;
+}
+
+/* ------------------------------------------- routes fentry and kprobe */
+
+/* A buffered read starts: it asks for the pages of [ki_pos, ki_pos +
+ * count) up to end of file; read-ahead waiting there is a miss now. */
+static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *iter)
+{
+	struct address_space *mapping = BPF_CORE_READ(iocb, ki_filp, f_mapping);
+	u64 ino;
+	u32 dev;
+	if (!file_of_probed(mapping, &ino, &dev))
+		return;
+	s64 isize = BPF_CORE_READ(mapping, host, i_size);
+	u64 pos = BPF_CORE_READ(iocb, ki_pos);
+	u64 len = BPF_CORE_READ(iter, count);
+	struct thread_state *t = thread_state(true);
+	if (t)
+		t->rd_active = 0;
+	if (isize <= 0 || !len || pos >= (u64)isize)
+		return;
+	u64 index = pos >> page_shift;
+	u64 last = (pos + len - 1) >> page_shift;
+	u64 eof = (u64)(isize - 1) >> page_shift;
+	if (last > eof)
+		last = eof;
+
+	count(IOMON_C_PAGECACHE_READ_EVENTS, 1);
+	u64 asked = last - index + 1;
+	count(IOMON_C_PAGECACHE_ASKED, asked);
+	struct iomon_proc *p = proc_entry();
+	proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
+	if (!t)
+		return;
+	struct file_key fk = { .ino = ino, .dev = dev };
+	u64 gen;
+	struct ra_window *w = ra_lookup(t, &fk, &gen);
+	if (w) {
+		u64 missed_ra = ra_consume(w, index, last + 1);
+		if (missed_ra) {
+			count(IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
+			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_ra);
+		}
+	}
+	ra_note(t, &fk, gen, w);
+	t->rd_dev = dev;
+	t->rd_ino = ino;
+	t->rd_first = index;
+	t->rd_last = last;
+	t->rd_active = 1;
+}
+
+static __always_inline void pc_read_end(void)
+{
+	struct thread_state *t = thread_state(false);
+	if (t)
+		t->rd_active = 0;
+}
+
+/* Pages added while the thread is inside a buffered read of the same file:
+ * in what it asked for, missed; beyond, read-ahead for later reads. */
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	u64 n = event_pages(ctx);
+	u64 index = ctx->index;
+	u64 ino = ctx->i_ino;
+	u32 dev = ctx->s_dev;
+	count(IOMON_C_PAGECACHE_ADDED, n);
+	struct thread_state *t = thread_state(false);
+	if (!t || !t->rd_active || t->rd_dev != dev || t->rd_ino != ino)
+		return 0;
+	u64 s = index, e = index + n;
+	u64 in = overlap(s, e, t->rd_first, t->rd_last + 1);
+	if (in) {
+		count(IOMON_C_PAGECACHE_MISSED_SYNC, in);
+		proc_add(proc_entry(), IOMON_P_PAGECACHE_MISSED, in);
+	}
+	if (n > in)
+		count(IOMON_C_PAGECACHE_READAHEAD, n - in);
+	u64 beyond = overlap(s, e, t->rd_last + 1, ~0ULL);
+	if (beyond) {
+		struct file_key fk = { .ino = ino, .dev = dev };
+		struct ra_window *w = ra_window_of(&fk);
+		if (w)
+			ra_insert(w, e - beyond, e);
+	}
+	return 0;
+}
+
+SEC("fentry/filemap_read")
+int BPF_PROG(pc_read_entry, struct kiocb *iocb, struct iov_iter *iter)
+{
+	pc_read_begin(iocb, iter);
+	return 0;
+}
+
+SEC("fexit/filemap_read")
+int BPF_PROG(pc_read_exit)
+{
+	pc_read_end();
+	return 0;
+}
+
+SEC("fentry/generic_file_buffered_read")
+int BPF_PROG(pc_read_entry_gfbr, struct kiocb *iocb, struct iov_iter *iter)
+{
+	pc_read_begin(iocb, iter);
+	return 0;
+}
+
+SEC("fexit/generic_file_buffered_read")
+int BPF_PROG(pc_read_exit_gfbr)
+{
+	pc_read_end();
+	return 0;
+}
+
+SEC("kprobe/filemap_read")
+int BPF_KPROBE(pc_read_kprobe, struct kiocb *iocb, struct iov_iter *iter)
+{
+	pc_read_begin(iocb, iter);
+	return 0;
+}
+
+SEC("kretprobe/filemap_read")
+int BPF_KRETPROBE(pc_read_kretprobe)
+{
+	pc_read_end();
+	return 0;
+}
+
+SEC("kprobe/generic_file_buffered_read")
+int BPF_KPROBE(pc_read_kprobe_gfbr, struct kiocb *iocb, struct iov_iter *iter)
+{
+	pc_read_begin(iocb, iter);
+	return 0;
+}
+
+SEC("kretprobe/generic_file_buffered_read")
+int BPF_KRETPROBE(pc_read_kretprobe_gfbr)
+{
+	pc_read_end();
+	return 0;
+}

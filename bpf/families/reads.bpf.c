@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* reads: read syscalls, calls, bytes and latency (bpf/families/reads.toml). */
+
+static __always_inline int read_enter(void)
+{
+	struct thread_state *t = thread_state(true);
+	if (t)
+		t->read_start_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+static __always_inline int read_exit(long ret, u32 syscall)
+{
+	struct thread_state *t = thread_state(false);
+	u64 start = 0;
+	if (t) {
+		start = t->read_start_ns;
+		t->read_start_ns = 0;
+	}
+	count(IOMON_C_READS_CALLS + syscall, 1);
+	if (ret > 0)
+		count(IOMON_C_READS_BYTES + syscall, ret);
+	else if (ret < 0)
+		count(IOMON_C_READS_ERRORS, 1);
+	if (start) {
+		u64 ns = bpf_ktime_get_ns() - start;
+		count(IOMON_C_READS_LATENCY_NS, ns);
+		hist_add(IOMON_H_READS_LATENCY, ns);
+	}
+	struct iomon_proc *p = proc_entry();
+	proc_add(p, IOMON_P_READS_CALLS, 1);
+	if (ret > 0)
+		proc_add(p, IOMON_P_READS_BYTES, ret);
+	return 0;
+}
+
+#define READ_PAIR(name, idx)                                                 \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                          \
+	int read_enter_##name(void *ctx) { return read_enter(); }             \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                           \
+	int read_exit_##name(struct trace_event_raw_sys_exit *ctx)            \
+	{ return read_exit(ctx->ret, idx); }
+
+READ_PAIR(read, IOMON_READS_SYSCALL_READ)
+READ_PAIR(pread64, IOMON_READS_SYSCALL_PREAD64)
+READ_PAIR(readv, IOMON_READS_SYSCALL_READV)
+READ_PAIR(preadv, IOMON_READS_SYSCALL_PREADV)
+READ_PAIR(preadv2, IOMON_READS_SYSCALL_PREADV2)

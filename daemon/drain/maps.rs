@@ -1,0 +1,292 @@
+//! Reading the kernel's maps: per-CPU arrays summed over CPUs, and the
+//! per-process LRU hash taken (or copied) in batches. Decoding of raw bytes
+//! is pure and tested here.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::abi;
+use crate::probes::{PROC_COMM_LEN, PROC_VALUE_SIZE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("failed to read BPF map {map}")]
+    Read {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("BPF map {map} returned {got} bytes where {want} were expected")]
+    Layout {
+        map: &'static str,
+        got: usize,
+        want: usize,
+    },
+}
+
+/// One `struct iomon_proc` as the kernel wrote it: the process, its name,
+/// and every family's per-process fields (`abi::PROC_NR` of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawProc {
+    pub tgid: u32,
+    pub comm: String,
+    pub v: Vec<u64>,
+}
+
+/// Sums each key's per-CPU values. `buf` holds `nkeys` entries of `ncpus`
+/// 8-byte slots (the kernel's per-CPU layout for u64 values).
+pub fn sum_percpu(buf: &[u8], nkeys: usize, ncpus: usize) -> Result<Vec<u64>, (usize, usize)> {
+    let want = nkeys * ncpus * 8;
+    if buf.len() < want {
+        return Err((buf.len(), want));
+    }
+    Ok(buf[..want]
+        .chunks_exact(ncpus * 8)
+        .map(|key| {
+            key.chunks_exact(8)
+                .map(|v| u64::from_ne_bytes(v.try_into().expect("chunk of 8")))
+                .fold(0u64, u64::wrapping_add)
+        })
+        .collect())
+}
+
+/// `cur - prev` per slot. The kernel's counters only grow; a slot that went
+/// backwards (a map that was recreated) yields its current value.
+pub fn deltas(cur: &[u64], prev: &[u64]) -> Vec<u64> {
+    cur.iter()
+        .enumerate()
+        .map(|(i, &c)| match prev.get(i) {
+            Some(&p) if p <= c => c - p,
+            _ => c,
+        })
+        .collect()
+}
+
+/// Decodes one `struct iomon_proc` (bytes as the kernel wrote them).
+pub fn decode_proc(tgid: u32, bytes: &[u8]) -> Option<RawProc> {
+    if bytes.len() < PROC_VALUE_SIZE {
+        return None;
+    }
+    let comm_bytes: Vec<u8> = bytes[..PROC_COMM_LEN]
+        .iter()
+        .copied()
+        .take_while(|&c| c != 0)
+        .collect();
+    let v = bytes[PROC_COMM_LEN..PROC_VALUE_SIZE]
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("chunk of 8")))
+        .collect();
+    Some(RawProc {
+        tgid,
+        comm: String::from_utf8_lossy(&comm_bytes).into_owned(),
+        v,
+    })
+}
+
+fn os_err(ret: i32) -> std::io::Error {
+    if ret < 0 {
+        std::io::Error::from_raw_os_error(-ret)
+    } else {
+        std::io::Error::last_os_error()
+    }
+}
+
+/// Reads every key of a per-CPU array in one batch call.
+pub fn read_percpu_array(
+    map: &libbpf_rs::MapHandle,
+    name: &'static str,
+    nkeys: usize,
+    ncpus: usize,
+) -> Result<Vec<u64>, MapError> {
+    let mut keys = vec![0u32; nkeys];
+    let mut vals = vec![0u8; nkeys * ncpus * 8];
+    let mut out_batch = 0u32;
+    let mut count = nkeys as u32;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    // SAFETY: keys and vals hold room for `count` entries of the map's key
+    // and per-CPU value sizes; the kernel writes at most that many.
+    let ret = unsafe {
+        libbpf_sys::bpf_map_lookup_batch(
+            map.as_fd().as_raw_fd(),
+            std::ptr::null_mut(),
+            (&mut out_batch as *mut u32).cast(),
+            keys.as_mut_ptr().cast(),
+            vals.as_mut_ptr().cast(),
+            &mut count,
+            &opts,
+        )
+    };
+    // An array batch that returns every key ends with ENOENT.
+    if ret != 0 {
+        let err = os_err(ret);
+        if err.raw_os_error() != Some(libc::ENOENT) {
+            return Err(MapError::Read {
+                map: name,
+                source: err,
+            });
+        }
+    }
+    if count as usize != nkeys {
+        return Err(MapError::Layout {
+            map: name,
+            got: count as usize * ncpus * 8,
+            want: nkeys * ncpus * 8,
+        });
+    }
+    sum_percpu(&vals, nkeys, ncpus).map_err(|(got, want)| MapError::Layout {
+        map: name,
+        got,
+        want,
+    })
+}
+
+/// What one pass over a per-process map gave: every entry read before an
+/// error (already taken from the kernel when deleting: they must be kept),
+/// and the error that ended it early, if one did.
+#[derive(Debug, Default)]
+pub struct ProcRead {
+    pub procs: Vec<RawProc>,
+    pub error: Option<MapError>,
+}
+
+/// A fault to inject into the per-process read, for tests: the read fails
+/// after this many batches, each of at most `batch` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InjectedFault {
+    pub batch: u32,
+    pub fail_after: usize,
+}
+
+/// Takes (or, with `delete == false`, copies) every entry of a per-process
+/// map, in batches.
+pub fn read_procs(
+    map: &libbpf_rs::MapHandle,
+    capacity: u32,
+    delete: bool,
+    fault: Option<InjectedFault>,
+) -> ProcRead {
+    let batch = fault.map_or(capacity.clamp(1, 4096), |f| f.batch.max(1));
+    let mut keys = vec![0u32; batch as usize];
+    let mut vals = vec![0u8; batch as usize * PROC_VALUE_SIZE];
+    let mut out = ProcRead::default();
+    let mut in_batch = 0u32;
+    let mut out_batch = 0u32;
+    let mut first = true;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    // Bounded: each call returns at least one entry or ends the walk, and the
+    // map never holds more than `capacity`; the cap is a safety net against a
+    // map refilled as fast as it is drained.
+    for round in 0..(capacity / batch + 2) * 4 {
+        if fault.is_some_and(|f| round as usize >= f.fail_after) {
+            out.error = Some(MapError::Read {
+                map: "procs",
+                source: std::io::Error::other("injected fault"),
+            });
+            return out;
+        }
+        let mut count = batch;
+        let in_ptr = if first {
+            std::ptr::null_mut()
+        } else {
+            (&mut in_batch as *mut u32).cast()
+        };
+        // SAFETY: buffers hold `batch` keys and values of the map's sizes.
+        let ret = unsafe {
+            let f = if delete {
+                libbpf_sys::bpf_map_lookup_and_delete_batch
+            } else {
+                libbpf_sys::bpf_map_lookup_batch
+            };
+            f(
+                map.as_fd().as_raw_fd(),
+                in_ptr,
+                (&mut out_batch as *mut u32).cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        // Entries returned with an error are still the caller's (deleted
+        // from the kernel already).
+        for i in 0..(count.min(batch) as usize) {
+            if let Some(p) = decode_proc(
+                keys[i],
+                &vals[i * PROC_VALUE_SIZE..(i + 1) * PROC_VALUE_SIZE],
+            ) {
+                out.procs.push(p);
+            }
+        }
+        if ret != 0 {
+            let err = os_err(ret);
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                out.error = Some(MapError::Read {
+                    map: "procs",
+                    source: err,
+                });
+            }
+            return out;
+        }
+        in_batch = out_batch;
+        first = false;
+    }
+    out
+}
+
+/// Counts the entries of a map by walking its keys (for the
+/// entries-vs-capacity gauges; not on the drain path).
+pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {
+    use libbpf_rs::MapCore;
+    map.keys().count() as u64
+}
+
+/// The layout of the per-process vector: (family name, offset, length) of
+/// every family with per-process fields.
+pub fn proc_layout() -> Vec<(&'static str, usize, usize)> {
+    abi::SCHEMAS
+        .iter()
+        .filter(|s| s.nproc > 0)
+        .map(|s| (s.name, s.proc_base, s.nproc))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percpu_sums_per_key() {
+        // 2 keys x 3 CPUs
+        let vals: [u64; 6] = [1, 2, 3, 10, 20, 30];
+        let buf: Vec<u8> = vals.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        assert_eq!(sum_percpu(&buf, 2, 3).unwrap(), vec![6, 60]);
+        assert_eq!(sum_percpu(&buf[..40], 2, 3), Err((40, 48)));
+    }
+
+    #[test]
+    fn deltas_never_negative() {
+        assert_eq!(deltas(&[5, 7, 3], &[2, 7, 9]), vec![3, 0, 3]);
+        assert_eq!(deltas(&[5, 1], &[]), vec![5, 1]);
+    }
+
+    #[test]
+    fn decode_proc_reads_layout_and_comm() {
+        let mut bytes = vec![0u8; PROC_VALUE_SIZE];
+        bytes[..7].copy_from_slice(b"banyand");
+        let at = |i: usize| PROC_COMM_LEN + 8 * i;
+        bytes[at(3)..at(3) + 8].copy_from_slice(&9u64.to_ne_bytes());
+        let p = decode_proc(42, &bytes).unwrap();
+        assert_eq!((p.tgid, p.comm.as_str()), (42, "banyand"));
+        assert_eq!(p.v.len(), abi::PROC_NR);
+        assert_eq!(p.v[3], 9);
+        assert!(
+            decode_proc(1, &bytes[..10]).is_none(),
+            "short buffer refused"
+        );
+    }
+}

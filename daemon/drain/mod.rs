@@ -1,0 +1,417 @@
+//! The only reader of BPF maps. Each tick it reads the per-CPU counter and
+//! histogram arrays (which only ever grow) and subtracts the previous read,
+//! takes the per-process entries out of the LRU map, and builds one
+//! [`Sample`].
+//!
+//! Nothing is reset in the kernel, so no increment is lost between a read
+//! and a reset; per-process entries are taken from a map no program writes
+//! to any more (the map flip), so an increment lands either in this tick's
+//! copy or in the map the next tick takes. A tick never drops what it
+//! read: the previous host-wide read is replaced only together with the
+//! Sample it went into, and a failed per-process read still yields the
+//! Sample (with the failure counted) and keeps every entry it had taken.
+
+mod maps;
+mod timeline;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::abi;
+use crate::family::Section;
+use crate::hist;
+use crate::probes::Maps;
+use crate::sample::{top_k, ProcSample, Sample, TopBy};
+use crate::units::{format_duration, now_ms};
+pub use maps::{count_entries, decode_proc, read_procs, InjectedFault, MapError, RawProc};
+pub use timeline::{ClockStep, Timeline};
+
+/// How per-process tables are kept. Host totals are right under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Per-process entries are deleted as they are read, every tick: the map
+    /// holds only the processes active in one interval.
+    #[default]
+    Drain,
+    /// Entries stay in the map (bounded by its LRU capacity) and the drain
+    /// diffs them against the previous tick. A process evicted by the LRU
+    /// loses what it did since the last tick.
+    Accumulate,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Drain => "drain",
+            Strategy::Accumulate => "accumulate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "drain" => Some(Strategy::Drain),
+            "accumulate" => Some(Strategy::Accumulate),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error("failed to switch the per-process map")]
+    Flip(#[source] libbpf_rs::Error),
+    #[error("failed to count the CPUs the kernel's per-CPU maps have")]
+    Cpus(#[source] std::io::Error),
+}
+
+/// `cur - prev` for one process under the accumulate strategy.
+fn proc_delta(cur: &RawProc, prev: Option<&RawProc>) -> RawProc {
+    match prev {
+        None => cur.clone(),
+        Some(p) => RawProc {
+            tgid: cur.tgid,
+            comm: cur.comm.clone(),
+            v: maps::deltas(&cur.v, &p.v),
+        },
+    }
+}
+
+/// A raw entry as a ProcSample: the families that saw it.
+fn to_proc_sample(r: RawProc, layout: &[(&'static str, usize, usize)]) -> ProcSample {
+    let mut families = std::collections::BTreeMap::new();
+    for (name, base, len) in layout {
+        let v = &r.v[(*base).min(r.v.len())..(base + len).min(r.v.len())];
+        if v.iter().any(|x| *x != 0) {
+            families.insert(name.to_string(), v.to_vec());
+        }
+    }
+    ProcSample {
+        tgid: r.tgid,
+        comm: r.comm,
+        families,
+    }
+}
+
+/// The drain: previous reads, strategy and the per-process diff state.
+pub struct Drain {
+    maps: Maps,
+    ncpus: usize,
+    proc_capacity: u32,
+    top: usize,
+    prev_counters: Vec<u64>,
+    prev_hists: Vec<u64>,
+    prev_procs: HashMap<u32, RawProc>,
+    strategy: Strategy,
+    /// Which of `maps.procs` the programs write to.
+    active: usize,
+    last_end_ms: u64,
+    timeline: Timeline,
+    /// How far the timeline ran ahead of the wall clock at the last tick.
+    ahead_ms: u64,
+    /// Families attached during the coming interval.
+    attached: Vec<&'static str>,
+    /// Histograms not measured on this kernel: left out, not zero.
+    unmeasured: Vec<(&'static str, usize)>,
+    proc_layout: Vec<(&'static str, usize, usize)>,
+    fault: Option<InjectedFault>,
+    /// Per-process read failures, and when one was last logged.
+    pub proc_read_errors: u64,
+    last_error_log: Option<Instant>,
+    /// Time the last drain took.
+    pub last_duration: Duration,
+}
+
+impl Drain {
+    /// Takes the first read as the baseline: increments from before the
+    /// daemon started are not reported.
+    pub fn new(
+        maps: Maps,
+        attached: Vec<&'static str>,
+        proc_capacity: u32,
+        top: usize,
+        strategy: Strategy,
+    ) -> Result<Drain, DrainError> {
+        let ncpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| DrainError::Cpus(std::io::Error::other(e)))?;
+        let mut d = Drain {
+            maps,
+            ncpus,
+            proc_capacity,
+            top,
+            prev_counters: Vec::new(),
+            prev_hists: Vec::new(),
+            prev_procs: HashMap::new(),
+            strategy,
+            active: 0,
+            last_end_ms: now_ms(),
+            timeline: Timeline::new(now_ms()),
+            ahead_ms: 0,
+            attached,
+            unmeasured: Vec::new(),
+            proc_layout: maps::proc_layout(),
+            fault: None,
+            proc_read_errors: 0,
+            last_error_log: None,
+            last_duration: Duration::ZERO,
+        };
+        let (c, h) = d.read_host()?;
+        d.prev_counters = c;
+        d.prev_hists = h;
+        // Start from empty per-process maps, writing to the first.
+        d.point_at(0)?;
+        for m in &d.maps.procs {
+            if let Some(e) = read_procs(m, proc_capacity, true, None).error {
+                return Err(e.into());
+            }
+        }
+        Ok(d)
+    }
+
+    /// Histograms to leave out (not measured on this kernel).
+    pub fn with_unmeasured(mut self, hists: Vec<(&'static str, usize)>) -> Drain {
+        self.unmeasured = hists;
+        self
+    }
+
+    /// For tests: make per-process reads fail after `fail_after` batches
+    /// of at most `batch` entries, until cleared with `None`.
+    #[doc(hidden)]
+    pub fn inject_proc_read_fault(&mut self, fault: Option<InjectedFault>) {
+        self.fault = fault;
+    }
+
+    fn read_host(&self) -> Result<(Vec<u64>, Vec<u64>), DrainError> {
+        let c = maps::read_percpu_array(
+            &self.maps.counters,
+            "counters",
+            abi::COUNTERS_NR,
+            self.ncpus,
+        )?;
+        let h = maps::read_percpu_array(
+            &self.maps.hists,
+            "hists",
+            abi::HISTS_NR * hist::BUCKETS,
+            self.ncpus,
+        )?;
+        Ok((c, h))
+    }
+
+    /// Makes the programs write to `maps.procs[which]`. The kernel waits
+    /// for running BPF programs before a map-in-map update returns, so once
+    /// this returns nothing writes to the other map any more.
+    fn point_at(&mut self, which: usize) -> Result<(), DrainError> {
+        use libbpf_rs::{MapCore, MapFlags};
+        let fd = self.maps.procs[which].as_fd().as_raw_fd() as u32;
+        self.maps
+            .procs_active
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(DrainError::Flip)?;
+        self.active = which;
+        Ok(())
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Takes effect at the next tick. Switching from accumulate to drain
+    /// keeps the per-process baseline for that one drain, so what was
+    /// already reported is not reported again.
+    pub fn set_strategy(&mut self, s: Strategy) {
+        self.strategy = s;
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// Starts the timeline no earlier than `ms` (the newest stored Sample:
+    /// after a restart with the wall clock behind it).
+    pub fn not_before(&mut self, ms: u64) {
+        self.timeline.not_before(ms);
+        self.last_end_ms = self.last_end_ms.max(ms);
+    }
+
+    /// How far Sample timestamps ran ahead of the wall clock at the last
+    /// tick (0 unless the wall clock was set back).
+    pub fn ahead_ms(&self) -> u64 {
+        self.ahead_ms
+    }
+
+    /// Number of per-process entries remembered under `accumulate`.
+    pub fn proc_state_len(&self) -> usize {
+        self.prev_procs.len()
+    }
+
+    /// This interval's per-process entries, and whether reading them
+    /// failed (what was taken before the failure is in the list).
+    fn take_procs(&mut self) -> (Vec<RawProc>, Option<DrainError>) {
+        match self.strategy {
+            Strategy::Drain => {
+                let old = self.active;
+                if let Err(e) = self.point_at(1 - old) {
+                    // Programs still write to `old`: its entries are taken
+                    // at the next tick.
+                    return (Vec::new(), Some(e));
+                }
+                let r = read_procs(&self.maps.procs[old], self.proc_capacity, true, self.fault);
+                let taken = if self.prev_procs.is_empty() {
+                    r.procs
+                } else {
+                    // First drain after accumulate: those were cumulative.
+                    let prev = std::mem::take(&mut self.prev_procs);
+                    r.procs
+                        .iter()
+                        .map(|p| proc_delta(p, prev.get(&p.tgid)))
+                        .collect()
+                };
+                (taken, r.error.map(DrainError::from))
+            }
+            Strategy::Accumulate => {
+                let r = read_procs(
+                    &self.maps.procs[self.active],
+                    self.proc_capacity,
+                    false,
+                    self.fault,
+                );
+                let mut out = Vec::with_capacity(r.procs.len());
+                let mut next = HashMap::with_capacity(r.procs.len());
+                for p in r.procs {
+                    out.push(proc_delta(&p, self.prev_procs.get(&p.tgid)));
+                    next.insert(p.tgid, p);
+                }
+                if r.error.is_some() {
+                    // Entries not read keep their baseline.
+                    for (k, v) in self.prev_procs.drain() {
+                        next.entry(k).or_insert(v);
+                    }
+                }
+                // Bounded by the map's capacity: only keys present stay.
+                self.prev_procs = next;
+                (out, r.error.map(DrainError::from))
+            }
+        }
+    }
+
+    /// One drain: the Sample of the interval that ends now. An error means
+    /// the host-wide maps could not be read: nothing was committed and the
+    /// next tick covers this interval too.
+    pub fn tick(&mut self) -> Result<Sample, DrainError> {
+        let t0 = Instant::now();
+        let (counters, hists) = self.read_host()?;
+        let (raw, proc_error) = self.take_procs();
+        let proc_read_errors = u64::from(proc_error.is_some());
+        if let Some(e) = proc_error {
+            self.proc_read_errors += 1;
+            // One line per minute at most while it keeps failing.
+            if self
+                .last_error_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                log::error!(
+                    "drain: reading the per-process map failed ({}); host-wide numbers are whole, {} processes read before the failure are kept, the rest are counted next tick ({} failures so far)",
+                    crate::error_chain(&e),
+                    raw.len(),
+                    self.proc_read_errors
+                );
+                self.last_error_log = Some(Instant::now());
+            }
+        }
+        let mut procs: Vec<ProcSample> = raw
+            .into_iter()
+            .map(|r| to_proc_sample(r, &self.proc_layout))
+            .filter(|p| !p.is_empty())
+            .collect();
+        let procs_seen = procs.len() as u64;
+        top_k(&mut procs, TopBy::Activity, self.top);
+
+        let dc = maps::deltas(&counters, &self.prev_counters);
+        let dh = maps::deltas(&hists, &self.prev_hists);
+        let wall = now_ms();
+        let (end_ms, step) = self.timeline.now(wall);
+        match step {
+            Some(ClockStep::Forward(ms)) => log::info!(
+                "wall clock jumped ahead by {}; history follows it (a gap of that length)",
+                format_duration(Duration::from_millis(ms))
+            ),
+            Some(ClockStep::Back(ms)) => log::warn!(
+                "wall clock went back by {}; history timestamps keep going forward on the monotonic clock, ahead of the wall clock until it catches up",
+                format_duration(Duration::from_millis(ms))
+            ),
+            None => {}
+        }
+        self.ahead_ms = self.timeline.ahead_ms(wall);
+        let mut sample = Sample {
+            start_ms: self.last_end_ms,
+            end_ms,
+            procs,
+            procs_seen,
+            proc_read_errors,
+            ..Default::default()
+        };
+        for s in abi::SCHEMAS {
+            if s.name != "core" && !self.attached.contains(&s.name) {
+                continue;
+            }
+            let section = Section {
+                counters: dc[s.counter_base..s.counter_base + s.ncounters].to_vec(),
+                hists: (0..s.hists.len())
+                    .map(|i| {
+                        if self.unmeasured.contains(&(s.name, i)) {
+                            return Vec::new();
+                        }
+                        let b = (s.hist_base + i) * hist::BUCKETS;
+                        dh[b..b + hist::BUCKETS].to_vec()
+                    })
+                    .collect(),
+            };
+            sample.sections.insert(s.name.to_string(), section);
+        }
+        // Committed together: the baseline and the Sample it went into.
+        self.prev_counters = counters;
+        self.prev_hists = hists;
+        self.last_end_ms = end_ms;
+        self.last_duration = t0.elapsed();
+        Ok(sample)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulate_delta_is_difference() {
+        let raw = |v: u64| RawProc {
+            tgid: 1,
+            comm: "x".into(),
+            v: vec![v; abi::PROC_NR],
+        };
+        assert_eq!(proc_delta(&raw(15), Some(&raw(10))).v[0], 5);
+        assert_eq!(proc_delta(&raw(15), None).v[0], 15);
+    }
+
+    #[test]
+    fn proc_samples_keep_only_families_that_saw_the_process() {
+        let layout = maps::proc_layout();
+        let mut v = vec![0; abi::PROC_NR];
+        let reads = abi::READS.proc_base + abi::reads::proc::CALLS;
+        v[reads] = 3;
+        let p = to_proc_sample(
+            RawProc {
+                tgid: 7,
+                comm: "cat".into(),
+                v,
+            },
+            &layout,
+        );
+        assert_eq!(p.families.len(), 1);
+        assert_eq!(p.get("reads", abi::reads::proc::CALLS), 3);
+    }
+}

@@ -1,0 +1,213 @@
+//! Answers to iomonctl's requests: what each one means, read from (or
+//! applied to) the running daemon.
+
+use std::time::Duration;
+
+use super::Daemon;
+use crate::control::Incoming;
+use crate::family;
+use crate::proto::{ErrorKind, Request, Response, SnapshotReport, StatusReport, TopReport};
+use crate::sample::{top_k, Sample, TopBy};
+use crate::store::Store;
+use crate::units::{format_duration, now_ms};
+
+impl Daemon {
+    pub(super) fn answer(&mut self, inc: Incoming) {
+        let resp = match inc.request {
+            Request::Hello { .. } => return,
+            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Snapshot => Response::Snapshot(Box::new(SnapshotReport {
+                started_ms: self.totals.started_ms,
+                ticks: self.totals.ticks,
+                last: self.totals.last.clone(),
+                totals: self.totals.sum.clone(),
+            })),
+            Request::Probes => Response::Probes(self.probes.status()),
+            Request::Top { by, n, since_ms } => match TopBy::parse(&by) {
+                Some(b) => self.top(b, &by, n as usize, since_ms),
+                None => failed(&format!(
+                    "unknown ranking {by:?}; one of: {}",
+                    family::ranks().join(", ")
+                )),
+            },
+            Request::History {
+                since_ms,
+                until_ms,
+                step_ms,
+            } => match &self.store {
+                None => failed("the history store is disabled (store.enabled = false)"),
+                Some(st) => {
+                    // "Until now" includes Samples stamped ahead of the wall
+                    // clock (it was set back).
+                    let until = until_ms.unwrap_or_else(|| now_ms() + self.drain.ahead_ms() + 1);
+                    match st.range(since_ms, until, step_ms) {
+                        Ok(h) => Response::History(h),
+                        Err(e) => failed(&e.to_string()),
+                    }
+                }
+            },
+            Request::GetStrategy => Response::Strategy {
+                current: self.drain.strategy(),
+                previous: None,
+            },
+            Request::SetStrategy(s) => {
+                let previous = self.drain.strategy();
+                self.drain.set_strategy(s);
+                // Run-time changes live in the config, so a reload compares
+                // against them.
+                self.cfg.daemon.strategy = s.into();
+                log::info!(
+                    "strategy {} -> {} (by uid {:?})",
+                    previous.name(),
+                    s.name(),
+                    inc.peer.map(|p| p.uid)
+                );
+                Response::Strategy {
+                    current: s,
+                    previous: Some(previous),
+                }
+            }
+            Request::GetInterval => Response::Interval {
+                current_ms: self.interval.as_millis() as u64,
+                previous_ms: None,
+            },
+            Request::SetInterval { ms } => {
+                let d = Duration::from_millis(ms);
+                if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+                    failed(&format!(
+                        "interval {} is outside 100ms..1h",
+                        format_duration(d)
+                    ))
+                } else {
+                    let previous = self.interval;
+                    self.pending_interval = Some(d);
+                    self.cfg.daemon.interval = crate::units::Span(d);
+                    log::info!(
+                        "interval {} -> {} from the next tick (by uid {:?})",
+                        format_duration(previous),
+                        format_duration(d),
+                        inc.peer.map(|p| p.uid)
+                    );
+                    Response::Interval {
+                        current_ms: ms,
+                        previous_ms: Some(previous.as_millis() as u64),
+                    }
+                }
+            }
+            Request::Reload => match self.reload() {
+                Ok(changes) => Response::Reloaded { changes },
+                Err(e) => failed(&format!("reload refused, the running config is kept: {e}")),
+            },
+        };
+        self.control.reply(self.poll.registry(), inc.token, &resp);
+    }
+
+    fn top(&self, by: TopBy, by_name: &str, n: usize, since_ms: Option<u64>) -> Response {
+        let n = n.clamp(1, 1000);
+        match since_ms {
+            None => {
+                let last = self.totals.last.clone().unwrap_or_default();
+                let mut procs = last.procs;
+                top_k(&mut procs, by, n);
+                Response::Top(TopReport {
+                    start_ms: last.start_ms,
+                    end_ms: last.end_ms,
+                    by: by_name.to_string(),
+                    procs,
+                })
+            }
+            Some(since) => {
+                let now = now_ms();
+                let Some(st) = &self.store else {
+                    return failed("top --since needs the history store (store.enabled = false)");
+                };
+                match st.range(since, now, Some(now.saturating_sub(since).max(1))) {
+                    Ok(h) => {
+                        let mut merged = Sample::default();
+                        for p in &h.points {
+                            merged.merge(p, usize::MAX);
+                        }
+                        let mut procs = merged.procs;
+                        top_k(&mut procs, by, n);
+                        Response::Top(TopReport {
+                            start_ms: since,
+                            end_ms: now,
+                            by: by_name.to_string(),
+                            procs,
+                        })
+                    }
+                    Err(e) => failed(&e.to_string()),
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let mut warnings = self.warnings.clone();
+        if let Some(st) = &self.store {
+            if st.write_errors > 0 {
+                warnings.push(format!("{} history store write errors", st.write_errors));
+            }
+        }
+        if self.late_ticks > 0 {
+            warnings.push(format!(
+                "{} ticks ran late by a whole interval",
+                self.late_ticks
+            ));
+        }
+        let ahead = self.drain.ahead_ms();
+        if ahead > 2_000 {
+            warnings.push(format!(
+                "the wall clock was set back: history timestamps run {} ahead of it until it catches up",
+                format_duration(Duration::from_millis(ahead))
+            ));
+        }
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_ms: self.totals.started_ms,
+            now_ms: now_ms(),
+            interval_ms: self.interval.as_millis() as u64,
+            strategy: self.drain.strategy(),
+            families: self.probes.status(),
+            store: self.store.as_ref().map(Store::status),
+            ticks: self.totals.ticks,
+            last_tick_ms: self.totals.last.as_ref().map(|s| s.end_ms),
+            last_drain_us: self.drain.last_duration.as_micros() as u64,
+            socket: self.control.path().display().to_string(),
+            http: self
+                .http
+                .as_ref()
+                .map(|h| {
+                    h.addresses()
+                        .iter()
+                        .map(|a| format!("http://{a}/metrics"))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            proc_map_capacity: self.cfg.daemon.proc_capacity,
+            proc_table_len: self.totals.procs_len() as u64,
+            warnings,
+        }
+    }
+}
+
+fn failed(msg: &str) -> Response {
+    Response::Error {
+        kind: ErrorKind::Failed,
+        message: msg.to_string(),
+    }
+}
+
+/// The line `--dev` prints per tick.
+pub fn tick_line(s: &Sample, drain: Duration) -> String {
+    let mut parts = vec![format!("tick {:.1}s", s.seconds())];
+    parts.extend(
+        family::ALL
+            .iter()
+            .filter_map(|f| s.section(f.name()).map(|sec| (f.tick)(sec, s.seconds()))),
+    );
+    parts.push(format!("procs {}", s.procs_seen));
+    parts.push(format!("drain {}us", drain.as_micros()));
+    parts.join(" | ")
+}

@@ -1,0 +1,299 @@
+//! Prometheus endpoint: hyper 1.x HTTP/1 connections polled by the daemon's
+//! own mio loop. No tokio and no thread per request:
+//!
+//! - [`MioIo`] implements hyper's `Read`/`Write` over a non-blocking mio
+//!   stream, returning `Pending` on `WouldBlock`; mio readiness on the
+//!   connection's token polls the connection again.
+//! - A connection's waker pushes its token onto a ready queue that the loop
+//!   drains (hyper wakes itself to yield, so a waker that did nothing would
+//!   stall connections).
+//! - [`LoopTimer`] gives hyper sleeps whose deadlines the loop folds into
+//!   its poll timeout (hyper's header-read timeout cuts slowloris clients).
+//!
+//! Pages are rendered once per tick from the in-memory totals
+//! ([`HttpServer::publish`]); a scrape never touches BPF maps or changes
+//! state, so any number of scrapers cost the same.
+
+mod mio_io;
+mod pages;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::server::conn::http1;
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+
+use crate::exposition::{self, Format, SelfStats};
+use mio_io::{LoopTimer, MioIo, ReadyQueue, TokenWaker};
+use pages::{landing, PageService, Pages};
+pub use pages::{map_gauges, View};
+
+/// Connections at once, at most; more are accepted and closed at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// A client must send its request headers within this (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection with nothing going on is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Request head buffer, bytes (hyper's minimum).
+pub const MAX_HEAD: usize = 8192;
+
+type ConnFuture = Pin<Box<http1::Connection<MioIo, PageService>>>;
+
+struct Conn {
+    fut: ConnFuture,
+    waker: Waker,
+    activity: Rc<RefCell<Instant>>,
+}
+
+pub struct HttpServer {
+    listeners: Vec<(TcpListener, Token, SocketAddr)>,
+    conns: HashMap<Token, Conn>,
+    conn_base: usize,
+    next: usize,
+    pages: Rc<RefCell<Pages>>,
+    queue: Arc<ReadyQueue>,
+    timer: LoopTimer,
+    /// Connections closed at once because of the cap.
+    pub refused: u64,
+}
+
+impl HttpServer {
+    pub fn listen(
+        registry: &Registry,
+        addrs: &[String],
+        listen_base: usize,
+        conn_base: usize,
+    ) -> anyhow::Result<HttpServer> {
+        use anyhow::Context as _;
+        let mut listeners = Vec::new();
+        for (i, a) in addrs.iter().enumerate().take(16) {
+            let addr: SocketAddr = a
+                .parse()
+                .with_context(|| format!("metrics.listen: {a:?} is not an address:port"))?;
+            let mut l = TcpListener::bind(addr)
+                .with_context(|| format!("failed to listen for metrics on {addr} (port in use? address not on this host?)"))?;
+            let local = l.local_addr().unwrap_or(addr);
+            let token = Token(listen_base + i);
+            registry.register(&mut l, token, Interest::READABLE)?;
+            listeners.push((l, token, local));
+        }
+        Ok(HttpServer {
+            listeners,
+            conns: HashMap::new(),
+            conn_base,
+            next: 0,
+            pages: Rc::new(RefCell::new(Pages {
+                started: Some(Instant::now()),
+                ..Default::default()
+            })),
+            queue: Arc::new(ReadyQueue::default()),
+            timer: LoopTimer::default(),
+            refused: 0,
+        })
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, _, a)| *a).collect()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Re-renders the pages (once per tick).
+    pub fn publish(&mut self, v: &View) {
+        let self_stats = SelfStats::read();
+        let inputs = exposition::Inputs {
+            totals: v.totals,
+            probes: &v.probes,
+            store: v.store.as_ref(),
+            drain_seconds: v.drain_seconds,
+            drain_lag_seconds: v.drain_lag_seconds,
+            maps: &v.maps,
+            self_stats: &self_stats,
+        };
+        let mut p = self.pages.borrow_mut();
+        p.prometheus = Bytes::from(exposition::render(&inputs, Format::Prometheus));
+        p.openmetrics = Bytes::from(exposition::render(&inputs, Format::OpenMetrics));
+        p.prometheus_gz = None;
+        p.openmetrics_gz = None;
+        p.landing = Bytes::from(landing(&v.probes));
+        p.last_tick = v.last_tick;
+        p.interval = v.interval;
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timer.next_deadline()
+    }
+
+    fn owns_conn(&self, t: Token) -> bool {
+        t.0 >= self.conn_base && t.0 < self.conn_base + (1 << 24)
+    }
+
+    /// A mio event for one of our tokens.
+    pub fn on_event(&mut self, registry: &Registry, token: Token) {
+        if let Some(i) = self.listeners.iter().position(|(_, t, _)| *t == token) {
+            self.accept(registry, i);
+        } else if self.owns_conn(token) {
+            self.poll_conn(token);
+        }
+    }
+
+    fn accept(&mut self, registry: &Registry, i: usize) {
+        loop {
+            let (mut stream, _) = match self.listeners[i].0.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("http: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= MAX_CONNECTIONS {
+                self.refused += 1;
+                drop(stream);
+                continue;
+            }
+            let token = loop {
+                let t = Token(self.conn_base + self.next % (1 << 24));
+                self.next = self.next.wrapping_add(1);
+                if !self.conns.contains_key(&t) {
+                    break t;
+                }
+            };
+            if registry
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let activity = Rc::new(RefCell::new(Instant::now()));
+            let io = MioIo {
+                stream,
+                activity: activity.clone(),
+            };
+            let service = PageService {
+                pages: self.pages.clone(),
+            };
+            let conn = http1::Builder::new()
+                .timer(self.timer.clone())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .keep_alive(true)
+                .serve_connection(io, service);
+            let waker = Waker::from(Arc::new(TokenWaker {
+                token,
+                queue: self.queue.clone(),
+            }));
+            self.conns.insert(
+                token,
+                Conn {
+                    fut: Box::pin(conn),
+                    waker,
+                    activity,
+                },
+            );
+            self.poll_conn(token);
+        }
+    }
+
+    fn poll_conn(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut cx = Context::from_waker(&c.waker);
+        match c.fut.as_mut().poll(&mut cx) {
+            Poll::Pending => {}
+            Poll::Ready(res) => {
+                if let Err(e) = res {
+                    log::debug!("http: connection ended: {e}");
+                }
+                // Dropping the stream closes it and takes it out of epoll.
+                self.conns.remove(&token);
+            }
+        }
+    }
+
+    /// Fires due timers, polls woken connections, closes idle ones.
+    pub fn poll_ready(&mut self, _registry: &Registry, until: Instant) {
+        self.timer.fire(Instant::now());
+        // Bounded: a connection that keeps waking itself is polled once per
+        // round here, and again at the next loop iteration; and nothing is
+        // polled past `until` (the next tick): the rest stays queued, and
+        // the loop comes back to it right after the drain.
+        for _ in 0..4 {
+            let woken: Vec<Token> = match self.queue.0.lock() {
+                Ok(mut q) => std::mem::take(&mut *q),
+                Err(_) => return,
+            };
+            if woken.is_empty() {
+                break;
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, t) in woken.iter().enumerate() {
+                if Instant::now() >= until {
+                    if let Ok(mut q) = self.queue.0.lock() {
+                        q.extend_from_slice(&woken[i..]);
+                    }
+                    return;
+                }
+                if seen.insert(*t) {
+                    self.poll_conn(*t);
+                }
+            }
+        }
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.activity.borrow().elapsed() > IDLE_TIMEOUT)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.conns.remove(&t);
+        }
+    }
+
+    /// Whether a connection asked to be polled again (the loop must not
+    /// sleep then).
+    pub fn has_ready(&self) -> bool {
+        self.queue.0.lock().map(|q| !q.is_empty()).unwrap_or(false)
+    }
+
+    /// Stops accepting and asks every connection to finish: a response in
+    /// progress is completed, idle keep-alive connections are closed. The
+    /// loop then polls until `connections()` is 0 or its deadline.
+    pub fn begin_shutdown(&mut self, registry: &Registry) {
+        for (l, _, _) in &mut self.listeners {
+            let _ = registry.deregister(l);
+        }
+        self.listeners.clear();
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.fut.as_mut().graceful_shutdown();
+            }
+            self.poll_conn(t);
+        }
+    }
+
+    /// Drops whatever did not finish.
+    pub fn shutdown(&mut self, registry: &Registry) {
+        for (l, _, _) in &mut self.listeners {
+            let _ = registry.deregister(l);
+        }
+        self.listeners.clear();
+        self.conns.clear();
+    }
+}

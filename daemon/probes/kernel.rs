@@ -1,0 +1,433 @@
+//! What the running kernel has, asked before anything is loaded (STYLE.md
+//! 12, "probe the kernel, then load"): its BTF (tracepoints with typed
+//! arguments, functions, BPF helpers, map types), tracefs and its events,
+//! whether BPF trampolines and kprobes attach, its page size and HZ.
+//! Every answer that is "no" says what is missing in words an operator can
+//! look up.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libbpf_rs::btf::types::Enum;
+use libbpf_rs::btf::Btf;
+use libbpf_rs::AsRawLibbpf;
+
+/// Where the kernel's own BTF is.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const BTF_KIND_TYPEDEF: u32 = 8;
+const BTF_KIND_FUNC: u32 = 12;
+
+/// The running kernel, as far as iomon's routes care.
+pub struct Kernel {
+    btf: Btf<'static>,
+    /// uname -r
+    pub release: String,
+    /// Mounted tracefs, or why not.
+    pub tracefs: Result<PathBuf, String>,
+    helpers: Vec<String>,
+    map_types: Vec<String>,
+    /// Per function: whether a BPF trampoline attaches there.
+    trampolines: HashMap<String, Result<(), String>>,
+    kprobes: HashMap<String, Result<(), String>>,
+    /// log2 of the page size.
+    pub page_shift: u32,
+    /// CONFIG_HZ, and where it came from; `None` when it cannot be told.
+    pub hz: Option<(u32, &'static str)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("this kernel has no BTF ({VMLINUX_BTF} is missing or unreadable): iomon's CO-RE programs need a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf(#[source] libbpf_rs::Error),
+    #[error("the kernel refused a BPF call ({0}): iomond needs root, or CAP_BPF and CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)")]
+    NoPrivilege(std::io::Error),
+}
+
+impl Kernel {
+    /// Asks the kernel; `tracefs` is where classic tracepoints are looked
+    /// up (mounted there if it is not and this process may).
+    pub fn probe(tracefs: &Path) -> Result<Kernel, KernelError> {
+        check_privilege()?;
+        let btf = Btf::from_vmlinux().map_err(KernelError::NoBtf)?;
+        let enum_names = |btf: &Btf<'static>, name: &str, prefix: &str| -> Vec<String> {
+            btf.type_by_name::<Enum>(name)
+                .map(|e| {
+                    e.iter()
+                        .filter_map(|m| m.name.and_then(|n| n.to_str()))
+                        .filter_map(|n| n.strip_prefix(prefix).map(str::to_ascii_lowercase))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let helpers = enum_names(&btf, "bpf_func_id", "BPF_FUNC_");
+        let map_types = enum_names(&btf, "bpf_map_type", "BPF_MAP_TYPE_");
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hz = kernel_hz(&release);
+        Ok(Kernel {
+            btf,
+            tracefs: ensure_tracefs(tracefs).map(|()| tracefs.to_path_buf()),
+            helpers,
+            map_types,
+            trampolines: HashMap::new(),
+            kprobes: HashMap::new(),
+            page_shift: page.trailing_zeros(),
+            hz,
+            release,
+        })
+    }
+
+    fn find(&self, name: &str, kind: u32) -> bool {
+        let Ok(c) = CString::new(name) else {
+            return false;
+        };
+        // SAFETY: the BTF object is alive for self's lifetime; c is a valid
+        // C string.
+        let id = unsafe {
+            libbpf_sys::btf__find_by_name_kind(
+                self.btf.as_libbpf_object().as_ptr(),
+                c.as_ptr(),
+                kind,
+            )
+        };
+        id >= 0
+    }
+
+    fn func_id(&self, name: &str) -> Option<u32> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: as in `find`.
+        let id = unsafe {
+            libbpf_sys::btf__find_by_name_kind(
+                self.btf.as_libbpf_object().as_ptr(),
+                c.as_ptr(),
+                BTF_KIND_FUNC,
+            )
+        };
+        u32::try_from(id).ok()
+    }
+
+    /// A tracepoint with typed arguments (tp_btf).
+    pub fn has_btf_tracepoint(&self, event: &str) -> bool {
+        self.find(&format!("btf_trace_{event}"), BTF_KIND_TYPEDEF)
+    }
+
+    pub fn has_function(&self, name: &str) -> bool {
+        self.find(name, BTF_KIND_FUNC)
+    }
+
+    /// A BPF helper, by its name without `bpf_` (`task_pt_regs`).
+    pub fn has_helper(&self, name: &str) -> bool {
+        self.helpers.iter().any(|h| h == name)
+    }
+
+    /// A map type, by its name without `BPF_MAP_TYPE_` (`task_storage`).
+    pub fn has_map_type(&self, name: &str) -> bool {
+        self.map_types.iter().any(|m| m == name)
+    }
+
+    /// Task storage: per-thread state freed with its thread (5.11+).
+    pub fn has_task_storage(&self) -> bool {
+        self.has_map_type("task_storage") && self.has_helper("task_storage_get")
+    }
+
+    /// A classic tracepoint (`events/<category>/<event>` under tracefs).
+    pub fn tracepoint(&self, category: &str, event: &str) -> Result<(), String> {
+        let root = self.tracefs.as_ref().map_err(Clone::clone)?;
+        let dir = root.join("events").join(category).join(event);
+        if dir.join("id").exists() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no tracepoint {category}:{event} on this kernel ({} is missing)",
+                dir.display()
+            ))
+        }
+    }
+
+    /// Whether a BPF trampoline (fentry/fexit) attaches to `func`: a
+    /// two-instruction program is loaded and attached there, once.
+    pub fn trampoline(&mut self, func: &str) -> Result<(), String> {
+        if let Some(r) = self.trampolines.get(func) {
+            return r.clone();
+        }
+        let r = match self.func_id(func) {
+            None => Err(format!("no function {func} in this kernel's BTF")),
+            Some(id) => attach_trampoline(id).map_err(|e| {
+                format!("BPF trampolines (fentry/fexit) do not attach here ({func}: {e})")
+            }),
+        };
+        self.trampolines.insert(func.to_string(), r.clone());
+        r
+    }
+
+    /// Whether a kprobe can be placed on `func`: one is created there and
+    /// closed, once.
+    pub fn kprobe(&mut self, func: &str) -> Result<(), String> {
+        if let Some(r) = self.kprobes.get(func) {
+            return r.clone();
+        }
+        let r = open_kprobe(func);
+        self.kprobes.insert(func.to_string(), r.clone());
+        r
+    }
+}
+
+/// Creating a one-slot array map: what any BPF use needs.
+fn check_privilege() -> Result<(), KernelError> {
+    // SAFETY: no pointers but the (null) name and options.
+    let fd = unsafe {
+        libbpf_sys::bpf_map_create(
+            libbpf_sys::BPF_MAP_TYPE_ARRAY,
+            std::ptr::null(),
+            4,
+            4,
+            1,
+            std::ptr::null(),
+        )
+    };
+    if fd < 0 {
+        return Err(KernelError::NoPrivilege(std::io::Error::from_raw_os_error(
+            -fd,
+        )));
+    }
+    // SAFETY: a fresh fd this function owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+fn attach_trampoline(btf_id: u32) -> Result<(), std::io::Error> {
+    // r0 = 0; exit
+    let insns = [
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+            ..Default::default()
+        },
+        libbpf_sys::bpf_insn {
+            code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
+            ..Default::default()
+        },
+    ];
+    let mut opts = libbpf_sys::bpf_prog_load_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_prog_load_opts>() as _,
+        expected_attach_type: libbpf_sys::BPF_TRACE_FENTRY,
+        attach_btf_id: btf_id,
+        ..Default::default()
+    };
+    let license = c"GPL";
+    // SAFETY: insns and opts outlive the call; license is a C string.
+    let fd = unsafe {
+        libbpf_sys::bpf_prog_load(
+            libbpf_sys::BPF_PROG_TYPE_TRACING,
+            std::ptr::null(),
+            license.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: fresh fds this function owns.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    let link = unsafe {
+        libbpf_sys::bpf_raw_tracepoint_open(
+            std::ptr::null(),
+            std::os::fd::AsRawFd::as_raw_fd(&prog),
+        )
+    };
+    if link < 0 {
+        return Err(std::io::Error::from_raw_os_error(-link));
+    }
+    drop(unsafe { OwnedFd::from_raw_fd(link) });
+    Ok(())
+}
+
+/// The perf PMU type of kprobes, if the kernel has one.
+fn kprobe_pmu() -> Option<u32> {
+    std::fs::read_to_string("/sys/bus/event_source/devices/kprobe/type")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn open_kprobe(func: &str) -> Result<(), String> {
+    let Some(pmu) = kprobe_pmu() else {
+        return Err(
+            "this kernel has no kprobes (no kprobe event source in /sys/bus/event_source/devices)"
+                .into(),
+        );
+    };
+    let name = CString::new(func).map_err(|e| e.to_string())?;
+    let mut attr = libbpf_sys::perf_event_attr {
+        type_: pmu,
+        size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+        ..Default::default()
+    };
+    attr.__bindgen_anon_3.config1 = name.as_ptr() as u64;
+    // SAFETY: attr and the name it points to outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const _,
+            -1i32,
+            0i32,
+            -1i32,
+            8u64, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("a kprobe on {func} was refused: {e}"));
+    }
+    // SAFETY: a fresh fd this function owns.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(())
+}
+
+/// Makes sure tracefs is mounted at `root` (classic tracepoints need it):
+/// mounts it if it is not and this process may. `Err` says what to do.
+pub fn ensure_tracefs(root: &Path) -> Result<(), String> {
+    if root.join("events").is_dir() {
+        return Ok(());
+    }
+    match nix::mount::mount(
+        Some("tracefs"),
+        root,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        Ok(()) if root.join("events").is_dir() => {
+            log::info!("mounted tracefs at {}", root.display());
+            Ok(())
+        }
+        Ok(()) => Err(format!(
+            "tracefs mounted at {} but has no events/ directory",
+            root.display()
+        )),
+        Err(e) => Err(format!(
+            "tracefs is not mounted at {} and mounting it failed ({e}); run `mount -t tracefs tracefs {}` as root",
+            root.display(),
+            root.display()
+        )),
+    }
+}
+
+/// CONFIG_HZ: from the kernel's config file where there is one, else
+/// measured from /proc/timer_list (jiffies against the monotonic clock).
+fn kernel_hz(release: &str) -> Option<(u32, &'static str)> {
+    let from_config = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    if let Some(hz) = std::fs::read_to_string(format!("/boot/config-{release}"))
+        .ok()
+        .as_deref()
+        .and_then(from_config)
+    {
+        return Some((hz, "/boot/config"));
+    }
+    if let Ok(f) = std::fs::File::open("/proc/config.gz") {
+        let mut text = String::new();
+        if flate2::read::GzDecoder::new(f)
+            .read_to_string(&mut text)
+            .is_ok()
+        {
+            if let Some(hz) = from_config(&text) {
+                return Some((hz, "/proc/config.gz"));
+            }
+        }
+    }
+    measured_hz().map(|hz| (hz, "/proc/timer_list"))
+}
+
+/// (jiffies, ns) from /proc/timer_list.
+fn timer_list() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/timer_list").ok()?;
+    let now = text.lines().find_map(|l| {
+        l.strip_prefix("now at ")?
+            .strip_suffix(" nsecs")?
+            .parse::<u64>()
+            .ok()
+    })?;
+    let jiffies = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jiffies: ")?.trim().parse::<u64>().ok())?;
+    Some((jiffies, now))
+}
+
+/// HZ from two readings 250 ms apart, snapped to the values kernels are
+/// built with.
+fn measured_hz() -> Option<u32> {
+    let (j0, t0) = timer_list()?;
+    std::thread::sleep(Duration::from_millis(250));
+    let (j1, t1) = timer_list()?;
+    if t1 <= t0 || j1 <= j0 {
+        return None;
+    }
+    let rate = (j1 - j0) as f64 * 1e9 / (t1 - t0) as f64;
+    [100u32, 250, 300, 1000]
+        .into_iter()
+        .min_by(|a, b| {
+            (*a as f64 - rate)
+                .abs()
+                .total_cmp(&(*b as f64 - rate).abs())
+        })
+        .filter(|hz| (*hz as f64 - rate).abs() < *hz as f64 * 0.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hz_is_known_on_this_host() {
+        // Every kernel iomon runs on has one of these; the config file or
+        // /proc/timer_list tells (the latter needs root).
+        if let Some((hz, from)) = kernel_hz(
+            &nix::sys::utsname::uname()
+                .unwrap()
+                .release()
+                .to_string_lossy(),
+        ) {
+            assert!([100, 250, 300, 1000].contains(&hz), "{hz} from {from}");
+        }
+    }
+
+    #[test]
+    fn timer_list_measure_agrees_with_the_config() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // /proc/timer_list is root-only
+        }
+        let Ok(f) = std::fs::File::open("/proc/config.gz") else {
+            return;
+        };
+        let mut text = String::new();
+        if flate2::read::GzDecoder::new(f)
+            .read_to_string(&mut text)
+            .is_err()
+        {
+            return;
+        }
+        let Some(cfg) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            return;
+        };
+        assert_eq!(measured_hz(), Some(cfg));
+    }
+}

@@ -1,0 +1,690 @@
+//! Loading and attaching the BPF programs, family by family.
+//!
+//! One BPF object holds every family and every route. Before anything is
+//! loaded, the kernel is asked what it has ([`kernel`]); each wanted
+//! family takes the first of its routes (bpf/families/<name>.toml) whose
+//! events, functions and helpers this kernel has, and only those programs
+//! are loaded (`set_autoload`) and only the maps they use created
+//! (`set_autocreate`). A family the kernel cannot have is *unavailable*
+//! (not an error: nothing to alert on); one that should work and fails
+//! (refused by the verifier, an attach error) is *failed*, and if another
+//! route is left it is tried, so one family never takes the others down.
+
+pub mod kernel;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use libbpf_rs::{Link, MapCore, MapHandle, Object, ObjectBuilder, OpenObject};
+use serde::{Deserialize, Serialize};
+
+use crate::abi::{self, Attach, Route};
+use crate::family::{self, Family};
+pub use kernel::{ensure_tracefs, Kernel};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/iomon.skel.rs"));
+}
+
+/// The compiled BPF object (built by build.rs with libbpf-cargo).
+const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/iomon.bpf.o"));
+
+/// `struct iomon_proc`: the name, then `abi::PROC_NR` u64 fields.
+pub const PROC_COMM_LEN: usize = 16;
+pub const PROC_VALUE_SIZE: usize = PROC_COMM_LEN + 8 * abi::PROC_NR;
+const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
+
+/// Programs every family relies on (per-process names); attached whenever
+/// any family is.
+pub const CORE_PROGRAMS: &[abi::Program] = &[abi::Program {
+    name: "proc_exec",
+    event: "tp_btf:sched_process_exec",
+}];
+
+/// Where classic tracepoints are looked up.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    #[error("failed to open the BPF object")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("failed to load the BPF programs: {0}")]
+    Load(String),
+    #[error("BPF map {0} is missing from the object (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("failed to open BPF map {name}")]
+    MapHandle {
+        name: &'static str,
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+/// What became of one family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FamilyState {
+    /// Every program of its route attached.
+    Attached,
+    /// Switched off in the config.
+    Disabled,
+    /// This kernel lacks what every route needs: not an error.
+    Unavailable(String),
+    /// A route this kernel has failed (verifier, attach, privileges): an
+    /// error worth an alert.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    pub name: String,
+    pub event: String,
+    pub attached: bool,
+    /// Why not, when not attached.
+    pub reason: Option<String>,
+    /// From the kernel's BPF stats, when `kernel.bpf_stats_enabled=1`.
+    pub run_count: Option<u64>,
+    pub run_time_ns: Option<u64>,
+}
+
+/// A route not taken, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSkipped {
+    pub route: String,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyStatus {
+    pub family: String,
+    pub about: String,
+    pub state: FamilyState,
+    /// The route in use (or that failed last); `None` when none applies.
+    pub route: Option<String>,
+    /// The route's programs (the first route's when none applies).
+    pub programs: Vec<ProgramStatus>,
+    /// Routes before it that this kernel could not have, and why.
+    pub skipped: Vec<RouteSkipped>,
+}
+
+impl FamilyStatus {
+    /// Whether this kernel has a route for the family (attached or not).
+    pub fn available(&self) -> bool {
+        !matches!(self.state, FamilyState::Unavailable(_))
+    }
+}
+
+/// Handles on the maps the drain reads; owned (dup'ed fds).
+pub struct Maps {
+    pub counters: MapHandle,
+    pub hists: MapHandle,
+    /// The two per-process maps; `procs_active` says which one is written.
+    pub procs: [MapHandle; 2],
+    pub procs_active: MapHandle,
+    /// Every other map that was created, for the entries-vs-capacity
+    /// gauges.
+    pub others: Vec<(String, MapHandle)>,
+}
+
+/// Options fixed before the object is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Families to attach, by name.
+    pub enabled: Vec<&'static str>,
+    /// Capacity of the per-process map.
+    pub proc_capacity: u32,
+    /// tracefs mount point.
+    pub tracefs: PathBuf,
+    /// Routes not to use, as `family:route` (tests and benchmarks force
+    /// a route this way).
+    pub exclude_routes: Vec<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            enabled: family::ALL
+                .iter()
+                .filter(|f| f.schema.default_on)
+                .map(|f| f.name())
+                .collect(),
+            proc_capacity: 10240,
+            tracefs: PathBuf::from(TRACEFS),
+            exclude_routes: Vec::new(),
+        }
+    }
+}
+
+/// A family's plan: the route to load, or why there is none.
+#[derive(Debug, Clone)]
+enum Plan {
+    Disabled,
+    Route(&'static Route),
+    Unavailable(String),
+    Failed { route: &'static Route, why: String },
+}
+
+/// The loaded BPF object, its links, and what attached.
+pub struct Probes {
+    object: Object,
+    links: BTreeMap<&'static str, Link>,
+    status: Vec<FamilyStatus>,
+    /// What the kernel has (for --check and the probes view).
+    pub kernel_release: String,
+    /// CONFIG_HZ and where it came from; `None`: the dirty age of
+    /// writeback is not measured.
+    pub hz: Option<(u32, &'static str)>,
+    pub page_shift: u32,
+}
+
+/// First line of a libbpf error, which for a verifier failure is followed
+/// by the whole log.
+fn short(e: &libbpf_rs::Error) -> String {
+    let s = format!("{e:#}");
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+fn is_permission(e: &libbpf_rs::Error) -> bool {
+    matches!(e.kind(), libbpf_rs::ErrorKind::PermissionDenied)
+}
+
+/// What this kernel lacks for a route (empty: it has everything).
+fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    for p in route.programs {
+        let gap = match p.attach() {
+            Attach::Tracepoint(cat, ev) => kernel.tracepoint(cat, ev).err(),
+            Attach::TpBtf(ev) => (!kernel.has_btf_tracepoint(ev)).then(|| {
+                format!("no tracepoint {ev} with typed arguments (tp_btf) on this kernel")
+            }),
+            Attach::Trampoline(func) => kernel.trampoline(func).err(),
+            Attach::Kprobe(func) => kernel.kprobe(func).err(),
+        };
+        if let Some(g) = gap {
+            push(g);
+        }
+    }
+    for need in route.needs {
+        if let Some(h) = need.strip_prefix("helper:") {
+            if !kernel.has_helper(h) {
+                let since = match h {
+                    "task_pt_regs" => " (Linux 5.15+)",
+                    "task_storage_get" | "get_current_task_btf" => " (Linux 5.11+)",
+                    _ => "",
+                };
+                push(format!("no BPF helper bpf_{h} on this kernel{since}"));
+            }
+        }
+    }
+    out
+}
+
+/// The first route of a family this kernel has, not excluded; else why
+/// not (every route's gaps).
+fn choose(
+    kernel: &mut Kernel,
+    f: &Family,
+    excluded: &[String],
+) -> (Option<&'static Route>, Vec<RouteSkipped>) {
+    let mut skipped = Vec::new();
+    for r in f.schema.routes {
+        if let Some(why) = excluded.iter().find_map(|e| {
+            let (fam, route) = e.split_once(':')?;
+            (fam == f.name() && route == r.name).then(|| "excluded".to_string())
+        }) {
+            skipped.push(RouteSkipped {
+                route: r.name.into(),
+                why,
+            });
+            continue;
+        }
+        let g = gaps(kernel, r);
+        if g.is_empty() {
+            return (Some(r), skipped);
+        }
+        skipped.push(RouteSkipped {
+            route: r.name.into(),
+            why: g.join("; "),
+        });
+    }
+    (None, skipped)
+}
+
+/// Opens the object with the programs of these routes and the maps they
+/// use, configured for this kernel.
+fn open_object(
+    routes: &[&'static Route],
+    kernel: &Kernel,
+    proc_capacity: u32,
+) -> Result<OpenObject, ProbeError> {
+    let mut open = ObjectBuilder::default()
+        .open_memory(OBJECT)
+        .map_err(ProbeError::Open)?;
+    let any = !routes.is_empty();
+    for mut prog in open.progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        let on = routes
+            .iter()
+            .any(|r| r.programs.iter().any(|p| p.name == name))
+            || (any && CORE_PROGRAMS.iter().any(|p| p.name == name));
+        prog.set_autoload(on);
+    }
+    let uses = |m: &str| routes.iter().any(|r| r.maps.contains(&m));
+    let task_storage = kernel.has_task_storage();
+    for mut map in open.maps_mut() {
+        let name = map.name().to_string_lossy().into_owned();
+        let create = match name.as_str() {
+            "task_states" => uses("thread_states") && task_storage,
+            "thread_hash" => uses("thread_states") && !task_storage,
+            "ra_windows" => uses("ra_windows"),
+            _ => true,
+        };
+        map.set_autocreate(create).map_err(ProbeError::Open)?;
+        if name == "procs_a" || name == "procs_b" {
+            map.set_max_entries(proc_capacity.max(1))
+                .map_err(ProbeError::Open)?;
+        }
+        if name.ends_with(".rodata") {
+            if let Some(data) = map.initial_value_mut() {
+                let mut set = |off: usize, v: u32| {
+                    if let Some(d) = data.get_mut(off..off + 4) {
+                        d.copy_from_slice(&v.to_ne_bytes());
+                    }
+                };
+                set(
+                    std::mem::offset_of!(skel::types::rodata, page_shift),
+                    kernel.page_shift,
+                );
+                set(
+                    std::mem::offset_of!(skel::types::rodata, kernel_hz),
+                    kernel.hz.map_or(0, |(hz, _)| hz),
+                );
+            }
+        }
+    }
+    Ok(open)
+}
+
+fn program_statuses(route: &Route, attached: bool, reason: Option<&str>) -> Vec<ProgramStatus> {
+    route
+        .programs
+        .iter()
+        .map(|p| ProgramStatus {
+            name: p.name.to_string(),
+            event: p.event.to_string(),
+            attached,
+            reason: reason.map(str::to_string),
+            run_count: None,
+            run_time_ns: None,
+        })
+        .collect()
+}
+
+impl Probes {
+    /// Loads and attaches every family in `opts.enabled` that this kernel
+    /// has a route for. Fails only if BPF cannot be used at all.
+    pub fn load(opts: &LoadOptions) -> Result<Probes, ProbeError> {
+        let mut kernel = Kernel::probe(&opts.tracefs)?;
+        let mut excluded = opts.exclude_routes.clone();
+        let mut plans: BTreeMap<&'static str, (Plan, Vec<RouteSkipped>)> = BTreeMap::new();
+        for f in family::ALL {
+            let plan = if !opts.enabled.contains(&f.name()) {
+                (Plan::Disabled, Vec::new())
+            } else {
+                let (route, skipped) = choose(&mut kernel, f, &excluded);
+                match route {
+                    Some(r) => (Plan::Route(r), skipped),
+                    None => {
+                        let why = skipped
+                            .iter()
+                            .map(|s| s.why.as_str())
+                            .find(|w| *w != "excluded")
+                            .unwrap_or("every route is excluded")
+                            .to_string();
+                        (Plan::Unavailable(why), skipped)
+                    }
+                }
+            };
+            plans.insert(f.name(), plan);
+        }
+
+        // Load; a family the kernel refuses after all moves to its next
+        // route (or fails) and the rest load again. Bounded: every round
+        // takes a route out of play.
+        for _round in 0..=family::ALL
+            .iter()
+            .map(|f| f.schema.routes.len())
+            .sum::<usize>()
+        {
+            let routes: Vec<&'static Route> = plans
+                .values()
+                .filter_map(|(p, _)| match p {
+                    Plan::Route(r) => Some(*r),
+                    _ => None,
+                })
+                .collect();
+            let loaded = open_object(&routes, &kernel, opts.proc_capacity)?.load();
+            let object = match loaded {
+                Ok(o) => o,
+                Err(all_err) => {
+                    if is_permission(&all_err) {
+                        return Err(ProbeError::Load(format!(
+                            "{} (iomond needs root, or CAP_BPF and CAP_PERFMON)",
+                            short(&all_err)
+                        )));
+                    }
+                    log::debug!("BPF load failed: {}", short(&all_err));
+                    // Which family? Each alone.
+                    let mut culprit = false;
+                    for f in family::ALL {
+                        let Some((Plan::Route(r), _)) = plans.get(f.name()) else {
+                            continue;
+                        };
+                        let r = *r;
+                        if let Err(e) = open_object(&[r], &kernel, opts.proc_capacity)?.load() {
+                            culprit = true;
+                            let why = format!("the kernel refused route {}: {}", r.name, short(&e));
+                            log::warn!("probe family {}: {why}", f.name());
+                            excluded.push(format!("{}:{}", f.name(), r.name));
+                            let (next, mut more) = choose(&mut kernel, f, &excluded);
+                            let entry = plans.get_mut(f.name()).expect("planned above");
+                            entry.1.retain(|s| s.route != r.name);
+                            entry.1.push(RouteSkipped {
+                                route: r.name.into(),
+                                why: why.clone(),
+                            });
+                            more.retain(|s| !entry.1.iter().any(|t| t.route == s.route));
+                            entry.1.extend(more);
+                            entry.0 = match next {
+                                Some(n) => Plan::Route(n),
+                                None => Plan::Failed { route: r, why },
+                            };
+                        }
+                    }
+                    if !culprit {
+                        return Err(ProbeError::Load(short(&all_err)));
+                    }
+                    continue;
+                }
+            };
+            let mut probes = Probes {
+                object,
+                links: BTreeMap::new(),
+                status: Vec::new(),
+                kernel_release: kernel.release.clone(),
+                hz: kernel.hz,
+                page_shift: kernel.page_shift,
+            };
+            let mut retry = false;
+            for f in family::ALL {
+                let (plan, skipped) = plans.get(f.name()).cloned().expect("every family planned");
+                let status = match plan {
+                    Plan::Disabled => FamilyStatus {
+                        family: f.name().into(),
+                        about: f.schema.about.into(),
+                        state: FamilyState::Disabled,
+                        route: None,
+                        programs: program_statuses(&f.schema.routes[0], false, None),
+                        skipped,
+                    },
+                    Plan::Unavailable(why) => FamilyStatus {
+                        family: f.name().into(),
+                        about: f.schema.about.into(),
+                        state: FamilyState::Unavailable(why),
+                        route: None,
+                        programs: program_statuses(&f.schema.routes[0], false, None),
+                        skipped,
+                    },
+                    Plan::Failed { route, why } => FamilyStatus {
+                        family: f.name().into(),
+                        about: f.schema.about.into(),
+                        state: FamilyState::Failed(why.clone()),
+                        route: Some(route.name.into()),
+                        programs: program_statuses(route, false, Some(&why)),
+                        skipped,
+                    },
+                    Plan::Route(route) => {
+                        let mut programs = Vec::new();
+                        let mut failure = None;
+                        for p in route.programs {
+                            let r = probes.attach(p.name);
+                            if let Err(e) = &r {
+                                failure.get_or_insert_with(|| {
+                                    format!("{} failed to attach: {e}", p.event)
+                                });
+                            }
+                            programs.push(ProgramStatus {
+                                name: p.name.into(),
+                                event: p.event.into(),
+                                attached: r.is_ok(),
+                                reason: r.err(),
+                                run_count: None,
+                                run_time_ns: None,
+                            });
+                        }
+                        if let Some(why) = failure {
+                            // A family is all or nothing: half a family
+                            // counts wrong. Another route, if there is one.
+                            for p in route.programs {
+                                probes.links.remove(p.name);
+                            }
+                            excluded.push(format!("{}:{}", f.name(), route.name));
+                            let (next, _) = choose(&mut kernel, f, &excluded);
+                            let entry = plans.get_mut(f.name()).expect("planned above");
+                            entry.1.push(RouteSkipped {
+                                route: route.name.into(),
+                                why: why.clone(),
+                            });
+                            match next {
+                                Some(n) => {
+                                    entry.0 = Plan::Route(n);
+                                    retry = true;
+                                }
+                                None => entry.0 = Plan::Failed { route, why },
+                            }
+                            continue;
+                        }
+                        FamilyStatus {
+                            family: f.name().into(),
+                            about: f.schema.about.into(),
+                            state: FamilyState::Attached,
+                            route: Some(route.name.into()),
+                            programs,
+                            skipped,
+                        }
+                    }
+                };
+                probes.status.push(status);
+            }
+            if retry {
+                continue;
+            }
+            if probes.any_attached() {
+                for p in CORE_PROGRAMS {
+                    if let Err(e) = probes.attach(p.name) {
+                        // Names of processes that exec after their first
+                        // event stay the pre-exec ones; counts are
+                        // unaffected.
+                        log::warn!(
+                            "{} failed to attach: {e}; process names may be stale",
+                            p.event
+                        );
+                    }
+                }
+            }
+            return Ok(probes);
+        }
+        Err(ProbeError::Load("no combination of routes loaded".into()))
+    }
+
+    fn attach(&mut self, name: &'static str) -> Result<(), String> {
+        if self.links.contains_key(name) {
+            return Ok(());
+        }
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| format!("program {name} is not in the BPF object"))?;
+        let link = prog.attach().map_err(|e| short(&e))?;
+        self.links.insert(name, link);
+        Ok(())
+    }
+
+    /// The state of every family, with BPF run stats where the kernel keeps
+    /// them.
+    pub fn status(&self) -> Vec<FamilyStatus> {
+        let mut status = self.status.clone();
+        for fs in &mut status {
+            for ps in &mut fs.programs {
+                if let Some(prog) = self.object.progs().find(|p| p.name() == ps.name.as_str()) {
+                    if let Some((cnt, ns)) = prog_run_stats(&prog) {
+                        ps.run_count = Some(cnt);
+                        ps.run_time_ns = Some(ns);
+                    }
+                }
+            }
+        }
+        status
+    }
+
+    pub fn attached(&self, name: &str) -> bool {
+        self.status
+            .iter()
+            .any(|s| s.family == name && s.state == FamilyState::Attached)
+    }
+
+    /// Names of the attached families, in display order.
+    pub fn attached_families(&self) -> Vec<&'static str> {
+        family::ALL
+            .iter()
+            .map(|f| f.name())
+            .filter(|n| self.attached(n))
+            .collect()
+    }
+
+    pub fn any_attached(&self) -> bool {
+        self.status.iter().any(|s| s.state == FamilyState::Attached)
+    }
+
+    /// Histograms of attached families that are not measured on this
+    /// kernel: (family, histogram index). The drain leaves them empty
+    /// (absent), never zero.
+    pub fn unmeasured_hists(&self) -> Vec<(&'static str, usize)> {
+        let mut v = Vec::new();
+        if self.hz.is_none() {
+            v.push(("writeback", abi::writeback::hist::DIRTY_AGE));
+        }
+        v
+    }
+
+    pub fn maps(&self) -> Result<Maps, ProbeError> {
+        let handle = |name: &'static str| -> Result<MapHandle, ProbeError> {
+            let map = self
+                .object
+                .maps()
+                .find(|m| m.name() == name)
+                .ok_or(ProbeError::MissingMap(name))?;
+            MapHandle::try_from(&map).map_err(|source| ProbeError::MapHandle { name, source })
+        };
+        let mut others = Vec::new();
+        for name in ["ra_windows", "thread_hash"] {
+            // Maps not created for this kernel or these routes have no fd.
+            if let Some(m) = self.object.maps().find(|m| m.name() == name) {
+                if let Ok(h) = MapHandle::try_from(&m) {
+                    others.push((name.to_string(), h));
+                }
+            }
+        }
+        Ok(Maps {
+            counters: handle("counters")?,
+            hists: handle("hists")?,
+            procs: [handle("procs_a")?, handle("procs_b")?],
+            procs_active: handle("procs_active")?,
+            others,
+        })
+    }
+}
+
+/// (run count, run time ns) of a program; `None` unless
+/// `kernel.bpf_stats_enabled` is on.
+fn prog_run_stats(prog: &libbpf_rs::Program) -> Option<(u64, u64)> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: info is a valid, writable bpf_prog_info of `len` bytes.
+    let ret = unsafe {
+        libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len)
+    };
+    if ret != 0 || info.run_cnt == 0 && info.run_time_ns == 0 {
+        return None;
+    }
+    Some((info.run_cnt, info.run_time_ns))
+}
+
+/// Whether the kernel keeps BPF run stats (`kernel.bpf_stats_enabled`).
+pub fn bpf_stats_enabled() -> io::Result<bool> {
+    Ok(fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")?.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracefs_dirs_only_for_classic_tracepoints() {
+        for f in family::ALL {
+            for p in f.schema.all_programs() {
+                assert_eq!(
+                    p.tracefs_dir().is_some(),
+                    p.event.starts_with("tracepoint:"),
+                    "{}",
+                    p.event
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_declared_program_is_in_the_object() {
+        let obj = ObjectBuilder::default().open_memory(OBJECT).unwrap();
+        let names: Vec<String> = obj
+            .progs()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        for f in family::ALL {
+            for p in f.schema.all_programs() {
+                assert!(
+                    names.iter().any(|n| n == p.name),
+                    "{} of {} is not in bpf/",
+                    p.name,
+                    f.name()
+                );
+            }
+        }
+        for p in CORE_PROGRAMS {
+            assert!(names.iter().any(|n| n == p.name));
+        }
+        // And nothing in the object that no route loads.
+        for n in &names {
+            assert!(
+                CORE_PROGRAMS.iter().any(|p| p.name == n)
+                    || family::ALL.iter().any(|f| f
+                        .schema
+                        .all_programs()
+                        .iter()
+                        .any(|p| p.name == n)),
+                "program {n} belongs to no route"
+            );
+        }
+    }
+}

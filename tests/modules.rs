@@ -1,0 +1,127 @@
+//! The crate's modules read as the data flow: each may use only modules
+//! before it in [`ORDER`] (no cycle, by construction), and the leaves use
+//! no other module of the crate. Read from the sources, so a new
+//! `use crate::...` that breaks the order fails here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const LEAVES: &[&str] = &["units", "hist", "abi", "promtext"];
+
+/// The data flow, first to last (the module list in `daemon/lib.rs`'s
+/// documentation; rustfmt sorts the declarations themselves).
+const ORDER: &[&str] = &[
+    "units",
+    "hist",
+    "abi",
+    "promtext",
+    "family",
+    "sample",
+    "probes",
+    "drain",
+    "totals",
+    "store",
+    "proto",
+    "exposition",
+    "control",
+    "http",
+    "config",
+    "logging",
+    "event_loop",
+];
+
+fn daemon() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("daemon")
+}
+
+/// Top-level modules lib.rs declares.
+fn declared() -> Vec<String> {
+    let lib = std::fs::read_to_string(daemon().join("lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';').to_string())
+        .collect()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// module -> the modules of the crate it uses (from `crate::<module>`).
+fn uses(modules: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut files = Vec::new();
+    rust_files(&daemon(), &mut files);
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in files {
+        let rel = f.strip_prefix(daemon()).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        if !modules.contains(&top) {
+            continue; // lib.rs itself, main.rs (the binary)
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("crate::{"),
+            "{}: name each module in its own `crate::<module>` path",
+            rel.display()
+        );
+        let deps = graph.entry(top.clone()).or_default();
+        for (i, _) in text.match_indices("crate::") {
+            let rest = &text[i + "crate::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if modules.contains(&name) && name != top && !deps.contains(&name) {
+                deps.push(name);
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn modules_use_only_modules_before_them() {
+    let mut order: Vec<String> = ORDER.iter().map(|s| s.to_string()).collect();
+    let mut lib = declared();
+    lib.sort();
+    order.sort();
+    assert_eq!(
+        lib, order,
+        "a module of lib.rs is missing from ORDER, or the reverse"
+    );
+    let order: Vec<String> = ORDER.iter().map(|s| s.to_string()).collect();
+    let graph = uses(&order);
+    let pos = |m: &str| order.iter().position(|x| x == m).unwrap();
+    let mut report = Vec::new();
+    for (m, deps) in &graph {
+        for d in deps {
+            if pos(d) > pos(m) {
+                report.push(format!("{m} uses {d}, declared after it"));
+            }
+        }
+        if LEAVES.contains(&m.as_str()) && !deps.is_empty() {
+            report.push(format!("leaf {m} uses {deps:?}"));
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+    for m in &order {
+        println!(
+            "{m:<12} <- {}",
+            graph.get(m).map(|d| d.join(", ")).unwrap_or_default()
+        );
+    }
+}
