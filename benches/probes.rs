@@ -610,7 +610,7 @@ fn drain(rounds: usize, sizes: &[u32]) {
         for _ in 0..rounds {
             fill(idle, n);
             let t = Instant::now();
-            let r = read_procs(idle, cap, true, None);
+            let r = read_procs(idle, cap, true, None, &mut iomon::drain::Batch::Yes);
             assert!(r.error.is_none(), "batch drain: {:?}", r.error);
             let got = r.procs.len();
             b.push(t.elapsed().as_secs_f64() * 1e3);

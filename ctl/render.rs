@@ -162,8 +162,12 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
     ];
     for f in &r.families {
         let (st, why) = state_str(&f.state);
+        let st = match (&f.route, &f.state) {
+            (Some(route), FamilyState::Attached) => format!("{st} (route {route})"),
+            _ => st.to_string(),
+        };
         let text = if why.is_empty() {
-            st.to_string()
+            st
         } else {
             format!("{st}: {why}")
         };
@@ -480,16 +484,18 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
     match out {
         Output::Json => json(&fams),
         Output::Csv => {
-            let mut s =
-                String::from("family,state,program,event,attached,reason,run_count,run_time_ns\n");
+            let mut s = String::from(
+                "family,state,route,program,event,attached,reason,run_count,run_time_ns\n",
+            );
             for f in fams {
                 let (st, why) = state_str(&f.state);
                 for p in &f.programs {
                     let _ = writeln!(
                         s,
-                        "{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{}",
                         f.family,
                         st,
+                        f.route.as_deref().unwrap_or(""),
                         p.name,
                         p.event,
                         p.attached,
@@ -503,8 +509,8 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
         }
         Output::Table => {
             let mut s = format!(
-                "{:<10} {:<12} {:<24} {:<52} {:>12} {:>9}\n",
-                "FAMILY", "STATE", "PROGRAM", "EVENT", "RUNS", "NS/RUN"
+                "{:<10} {:<12} {:<13} {:<24} {:<52} {:>12} {:>9}\n",
+                "FAMILY", "STATE", "ROUTE", "PROGRAM", "EVENT", "RUNS", "NS/RUN"
             );
             for f in fams {
                 let (st, why) = state_str(&f.state);
@@ -517,11 +523,17 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                         (Some(c), Some(t)) if c > 0 => format!("{}", t / c),
                         _ => "-".into(),
                     };
+                    let first = i == 0;
                     let _ = writeln!(
                         s,
-                        "{:<10} {:<12} {:<24} {:<52} {:>12} {:>9}",
-                        if i == 0 { f.family.as_str() } else { "" },
-                        if i == 0 { st } else { "" },
+                        "{:<10} {:<12} {:<13} {:<24} {:<52} {:>12} {:>9}",
+                        if first { f.family.as_str() } else { "" },
+                        if first { st } else { "" },
+                        if first {
+                            f.route.as_deref().unwrap_or("-")
+                        } else {
+                            ""
+                        },
                         p.name,
                         p.event,
                         runs,
@@ -530,6 +542,9 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                 }
                 if !why.is_empty() {
                     let _ = writeln!(s, "{:<10} reason: {why}", "");
+                }
+                for sk in &f.skipped {
+                    let _ = writeln!(s, "{:<10} not route {}: {}", "", sk.route, sk.why);
                 }
             }
             if stats_on == Some(false) {

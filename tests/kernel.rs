@@ -193,43 +193,52 @@ fn bpf_drain_loses_no_increment_across_ticks() {
     let Some(_k) = bpf_or_skip("bpf_drain_loses_no_increment_across_ticks") else {
         return;
     };
-    let (_p, mut drain) = load(&["fadvise"], 10240);
-    // The worker calls until the drain has ticked 6 times under it, and
-    // counts its own calls: the per-process sum must equal that count.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let worker = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let f = File::open("/proc/self/exe").unwrap();
-            let mut calls = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) || calls < 100_000 {
-                fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_NORMAL);
-                calls += 1;
+    // Batch reads, then key by key (kernels without batch lookups).
+    for key_by_key in [false, true] {
+        let (_p, mut drain) = load(&["fadvise"], 10240);
+        if key_by_key {
+            drain.force_key_by_key();
+        }
+        // The worker calls until the drain has ticked 6 times under it, and
+        // counts its own calls: the per-process sum must equal that count.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worker = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let f = File::open("/proc/self/exe").unwrap();
+                let mut calls = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || calls < 100_000 {
+                    fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_NORMAL);
+                    calls += 1;
+                }
+                calls
+            })
+        };
+        let normal_ok = abi::FADVISE.counters[0].at(&[fa::advice::NORMAL, fa::result::OK]);
+        let mut mine = 0;
+        let mut host_calls = 0;
+        let mut ticks = 0;
+        while !worker.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+            let s = drain.tick().unwrap();
+            mine += own_fadvise(&own(&s), fa::advice::NORMAL, fa::result::OK);
+            host_calls += host(&s, "fadvise", normal_ok);
+            ticks += 1;
+            if ticks == 6 {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            calls
-        })
-    };
-    let normal_ok = abi::FADVISE.counters[0].at(&[fa::advice::NORMAL, fa::result::OK]);
-    let mut mine = 0;
-    let mut host_calls = 0;
-    let mut ticks = 0;
-    while !worker.is_finished() {
-        std::thread::sleep(Duration::from_millis(50));
+        }
+        let calls = worker.join().unwrap();
         let s = drain.tick().unwrap();
         mine += own_fadvise(&own(&s), fa::advice::NORMAL, fa::result::OK);
         host_calls += host(&s, "fadvise", normal_ok);
-        ticks += 1;
-        if ticks == 6 {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        assert!(ticks >= 6, "the workload spanned {ticks} ticks");
+        assert_eq!(
+            mine, calls,
+            "per-process sum over {ticks} ticks (key by key: {key_by_key})"
+        );
+        assert!(host_calls >= calls, "host {host_calls} < {calls}");
     }
-    let calls = worker.join().unwrap();
-    let s = drain.tick().unwrap();
-    mine += own_fadvise(&own(&s), fa::advice::NORMAL, fa::result::OK);
-    host_calls += host(&s, "fadvise", normal_ok);
-    assert!(ticks >= 6, "the workload spanned {ticks} ticks");
-    assert_eq!(mine, calls, "per-process sum over {ticks} ticks");
-    assert!(host_calls >= calls, "host {host_calls} < {calls}");
 }
 
 /// A drain whose per-process read fails part way still gives its Sample:

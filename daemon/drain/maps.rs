@@ -90,8 +90,76 @@ fn os_err(ret: i32) -> std::io::Error {
     }
 }
 
-/// Reads every key of a per-CPU array in one batch call.
+/// Whether the kernel has batch lookups for a kind of map (per-CPU arrays
+/// have them from 5.13 or so, hashes from 5.6): learned at the first read,
+/// then one way or the other for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batch {
+    #[default]
+    Unknown,
+    Yes,
+    No,
+}
+
+/// Errors that mean "no batch operations for this map type here".
+fn batch_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524 /* ENOTSUPP */)
+    )
+}
+
+/// Reads every key of a per-CPU array: in one batch call where the kernel
+/// has it, else key by key.
 pub fn read_percpu_array(
+    map: &libbpf_rs::MapHandle,
+    name: &'static str,
+    nkeys: usize,
+    ncpus: usize,
+    batch: &mut Batch,
+) -> Result<Vec<u64>, MapError> {
+    if *batch != Batch::No {
+        match read_percpu_array_batch(map, name, nkeys, ncpus) {
+            Err(MapError::Read { source, .. })
+                if *batch == Batch::Unknown && batch_unsupported(&source) =>
+            {
+                log::info!("BPF map {name}: no batch lookups on this kernel; reading key by key");
+                *batch = Batch::No;
+            }
+            r => {
+                *batch = Batch::Yes;
+                return r;
+            }
+        }
+    }
+    let mut vals = vec![0u8; ncpus * 8];
+    let mut out = Vec::with_capacity(nkeys);
+    for key in 0..nkeys as u32 {
+        // SAFETY: vals holds one per-CPU value of the map (ncpus u64s).
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(
+                map.as_fd().as_raw_fd(),
+                (&key as *const u32).cast(),
+                vals.as_mut_ptr().cast(),
+            )
+        };
+        if ret != 0 {
+            return Err(MapError::Read {
+                map: name,
+                source: os_err(ret),
+            });
+        }
+        let sum = sum_percpu(&vals, 1, ncpus).map_err(|(got, want)| MapError::Layout {
+            map: name,
+            got,
+            want,
+        })?;
+        out.push(sum[0]);
+    }
+    Ok(out)
+}
+
+fn read_percpu_array_batch(
     map: &libbpf_rs::MapHandle,
     name: &'static str,
     nkeys: usize,
@@ -160,8 +228,90 @@ pub struct InjectedFault {
 }
 
 /// Takes (or, with `delete == false`, copies) every entry of a per-process
-/// map, in batches.
+/// map: in batches where the kernel has them, else key by key (taking is
+/// safe either way: the drain reads a map no program writes to any more).
 pub fn read_procs(
+    map: &libbpf_rs::MapHandle,
+    capacity: u32,
+    delete: bool,
+    fault: Option<InjectedFault>,
+    batch: &mut Batch,
+) -> ProcRead {
+    if *batch != Batch::No {
+        let r = read_procs_batch(map, capacity, delete, fault);
+        match &r.error {
+            Some(MapError::Read { source, .. })
+                if *batch == Batch::Unknown && r.procs.is_empty() && batch_unsupported(source) =>
+            {
+                log::info!("BPF map procs: no batch lookups on this kernel; reading key by key");
+                *batch = Batch::No;
+            }
+            _ => {
+                *batch = Batch::Yes;
+                return r;
+            }
+        }
+    }
+    read_procs_by_key(map, capacity, delete, fault)
+}
+
+fn read_procs_by_key(
+    map: &libbpf_rs::MapHandle,
+    capacity: u32,
+    delete: bool,
+    fault: Option<InjectedFault>,
+) -> ProcRead {
+    let fd = map.as_fd().as_raw_fd();
+    let mut out = ProcRead::default();
+    // The keys first (bounded by the capacity), then each entry.
+    let mut keys = Vec::new();
+    let mut key = 0u32;
+    let mut next = 0u32;
+    let mut first = true;
+    while keys.len() <= capacity as usize {
+        let prev: *const std::ffi::c_void = if first {
+            std::ptr::null()
+        } else {
+            (&key as *const u32).cast()
+        };
+        // SAFETY: key and next are u32, the map's key size.
+        let ret =
+            unsafe { libbpf_sys::bpf_map_get_next_key(fd, prev, (&mut next as *mut u32).cast()) };
+        if ret != 0 {
+            break;
+        }
+        keys.push(next);
+        key = next;
+        first = false;
+    }
+    let mut val = vec![0u8; PROC_VALUE_SIZE];
+    for (i, k) in keys.into_iter().enumerate() {
+        if fault.is_some_and(|f| i >= f.fail_after * f.batch.max(1) as usize) {
+            out.error = Some(MapError::Read {
+                map: "procs",
+                source: std::io::Error::other("injected fault"),
+            });
+            return out;
+        }
+        // SAFETY: val holds one value of the map.
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_elem(fd, (&k as *const u32).cast(), val.as_mut_ptr().cast())
+        };
+        if ret != 0 {
+            continue; // gone since the key walk
+        }
+        if let Some(p) = decode_proc(k, &val) {
+            out.procs.push(p);
+        }
+        if delete {
+            // SAFETY: k is a key of the map.
+            unsafe { libbpf_sys::bpf_map_delete_elem(fd, (&k as *const u32).cast()) };
+        }
+    }
+    out
+}
+
+fn read_procs_batch(
     map: &libbpf_rs::MapHandle,
     capacity: u32,
     delete: bool,

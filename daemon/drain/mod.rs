@@ -26,7 +26,7 @@ use crate::hist;
 use crate::probes::Maps;
 use crate::sample::{top_k, ProcSample, Sample, TopBy};
 use crate::units::{format_duration, now_ms};
-pub use maps::{count_entries, decode_proc, read_procs, InjectedFault, MapError, RawProc};
+pub use maps::{count_entries, decode_proc, read_procs, Batch, InjectedFault, MapError, RawProc};
 pub use timeline::{ClockStep, Timeline};
 
 /// How per-process tables are kept. Host totals are right under both.
@@ -120,6 +120,9 @@ pub struct Drain {
     unmeasured: Vec<(&'static str, usize)>,
     proc_layout: Vec<(&'static str, usize, usize)>,
     fault: Option<InjectedFault>,
+    /// Whether this kernel has batch lookups, per kind of map.
+    batch_arrays: Batch,
+    batch_procs: Batch,
     /// Per-process read failures, and when one was last logged.
     pub proc_read_errors: u64,
     last_error_log: Option<Instant>,
@@ -156,6 +159,8 @@ impl Drain {
             unmeasured: Vec::new(),
             proc_layout: maps::proc_layout(),
             fault: None,
+            batch_arrays: Batch::Unknown,
+            batch_procs: Batch::Unknown,
             proc_read_errors: 0,
             last_error_log: None,
             last_duration: Duration::ZERO,
@@ -165,8 +170,15 @@ impl Drain {
         d.prev_hists = h;
         // Start from empty per-process maps, writing to the first.
         d.point_at(0)?;
-        for m in &d.maps.procs {
-            if let Some(e) = read_procs(m, proc_capacity, true, None).error {
+        for i in 0..2 {
+            let r = read_procs(
+                &d.maps.procs[i],
+                proc_capacity,
+                true,
+                None,
+                &mut d.batch_procs,
+            );
+            if let Some(e) = r.error {
                 return Err(e.into());
             }
         }
@@ -186,18 +198,28 @@ impl Drain {
         self.fault = fault;
     }
 
-    fn read_host(&self) -> Result<(Vec<u64>, Vec<u64>), DrainError> {
+    /// For tests: read maps key by key, as on kernels without batch
+    /// lookups.
+    #[doc(hidden)]
+    pub fn force_key_by_key(&mut self) {
+        self.batch_arrays = Batch::No;
+        self.batch_procs = Batch::No;
+    }
+
+    fn read_host(&mut self) -> Result<(Vec<u64>, Vec<u64>), DrainError> {
         let c = maps::read_percpu_array(
             &self.maps.counters,
             "counters",
             abi::COUNTERS_NR,
             self.ncpus,
+            &mut self.batch_arrays,
         )?;
         let h = maps::read_percpu_array(
             &self.maps.hists,
             "hists",
             abi::HISTS_NR * hist::BUCKETS,
             self.ncpus,
+            &mut self.batch_arrays,
         )?;
         Ok((c, h))
     }
@@ -260,7 +282,13 @@ impl Drain {
                     // at the next tick.
                     return (Vec::new(), Some(e));
                 }
-                let r = read_procs(&self.maps.procs[old], self.proc_capacity, true, self.fault);
+                let r = read_procs(
+                    &self.maps.procs[old],
+                    self.proc_capacity,
+                    true,
+                    self.fault,
+                    &mut self.batch_procs,
+                );
                 let taken = if self.prev_procs.is_empty() {
                     r.procs
                 } else {
@@ -279,6 +307,7 @@ impl Drain {
                     self.proc_capacity,
                     false,
                     self.fault,
+                    &mut self.batch_procs,
                 );
                 let mut out = Vec::with_capacity(r.procs.len());
                 let mut next = HashMap::with_capacity(r.procs.len());
