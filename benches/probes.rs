@@ -4,6 +4,7 @@
 //!
 //!   cargo bench --bench probes -- all                 # everything below
 //!   cargo bench --bench probes -- events [--rounds 5]
+//!   cargo bench --bench probes -- routes [--rounds 5]  # each family's routes against each other
 //!   cargo bench --bench probes -- programs            # ns inside each BPF program
 //!   cargo bench --bench probes -- drain [--rounds 5]
 //!   cargo bench --bench probes -- footprint [--secs 600]
@@ -53,6 +54,7 @@ fn main() {
     let _ = iomon::probes::ensure_tracefs(Path::new("/sys/kernel/tracing"));
     match what {
         "events" => events(rounds),
+        "routes" => routes(rounds),
         "programs" => programs(),
         "drain" => drain(rounds, &[1_000, 10_000, 50_000]),
         "footprint" => footprint(opt("--secs", 600)),
@@ -272,6 +274,8 @@ enum Config {
     None,
     Iomon(&'static str, Vec<&'static str>),
     Bpftrace(&'static str, &'static str),
+    /// One family on one route (the others excluded).
+    Route(&'static str, &'static str),
 }
 
 impl Config {
@@ -279,6 +283,7 @@ impl Config {
         match self {
             Config::None => "none".into(),
             Config::Iomon(n, _) => format!("iomon:{n}"),
+            Config::Route(f, r) => format!("{f}:{r}"),
             Config::Bpftrace(n, _) => format!("bpftrace:{n}"),
         }
     }
@@ -352,6 +357,7 @@ fn attach(c: &Config) -> Attached {
             }
             Attached::Iomon(p)
         }
+        Config::Route(fam, route) => Attached::Iomon(load_route(fam, route).expect("route loads")),
         Config::Bpftrace(_, prog) => {
             let mut child = Command::new("bpftrace")
                 .arg("-e")
@@ -387,6 +393,99 @@ fn detach(a: Attached) {
         );
         let _ = c.wait();
     }
+}
+
+/// A family alone on one of its routes; `None` if this kernel does not
+/// have that route.
+fn load_route(fam: &'static str, route: &str) -> Option<Probes> {
+    let f = family::by_name(fam)?;
+    let exclude = f
+        .schema
+        .routes
+        .iter()
+        .filter(|r| r.name != route)
+        .map(|r| format!("{fam}:{}", r.name))
+        .collect();
+    let p = Probes::load(&LoadOptions {
+        enabled: vec![f.name()],
+        exclude_routes: exclude,
+        ..Default::default()
+    })
+    .ok()?;
+    p.attached(fam).then_some(p)
+}
+
+/// Each route of a family against the others and no probes, on the same
+/// workload, alternating: what each way of attaching costs per event on
+/// this kernel. Only routes this kernel has are run.
+fn routes(rounds: usize) {
+    let f = fixture();
+    for (fam, wls) in [
+        ("fadvise", &["fadvise", "getppid"][..]),
+        ("pagecache", &["read4k"][..]),
+        ("mmap", &["mmap-small"][..]),
+        ("writeback", &["write4k"][..]),
+    ] {
+        let here: Vec<&'static str> = family::by_name(fam)
+            .unwrap()
+            .schema
+            .routes
+            .iter()
+            .map(|r| r.name)
+            .filter(|r| load_route(fam, r).is_some())
+            .collect();
+        if here.len() < 2 {
+            println!(
+                "\nroutes: {fam}: {} route(s) on this kernel ({}), nothing to compare",
+                here.len(),
+                here.join(", ")
+            );
+            continue;
+        }
+        let mut cfgs = vec![Config::None];
+        cfgs.extend(here.iter().map(|r| Config::Route(fam, r)));
+        let ws: Vec<&Workload> = wls
+            .iter()
+            .map(|n| WORKLOADS.iter().find(|w| w.name == *n).unwrap())
+            .collect();
+        let mut res = vec![vec![Vec::new(); ws.len()]; cfgs.len()];
+        for round in 0..rounds {
+            for k in 0..cfgs.len() {
+                let ci = (k + round) % cfgs.len();
+                let a = attach(&cfgs[ci]);
+                for (wi, w) in ws.iter().enumerate() {
+                    res[ci][wi].push(ns_per_call(&f, w));
+                }
+                detach(a);
+            }
+        }
+        println!("\nroutes: {fam}, ns per call, median [min-max] of {rounds} rounds, +added vs none, added / first route's");
+        for (wi, w) in ws.iter().enumerate() {
+            let base = median(&mut res[0][wi].clone());
+            let first = median(&mut res[1][wi].clone()) - base;
+            println!("  {} ({})", w.name, w.what);
+            for (ci, c) in cfgs.iter().enumerate() {
+                let mut v = res[ci][wi].clone();
+                let med = median(&mut v);
+                let added = med - base;
+                let ratio = if ci == 0 || first.abs() < 1e-9 {
+                    String::new()
+                } else {
+                    format!("{:.2}", added / first)
+                };
+                println!(
+                    "    {:<24} {:>9.1} [{:>7.0}-{:>7.0}] {:>+8.1} {:>6}",
+                    c.name(),
+                    med,
+                    v[0],
+                    v[v.len() - 1],
+                    added,
+                    ratio
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&f.dir);
 }
 
 fn ns_per_call(f: &Fixture, w: &Workload) -> f64 {

@@ -417,7 +417,7 @@ static __always_inline u64 folio_pages(struct folio *folio)
 static __always_inline u64 event_pages(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
 	if (bpf_core_field_exists(ctx->order))
-		return 1ULL << (BPF_CORE_READ(ctx, order) & 31);
+		return 1ULL << (ctx->order & 31);
 	return 1;
 }
 
@@ -427,9 +427,10 @@ static __always_inline u64 event_pages(struct trace_event_raw_mm_filemap_op_page
  * bpf_task_pt_regs (5.15+): only routes that declare it call this. */
 static __always_inline bool in_read_syscall(void)
 {
-	if (task_flags() & PF_KTHREAD)
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->flags & PF_KTHREAD)
 		return false;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	long nr = SYSCALL_NR(regs);
 	switch (nr) {
 	case NR_READ:

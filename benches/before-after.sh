@@ -1,0 +1,81 @@
+#!/bin/bash
+# Before/after: the probe benchmark of an earlier revision and of this
+# checkout, run alternately in one session on this machine (figures from
+# different days or machines do not compare: this one is shared and
+# noisy). Prints, per family and workload, the ns each adds per call
+# (median over the rounds) before and after, and after/before; and the
+# drain's time per size.
+#
+#   benches/before-after.sh [REV] [ROUNDS]     # default: the last release tag or HEAD~1, 4 rounds
+#
+# Needs root (BPF). The earlier revision is built in a git worktree under
+# target/before-after (left there for the next run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+rev=${1:-HEAD~1}
+rounds=${2:-4}
+wt=target/before-after/$(git rev-parse --short "$rev")
+if [ ! -d "$wt" ]; then
+	git worktree add -f --detach "$wt" "$rev" >/dev/null
+fi
+bench_of() { # dir -> path of its probes bench binary
+	(cd "$1" && cargo bench --locked --no-run --bench probes --message-format=json 2>/dev/null) |
+		grep '"kind":\["bench"\]' | grep '"name":"probes"' |
+		sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1
+}
+before=$(bench_of "$wt")
+after=$(bench_of .)
+[ -x "$before" ] && [ -x "$after" ] || { echo "before-after: could not build both benchmarks" >&2; exit 1; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "before: $(git -C "$wt" log -1 --format='%h %s' | cut -c1-70)"
+echo "after:  $(git log -1 --format='%h %s' | cut -c1-70)$(git diff --quiet || echo ' (+ uncommitted)')"
+for r in $(seq "$rounds"); do
+	for side in before after; do
+		bin=$before
+		[ $side = after ] && bin=$after
+		"$bin" events --rounds 1 >"$out/$side.events.$r" 2>/dev/null
+		"$bin" drain --rounds 1 >"$out/$side.drain.$r" 2>/dev/null
+	done
+	echo "  round $r of $rounds done" >&2
+done
+# events: "iomon:<fam>" rows hold, per workload, "median [lo-hi] +added".
+awk -v rounds="$rounds" '
+FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }
+/^config/ { n = 0; for (i = 2; i <= NF; i++) wl[++n] = $i; nw = n; next }
+/^iomon:/ {
+	cfg = $1; line = $0; sub(/^[^ ]+ +/, "", line)
+	for (w = 1; w <= nw; w++) {
+		# median [ lo- hi] added
+		match(line, /[-+]?[0-9.]+ \[ *[0-9]+- *[0-9]+\] +[-+][0-9.]+/)
+		f = substr(line, RSTART, RLENGTH); line = substr(line, RSTART + RLENGTH)
+		k = split(f, p, " "); added = p[k]
+		v[side, cfg, wl[w], ++cnt[side, cfg, wl[w]]] = added + 0
+		cfgs[cfg] = 1; wls[wl[w]] = w
+	}
+}
+function med(side, cfg, w,   n, i, j, t, a) {
+	n = cnt[side, cfg, w]; for (i = 1; i <= n; i++) a[i] = v[side, cfg, w, i]
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+	return a[int((n + 1) / 2)]
+}
+END {
+	print "\nns added per call over no probes, median of " rounds " rounds: before -> after (after/before where both are over 5 ns)"
+	split("fadvise:fadvise fadvise:getppid reads:pread1 reads:getppid pagecache:read4k pagecache:pread1 mmap:mmap-small mmap:mmap-page writeback:write4k default:fadvise default:read4k default:write4k default:getppid", pairs, " ")
+	for (i = 1; i in pairs; i++) {
+		split(pairs[i], fw, ":"); cfg = "iomon:" fw[1]; w = fw[2]
+		if (!((cfg) in cfgs)) continue
+		b = med("before", cfg, w); a = med("after", cfg, w)
+		r = (b > 5 && a > 5) ? sprintf("%.2f", a / b) : "-"
+		printf "  %-16s %-11s %+8.1f -> %+8.1f  %s\n", cfg, w, b, a, r
+	}
+}' "$out"/before.events.* "$out"/after.events.*
+# drain: rows "procs batch key-by-key ratio flip", batch is "median [lo-hi]".
+awk '
+FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }
+/^ *[0-9]+ +[0-9.]+/ { n = $1; b[side, n] = b[side, n] " " $2; sizes[n] = 1 }
+END {
+	print "\ndrain: ms to take N processes from the per-process map (batch), each round: before | after"
+	for (n in sizes) printf "  %6d procs  %-28s | %s\n", n, b["before", n], b["after", n]
+}' "$out"/before.drain.* "$out"/after.drain.*
