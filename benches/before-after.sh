@@ -32,10 +32,14 @@ trap 'rm -rf "$out"' EXIT
 echo "before: $(git -C "$wt" log -1 --format='%h %s' | cut -c1-70)"
 echo "after:  $(git log -1 --format='%h %s' | cut -c1-70)$(git diff --quiet || echo ' (+ uncommitted)')"
 for r in $(seq "$rounds"); do
-	for side in before after; do
+	# Alternate which goes first: no side always runs on a fresher machine.
+	order="before after"
+	[ $((r % 2)) -eq 0 ] && order="after before"
+	for side in $order; do
 		bin=$before
 		[ $side = after ] && bin=$after
 		"$bin" events --rounds 1 >"$out/$side.events.$r" 2>/dev/null
+		"$bin" programs >"$out/$side.programs.$r" 2>/dev/null
 		"$bin" drain --rounds 1 >"$out/$side.drain.$r" 2>/dev/null
 	done
 	echo "  round $r of $rounds done" >&2
@@ -71,6 +75,22 @@ END {
 		printf "  %-16s %-11s %+8.1f -> %+8.1f  %s\n", cfg, w, b, a, r
 	}
 }' "$out"/before.events.* "$out"/after.events.*
+# programs: rows "family program runs ns/run" (the kernel's BPF run stats).
+awk '
+FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }
+NF == 4 && $3 ~ /^[0-9]+$/ && $4 ~ /^[0-9.]+$/ { v[side, $2] = v[side, $2] " " $4; progs[$2] = $1 }
+function med(list,   n, a, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+	return a[int((n + 1) / 2)]
+}
+END {
+	print "\nns inside each BPF program per run (kernel.bpf_stats_enabled), median: before -> after"
+	for (p in progs) if (((("before") SUBSEP p) in v) && ((("after") SUBSEP p) in v)) {
+		b = med(v["before", p]); a = med(v["after", p])
+		printf "  %-10s %-24s %7.1f -> %7.1f  %.2f\n", progs[p], p, b, a, a / b
+	}
+}' "$out"/before.programs.* "$out"/after.programs.* | sort -k1,1 -s
 # drain: rows "procs batch key-by-key ratio flip", batch is "median [lo-hi]".
 awk '
 FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }

@@ -83,6 +83,50 @@ fn bpf_check_fails_with_a_reason_when_nothing_can_attach() {
     assert!(err.contains("iomond:"), "{err}");
 }
 
+/// A missing privilege is said as such, never as a kernel without the
+/// events: CAP_PERFMON missing refuses the start naming it; tracefs
+/// unreadable (no CAP_DAC_READ_SEARCH) fails the families on classic
+/// tracepoints, naming the capability, while tp_btf families attach.
+#[test]
+fn bpf_privilege_problems_are_told_apart_from_what_the_kernel_lacks() {
+    let Some(_k) = bpf_or_skip("bpf_privilege_problems_are_told_apart_from_what_the_kernel_lacks")
+    else {
+        return;
+    };
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-all,+bpf"])
+        .arg(IOMOND)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("without CAP_PERFMON"), "{err}");
+
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf,+perfmon",
+            "--ambient-caps=-all,+bpf,+perfmon",
+        ])
+        .arg(IOMOND)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "mmap attaches: {text}");
+    let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string();
+    assert!(line("mmap").contains("attached"), "{text}");
+    for f in ["fadvise", "reclaim"] {
+        assert!(
+            line(f).contains("FAILED") && line(f).contains("CAP_DAC_READ_SEARCH"),
+            "{f}: a privilege problem, not an unavailable family:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     let Some(_k) = bpf_or_skip("bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command")

@@ -22,13 +22,30 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const BTF_KIND_TYPEDEF: u32 = 8;
 const BTF_KIND_FUNC: u32 = 12;
 
+/// Why a route cannot be used here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gap {
+    /// The kernel does not have it: the family is unavailable, not an error.
+    Lacks(String),
+    /// The kernel has it but this process may not use it: an error.
+    Privilege(String),
+}
+
+impl Gap {
+    pub fn text(&self) -> &str {
+        match self {
+            Gap::Lacks(s) | Gap::Privilege(s) => s,
+        }
+    }
+}
+
 /// The running kernel, as far as iomon's routes care.
 pub struct Kernel {
     btf: Btf<'static>,
     /// uname -r
     pub release: String,
     /// Mounted tracefs, or why not.
-    pub tracefs: Result<PathBuf, String>,
+    pub tracefs: Result<PathBuf, Gap>,
     helpers: Vec<String>,
     map_types: Vec<String>,
     /// Per function: whether a BPF trampoline attaches there.
@@ -46,6 +63,8 @@ pub enum KernelError {
     NoBtf(#[source] libbpf_rs::Error),
     #[error("the kernel refused a BPF call ({0}): iomond needs root, or CAP_BPF and CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)")]
     NoPrivilege(std::io::Error),
+    #[error("iomond runs without {0}: it needs root, or CAP_BPF and CAP_PERFMON (+ CAP_DAC_READ_SEARCH for tracefs)")]
+    MissingCapability(&'static str),
 }
 
 impl Kernel {
@@ -139,49 +158,87 @@ impl Kernel {
     }
 
     /// A classic tracepoint (`events/<category>/<event>` under tracefs).
-    pub fn tracepoint(&self, category: &str, event: &str) -> Result<(), String> {
+    /// A tracepoint this process may not read is a privilege problem,
+    /// not a kernel without it.
+    pub fn tracepoint(&self, category: &str, event: &str) -> Result<(), Gap> {
         let root = self.tracefs.as_ref().map_err(Clone::clone)?;
         let dir = root.join("events").join(category).join(event);
-        if dir.join("id").exists() {
-            Ok(())
-        } else {
-            Err(format!(
+        let id = dir.join("id");
+        match std::fs::File::open(&id) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Gap::Privilege(format!(
+                "cannot read {} ({e}): classic tracepoints need CAP_DAC_READ_SEARCH (or root) to read tracefs",
+                id.display()
+            ))),
+            Err(_) => Err(Gap::Lacks(format!(
                 "no tracepoint {category}:{event} on this kernel ({} is missing)",
                 dir.display()
-            ))
+            ))),
         }
     }
 
     /// Whether a BPF trampoline (fentry/fexit) attaches to `func`: a
     /// two-instruction program is loaded and attached there, once.
-    pub fn trampoline(&mut self, func: &str) -> Result<(), String> {
+    pub fn trampoline(&mut self, func: &str) -> Result<(), Gap> {
         if let Some(r) = self.trampolines.get(func) {
-            return r.clone();
+            return r.clone().map_err(Gap::Lacks);
         }
         let r = match self.func_id(func) {
             None => Err(format!("no function {func} in this kernel's BTF")),
             Some(id) => attach_trampoline(id).map_err(|e| {
+                // Privileges were checked first: a refusal now is the
+                // kernel's (ftrace locked down, no direct calls, ...).
                 format!("BPF trampolines (fentry/fexit) do not attach here ({func}: {e})")
             }),
         };
         self.trampolines.insert(func.to_string(), r.clone());
-        r
+        r.map_err(Gap::Lacks)
     }
 
     /// Whether a kprobe can be placed on `func`: one is created there and
     /// closed, once.
-    pub fn kprobe(&mut self, func: &str) -> Result<(), String> {
+    pub fn kprobe(&mut self, func: &str) -> Result<(), Gap> {
         if let Some(r) = self.kprobes.get(func) {
-            return r.clone();
+            return r.clone().map_err(Gap::Lacks);
         }
         let r = open_kprobe(func);
         self.kprobes.insert(func.to_string(), r.clone());
-        r
+        r.map_err(Gap::Lacks)
     }
 }
 
-/// Creating a one-slot array map: what any BPF use needs.
+/// The effective capabilities of this process (CapEff of /proc/self/status).
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Whether this process may do what `cap` allows (CAP_SYS_ADMIN covers
+/// CAP_BPF and CAP_PERFMON, and stands for them before 5.8).
+pub fn has_cap(cap: u32) -> bool {
+    let Some(caps) = effective_caps() else {
+        return true; // cannot tell: let the kernel answer
+    };
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    has(cap) || ((cap == CAP_BPF || cap == CAP_PERFMON) && has(CAP_SYS_ADMIN))
+}
+
+/// What any BPF use needs: the capabilities (tracing programs need
+/// CAP_PERFMON besides CAP_BPF), and a one-slot array map the kernel
+/// agrees to create. After this, a refusal is the kernel's policy, not a
+/// missing privilege.
 fn check_privilege() -> Result<(), KernelError> {
+    if !has_cap(CAP_BPF) {
+        return Err(KernelError::MissingCapability("CAP_BPF"));
+    }
+    if !has_cap(CAP_PERFMON) {
+        return Err(KernelError::MissingCapability("CAP_PERFMON"));
+    }
     // SAFETY: no pointers but the (null) name and options.
     let fd = unsafe {
         libbpf_sys::bpf_map_create(
@@ -295,10 +352,18 @@ fn open_kprobe(func: &str) -> Result<(), String> {
 }
 
 /// Makes sure tracefs is mounted at `root` (classic tracepoints need it):
-/// mounts it if it is not and this process may. `Err` says what to do.
-pub fn ensure_tracefs(root: &Path) -> Result<(), String> {
-    if root.join("events").is_dir() {
-        return Ok(());
+/// mounts it if it is not and this process may. `Err` says what to do, and
+/// whether the kernel lacks it or this process may not read it.
+pub fn ensure_tracefs(root: &Path) -> Result<(), Gap> {
+    match std::fs::metadata(root.join("events")) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Gap::Privilege(format!(
+                "cannot read tracefs at {} ({e}): classic tracepoints need CAP_DAC_READ_SEARCH (or root)",
+                root.display()
+            )))
+        }
+        _ => {}
     }
     match nix::mount::mount(
         Some("tracefs"),
@@ -311,15 +376,22 @@ pub fn ensure_tracefs(root: &Path) -> Result<(), String> {
             log::info!("mounted tracefs at {}", root.display());
             Ok(())
         }
-        Ok(()) => Err(format!(
+        Ok(()) => Err(Gap::Lacks(format!(
             "tracefs mounted at {} but has no events/ directory",
             root.display()
-        )),
-        Err(e) => Err(format!(
-            "tracefs is not mounted at {} and mounting it failed ({e}); run `mount -t tracefs tracefs {}` as root",
-            root.display(),
-            root.display()
-        )),
+        ))),
+        Err(e) => {
+            let why = format!(
+                "tracefs is not mounted at {} and mounting it failed ({e}); run `mount -t tracefs tracefs {}` as root",
+                root.display(),
+                root.display()
+            );
+            Err(if has_cap(CAP_SYS_ADMIN) {
+                Gap::Lacks(why)
+            } else {
+                Gap::Privilege(why)
+            })
+        }
     }
 }
 
@@ -390,6 +462,16 @@ fn measured_hz() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_are_read() {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            assert!(has_cap(CAP_BPF) && has_cap(CAP_PERFMON) && has_cap(2 /* CAP_DAC_READ_SEARCH */));
+        }
+        assert!(effective_caps().is_some());
+    }
 
     #[test]
     fn hz_is_known_on_this_host() {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::abi::{self, Attach, Route};
 use crate::family::{self, Family};
-pub use kernel::{ensure_tracefs, Kernel};
+pub use kernel::{ensure_tracefs, Gap, Kernel};
 
 mod skel {
     #![allow(clippy::all, unused_imports, dead_code)]
@@ -192,19 +192,22 @@ fn is_permission(e: &libbpf_rs::Error) -> bool {
     matches!(e.kind(), libbpf_rs::ErrorKind::PermissionDenied)
 }
 
-/// What this kernel lacks for a route (empty: it has everything).
-fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut push = |s: String| {
-        if !out.contains(&s) {
-            out.push(s);
+/// What this kernel lacks for a route, or this process may not use
+/// (empty: the route can be loaded).
+fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
+    let mut out: Vec<Gap> = Vec::new();
+    let mut push = |g: Gap| {
+        if !out.contains(&g) {
+            out.push(g);
         }
     };
     for p in route.programs {
         let gap = match p.attach() {
             Attach::Tracepoint(cat, ev) => kernel.tracepoint(cat, ev).err(),
             Attach::TpBtf(ev) => (!kernel.has_btf_tracepoint(ev)).then(|| {
-                format!("no tracepoint {ev} with typed arguments (tp_btf) on this kernel")
+                Gap::Lacks(format!(
+                    "no tracepoint {ev} with typed arguments (tp_btf) on this kernel"
+                ))
             }),
             Attach::Trampoline(func) => kernel.trampoline(func).err(),
             Attach::Kprobe(func) => kernel.kprobe(func).err(),
@@ -221,7 +224,7 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<String> {
                     "task_storage_get" | "get_current_task_btf" => " (Linux 5.11+)",
                     _ => "",
                 };
-                push(format!("no BPF helper bpf_{h} on this kernel{since}"));
+                push(Gap::Lacks(format!("no BPF helper bpf_{h} on this kernel{since}")));
             }
         }
     }
@@ -229,34 +232,36 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<String> {
 }
 
 /// The first route of a family this kernel has, not excluded; else why
-/// not (every route's gaps).
+/// not (every route's gaps), and whether only privileges stood in the
+/// way of one (then the family failed, rather than being unavailable).
 fn choose(
     kernel: &mut Kernel,
     f: &Family,
     excluded: &[String],
-) -> (Option<&'static Route>, Vec<RouteSkipped>) {
+) -> (Option<&'static Route>, Vec<RouteSkipped>, Option<String>) {
     let mut skipped = Vec::new();
+    let mut privilege = None;
     for r in f.schema.routes {
-        if let Some(why) = excluded.iter().find_map(|e| {
-            let (fam, route) = e.split_once(':')?;
-            (fam == f.name() && route == r.name).then(|| "excluded".to_string())
-        }) {
+        if excluded.iter().any(|e| e.split_once(':') == Some((f.name(), r.name))) {
             skipped.push(RouteSkipped {
                 route: r.name.into(),
-                why,
+                why: "excluded".into(),
             });
             continue;
         }
         let g = gaps(kernel, r);
         if g.is_empty() {
-            return (Some(r), skipped);
+            return (Some(r), skipped, None);
+        }
+        if g.iter().all(|g| matches!(g, Gap::Privilege(_))) {
+            privilege.get_or_insert_with(|| g[0].text().to_string());
         }
         skipped.push(RouteSkipped {
             route: r.name.into(),
-            why: g.join("; "),
+            why: g.iter().map(Gap::text).collect::<Vec<_>>().join("; "),
         });
     }
-    (None, skipped)
+    (None, skipped, privilege)
 }
 
 /// Opens the object with the programs of these routes and the maps they
@@ -340,10 +345,17 @@ impl Probes {
             let plan = if !opts.enabled.contains(&f.name()) {
                 (Plan::Disabled, Vec::new())
             } else {
-                let (route, skipped) = choose(&mut kernel, f, &excluded);
-                match route {
-                    Some(r) => (Plan::Route(r), skipped),
-                    None => {
+                let (route, skipped, privilege) = choose(&mut kernel, f, &excluded);
+                match (route, privilege) {
+                    (Some(r), _) => (Plan::Route(r), skipped),
+                    (None, Some(why)) => (
+                        Plan::Failed {
+                            route: &f.schema.routes[0],
+                            why,
+                        },
+                        skipped,
+                    ),
+                    (None, None) => {
                         let why = skipped
                             .iter()
                             .map(|s| s.why.as_str())
@@ -395,7 +407,7 @@ impl Probes {
                             let why = format!("the kernel refused route {}: {}", r.name, short(&e));
                             log::warn!("probe family {}: {why}", f.name());
                             excluded.push(format!("{}:{}", f.name(), r.name));
-                            let (next, mut more) = choose(&mut kernel, f, &excluded);
+                            let (next, mut more, _) = choose(&mut kernel, f, &excluded);
                             let entry = plans.get_mut(f.name()).expect("planned above");
                             entry.1.retain(|s| s.route != r.name);
                             entry.1.push(RouteSkipped {
@@ -478,7 +490,7 @@ impl Probes {
                                 probes.links.remove(p.name);
                             }
                             excluded.push(format!("{}:{}", f.name(), route.name));
-                            let (next, _) = choose(&mut kernel, f, &excluded);
+                            let (next, _, _) = choose(&mut kernel, f, &excluded);
                             let entry = plans.get_mut(f.name()).expect("planned above");
                             entry.1.push(RouteSkipped {
                                 route: route.name.into(),
