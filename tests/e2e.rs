@@ -117,7 +117,12 @@ fn bpf_privilege_problems_are_told_apart_from_what_the_kernel_lacks() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "mmap attaches: {text}");
-    let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or("")
+            .to_string()
+    };
     assert!(line("mmap").contains("attached"), "{text}");
     for f in ["fadvise", "reclaim"] {
         assert!(

@@ -468,7 +468,9 @@ mod tests {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         if root {
-            assert!(has_cap(CAP_BPF) && has_cap(CAP_PERFMON) && has_cap(2 /* CAP_DAC_READ_SEARCH */));
+            assert!(
+                has_cap(CAP_BPF) && has_cap(CAP_PERFMON) && has_cap(2 /* CAP_DAC_READ_SEARCH */)
+            );
         }
         assert!(effective_caps().is_some());
     }

@@ -224,7 +224,9 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
                     "task_storage_get" | "get_current_task_btf" => " (Linux 5.11+)",
                     _ => "",
                 };
-                push(Gap::Lacks(format!("no BPF helper bpf_{h} on this kernel{since}")));
+                push(Gap::Lacks(format!(
+                    "no BPF helper bpf_{h} on this kernel{since}"
+                )));
             }
         }
     }
@@ -242,7 +244,10 @@ fn choose(
     let mut skipped = Vec::new();
     let mut privilege = None;
     for r in f.schema.routes {
-        if excluded.iter().any(|e| e.split_once(':') == Some((f.name(), r.name))) {
+        if excluded
+            .iter()
+            .any(|e| e.split_once(':') == Some((f.name(), r.name)))
+        {
             skipped.push(RouteSkipped {
                 route: r.name.into(),
                 why: "excluded".into(),
