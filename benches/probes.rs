@@ -582,7 +582,6 @@ fn events(rounds: usize) {
             p.maps().expect("maps"),
             vec![id],
             10240,
-            10,
             iomon::drain::Strategy::Drain,
         )
         .expect("drain");

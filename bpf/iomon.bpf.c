@@ -71,16 +71,18 @@ struct {
 	__type(value, u64);
 } hists SEC(".maps");
 
-/* Per-process attribution: two bounded LRU hashes, of which the programs
- * write to the one `procs_active` points at. The drain points it at the
- * other one (the kernel waits for running programs before that update
- * returns), then empties the old one: no program can still be adding to an
- * entry it takes, so no increment is lost. Each is bounded by max_entries
- * (LRU: when full, the least recently updated process is evicted); the
- * drain empties them every tick, so they hold the processes active in one
- * interval. Userspace sets both capacities before load. */
+/* Per-process attribution: two bounded hashes, of which the programs write
+ * to the one `procs_active` points at. The drain points it at the other one
+ * (the kernel waits for running programs before that update returns), then
+ * empties the old one: no program can still be adding to an entry it
+ * takes, so no increment is lost. Each is bounded by max_entries: when
+ * full, a new process's increments are refused and counted
+ * (IOMON_C_CORE_PROC_DROPPED), exactly (an LRU would evict an entry, and
+ * its counts, silently). The drain empties them every tick, so they hold
+ * the processes active in one interval. Userspace sets both capacities
+ * before load. */
 struct proc_map {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
 	__type(key, u32);
 	__type(value, struct iomon_proc);

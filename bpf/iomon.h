@@ -22,9 +22,12 @@
 #define IOMON_HIST_BUCKETS 32
 
 /* Per-process attribution, one entry per tgid active in an interval: the
- * name, then every family's per-process fields (IOMON_P_*). */
+ * name, the targets its events were counted for (a bit per target slot),
+ * then every family's per-process fields (IOMON_P_*). */
 struct iomon_proc {
 	char comm[IOMON_COMM_LEN];
+	unsigned int targets;
+	unsigned int pad;
 	unsigned long long v[IOMON_P_NR];
 };
 

@@ -203,6 +203,14 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
             r.proc_table_len, r.proc_map_capacity
         ),
     ));
+    let t = &r.truncated;
+    v.push((
+        "bounds".into(),
+        format!(
+            "{} processes past a Sample's top-K, {} per-process totals and {} names forgotten, {} name series ended, {} per-process events the kernel could not record",
+            t.sample_procs, t.proc_table, t.names, t.name_series, r.proc_dropped
+        ),
+    ));
     for w in &r.warnings {
         v.push(("warning".into(), w.clone()));
     }

@@ -180,6 +180,16 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         "Reads of the kernel's per-process map that failed (host-wide numbers stay whole).",
     );
     o.counter("iomon_proc_read_errors", &[], s.proc_read_errors);
+    let tr = &t.truncated;
+    for (name, help, v) in [
+        ("iomon_sample_procs_truncated", "Processes left out of stored Samples past the top-K of a tick (their numbers are in the totals and the per-name series).", tr.sample_procs),
+        ("iomon_proc_table_forgotten", "Per-process totals forgotten: idle past daemon.proc_idle_ttl, or over daemon.proc_table_max.", tr.proc_table),
+        ("iomon_process_names_forgotten", "Process names forgotten by the per-name table (over daemon.proc_table_max names).", tr.names),
+        ("iomon_process_name_series_ended", "Per-name series that ended: idle past daemon.proc_idle_ttl, or replaced by a busier name (metrics.max_series).", tr.name_series),
+    ] {
+        o.family(name, Kind::Counter, help);
+        o.counter(name, &[], v);
+    }
     o.family(
         "iomon_bpf_map_entries",
         Kind::Gauge,

@@ -19,6 +19,7 @@ use crate::drain::Strategy;
 use crate::probes::FamilyStatus;
 use crate::sample::{ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
+pub use crate::totals::Truncated;
 
 pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame either side accepts, in bytes (payload, without the length).
@@ -100,6 +101,11 @@ pub struct StatusReport {
     pub http: Vec<String>,
     pub proc_map_capacity: u32,
     pub proc_table_len: u64,
+    /// What bounds forced out since start (userspace).
+    pub truncated: Truncated,
+    /// Per-process events the kernel could not record since start (its
+    /// per-process map was full).
+    pub proc_dropped: u64,
     pub warnings: Vec<String>,
 }
 

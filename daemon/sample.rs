@@ -26,6 +26,9 @@ pub const SAMPLE_VERSION: u32 = 3;
 pub struct ProcSample {
     pub tgid: u32,
     pub comm: String,
+    /// The targets (bits by slot, see `Sample::targets`) the process's
+    /// events were counted for.
+    pub targets: u32,
     pub families: BTreeMap<String, Vec<u64>>,
 }
 
@@ -49,6 +52,7 @@ impl ProcSample {
         if !o.comm.is_empty() {
             self.comm.clone_from(&o.comm);
         }
+        self.targets |= o.targets;
     }
 
     /// How busy, for ranking: every element of the fields declared as
@@ -134,6 +138,9 @@ pub struct Sample {
     /// Per-process reads from the kernel that failed in the interval (the
     /// host-wide numbers are whole; those processes are counted next tick).
     pub proc_read_errors: u64,
+    /// Processes left out of `procs` by the top-K cut (their numbers are
+    /// in the totals and the per-name series, which see every process).
+    pub procs_truncated: u64,
 }
 
 impl Sample {
@@ -174,9 +181,26 @@ impl Sample {
                 None => self.procs.push(p.clone()),
             }
         }
-        top_k(&mut self.procs, TopBy::Activity, top);
+        self.procs_truncated += o.procs_truncated;
+        self.cut_procs(top);
         self.procs_seen = self.procs_seen.max(o.procs_seen);
         self.proc_read_errors += o.proc_read_errors;
+    }
+
+    /// Keeps the `k` busiest processes, and every process of a target
+    /// whatever its rank; counts the others in `procs_truncated`.
+    pub fn cut_procs(&mut self, k: usize) {
+        let mut all = std::mem::take(&mut self.procs);
+        top_k(&mut all, TopBy::Activity, usize::MAX);
+        let mut kept = 0;
+        for p in all {
+            if kept < k || p.targets != 0 {
+                kept += 1;
+                self.procs.push(p);
+            } else {
+                self.procs_truncated += 1;
+            }
+        }
     }
 
     pub fn proc(&self, tgid: u32) -> Option<&ProcSample> {
@@ -196,6 +220,7 @@ mod tests {
             tgid,
             comm: format!("p{tgid}"),
             families: [("reads".to_string(), v)].into(),
+            ..Default::default()
         }
     }
 
@@ -262,6 +287,19 @@ mod tests {
         );
         assert_eq!(a.proc(1).unwrap().get("reads", reads::proc::CALLS), 6);
         assert_eq!(a.procs[0].tgid, 2, "busiest first");
+    }
+
+    #[test]
+    fn the_cut_keeps_targets_and_counts_the_rest() {
+        let mut s = Sample {
+            procs: (1..=10).map(|t| proc(t, t as u64 * 10)).collect(),
+            ..Default::default()
+        };
+        s.procs[0].targets = 1; // the least busy one is a target's
+        s.cut_procs(3);
+        let kept: Vec<u32> = s.procs.iter().map(|p| p.tgid).collect();
+        assert_eq!(kept, vec![10, 9, 8, 1]);
+        assert_eq!(s.procs_truncated, 6);
     }
 
     #[test]

@@ -21,8 +21,6 @@ use iomon::family;
 use iomon::probes::{FamilyState, LoadOptions, Probes};
 use iomon::sample::{ProcSample, Sample};
 
-const ALL_PROCS: usize = 1_000_000;
-
 fn load_with(
     enabled: &[&'static str],
     proc_capacity: u32,
@@ -50,7 +48,6 @@ fn load_with(
         probes.maps().expect("maps"),
         probes.attached_families(),
         proc_capacity,
-        ALL_PROCS,
         Strategy::Drain,
     )
     .expect("drain")
@@ -648,6 +645,67 @@ fn bpf_maps_and_tables_stay_bounded_under_a_process_storm() {
         start.elapsed(),
         totals.procs_len()
     );
+}
+
+/// More processes in one interval than the per-process map holds: the map
+/// refuses the rest and the refusals are counted, exactly: every fadvise
+/// call the host counted is in a process's entry or in proc_dropped.
+#[test]
+fn bpf_a_full_per_process_map_counts_what_it_refuses_exactly() {
+    let Some(_k) = bpf_or_skip("bpf_a_full_per_process_map_counts_what_it_refuses_exactly") else {
+        return;
+    };
+    const CAP: u32 = 64;
+    const CHILDREN: usize = 200;
+    let (_p, mut drain) = load(&["fadvise"], CAP);
+    drain.tick().unwrap();
+    let f = File::open("/proc/self/exe").unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..CHILDREN {
+        // SAFETY: the child only makes syscalls and _exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                for _ in 0..3 {
+                    libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+                }
+                libc::_exit(0)
+            },
+            pid if pid > 0 => pids.push(pid),
+            _ => panic!("fork failed"),
+        }
+    }
+    for pid in pids {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+    // Two ticks: the second takes what landed between the first's reads.
+    let (mut host_calls, mut recorded, mut dropped, mut seen) = (0, 0, 0, 0);
+    for s in [drain.tick().unwrap(), drain.tick().unwrap()] {
+        let fs = s.section("fadvise").unwrap();
+        host_calls += fs.counters.iter().sum::<u64>();
+        recorded += s
+            .procs
+            .iter()
+            .map(|p| p.of("fadvise").map_or(0, |v| v.iter().sum::<u64>()))
+            .sum::<u64>();
+        dropped += s.core(abi::core::PROC_DROPPED);
+        seen = seen.max(s.procs_seen);
+    }
+    assert!(
+        seen <= u64::from(CAP),
+        "{seen} processes in a {CAP}-entry map"
+    );
+    assert!(
+        dropped >= (CHILDREN as u64 - u64::from(CAP)) * 3,
+        "dropped {dropped}"
+    );
+    assert_eq!(
+        recorded + dropped,
+        host_calls,
+        "every call recorded for its process or counted as refused"
+    );
+    eprintln!("full map: {host_calls} calls, {recorded} recorded in {seen} entries, {dropped} refused and counted");
 }
 
 #[test]

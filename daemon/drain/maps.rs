@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::abi;
-use crate::probes::{PROC_COMM_LEN, PROC_VALUE_SIZE};
+use crate::probes::{PROC_COMM_LEN, PROC_VALUES_AT, PROC_VALUE_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
@@ -29,6 +29,7 @@ pub enum MapError {
 pub struct RawProc {
     pub tgid: u32,
     pub comm: String,
+    pub targets: u32,
     pub v: Vec<u64>,
 }
 
@@ -71,13 +72,19 @@ pub fn decode_proc(tgid: u32, bytes: &[u8]) -> Option<RawProc> {
         .copied()
         .take_while(|&c| c != 0)
         .collect();
-    let v = bytes[PROC_COMM_LEN..PROC_VALUE_SIZE]
+    let targets = u32::from_ne_bytes(
+        bytes[PROC_COMM_LEN..PROC_COMM_LEN + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let v = bytes[PROC_VALUES_AT..PROC_VALUE_SIZE]
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("chunk of 8")))
         .collect();
     Some(RawProc {
         tgid,
         comm: String::from_utf8_lossy(&comm_bytes).into_owned(),
+        targets,
         v,
     })
 }
@@ -428,10 +435,11 @@ mod tests {
     fn decode_proc_reads_layout_and_comm() {
         let mut bytes = vec![0u8; PROC_VALUE_SIZE];
         bytes[..7].copy_from_slice(b"banyand");
-        let at = |i: usize| PROC_COMM_LEN + 8 * i;
+        bytes[PROC_COMM_LEN..PROC_COMM_LEN + 4].copy_from_slice(&5u32.to_ne_bytes());
+        let at = |i: usize| PROC_VALUES_AT + 8 * i;
         bytes[at(3)..at(3) + 8].copy_from_slice(&9u64.to_ne_bytes());
         let p = decode_proc(42, &bytes).unwrap();
-        assert_eq!((p.tgid, p.comm.as_str()), (42, "banyand"));
+        assert_eq!((p.tgid, p.comm.as_str(), p.targets), (42, "banyand", 5));
         assert_eq!(p.v.len(), abi::PROC_NR);
         assert_eq!(p.v[3], 9);
         assert!(

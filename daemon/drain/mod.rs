@@ -24,7 +24,7 @@ use crate::abi;
 use crate::family::Section;
 use crate::hist;
 use crate::probes::Maps;
-use crate::sample::{top_k, ProcSample, Sample, TopBy};
+use crate::sample::{ProcSample, Sample};
 use crate::units::{format_duration, now_ms};
 pub use maps::{count_entries, decode_proc, read_procs, Batch, InjectedFault, MapError, RawProc};
 pub use timeline::{ClockStep, Timeline};
@@ -77,9 +77,17 @@ fn proc_delta(cur: &RawProc, prev: Option<&RawProc>) -> RawProc {
         Some(p) => RawProc {
             tgid: cur.tgid,
             comm: cur.comm.clone(),
+            targets: cur.targets,
             v: maps::deltas(&cur.v, &p.v),
         },
     }
+}
+
+/// Whether a process is still running (signal 0: no signal sent).
+fn alive(tgid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(tgid as i32, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// A raw entry as a ProcSample: the families that saw it.
@@ -94,6 +102,7 @@ fn to_proc_sample(r: RawProc, layout: &[(&'static str, usize, usize)]) -> ProcSa
     ProcSample {
         tgid: r.tgid,
         comm: r.comm,
+        targets: r.targets,
         families,
     }
 }
@@ -103,7 +112,6 @@ pub struct Drain {
     maps: Maps,
     ncpus: usize,
     proc_capacity: u32,
-    top: usize,
     prev_counters: Vec<u64>,
     prev_hists: Vec<u64>,
     prev_procs: HashMap<u32, RawProc>,
@@ -137,7 +145,6 @@ impl Drain {
         maps: Maps,
         attached: Vec<&'static str>,
         proc_capacity: u32,
-        top: usize,
         strategy: Strategy,
     ) -> Result<Drain, DrainError> {
         let ncpus = libbpf_rs::num_possible_cpus()
@@ -146,7 +153,6 @@ impl Drain {
             maps,
             ncpus,
             proc_capacity,
-            top,
             prev_counters: Vec::new(),
             prev_hists: Vec::new(),
             prev_procs: HashMap::new(),
@@ -321,6 +327,14 @@ impl Drain {
                         next.entry(k).or_insert(v);
                     }
                 }
+                // Processes that exited leave the map (their last numbers
+                // were in this delta): it does not evict by itself.
+                let gone: Vec<u32> = next.keys().copied().filter(|t| !alive(*t)).collect();
+                for t in gone {
+                    next.remove(&t);
+                    let _ =
+                        libbpf_rs::MapCore::delete(&self.maps.procs[self.active], &t.to_ne_bytes());
+                }
                 // Bounded by the map's capacity: only keys present stay.
                 self.prev_procs = next;
                 (out, r.error.map(DrainError::from))
@@ -328,7 +342,9 @@ impl Drain {
         }
     }
 
-    /// One drain: the Sample of the interval that ends now. An error means
+    /// One drain: the Sample of the interval that ends now, with every
+    /// process taken (the caller adds them all to the totals, then cuts the
+    /// Sample to its top-K for the store). An error means
     /// the host-wide maps could not be read: nothing was committed and the
     /// next tick covers this interval too.
     pub fn tick(&mut self) -> Result<Sample, DrainError> {
@@ -352,13 +368,12 @@ impl Drain {
                 self.last_error_log = Some(Instant::now());
             }
         }
-        let mut procs: Vec<ProcSample> = raw
+        let procs: Vec<ProcSample> = raw
             .into_iter()
             .map(|r| to_proc_sample(r, &self.proc_layout))
             .filter(|p| !p.is_empty())
             .collect();
         let procs_seen = procs.len() as u64;
-        top_k(&mut procs, TopBy::Activity, self.top);
 
         let dc = maps::deltas(&counters, &self.prev_counters);
         let dh = maps::deltas(&hists, &self.prev_hists);
@@ -420,6 +435,7 @@ mod tests {
         let raw = |v: u64| RawProc {
             tgid: 1,
             comm: "x".into(),
+            targets: 0,
             v: vec![v; abi::PROC_NR],
         };
         assert_eq!(proc_delta(&raw(15), Some(&raw(10))).v[0], 5);
@@ -436,6 +452,7 @@ mod tests {
             RawProc {
                 tgid: 7,
                 comm: "cat".into(),
+                targets: 0,
                 v,
             },
             &layout,

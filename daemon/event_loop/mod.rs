@@ -203,7 +203,6 @@ impl Daemon {
             probes.maps()?,
             probes.attached_families(),
             cfg.daemon.proc_capacity,
-            cfg.daemon.top_k,
             cfg.daemon.strategy.into(),
         )?
         .with_unmeasured(probes.unmeasured_hists());
@@ -521,7 +520,7 @@ impl Daemon {
     }
 
     fn tick(&mut self) {
-        let sample = match self.drain.tick() {
+        let mut sample = match self.drain.tick() {
             Ok(s) => s,
             Err(e) => {
                 log::error!("drain failed: {}", crate::error_chain(&e));
@@ -529,7 +528,11 @@ impl Daemon {
             }
         };
         self.last_tick = Some(Instant::now());
+        // Every process counts in the totals; the Sample keeps its top-K
+        // (and every target's process) for the store and the views.
         self.totals.add(&sample);
+        sample.cut_procs(self.cfg.daemon.top_k);
+        self.totals.set_last(&sample);
         if let Some(st) = &mut self.store {
             st.append(&sample);
         }

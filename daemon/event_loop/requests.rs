@@ -155,6 +155,13 @@ impl Daemon {
                 self.late_ticks
             ));
         }
+        let proc_dropped = self.totals.sum.core(crate::abi::core::PROC_DROPPED);
+        if proc_dropped > 0 {
+            warnings.push(format!(
+                "{proc_dropped} per-process events were not recorded: more processes were active in one interval than the kernel's per-process map holds (daemon.proc_capacity = {}); host-wide numbers are whole",
+                self.cfg.daemon.proc_capacity
+            ));
+        }
         let ahead = self.drain.ahead_ms();
         if ahead > 2_000 {
             warnings.push(format!(
@@ -187,6 +194,8 @@ impl Daemon {
                 .unwrap_or_default(),
             proc_map_capacity: self.cfg.daemon.proc_capacity,
             proc_table_len: self.totals.procs_len() as u64,
+            truncated: self.totals.truncated,
+            proc_dropped,
             warnings,
         }
     }

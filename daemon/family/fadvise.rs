@@ -1,7 +1,7 @@
 //! `posix_fadvise` calls by advice value and result: what is derived
 //! (declaration: `bpf/families/fadvise.toml`).
 
-use super::{ProcRows, Cell, Column, Family, Rows, Section, Shown};
+use super::{ProcRows, PER_NAME, Cell, Column, Family, Rows, Section, Shown};
 use crate::abi::fadvise::{advice, proc, result, CALLS};
 use crate::abi::FADVISE;
 use crate::promtext::{Kind, Out};
@@ -60,7 +60,7 @@ fn rows(s: &Section) -> Rows {
 /// used an advice have no series for it.
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     const NAME: &str = "iomon_process_fadvise_calls";
-    o.family(NAME, Kind::Counter, "posix_fadvise calls per process name (targets and busiest; the rest under comm=\"other\").");
+    o.family(NAME, Kind::Counter, &format!("posix_fadvise calls by advice. {PER_NAME}"));
     let names = FADVISE.proc[0].dims[0].values;
     for (comm, v) in comms {
         let Some(v) = v else { continue };

@@ -8,7 +8,7 @@
 //! faults looked up are *asked*; those the fault read in, or that
 //! read-ahead brought in for them, are *missed*.
 
-use super::{ProcRows, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
+use super::{ProcRows, PER_NAME, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
 use crate::abi::mmap::{proc, stage, ASKED, FAULTS, MISSED_READAHEAD, MISSED_SYNC};
 use crate::abi::MMAP;
 use crate::promtext::{Kind, Out};
@@ -70,7 +70,7 @@ fn metrics(s: &Section, o: &mut Out) {
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     const NAME: &str = "iomon_process_mmap_read_pages";
-    o.family(NAME, Kind::Counter, "Pages faults on file mappings looked up, per process name.");
+    o.family(NAME, Kind::Counter, &format!("Pages faults on file mappings looked up: hit or miss. {PER_NAME}"));
     for (c, v) in comms {
         let (asked, missed) = (field(*v, proc::ASKED), field(*v, proc::MISSED));
         o.counter(NAME, &[("comm", c), ("result", "hit")], asked.saturating_sub(missed));

@@ -315,6 +315,9 @@ pub fn write_section_metrics(schema: &Schema, s: &Section, o: &mut Out) {
     }
 }
 
+/// What the per-name series are, for their help text.
+pub const PER_NAME: &str = "By process name: the targets' names and metrics.targets always, then the busiest names up to metrics.max_series; every other name under comm=\"other\".";
+
 /// Buckets as (upper bound in seconds, count).
 pub fn bucket_list(buckets: &[u64]) -> Vec<(Option<f64>, u64)> {
     (0..hist::BUCKETS)
@@ -333,7 +336,7 @@ pub fn bucket_list(buckets: &[u64]) -> Vec<(Option<f64>, u64)> {
 pub fn write_proc_metrics(f: &Family, comms: &ProcRows, o: &mut Out) {
     for p in f.schema.proc {
         let Some(metric) = p.metric else { continue };
-        o.family(metric, Kind::Counter, p.help);
+        o.family(metric, Kind::Counter, &format!("{} {PER_NAME}", p.help));
         for (comm, v) in comms {
             for (e, values) in p.elements() {
                 let mut l = vec![("comm", *comm)];

@@ -6,7 +6,7 @@
 //! from storage: by the read itself, or by read-ahead an earlier read
 //! triggered (each page once). `hit ratio = 1 - missed / asked`.
 
-use super::{ProcRows, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
+use super::{ProcRows, PER_NAME, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
 use crate::abi::pagecache::{proc, ASKED, MISSED_READAHEAD, MISSED_SYNC, READAHEAD};
 use crate::abi::PAGECACHE;
 use crate::promtext::{Kind, Out};
@@ -74,7 +74,7 @@ fn metrics(s: &Section, o: &mut Out) {
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     const NAME: &str = "iomon_process_page_cache_read_pages";
-    o.family(NAME, Kind::Counter, "Pages buffered reads asked for, per process name.");
+    o.family(NAME, Kind::Counter, &format!("Pages buffered reads asked for: hit or miss. {PER_NAME}"));
     for (c, v) in comms {
         let (asked, missed) = (field(*v, proc::ASKED), field(*v, proc::MISSED));
         o.counter(NAME, &[("comm", c), ("result", "hit")], asked.saturating_sub(missed));

@@ -32,9 +32,11 @@ mod skel {
 /// The compiled BPF object (built by build.rs with libbpf-cargo).
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/iomon.bpf.o"));
 
-/// `struct iomon_proc`: the name, then `abi::PROC_NR` u64 fields.
+/// `struct iomon_proc`: the name, the target mask (u32 and padding), then
+/// `abi::PROC_NR` u64 fields.
 pub const PROC_COMM_LEN: usize = 16;
-pub const PROC_VALUE_SIZE: usize = PROC_COMM_LEN + 8 * abi::PROC_NR;
+pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 8;
+pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_NR;
 const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
 
 /// Programs every family relies on (per-process names); attached whenever

@@ -263,6 +263,7 @@ pub mod v2 {
                     crate::sample::ProcSample {
                         tgid: p.tgid,
                         comm: p.comm,
+                        targets: 0,
                         families,
                     }
                 })
@@ -274,6 +275,7 @@ pub mod v2 {
                 procs,
                 procs_seen: s.procs_seen,
                 proc_read_errors: 0,
+                procs_truncated: 0,
             }
         }
     }
