@@ -55,21 +55,30 @@ const volatile u32 kernel_hz = 0;
 /* Referenced so that the shared layouts reach BTF and the skeleton. */
 struct iomon_abi iomon_abi_anchor SEC(".bss");
 
-/* Bounded by IOMON_C_NR slots per CPU: one u64 per host-wide counter. */
+/* Bounded by IOMON_SLOTS * IOMON_C_NR per CPU: one u64 per counter, for
+ * the host (slot 0) and for each target. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, IOMON_C_NR);
+	__uint(max_entries, IOMON_SLOTS * IOMON_C_NR);
 	__type(key, u32);
 	__type(value, u64);
 } counters SEC(".maps");
 
-/* Bounded by IOMON_H_NR * IOMON_HIST_BUCKETS slots per CPU. */
+/* Bounded by IOMON_SLOTS * IOMON_H_NR * IOMON_HIST_BUCKETS per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, IOMON_H_NR * IOMON_HIST_BUCKETS);
+	__uint(max_entries, IOMON_SLOTS * IOMON_H_NR * IOMON_HIST_BUCKETS);
 	__type(key, u32);
 	__type(value, u64);
 } hists SEC(".maps");
+
+/* One entry: the targets the daemon configured (bounded by IOMON_TARGETS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct iomon_targets);
+} targets SEC(".maps");
 
 /* Per-process attribution: two bounded hashes, of which the programs write
  * to the one `procs_active` points at. The drain points it at the other one
@@ -136,6 +145,11 @@ struct thread_state {
 	 * which ra_generation: no need to look again until it changes */
 	u64 ra_none_ino;
 	u64 ra_none_gen;
+	/* the targets this thread counts for, as of targets.gen and
+	 * comm_epoch (a rename or a cgroup move sets tgt_gen back to 0) */
+	u64 tgt_gen;
+	u32 tgt_mask;
+	u32 tgt_epoch;
 };
 
 /* Per-thread state where the kernel has task storage (5.11+): bounded by
@@ -185,12 +199,28 @@ struct {
  * the common case, then cost no hash lookup). */
 u64 ra_generation SEC(".bss");
 
-static __always_inline void count(u32 idx, u64 n)
+static __always_inline void count_slot(u32 slot, u32 idx, u64 n)
 {
-	u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	u32 k = slot * IOMON_C_NR + idx;
+	u64 *v = bpf_map_lookup_elem(&counters, &k);
 	if (v)
 		*v += n;
 }
+
+/* Adds n to counter idx for the host and for every target in `tm` (a bit
+ * per target slot). A function of its own (not inlined): the verifier
+ * checks it once, not at every call site. */
+__noinline int count_fn(u32 tm, u32 idx, u64 n)
+{
+	count_slot(0, idx, n);
+	if (!tm)
+		return 0;
+	for (int i = 0; i < IOMON_TARGETS; i++)
+		if (tm & (1U << i))
+			count_slot(1 + i, idx, n);
+	return 0;
+}
+#define count(tm, idx, n) count_fn(tm, idx, n)
 
 static __always_inline u32 log2_bucket(u64 us)
 {
@@ -205,13 +235,37 @@ static __always_inline u32 log2_bucket(u64 us)
 	return b;
 }
 
-static __always_inline void hist_add(u32 hist, u64 ns)
+static __always_inline void hist_slot(u32 slot, u32 idx)
 {
-	u32 idx = hist * IOMON_HIST_BUCKETS + log2_bucket(ns / 1000);
-	u64 *v = bpf_map_lookup_elem(&hists, &idx);
+	u32 k = slot * IOMON_H_NR * IOMON_HIST_BUCKETS + idx;
+	u64 *v = bpf_map_lookup_elem(&hists, &k);
 	if (v)
 		*v += 1;
 }
+
+__noinline int hist_add_fn(u32 tm, u32 hist, u64 ns)
+{
+	u32 idx = hist * IOMON_HIST_BUCKETS + log2_bucket(ns / 1000);
+	hist_slot(0, idx);
+	if (!tm)
+		return 0;
+	for (int i = 0; i < IOMON_TARGETS; i++)
+		if (tm & (1U << i))
+			hist_slot(1 + i, idx);
+	return 0;
+}
+#define hist_add(tm, hist, ns) hist_add_fn(tm, hist, ns)
+
+/* A process's name: its main thread's (a thread may name itself). */
+static __always_inline void leader_comm(char *comm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO((char(*)[IOMON_COMM_LEN])comm, task, group_leader, comm);
+}
+
+/* Bumped when the main thread of a process with other threads is renamed:
+ * those threads cached a match against the old name. */
+u32 comm_epoch SEC(".bss");
 
 static __always_inline void *procs_map(void)
 {
@@ -224,22 +278,31 @@ static const struct iomon_proc zero_proc = {};
 static const struct thread_state zero_thread = {};
 static const struct ra_window zero_window = {};
 
-static __always_inline struct iomon_proc *proc_entry(void)
+/* This process's entry, created at its first event of the interval; NULL
+ * (and the refusal counted) when the map is full. `tm`: the targets the
+ * event counts for, remembered with the process. */
+static __always_inline struct iomon_proc *proc_entry(u32 tm)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	void *procs = procs_map();
 	if (!procs)
 		return NULL;
 	struct iomon_proc *p = bpf_map_lookup_elem(procs, &tgid);
-	if (p)
-		return p;
-	/* EEXIST when another CPU inserted it first: fine, look it up. */
-	bpf_map_update_elem(procs, &tgid, &zero_proc, BPF_NOEXIST);
-	p = bpf_map_lookup_elem(procs, &tgid);
-	if (!p)
-		count(IOMON_C_CORE_PROC_DROPPED, 1);
-	else if (!p->comm[0])
-		bpf_get_current_comm(p->comm, sizeof(p->comm));
+	if (!p) {
+		/* EEXIST when another CPU inserted it first: fine, look it up. */
+		bpf_map_update_elem(procs, &tgid, &zero_proc, BPF_NOEXIST);
+		p = bpf_map_lookup_elem(procs, &tgid);
+		if (!p) {
+			count(0, IOMON_C_CORE_PROC_DROPPED, 1);
+			return NULL;
+		}
+		if (!p->comm[0])
+			leader_comm(p->comm);
+	}
+	/* Not atomic (5.10 has no atomic or): a bit lost to a race is set
+	 * again by the process's next event. */
+	if (tm && (p->targets & tm) != tm)
+		p->targets |= tm;
 	return p;
 }
 
@@ -269,8 +332,126 @@ static __always_inline struct thread_state *thread_state(bool create)
 		}
 	}
 	if (!t && create)
-		count(IOMON_C_CORE_THREAD_STATE_MISSING, 1);
+		count(0, IOMON_C_CORE_THREAD_STATE_MISSING, 1);
 	return t;
+}
+
+/* ---------------------------------------------------------------- targets */
+
+/* Before 6.1 a cgroup kept its ancestors' ids, not pointers to them. */
+struct cgroup___ids {
+	int level;
+	u64 ancestor_ids[];
+} __attribute__((preserve_access_index));
+
+/* The id of the current thread's cgroup v2 ancestor at `level` (its own
+ * cgroup at its own level), 0 when it is not that deep. What
+ * bpf_get_current_ancestor_cgroup_id() returns, which tracing programs may
+ * call only from 6.1 on. */
+static __always_inline u64 ancestor_cgroup_id(u32 level)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	if (!cg || level > 255 || BPF_CORE_READ(cg, level) < (int)level)
+		return 0;
+	u64 id = 0;
+	if (bpf_core_field_exists(struct cgroup___ids, ancestor_ids)) {
+		u64 *ids = (u64 *)((char *)cg + bpf_core_field_offset(struct cgroup___ids, ancestor_ids));
+		bpf_probe_read_kernel(&id, sizeof(id), ids + level);
+	} else {
+		struct cgroup *a = NULL;
+		struct cgroup **up = (struct cgroup **)((char *)cg + bpf_core_field_offset(struct cgroup, ancestors));
+		bpf_probe_read_kernel(&a, sizeof(a), up + level);
+		if (a)
+			id = BPF_CORE_READ(a, kn, id);
+	}
+	return id;
+}
+
+/* The targets the current thread matches: each configured target is a
+ * name, a process or a cgroup (the thread's cgroup v2 or an ancestor). A
+ * function of its own, checked once by the verifier. */
+__noinline u32 targets_match(void)
+{
+	u32 zero = 0;
+	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
+	if (!c)
+		return 0;
+	char comm[IOMON_COMM_LEN] = {};
+	bool have_comm = false;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 mask = 0;
+	for (int i = 0; i < IOMON_TARGETS; i++) {
+		struct iomon_target *t = &c->t[i];
+		switch (t->kind) {
+		case IOMON_TARGET_PID:
+			if (t->tgid == tgid)
+				mask |= 1U << i;
+			break;
+		case IOMON_TARGET_CGROUP:
+			if (ancestor_cgroup_id(t->level) == t->cgroup)
+				mask |= 1U << i;
+			break;
+		case IOMON_TARGET_COMM: {
+			if (!have_comm) {
+				leader_comm(comm);
+				have_comm = true;
+			}
+			bool same = true;
+			for (int j = 0; j < IOMON_COMM_LEN; j++) {
+				if (comm[j] != t->comm[j]) {
+					same = false;
+					break;
+				}
+				if (!comm[j])
+					break;
+			}
+			if (same)
+				mask |= 1U << i;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	return mask;
+}
+
+/* The targets the current thread counts for (0 when none are configured):
+ * matched once per thread and cached in its state until the targets
+ * change, it is renamed or it moves to another cgroup. */
+static __always_inline u32 targets_of(struct thread_state *t)
+{
+	u32 zero = 0;
+	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
+	if (!c || !c->nr)
+		return 0;
+	if (!t)
+		t = thread_state(true);
+	u32 epoch = comm_epoch;
+	if (t && t->tgt_gen == c->gen && t->tgt_epoch == epoch)
+		return t->tgt_mask;
+	u32 mask = targets_match();
+	if (t) {
+		t->tgt_gen = c->gen;
+		t->tgt_epoch = epoch;
+		t->tgt_mask = mask;
+	}
+	return mask;
+}
+
+/* Forgets what a thread cached about its targets. */
+static __always_inline void targets_forget(struct task_struct *task)
+{
+	struct thread_state *t;
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_storage_get)) {
+		t = bpf_task_storage_get(&task_states, task, 0, 0);
+	} else {
+		u32 tid = BPF_CORE_READ(task, pid);
+		t = bpf_map_lookup_elem(&thread_hash, &tid);
+	}
+	if (t)
+		t->tgt_gen = 0;
 }
 
 static __always_inline u64 task_flags(void)
@@ -452,20 +633,36 @@ static __always_inline bool in_read_syscall(void)
 
 /* ------------------------------------------------------------------ core */
 
-/* A process's entry is created by its first counted event, often before it
- * execs (a shell forking a command): take the new name at exec. */
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/* A thread renamed (exec, prctl): it matches comm targets afresh. When it
+ * is a process's main thread, the process's entry takes the new name (an
+ * entry is often created before its process execs: a shell forking a
+ * command) and the process's other threads match afresh too. */
+SEC("tp_btf/task_rename")
+int BPF_PROG(proc_rename, struct task_struct *task, const char *comm)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	targets_forget(task);
+	u32 tgid = BPF_CORE_READ(task, tgid);
+	if (BPF_CORE_READ(task, pid) != tgid)
+		return 0;
+	if (BPF_CORE_READ(task, signal, nr_threads) > 1)
+		__sync_fetch_and_add(&comm_epoch, 1);
 	void *procs = procs_map();
 	if (!procs)
 		return 0;
 	struct iomon_proc *e = bpf_map_lookup_elem(procs, &tgid);
 	if (e)
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), comm);
 	return 0;
 }
 
-/* The families, one file each (generated list: bpf/families/*.bpf.c). */
+/* A thread moved to another cgroup: it matches cgroup targets afresh. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(target_cgroup_move, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	targets_forget(task);
+	return 0;
+}
+
+/* The families, one file each (generated list: bpf/families/<name>.bpf.c). */
 #include "iomon_families.h"

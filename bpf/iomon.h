@@ -5,7 +5,7 @@
  * daemon/probes), so this header is the one source of truth.
  *
  * The counter, histogram and per-process indices come from the family
- * declarations (bpf/core.toml, bpf/families/*.toml) through the generated
+ * declarations (bpf/core.toml, bpf/families/<name>.toml) through the generated
  * iomon_schema.h: each is declared once, there.
  *
  * Plain integer types only.
@@ -16,6 +16,36 @@
 #include "iomon_schema.h"
 
 #define IOMON_COMM_LEN 16
+
+/* Targets: processes, names or cgroups whose events are also counted in
+ * their own slots (slot 0 is the host, target i is slot 1 + i). */
+#define IOMON_TARGETS 8
+#define IOMON_SLOTS (1 + IOMON_TARGETS)
+
+enum iomon_target_kind {
+	IOMON_TARGET_NONE = 0,
+	IOMON_TARGET_COMM = 1,   /* the thread's name */
+	IOMON_TARGET_CGROUP = 2, /* a cgroup v2 and its descendants */
+	IOMON_TARGET_PID = 3,    /* a process (tgid) */
+};
+
+struct iomon_target {
+	unsigned int kind;
+	unsigned int level;          /* cgroup: its depth (the root is 0) */
+	unsigned long long cgroup;   /* cgroup: its id */
+	unsigned int tgid;           /* pid */
+	unsigned int pad;
+	char comm[IOMON_COMM_LEN];   /* comm */
+};
+
+/* What the daemon sets; `gen` changes with every change, so that threads
+ * that cached their targets look again. */
+struct iomon_targets {
+	unsigned long long gen;
+	unsigned int nr;
+	unsigned int pad;
+	struct iomon_target t[IOMON_TARGETS];
+};
 
 /* log2 histograms: bucket b counts values in [2^b, 2^(b+1)) microseconds
  * (bucket 0 also holds values below 1 us); the last bucket is open-ended. */
@@ -34,6 +64,7 @@ struct iomon_proc {
 /* Ties the layouts into BTF so that the skeleton exports them to Rust. */
 struct iomon_abi {
 	struct iomon_proc proc;
+	struct iomon_targets targets;
 };
 
 #endif /* IOMON_H */

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use iomon::drain::Strategy;
-use iomon::family::{self, Series};
+use iomon::family::{self, Scope, Series};
 use iomon::proto::{Client, ClientError, ErrorKind, Request, Response};
 use render::Output;
 
@@ -59,7 +59,11 @@ enum Command {
     /// Version, uptime, interval, strategy, probe families, store, warnings.
     Status,
     /// Rates over the last interval and totals since the daemon started.
-    Snapshot,
+    Snapshot {
+        /// A target's numbers (see `status`) instead of the host's.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
     /// The busiest processes over the last interval or a --since window.
     Top {
         /// Rank by: activity, or a per-process field (fadvise, misses,
@@ -72,6 +76,9 @@ enum Command {
         /// Over a window from the history store instead of the last interval.
         #[arg(long, short = 's', value_name = "TIME")]
         since: Option<String>,
+        /// Only a target's processes.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
     /// The time series from the history store.
     History {
@@ -89,6 +96,9 @@ enum Command {
         /// mmap-hit-ratio, dirtied-pages.
         #[arg(long, default_value = "hit-ratio", value_parser = parse_metric)]
         metric: Series,
+        /// A target's numbers instead of the host's.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
     /// Each probe family and program: attached or not and why, run stats.
     Probes,
@@ -178,9 +188,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Status => Request::Status,
-        Command::Snapshot => Request::Snapshot,
+        Command::Snapshot { .. } => Request::Snapshot,
         Command::Probes => Request::Probes,
-        Command::Top { by, n, since } => {
+        Command::Top {
+            by,
+            n,
+            since,
+            target,
+        } => {
             let since_ms = match since
                 .as_deref()
                 .map(|s| timespec::parse_time(s, now))
@@ -193,11 +208,25 @@ fn main() -> ExitCode {
                 by: by.clone(),
                 n: *n,
                 since_ms,
+                target: target.clone(),
             }
         }
         Command::History {
-            since, until, step, ..
+            since,
+            until,
+            step,
+            metric,
+            target,
         } => {
+            if target.is_some() && metric.host_only {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "--metric {} is counted for the host only (its events run in no task of a target's); drop --target",
+                        render::series_arg(metric)
+                    ),
+                );
+            }
             let since_ms = match timespec::parse_time(since, now) {
                 Ok(v) => v,
                 Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
@@ -259,14 +288,32 @@ fn main() -> ExitCode {
     let out = args.output;
     let text = match response {
         Response::Status(r) => render::status(&r, out),
-        Response::Snapshot(r) => render::snapshot(&r, out),
+        Response::Snapshot(r) => match &args.command {
+            Command::Snapshot {
+                target: Some(t), ..
+            } => match render::snapshot_of_target(&r, t) {
+                Ok(r) => render::snapshot(&r, out, Scope::Target),
+                Err(e) => return fail(EXIT_DAEMON, e),
+            },
+            _ => render::snapshot(&r, out, Scope::Host),
+        },
         Response::Top(r) => render::top(&r, out),
         Response::History(r) => {
-            let metric = match &args.command {
-                Command::History { metric, .. } => *metric,
-                _ => render::find_series("hit-ratio").expect("hit-ratio is a series"),
+            let (metric, target) = match &args.command {
+                Command::History { metric, target, .. } => (*metric, target.clone()),
+                _ => (
+                    render::find_series("hit-ratio").expect("hit-ratio is a series"),
+                    None,
+                ),
             };
-            render::history(&r, &metric, out)
+            let (r, scope) = match target {
+                None => (r, Scope::Host),
+                Some(t) => match render::history_of_target(&r, &t) {
+                    Ok(r) => (r, Scope::Target),
+                    Err(e) => return fail(EXIT_DAEMON, e),
+                },
+            };
+            render::history(&r, &metric, out, scope)
         }
         Response::Probes(f) => render::probes(&f, out, iomon::probes::bpf_stats_enabled().ok()),
         Response::Strategy { current, previous } => render::strategy(current, previous, out),

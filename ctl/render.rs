@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use iomon::abi;
 use iomon::drain::Strategy;
-use iomon::family::{self, Cell, Series, Shown};
+use iomon::family::{self, Cell, Scope, Series, Shown};
 use iomon::probes::{FamilyState, FamilyStatus};
 use iomon::proto::{HistoryReport, SnapshotReport, StatusReport, TopReport};
 use iomon::sample::{ProcSample, Sample};
@@ -76,19 +76,43 @@ fn state_str(s: &FamilyState) -> (&'static str, String) {
 
 /// A Sample with named fields: its interval, each family present by name
 /// (absent families are absent: not attached then), `core`, processes.
-pub fn sample_json(s: &Sample) -> Value {
+/// A Sample with named fields; `scope`: whose numbers its sections are.
+pub fn sample_json(s: &Sample, scope: Scope) -> Value {
     let mut m = Map::new();
     m.insert("start_ms".into(), json!(s.start_ms));
     m.insert("end_ms".into(), json!(s.end_ms));
     for f in family::ALL {
         if let Some(sec) = s.section(f.name()) {
-            m.insert(f.name().into(), family::named(f.schema, f.derived, sec));
+            m.insert(
+                f.name().into(),
+                family::named(f.schema, f.derived, sec, scope),
+            );
         }
     }
     if let Some(core) = s.section("core") {
-        m.insert("core".into(), family::named(&abi::CORE, &[], core));
+        m.insert(
+            "core".into(),
+            family::named(&abi::CORE, &[], core, Scope::Host),
+        );
+    }
+    if !s.targets.is_empty() {
+        let mut t = Map::new();
+        for (name, secs) in &s.targets {
+            let mut fm = Map::new();
+            for f in family::ALL {
+                if let Some(sec) = secs.get(f.name()) {
+                    fm.insert(
+                        f.name().into(),
+                        family::named(f.schema, f.derived, sec, Scope::Target),
+                    );
+                }
+            }
+            t.insert(name.clone(), Value::Object(fm));
+        }
+        m.insert("targets".into(), Value::Object(t));
     }
     m.insert("procs_seen".into(), json!(s.procs_seen));
+    m.insert("procs_truncated".into(), json!(s.procs_truncated));
     m.insert("proc_read_errors".into(), json!(s.proc_read_errors));
     m.insert(
         "procs".into(),
@@ -102,6 +126,7 @@ pub fn proc_json(p: &ProcSample) -> Value {
     let mut m = Map::new();
     m.insert("tgid".into(), json!(p.tgid));
     m.insert("comm".into(), json!(p.comm));
+    m.insert("targets_mask".into(), json!(p.targets));
     for f in family::ALL {
         if let Some(v) = p.of(f.name()) {
             m.insert(f.name().into(), family::named_proc(f.schema, v));
@@ -203,6 +228,15 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
             r.proc_table_len, r.proc_map_capacity
         ),
     ));
+    for t in &r.targets {
+        v.push((
+            format!("target {}", t.name),
+            match &t.inactive {
+                None => format!("{} (counted)", t.matches),
+                Some(why) => format!("{} (not counted now: {why})", t.matches),
+            },
+        ));
+    }
     let t = &r.truncated;
     v.push((
         "bounds".into(),
@@ -218,7 +252,7 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
 }
 
 /// (section, name, last-interval rate per second, total since start).
-fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
+fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
     let last = r.last.clone().unwrap_or_default();
     let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
     let t = &r.totals;
@@ -231,8 +265,8 @@ fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
             continue;
         };
         let empty = family::Section::default();
-        let l = family::rows(f, last.section(name).unwrap_or(&empty));
-        for ((metric, lv), (_, tv)) in l.into_iter().zip(family::rows(f, tt)) {
+        let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
+        for ((metric, lv), (_, tv)) in l.into_iter().zip(family::rows(f, tt, scope)) {
             rows.push(match (lv, tv) {
                 (Shown::Count(lv), Shown::Count(tv)) => (
                     name.into(),
@@ -250,17 +284,68 @@ fn snapshot_rows(r: &SnapshotReport) -> Vec<(String, String, String, String)> {
     rows
 }
 
-pub fn snapshot(r: &SnapshotReport, out: Output) -> String {
+/// Names of the targets in a set of Samples.
+fn target_names<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
+    let mut names: Vec<&str> = samples
+        .flat_map(|s| s.targets.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A snapshot of one target's numbers.
+pub fn snapshot_of_target(r: &SnapshotReport, target: &str) -> Result<SnapshotReport, String> {
+    let totals = r.totals.for_target(target).ok_or_else(|| {
+        format!(
+            "no target {target:?} (targets: {}; see iomonctl status)",
+            target_names(std::iter::once(&r.totals))
+        )
+    })?;
+    Ok(SnapshotReport {
+        started_ms: r.started_ms,
+        ticks: r.ticks,
+        last: r.last.as_ref().and_then(|l| l.for_target(target)),
+        totals,
+    })
+}
+
+/// History of one target's numbers (points where it was not counted are
+/// left out).
+pub fn history_of_target(r: &HistoryReport, target: &str) -> Result<HistoryReport, String> {
+    let points: Vec<Sample> = r
+        .points
+        .iter()
+        .filter_map(|p| p.for_target(target))
+        .collect();
+    if points.is_empty() && !r.points.is_empty() {
+        return Err(format!(
+            "no target {target:?} in this range (targets: {})",
+            target_names(r.points.iter())
+        ));
+    }
+    Ok(HistoryReport {
+        points,
+        ..r.clone()
+    })
+}
+
+/// `scope`: the host's snapshot, or a target's ([`snapshot_of_target`]).
+pub fn snapshot(r: &SnapshotReport, out: Output, scope: Scope) -> String {
     match out {
         Output::Json => json(&json!({
             "started_ms": r.started_ms,
             "ticks": r.ticks,
-            "last": r.last.as_ref().map(sample_json),
-            "totals": sample_json(&r.totals),
+            "last": r.last.as_ref().map(|l| sample_json(l, scope)),
+            "totals": sample_json(&r.totals, scope),
         })),
         Output::Csv => {
             let mut s = String::from("section,metric,per_second_last_interval,total_since_start\n");
-            for (a, b, c, d) in snapshot_rows(r) {
+            for (a, b, c, d) in snapshot_rows(r, scope) {
                 let _ = writeln!(s, "{},{},{},{}", csv_field(&a), csv_field(&b), c, d);
             }
             s
@@ -279,7 +364,7 @@ pub fn snapshot(r: &SnapshotReport, out: Output) -> String {
                 "since start"
             );
             let mut prev = String::new();
-            for (sec, name, last, total) in snapshot_rows(r) {
+            for (sec, name, last, total) in snapshot_rows(r, scope) {
                 let shown = if sec == prev {
                     String::new()
                 } else {
@@ -407,27 +492,32 @@ fn series_value(m: &Series, p: &Sample) -> Option<f64> {
     m.value(p.section(m.family.name()))
 }
 
-pub fn history(r: &HistoryReport, metric: &Series, out: Output) -> String {
+/// `scope`: the host's history, or a target's ([`history_of_target`]).
+pub fn history(r: &HistoryReport, metric: &Series, out: Output, scope: Scope) -> String {
     match out {
         Output::Json => json(&json!({
             "resolution_ms": r.resolution_ms,
             "step_ms": r.step_ms,
             "oldest_ms": r.oldest_ms,
-            "points": r.points.iter().map(sample_json).collect::<Vec<_>>(),
+            "points": r.points.iter().map(|p| sample_json(p, scope)).collect::<Vec<_>>(),
         })),
         Output::Csv => {
+            let columns: Vec<Series> = all_series()
+                .into_iter()
+                .filter(|m| scope.has(m.host_only))
+                .collect();
             let mut s = String::from("start_ms,end_ms");
-            for m in all_series() {
+            for m in &columns {
                 let _ = write!(s, ",{}", m.name);
             }
             s.push('\n');
             for p in &r.points {
                 let _ = write!(s, "{},{}", p.start_ms, p.end_ms);
-                for m in all_series() {
+                for m in &columns {
                     let _ = write!(
                         s,
                         ",{}",
-                        series_value(&m, p)
+                        series_value(m, p)
                             .map(|v| v.to_string())
                             .unwrap_or_default()
                     );

@@ -57,6 +57,10 @@ pub struct Field {
     pub rank: Option<&'static str>,
     /// Counts toward a process's activity (the default ranking).
     pub activity: bool,
+    /// Counted for the host only, never in a target's slots (the event
+    /// runs in no task of the target's: a flusher, reclaim): a target
+    /// shows no such number rather than a zero.
+    pub host_only: bool,
 }
 
 /// A dimension of a counter: a label and its values.
@@ -77,6 +81,8 @@ pub struct Hist {
     pub shown: Option<&'static str>,
     /// Quantiles shown in `iomonctl snapshot`.
     pub quantiles: &'static [f64],
+    /// Measured for the host only (see [`Field::host_only`]).
+    pub host_only: bool,
 }
 
 /// A history series: the sum of some elements of the counter vector.
@@ -84,6 +90,8 @@ pub struct Hist {
 pub struct SeriesDecl {
     pub name: &'static str,
     pub elements: &'static [usize],
+    /// Sums host-only counters only.
+    pub host_only: bool,
 }
 
 /// A set of programs that together make a family on some kernels.

@@ -252,6 +252,73 @@ impl Default for MetricsSection {
     }
 }
 
+/// What a target matches: a thread name, a cgroup v2 (and its
+/// descendants: a systemd unit, a container), or a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// A path under the cgroup v2 mount, e.g. `system.slice/banyandb.service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// `[targets]`: name = { comm = ".." } | { cgroup = ".." } | { pid = N }.
+/// A target's events are counted in the kernel in its own slots, exactly,
+/// whatever the host does; at most [`MAX_TARGETS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TargetsSection(pub BTreeMap<String, TargetSpec>);
+
+/// Targets at most (the kernel's slots).
+pub const MAX_TARGETS: usize = crate::probes::targets::SLOTS;
+
+impl TargetsSection {
+    /// (name, what it matches), in name order.
+    pub fn matchers(&self) -> Vec<(String, crate::probes::targets::Matcher)> {
+        use crate::probes::targets::Matcher;
+        self.0
+            .iter()
+            .filter_map(|(name, s)| {
+                let m = match (&s.comm, &s.cgroup, s.pid) {
+                    (Some(c), _, _) => Matcher::Comm(c.clone()),
+                    (_, Some(c), _) => Matcher::Cgroup(c.clone()),
+                    (_, _, Some(p)) => Matcher::Pid(p),
+                    _ => return None,
+                };
+                Some((name.clone(), m))
+            })
+            .collect()
+    }
+
+    /// Names that target processes by name (they get per-name series).
+    pub fn comms(&self) -> Vec<String> {
+        self.0.values().filter_map(|s| s.comm.clone()).collect()
+    }
+}
+
+impl Default for TargetsSection {
+    fn default() -> Self {
+        let spec = |comm: Option<&str>, cgroup: Option<&str>| TargetSpec {
+            comm: comm.map(str::to_string),
+            cgroup: cgroup.map(str::to_string),
+            pid: None,
+        };
+        // What BanyanDB's own KTM module scopes to: its service's cgroup,
+        // and its process name (which also catches it outside systemd).
+        TargetsSection(BTreeMap::from([
+            ("banyand".to_string(), spec(Some("banyand"), None)),
+            (
+                "banyandb.service".to_string(),
+                spec(None, Some("system.slice/banyandb.service")),
+            ),
+        ]))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -259,6 +326,7 @@ pub struct Config {
     pub probes: ProbesSection,
     pub store: StoreSection,
     pub metrics: MetricsSection,
+    pub targets: TargetsSection,
 }
 
 impl Config {
@@ -346,6 +414,57 @@ impl Config {
                 key: "store.max_size",
                 message: "must be at least 1MiB".into(),
             });
+        }
+        let t = &self.targets.0;
+        if t.len() > MAX_TARGETS {
+            return Err(ConfigError::Value {
+                key: "targets",
+                message: format!("{} targets, at most {MAX_TARGETS}", t.len()),
+            });
+        }
+        for (name, spec) in t {
+            let set = [
+                spec.comm.is_some(),
+                spec.cgroup.is_some(),
+                spec.pid.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
+            if set != 1 {
+                return Err(ConfigError::Value {
+                    key: "targets",
+                    message: format!("{name:?}: give exactly one of comm, cgroup, pid"),
+                });
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@:".contains(c))
+            {
+                return Err(ConfigError::Value {
+                    key: "targets",
+                    message: format!("{name:?}: a target's name is letters, digits and . _ - @ :"),
+                });
+            }
+            if let Some(c) = &spec.comm {
+                if c.is_empty() || c.len() > 15 {
+                    return Err(ConfigError::Value {
+                        key: "targets",
+                        message: format!(
+                            "{name:?}: comm {c:?} is 1 to 15 bytes (the kernel's TASK_COMM_LEN)"
+                        ),
+                    });
+                }
+            }
+            if let Some(c) = &spec.cgroup {
+                if c.split('/').any(|p| p == "..") {
+                    return Err(ConfigError::Value {
+                        key: "targets",
+                        message: format!("{name:?}: cgroup {c:?} may not contain .."),
+                    });
+                }
+            }
         }
         for a in &self.metrics.listen {
             if a.parse::<std::net::SocketAddr>().is_err() {
@@ -447,6 +566,40 @@ mod tests {
             err.contains("pagecache, reclaim"),
             "lists the families: {err}"
         );
+    }
+
+    #[test]
+    fn targets_are_one_matcher_each_at_most_eight() {
+        let c = Config::parse(
+            "[targets]\nbanyand = { comm = \"banyand\" }\ndb = { cgroup = \"system.slice/banyandb.service\" }\none = { pid = 42 }\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.targets.0.len(), 3);
+        assert_eq!(c.targets.0["one"].pid, Some(42));
+        for bad in [
+            "[targets]\nx = { comm = \"a\", pid = 1 }\n",
+            "[targets]\nx = { }\n",
+            "[targets]\nx = { comm = \"0123456789abcdefg\" }\n",
+            "[targets]\n\"a b\" = { pid = 1 }\n",
+            "[targets]\nx = { cgroup = \"../etc\" }\n",
+            "[targets]\nx = { process = \"a\" }\n",
+        ] {
+            let err = Config::parse(bad, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("targets") || err.contains("unknown field"),
+                "{bad}: {err}"
+            );
+        }
+        let many: String = (0..9)
+            .map(|i| format!("t{i} = {{ pid = {i} }}\n"))
+            .collect();
+        let err = Config::parse(&format!("[targets]\n{many}"), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 8"), "{err}");
     }
 
     #[test]

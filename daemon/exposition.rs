@@ -139,11 +139,30 @@ pub fn render(inp: &Inputs, format: Format) -> String {
     // left out (unavailable), never exported as zero.
     for f in family::ALL {
         if let Some(sec) = s.section(f.name()) {
-            family::write_metrics(f, sec, &mut o);
+            family::write_out(&family::metrics_of(f, sec, family::Scope::Host), &mut o);
         }
     }
     if let Some(core) = s.section("core") {
-        family::write_section_metrics(&abi::CORE, core, &mut o);
+        family::write_out(
+            &family::section_metrics(&abi::CORE, core, family::Scope::Host),
+            &mut o,
+        );
+    }
+    // The same for each target, under iomon_target_* with a target label.
+    for f in family::ALL {
+        let per_target: Vec<(&str, Vec<family::MetricOut>)> = s
+            .targets
+            .iter()
+            .filter_map(|(name, secs)| {
+                secs.get(f.name()).map(|sec| {
+                    (
+                        name.as_str(),
+                        family::metrics_of(f, sec, family::Scope::Target),
+                    )
+                })
+            })
+            .collect();
+        family::write_out(&family::target_metrics(&per_target), &mut o);
     }
 
     let comms = t.comm_series();

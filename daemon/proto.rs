@@ -16,6 +16,7 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 use crate::drain::Strategy;
+pub use crate::drain::TargetStatus;
 use crate::probes::FamilyStatus;
 use crate::sample::{ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
@@ -43,6 +44,8 @@ pub enum Request {
         by: String,
         n: u32,
         since_ms: Option<u64>,
+        /// Only the processes of this target.
+        target: Option<String>,
     },
     History {
         since_ms: u64,
@@ -106,6 +109,7 @@ pub struct StatusReport {
     /// Per-process events the kernel could not record since start (its
     /// per-process map was full).
     pub proc_dropped: u64,
+    pub targets: Vec<TargetStatus>,
     pub warnings: Vec<String>,
 }
 
@@ -344,6 +348,7 @@ mod tests {
                 by: "misses".into(),
                 n: 5,
                 since_ms: Some(7),
+                target: Some("banyand".into()),
             },
             Request::History {
                 since_ms: 1,

@@ -141,6 +141,12 @@ pub struct Sample {
     /// Processes left out of `procs` by the top-K cut (their numbers are
     /// in the totals and the per-name series, which see every process).
     pub procs_truncated: u64,
+    /// Each target's own sections, by target name: the events of its
+    /// processes, counted in the kernel in its own slots. A target that was
+    /// not active (a cgroup that did not exist) has none.
+    pub targets: BTreeMap<String, Sections>,
+    /// Target names by kernel slot (bit i of a process's `targets`).
+    pub target_slots: Vec<String>,
 }
 
 impl Sample {
@@ -175,6 +181,18 @@ impl Sample {
         for (name, s) in &o.sections {
             self.sections.entry(name.clone()).or_default().merge(s);
         }
+        for (target, secs) in &o.targets {
+            let mine = self.targets.entry(target.clone()).or_default();
+            for (name, s) in secs {
+                mine.entry(name.clone()).or_default().merge(s);
+            }
+        }
+        // Slots name the bits of processes' masks: a merge across a change
+        // of targets keeps the names the masks of the merged processes
+        // had, slot by slot, where they agree.
+        if self.target_slots.is_empty() {
+            self.target_slots.clone_from(&o.target_slots);
+        }
         for p in &o.procs {
             match self.procs.iter_mut().find(|q| q.tgid == p.tgid) {
                 Some(q) => q.merge(p),
@@ -205,6 +223,32 @@ impl Sample {
 
     pub fn proc(&self, tgid: u32) -> Option<&ProcSample> {
         self.procs.iter().find(|p| p.tgid == tgid)
+    }
+
+    /// The bit of a target's processes in their `targets` mask.
+    pub fn target_bit(&self, target: &str) -> Option<u32> {
+        self.target_slots
+            .iter()
+            .position(|n| n == target)
+            .map(|i| 1u32 << i)
+    }
+
+    /// What this Sample holds for one target: its sections in place of the
+    /// host's, and only its processes.
+    pub fn for_target(&self, target: &str) -> Option<Sample> {
+        let sections = self.targets.get(target)?.clone();
+        let bit = self.target_bit(target).unwrap_or(0);
+        Some(Sample {
+            sections,
+            procs: self
+                .procs
+                .iter()
+                .filter(|p| p.targets & bit != 0)
+                .cloned()
+                .collect(),
+            targets: BTreeMap::new(),
+            ..self.clone()
+        })
     }
 }
 

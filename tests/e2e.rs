@@ -967,3 +967,159 @@ fn bpf_metrics_shut_down_gracefully_on_sigterm() {
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     eprintln!("graceful shutdown: {complete} whole responses to the pipelining client, then close");
 }
+
+/// The value of one series in Prometheus text (`name{labels}` exactly as
+/// written), if present.
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn bpf_a_banyand_target_is_exact_in_metrics_snapshot_top_and_history() {
+    let Some(_k) = bpf_or_skip("bpf_a_banyand_target_is_exact_in_metrics_snapshot_top_and_history")
+    else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    // One per-name series besides the pinned ones: banyand keeps its own
+    // because it is a target, however busy the other readers are.
+    let d = Daemon::start(
+        "target",
+        &["--metrics-listen", &addr],
+        Some("[targets]\nbanyand = { comm = \"banyand\" }\n\n[metrics]\ntargets = []\nmax_series = 1\n"),
+    );
+    const SIZE: usize = 16 << 20;
+    let pages = (SIZE / page_size()) as u64;
+    make_file(&d.dir.join("data"), SIZE);
+    make_file(&d.dir.join("other"), 1 << 20);
+    let f = File::open(d.dir.join("data")).unwrap();
+    evict(&f);
+    d.wait_ticks(1);
+    let worker = Worker::spawn(Some(c"banyand"), &f, SIZE, 3);
+    let wpid = worker.pid as u64;
+    worker.run_among_readers(&d.dir.join("other"));
+    d.wait_ticks(2);
+
+    // /metrics: the target's own series and the name's series.
+    let (code, _, body) = http_get(d.metrics.as_ref().unwrap(), "/metrics", &[]);
+    assert_eq!(code, 200);
+    let m = |s: &str| {
+        metric(&body, s).unwrap_or_else(|| {
+            let near: Vec<&str> = body
+                .lines()
+                .filter(|l| l.starts_with(s.split('{').next().unwrap()))
+                .collect();
+            panic!("/metrics lacks {s}; has {near:#?}")
+        })
+    };
+    let t = "target=\"banyand\"";
+    assert_eq!(
+        m(&format!(
+            "iomon_target_page_cache_read_pages_total{{{t},result=\"miss\"}}"
+        )),
+        pages as f64
+    );
+    assert_eq!(
+        m(&format!(
+            "iomon_target_page_cache_read_pages_total{{{t},result=\"hit\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        m(&format!(
+            "iomon_target_fadvise_calls_total{{{t},advice=\"dontneed\",result=\"ok\"}}"
+        )),
+        3.0
+    );
+    assert!(
+        !body.contains("iomon_target_page_cache_evicted_pages"),
+        "evictions are the host's: no target series that would read zero"
+    );
+    assert_eq!(
+        m("iomon_process_page_cache_read_pages_total{comm=\"banyand\",result=\"miss\"}"),
+        pages as f64
+    );
+    assert_eq!(
+        m("iomon_process_fadvise_calls_total{comm=\"banyand\",advice=\"dontneed\"}"),
+        3.0
+    );
+
+    // snapshot --target: the target's totals, no host-only field.
+    let snap = d.json(&["snapshot", "--target", "banyand"]);
+    let pc = &snap["totals"]["pagecache"];
+    assert_eq!(pc["asked"].as_u64(), Some(pages), "{pc}");
+    assert!(pc.get("deleted").is_none(), "{pc}");
+    let text = d.ctl_ok(&["snapshot", "--target", "banyand"]);
+    assert!(!text.contains("pages evicted"), "{text}");
+
+    // top --target lists the worker with its exact numbers, past 300 others.
+    let top = d.json(&["top", "--since", "1m", "--target", "banyand", "-n", "5"]);
+    let procs = top["procs"].as_array().unwrap();
+    let w = procs
+        .iter()
+        .find(|p| p["tgid"].as_u64() == Some(wpid))
+        .unwrap_or_else(|| panic!("worker {wpid} not in top --target: {top}"));
+    assert_eq!(w["pagecache"]["asked"].as_u64(), Some(pages), "{w}");
+    assert!(procs.iter().all(|p| p["comm"] == "banyand"), "{top}");
+
+    // history --target: the points add up to the same.
+    let h = d.json(&["history", "--since", "1m", "--target", "banyand"]);
+    let asked: u64 = h["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pagecache"]["asked"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(asked, pages, "history --target adds up");
+    let out = d.ctl(&[
+        "history",
+        "--since",
+        "1m",
+        "--target",
+        "banyand",
+        "--metric",
+        "evicted-pages",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.ctl(&["snapshot", "--target", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("banyand"),
+        "names the targets there are"
+    );
+
+    // Targets change on reload: this process by its pid instead.
+    std::fs::write(
+        d.dir.join("iomond.toml"),
+        format!("[targets]\nme = {{ pid = {} }}\n", std::process::id()),
+    )
+    .unwrap();
+    assert!(d.ctl_ok(&["reload"]).contains("targets"));
+    d.wait_ticks(2);
+    let st = d.json(&["status"]);
+    let names: Vec<&str> = st["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["me"], "{st}");
+    for _ in 0..7 {
+        assert_eq!(fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED), 0);
+    }
+    d.wait_ticks(2);
+    let me = d.json(&["snapshot", "--target", "me"]);
+    assert_eq!(
+        me["totals"]["fadvise"]["calls"]["dontneed"]["ok"].as_u64(),
+        Some(7),
+        "{me}"
+    );
+    d.stop();
+}

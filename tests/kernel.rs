@@ -573,23 +573,6 @@ fn bpf_reclaim_under_memcg_pressure_counts_scanned_and_reclaimed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs `n` short-lived processes that each read a small file (and so get
-/// a per-process entry), at most `n` at once.
-fn spawn_readers(n: usize) {
-    let batch: Vec<_> = (0..n)
-        .map(|_| {
-            Command::new("cat")
-                .arg("/etc/hostname")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut c in batch {
-        c.wait().unwrap();
-    }
-}
-
 #[test]
 fn bpf_maps_and_tables_stay_bounded_under_a_process_storm() {
     let Some(_k) = bpf_or_skip("bpf_maps_and_tables_stay_bounded_under_a_process_storm") else {
@@ -608,7 +591,7 @@ fn bpf_maps_and_tables_stay_bounded_under_a_process_storm() {
     let mut mine = 0;
     let mut ticks = 0;
     while spawned < STORM {
-        spawn_readers(100);
+        spawn_cats(100, std::path::Path::new("/etc/hostname"));
         spawned += 100;
         for _ in 0..10 {
             fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
@@ -717,7 +700,7 @@ fn bpf_accumulate_is_bounded_by_the_map() {
     let (_p, mut drain) = load(&["pagecache"], CAP);
     drain.set_strategy(Strategy::Accumulate);
     for _ in 0..5 {
-        spawn_readers(100);
+        spawn_cats(100, std::path::Path::new("/etc/hostname"));
         let s = drain.tick().unwrap();
         assert!(s.procs_seen <= u64::from(CAP));
         assert!(
@@ -842,7 +825,13 @@ fn bpf_mmap_hit_ratio_cold_warm_half() {
 
         let warm = mmap_touch_and_measure(&mut drain, &f, SIZE);
         assert!(warm.0 > 0, "route {route}, warm: nothing asked");
-        assert_eq!(warm.2, 0, "route {route}, warm: no major fault {warm:?}");
+        // The file is cached: its pages cost no major fault. The process's
+        // own faults elsewhere (its text, a parallel test thread) may add a
+        // few, never a share of the file's.
+        assert!(
+            warm.2 * 1000 <= warm.0,
+            "route {route}, warm: major faults on a cached file {warm:?}"
+        );
         assert!(
             ratio(warm) > 0.95,
             "route {route}: warm mmap hit ratio {} {warm:?}",
@@ -936,5 +925,140 @@ fn bpf_writeback_counts_dirtied_and_written_pages() {
         eprintln!("MATRIX family=writeback route={route} dirtied_exact=yes age_p99_us={p99}");
         let _ = std::fs::remove_file(&path);
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A target's sections over the next two ticks (the second takes what
+/// landed between the first's reads), and the per-process refusals.
+fn target_over_two_ticks(drain: &mut Drain, target: &str) -> (Sample, u64) {
+    let mut sum = Sample::default();
+    let mut refused = 0;
+    for _ in 0..2 {
+        let s = drain.tick().unwrap();
+        refused += s.core(abi::core::PROC_DROPPED);
+        sum.merge(&s.for_target(target).expect("target active"), usize::MAX);
+    }
+    (sum, refused)
+}
+
+/// What a worker reading `pages` pages cold and advising DONTNEED
+/// `advise` times must show, exactly, in its target's sections.
+fn assert_worker_exact(t: &Sample, pages: u64, calls: u64, advise: u64, what: &str) {
+    let get = |fam: &str, i: usize| t.section(fam).and_then(|s| s.get(i)).unwrap_or(0);
+    let dontneed = fa::CALLS + fa::advice::DONTNEED * fa::result::N + fa::result::OK;
+    assert_eq!(get("fadvise", dontneed), advise, "{what}: DONTNEED calls");
+    let all: u64 = t.section("fadvise").map_or(0, |s| s.counters.iter().sum());
+    assert_eq!(all, advise, "{what}: no other fadvise call is the target's");
+    let calls_now: u64 = (0..5).map(|i| get("reads", rd::CALLS + i)).sum();
+    assert_eq!(calls_now, calls, "{what}: read calls");
+    let bytes: u64 = (0..5).map(|i| get("reads", rd::BYTES + i)).sum();
+    // A worker not renamed before its wait for the go counts that read
+    // too: one call, one byte.
+    let file_bytes = pages * page_size() as u64;
+    assert_eq!(
+        bytes,
+        file_bytes + (calls - (file_bytes >> 20)),
+        "{what}: bytes"
+    );
+    assert_eq!(get("pagecache", pc::ASKED), pages, "{what}: pages asked");
+    let missed = get("pagecache", pc::MISSED_SYNC) + get("pagecache", pc::MISSED_READAHEAD);
+    assert_eq!(missed, pages, "{what}: pages missed (cold)");
+}
+
+#[test]
+fn bpf_a_named_target_is_exact_while_100_processes_read() {
+    let Some(_k) = bpf_or_skip("bpf_a_named_target_is_exact_while_100_processes_read") else {
+        return;
+    };
+    use iomon::probes::targets::Matcher;
+    // Fewer per-process entries than processes: the host load overflows
+    // the per-process map, and must not touch the target.
+    const CAP: u32 = 32;
+    let (_p, mut drain) = load(&["fadvise", "pagecache", "reads"], CAP);
+    drain
+        .apply_targets_now(vec![("t".into(), Matcher::Comm("iomon-target".into()))])
+        .unwrap();
+    let dir = disk_dir("target-comm");
+    const SIZE: usize = 16 << 20;
+    let pages = (SIZE / page_size()) as u64;
+    make_file(&dir.join("data"), SIZE);
+    make_file(&dir.join("other"), 1 << 20);
+    let f = File::open(dir.join("data")).unwrap();
+    evict(&f);
+    assert!(resident_fraction(&f, SIZE) < 0.01);
+    drain.tick().unwrap();
+    Worker::spawn(Some(c"iomon-target"), &f, SIZE, 3).run_among_readers(&dir.join("other"));
+    let (t, refused) = target_over_two_ticks(&mut drain, "t");
+    assert!(refused > 0, "the load overflowed the per-process map");
+    assert_worker_exact(&t, pages, (SIZE >> 20) as u64, 3, "comm target");
+    eprintln!("comm target under 300 readers: {pages} pages asked and missed, 3 DONTNEED, {refused} per-process events refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh cgroup v2 leaf, removed (after its processes exit) on drop.
+struct Leaf(std::path::PathBuf);
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("could not remove {}", self.0.display());
+    }
+}
+
+#[test]
+fn bpf_a_cgroup_target_and_a_pid_target_are_exact() {
+    let Some(_k) = bpf_or_skip("bpf_a_cgroup_target_and_a_pid_target_are_exact") else {
+        return;
+    };
+    use iomon::probes::targets::{cgroup2_mount, Matcher};
+    let root = cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let name = format!("iomon-test-{}", me());
+    std::fs::create_dir(root.join(&name)).unwrap();
+    let leaf = Leaf(root.join(&name));
+    let (_p, mut drain) = load(&["fadvise", "pagecache", "reads"], 10240);
+    let dir = disk_dir("target-cgroup");
+    const SIZE: usize = 8 << 20;
+    let pages = (SIZE / page_size()) as u64;
+    make_file(&dir.join("a"), SIZE);
+    make_file(&dir.join("b"), SIZE);
+    let (a, b) = (
+        File::open(dir.join("a")).unwrap(),
+        File::open(dir.join("b")).unwrap(),
+    );
+    evict(&a);
+    evict(&b);
+    // One worker in the leaf, one named by its pid.
+    let in_leaf = Worker::spawn(None, &a, SIZE, 2);
+    let by_pid = Worker::spawn(None, &b, SIZE, 5);
+    std::fs::write(leaf.0.join("cgroup.procs"), in_leaf.pid.to_string()).unwrap();
+    drain
+        .apply_targets_now(vec![
+            ("cg".into(), Matcher::Cgroup(name.clone())),
+            ("pid".into(), Matcher::Pid(by_pid.pid as u32)),
+        ])
+        .unwrap();
+    assert!(drain.target_status().iter().all(|t| t.inactive.is_none()));
+    drain.tick().unwrap();
+    in_leaf.run();
+    by_pid.run();
+    // This process's own reads count for neither.
+    read_all(&File::open(dir.join("a")).unwrap(), 1 << 20);
+    let mut cg = Sample::default();
+    let mut pid = Sample::default();
+    for _ in 0..2 {
+        let s = drain.tick().unwrap();
+        cg.merge(&s.for_target("cg").unwrap(), usize::MAX);
+        pid.merge(&s.for_target("pid").unwrap(), usize::MAX);
+    }
+    // Each also read its one go byte from a pipe as a target.
+    assert_worker_exact(&cg, pages, (SIZE >> 20) as u64 + 1, 2, "cgroup target");
+    assert_worker_exact(&pid, pages, (SIZE >> 20) as u64 + 1, 5, "pid target");
+    eprintln!("cgroup target {name}: {pages} pages, 2 DONTNEED; pid target: {pages} pages, 5 DONTNEED: exact");
+    drop(leaf);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -109,11 +109,12 @@ static __always_inline void mm_ask(struct thread_state *t, u64 ino, u32 dev, u64
 	ra_note(t, &fk, gen, w);
 	if (!asked && !missed)
 		return;
+	u32 tm = targets_of(t);
 	if (asked)
-		count(IOMON_C_MMAP_ASKED, asked);
+		count(tm, IOMON_C_MMAP_ASKED, asked);
 	if (missed)
-		count(IOMON_C_MMAP_MISSED_READAHEAD, missed);
-	struct iomon_proc *p = proc_entry();
+		count(tm, IOMON_C_MMAP_MISSED_READAHEAD, missed);
+	struct iomon_proc *p = proc_entry(tm);
 	if (asked)
 		proc_add(p, IOMON_P_MMAP_ASKED, asked);
 	if (missed)
@@ -129,7 +130,9 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 {
 	if (end < start)
 		return;
-	count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_AROUND, 1);
+	struct thread_state *t = thread_state(true);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_AROUND, 1);
 	/* Fault-around maps a large folio whole (6.18+: "map entire large
 	 * folio faultaround"; a PMD-sized one by one huge page table entry),
 	 * beyond the window the event reports: widen the window to the
@@ -149,7 +152,6 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 				end = fe;
 		}
 	}
-	struct thread_state *t = thread_state(true);
 	bool again = t && t->mm_dev == dev && t->mm_ino == ino &&
 		     t->mm_first == start && t->mm_last == end;
 	mm_ask(t, ino, dev, start, end + 1, again ? 0 : end + 1 - start);
@@ -166,8 +168,9 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, u32 dev,
 					u64 index)
 {
-	count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_HANDLER, 1);
 	struct thread_state *t = thread_state(true);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_HANDLER, 1);
 	bool covered = t && t->mm_dev == dev && t->mm_ino == ino &&
 		       index >= t->mm_first && index <= t->mm_last;
 	u64 s = index, e = index + 1;
@@ -209,20 +212,21 @@ static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
 		t->flt_ns = 0;
 		return;
 	}
+	u32 tm = targets_of(t);
 	u64 e = s + n;
 	u64 f = t->flt_index;
 	u64 ra_lo = 0, ra_hi = 0;
 	if (f >= s && f < e && n >= PMD_PAGES) {
 		/* Read in whole and mapped whole by this fault (one huge page
 		 * table entry): every page of it asked, and missed. */
-		struct iomon_proc *p = proc_entry();
+		struct iomon_proc *p = proc_entry(tm);
 		if (!t->flt_major) {
 			t->flt_major = 1;
-			count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
+			count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
 			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
 		}
-		count(IOMON_C_MMAP_ASKED, n - 1);
-		count(IOMON_C_MMAP_MISSED_SYNC, n);
+		count(tm, IOMON_C_MMAP_ASKED, n - 1);
+		count(tm, IOMON_C_MMAP_MISSED_SYNC, n);
 		proc_add(p, IOMON_P_MMAP_ASKED, n - 1);
 		proc_add(p, IOMON_P_MMAP_MISSED, n);
 		return;
@@ -230,9 +234,9 @@ static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
 	if (f >= s && f < e) {
 		if (!t->flt_major) {
 			t->flt_major = 1;
-			count(IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
-			count(IOMON_C_MMAP_MISSED_SYNC, 1);
-			struct iomon_proc *p = proc_entry();
+			count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
+			count(tm, IOMON_C_MMAP_MISSED_SYNC, 1);
+			struct iomon_proc *p = proc_entry(tm);
 			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
 			proc_add(p, IOMON_P_MMAP_MISSED, 1);
 		}
@@ -244,7 +248,7 @@ static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
 	}
 	if (!ra_lo && !ra_hi)
 		return;
-	count(IOMON_C_MMAP_READAHEAD, ra_lo + ra_hi);
+	count(tm, IOMON_C_MMAP_READAHEAD, ra_lo + ra_hi);
 	struct file_key fk = { .ino = ino, .dev = dev };
 	struct ra_window *w = ra_window_of(&fk);
 	if (!w)

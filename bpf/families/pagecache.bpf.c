@@ -16,7 +16,8 @@
 SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
 int pc_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
-	count(IOMON_C_PAGECACHE_DELETED, event_pages(ctx));
+	/* Evictions are mostly kswapd's: counted for the host. */
+	count(0, IOMON_C_PAGECACHE_DELETED, event_pages(ctx));
 	return 0;
 }
 
@@ -35,11 +36,14 @@ int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	u64 index = ctx->index;
 	u64 ino = ctx->i_ino;
 	u32 dev = ctx->s_dev;
-	count(IOMON_C_PAGECACHE_ADDED, n);
+	struct thread_state *t = thread_state(false);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_PAGECACHE_ADDED, n);
 	if (!in_read_syscall())
 		return 0;
 
-	struct thread_state *t = thread_state(true);
+	if (!t)
+		t = thread_state(true);
 	if (!t)
 		return 0;
 	if (t->pend_nr == 0 || t->pend_dev != dev || t->pend_ino != ino) {
@@ -82,8 +86,9 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	if (index > last)
 		return 0;
 
-	count(IOMON_C_PAGECACHE_READ_EVENTS, 1);
 	struct thread_state *t = thread_state(true);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_PAGECACHE_READ_EVENTS, 1);
 	if (!t)
 		return 0;
 
@@ -121,10 +126,10 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		    index > t->rd_prev;
 	if (!cont) {
 		u64 asked = last - index + 1;
-		count(IOMON_C_PAGECACHE_ASKED, asked);
+		count(tm, IOMON_C_PAGECACHE_ASKED, asked);
 		if (w)
 			missed_ra = ra_consume(w, index, last + 1);
-		struct iomon_proc *p = proc_entry();
+		struct iomon_proc *p = proc_entry(tm);
 		proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
 		if (missed_sync + missed_ra)
 			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_sync + missed_ra);
@@ -132,17 +137,17 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		t->rd_ino = ino;
 		t->rd_last = last;
 	} else if (missed_sync) {
-		proc_add(proc_entry(), IOMON_P_PAGECACHE_MISSED, missed_sync);
+		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, missed_sync);
 	}
 	t->rd_prev = index;
 
 	ra_note(t, &fk, gen, w);
 	if (missed_sync)
-		count(IOMON_C_PAGECACHE_MISSED_SYNC, missed_sync);
+		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, missed_sync);
 	if (missed_ra)
-		count(IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
+		count(tm, IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
 	if (readahead)
-		count(IOMON_C_PAGECACHE_READAHEAD, readahead);
+		count(tm, IOMON_C_PAGECACHE_READAHEAD, readahead);
 	return 0;
 }
 
@@ -165,16 +170,17 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 		t->rd_active = 0;
 	if (isize <= 0 || !len || pos >= (u64)isize)
 		return;
+	u32 tm = targets_of(t);
 	u64 index = pos >> page_shift;
 	u64 last = (pos + len - 1) >> page_shift;
 	u64 eof = (u64)(isize - 1) >> page_shift;
 	if (last > eof)
 		last = eof;
 
-	count(IOMON_C_PAGECACHE_READ_EVENTS, 1);
+	count(tm, IOMON_C_PAGECACHE_READ_EVENTS, 1);
 	u64 asked = last - index + 1;
-	count(IOMON_C_PAGECACHE_ASKED, asked);
-	struct iomon_proc *p = proc_entry();
+	count(tm, IOMON_C_PAGECACHE_ASKED, asked);
+	struct iomon_proc *p = proc_entry(tm);
 	proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
 	if (!t)
 		return;
@@ -184,7 +190,7 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 	if (w) {
 		u64 missed_ra = ra_consume(w, index, last + 1);
 		if (missed_ra) {
-			count(IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
+			count(tm, IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
 			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_ra);
 		}
 	}
@@ -212,18 +218,19 @@ int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	u64 index = ctx->index;
 	u64 ino = ctx->i_ino;
 	u32 dev = ctx->s_dev;
-	count(IOMON_C_PAGECACHE_ADDED, n);
 	struct thread_state *t = thread_state(false);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_PAGECACHE_ADDED, n);
 	if (!t || !t->rd_active || t->rd_dev != dev || t->rd_ino != ino)
 		return 0;
 	u64 s = index, e = index + n;
 	u64 in = overlap(s, e, t->rd_first, t->rd_last + 1);
 	if (in) {
-		count(IOMON_C_PAGECACHE_MISSED_SYNC, in);
-		proc_add(proc_entry(), IOMON_P_PAGECACHE_MISSED, in);
+		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, in);
+		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, in);
 	}
 	if (n > in)
-		count(IOMON_C_PAGECACHE_READAHEAD, n - in);
+		count(tm, IOMON_C_PAGECACHE_READAHEAD, n - in);
 	u64 beyond = overlap(s, e, t->rd_last + 1, ~0ULL);
 	if (beyond) {
 		struct file_key fk = { .ino = ino, .dev = dev };

@@ -17,17 +17,18 @@ static __always_inline int read_exit(long ret, u32 syscall)
 		start = t->read_start_ns;
 		t->read_start_ns = 0;
 	}
-	count(IOMON_C_READS_CALLS + syscall, 1);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_READS_CALLS + syscall, 1);
 	if (ret > 0)
-		count(IOMON_C_READS_BYTES + syscall, ret);
+		count(tm, IOMON_C_READS_BYTES + syscall, ret);
 	else if (ret < 0)
-		count(IOMON_C_READS_ERRORS, 1);
+		count(tm, IOMON_C_READS_ERRORS, 1);
 	if (start) {
 		u64 ns = bpf_ktime_get_ns() - start;
-		count(IOMON_C_READS_LATENCY_NS, ns);
-		hist_add(IOMON_H_READS_LATENCY, ns);
+		count(tm, IOMON_C_READS_LATENCY_NS, ns);
+		hist_add(tm, IOMON_H_READS_LATENCY, ns);
 	}
-	struct iomon_proc *p = proc_entry();
+	struct iomon_proc *p = proc_entry(tm);
 	proc_add(p, IOMON_P_READS_CALLS, 1);
 	if (ret > 0)
 		proc_add(p, IOMON_P_READS_BYTES, ret);

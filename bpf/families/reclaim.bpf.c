@@ -4,10 +4,12 @@
 SEC("tracepoint/vmscan/mm_vmscan_lru_shrink_inactive")
 int vmscan_shrink_inactive(struct trace_event_raw_mm_vmscan_lru_shrink_inactive *ctx)
 {
-	u32 who = (task_flags() & PF_KSWAPD) ? IOMON_RECLAIM_RECLAIMER_KSWAPD
-					     : IOMON_RECLAIM_RECLAIMER_DIRECT;
-	count(IOMON_C_RECLAIM_SCANNED + who, ctx->nr_scanned);
-	count(IOMON_C_RECLAIM_RECLAIMED + who, ctx->nr_reclaimed);
+	bool kswapd = task_flags() & PF_KSWAPD;
+	u32 who = kswapd ? IOMON_RECLAIM_RECLAIMER_KSWAPD : IOMON_RECLAIM_RECLAIMER_DIRECT;
+	/* Reclaim in the allocating task is that task's; kswapd's no one's. */
+	u32 tm = kswapd ? 0 : targets_of(NULL);
+	count(tm, IOMON_C_RECLAIM_SCANNED + who, ctx->nr_scanned);
+	count(tm, IOMON_C_RECLAIM_RECLAIMED + who, ctx->nr_reclaimed);
 	return 0;
 }
 
@@ -22,13 +24,14 @@ static __always_inline int stall_begin(void)
 static __always_inline int stall_end(u32 kind)
 {
 	struct thread_state *t = thread_state(false);
-	count(IOMON_C_RECLAIM_STALLS + kind, 1);
+	u32 tm = targets_of(t);
+	count(tm, IOMON_C_RECLAIM_STALLS + kind, 1);
 	if (!t || !t->stall_start_ns)
 		return 0;
 	u64 ns = bpf_ktime_get_ns() - t->stall_start_ns;
 	t->stall_start_ns = 0;
-	count(IOMON_C_RECLAIM_STALL_NS, ns);
-	hist_add(IOMON_H_RECLAIM_STALL, ns);
+	count(tm, IOMON_C_RECLAIM_STALL_NS, ns);
+	hist_add(tm, IOMON_H_RECLAIM_STALL, ns);
 	return 0;
 }
 

@@ -4,8 +4,9 @@
 
 static __always_inline void wb_dirtied(u64 n)
 {
-	count(IOMON_C_WRITEBACK_DIRTIED, n);
-	proc_add(proc_entry(), IOMON_P_WRITEBACK_DIRTIED, n);
+	u32 tm = targets_of(NULL);
+	count(tm, IOMON_C_WRITEBACK_DIRTIED, n);
+	proc_add(proc_entry(tm), IOMON_P_WRITEBACK_DIRTIED, n);
 }
 
 /* Route folio (5.17+). */
@@ -30,7 +31,7 @@ SEC("tp_btf/writeback_pages_written")
 int BPF_PROG(wb_written, long pages)
 {
 	if (pages > 0)
-		count(IOMON_C_WRITEBACK_WRITTEN, pages);
+		count(0, IOMON_C_WRITEBACK_WRITTEN, pages);
 	return 0;
 }
 
@@ -44,13 +45,13 @@ int wb_inode(struct trace_event_raw_writeback_single_inode_template *ctx)
 	u64 dirtied = ctx->dirtied_when;
 	if (!wrote)
 		return 0;
-	count(IOMON_C_WRITEBACK_INODES, 1);
+	count(0, IOMON_C_WRITEBACK_INODES, 1);
 	u32 hz = kernel_hz;
 	u64 now = bpf_jiffies64();
 	if (hz > 0 && now > dirtied) {
 		u64 ns = (now - dirtied) * (1000000000ULL / hz);
-		count(IOMON_C_WRITEBACK_AGE_NS, ns);
-		hist_add(IOMON_H_WRITEBACK_DIRTY_AGE, ns);
+		count(0, IOMON_C_WRITEBACK_AGE_NS, ns);
+		hist_add(0, IOMON_H_WRITEBACK_DIRTY_AGE, ns);
 	}
 	return 0;
 }
@@ -63,10 +64,11 @@ int wb_throttle(struct trace_event_raw_balance_dirty_pages *ctx)
 	if (pause <= 0)
 		return 0;
 	u64 ns = (u64)pause * 1000000ULL;
-	count(IOMON_C_WRITEBACK_THROTTLES, 1);
-	count(IOMON_C_WRITEBACK_THROTTLE_NS, ns);
-	hist_add(IOMON_H_WRITEBACK_THROTTLE, ns);
-	struct iomon_proc *p = proc_entry();
+	u32 tm = targets_of(NULL);
+	count(tm, IOMON_C_WRITEBACK_THROTTLES, 1);
+	count(tm, IOMON_C_WRITEBACK_THROTTLE_NS, ns);
+	hist_add(tm, IOMON_H_WRITEBACK_THROTTLE, ns);
+	struct iomon_proc *p = proc_entry(tm);
 	proc_add(p, IOMON_P_WRITEBACK_THROTTLES, 1);
 	proc_add(p, IOMON_P_WRITEBACK_THROTTLE_NS, ns);
 	return 0;

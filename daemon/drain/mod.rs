@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::abi;
 use crate::family::Section;
 use crate::hist;
+use crate::probes::targets::{self as tgt, Matcher, Resolved};
 use crate::probes::Maps;
 use crate::sample::{ProcSample, Sample};
 use crate::units::{format_duration, now_ms};
@@ -68,6 +69,8 @@ pub enum DrainError {
     Flip(#[source] libbpf_rs::Error),
     #[error("failed to count the CPUs the kernel's per-CPU maps have")]
     Cpus(#[source] std::io::Error),
+    #[error("failed to set the kernel's targets")]
+    Targets(#[source] libbpf_rs::Error),
 }
 
 /// `cur - prev` for one process under the accumulate strategy.
@@ -107,6 +110,28 @@ fn to_proc_sample(r: RawProc, layout: &[(&'static str, usize, usize)]) -> ProcSa
     }
 }
 
+/// Host slot plus every target slot.
+const SLOTS: usize = 1 + tgt::SLOTS;
+
+/// One configured target and what became of it.
+#[derive(Debug, Clone)]
+struct TargetSlot {
+    name: String,
+    matcher: Matcher,
+    resolved: Result<Resolved, String>,
+}
+
+/// A target as `iomonctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub name: String,
+    /// `comm banyand`, `cgroup system.slice/x.service`, `pid 42`.
+    pub matches: String,
+    /// Why it is not counted now, if it is not (a cgroup that does not
+    /// exist yet).
+    pub inactive: Option<String>,
+}
+
 /// The drain: previous reads, strategy and the per-process diff state.
 pub struct Drain {
     maps: Maps,
@@ -128,6 +153,11 @@ pub struct Drain {
     unmeasured: Vec<(&'static str, usize)>,
     proc_layout: Vec<(&'static str, usize, usize)>,
     fault: Option<InjectedFault>,
+    /// The targets, by kernel slot; the ones to apply after the next tick.
+    targets: Vec<Option<TargetSlot>>,
+    pending_targets: Option<Vec<(String, Matcher)>>,
+    targets_gen: u64,
+    cgroup_root: Option<std::path::PathBuf>,
     /// Whether this kernel has batch lookups, per kind of map.
     batch_arrays: Batch,
     batch_procs: Batch,
@@ -165,6 +195,10 @@ impl Drain {
             unmeasured: Vec::new(),
             proc_layout: maps::proc_layout(),
             fault: None,
+            targets: vec![None; tgt::SLOTS],
+            pending_targets: None,
+            targets_gen: 0,
+            cgroup_root: tgt::cgroup2_mount(),
             batch_arrays: Batch::Unknown,
             batch_procs: Batch::Unknown,
             proc_read_errors: 0,
@@ -204,6 +238,113 @@ impl Drain {
         self.fault = fault;
     }
 
+    /// The targets to count for, from the next tick on (the current
+    /// interval stays with the targets it started with). At most
+    /// [`tgt::SLOTS`]; the rest are ignored (the config refuses more).
+    pub fn set_targets(&mut self, targets: Vec<(String, Matcher)>) {
+        self.pending_targets = Some(targets);
+    }
+
+    /// Applies the targets now (at start: before the first interval).
+    pub fn apply_targets_now(&mut self, targets: Vec<(String, Matcher)>) -> Result<(), DrainError> {
+        self.pending_targets = Some(targets);
+        self.update_targets()
+    }
+
+    /// Each target and whether it is counted.
+    pub fn target_status(&self) -> Vec<TargetStatus> {
+        self.targets
+            .iter()
+            .flatten()
+            .map(|t| TargetStatus {
+                name: t.name.clone(),
+                matches: match &t.matcher {
+                    Matcher::Comm(c) => format!("comm {c}"),
+                    Matcher::Cgroup(c) => format!("cgroup {c}"),
+                    Matcher::Pid(p) => format!("pid {p}"),
+                },
+                inactive: t.resolved.as_ref().err().cloned(),
+            })
+            .collect()
+    }
+
+    /// Applies pending targets and looks for inactive cgroups again; writes
+    /// the kernel's target map when anything changed.
+    fn update_targets(&mut self) -> Result<(), DrainError> {
+        let mut changed = false;
+        if let Some(list) = self.pending_targets.take() {
+            // A target that stays keeps its slot; new ones take free slots.
+            let mut next: Vec<Option<TargetSlot>> = vec![None; tgt::SLOTS];
+            let mut fresh = Vec::new();
+            for (name, matcher) in list {
+                match self.targets.iter().position(|t| {
+                    t.as_ref()
+                        .is_some_and(|t| t.name == name && t.matcher == matcher)
+                }) {
+                    Some(i) => next[i] = self.targets[i].take(),
+                    None => fresh.push((name, matcher)),
+                }
+            }
+            // A slot just given up is taken last: events counted in the
+            // moment between the last read and the switch land in the slot's
+            // next interval, which should not be a different target's.
+            let vacated: Vec<bool> = self.targets.iter().map(Option::is_some).collect();
+            for (name, matcher) in fresh {
+                let free = |i: &usize| next[*i].is_none();
+                let slot = (0..tgt::SLOTS)
+                    .filter(free)
+                    .find(|i| !vacated[*i])
+                    .or_else(|| (0..tgt::SLOTS).find(free));
+                if let Some(i) = slot {
+                    let resolved = matcher.resolve(self.cgroup_root.as_deref());
+                    next[i] = Some(TargetSlot {
+                        name,
+                        matcher,
+                        resolved,
+                    });
+                }
+            }
+            changed = true;
+            self.targets = next;
+        }
+        // A cgroup is looked up again every tick: one that did not exist
+        // may have been created, and a service's cgroup is a new one (a
+        // new id) after each restart.
+        for t in self.targets.iter_mut().flatten() {
+            if !matches!(t.matcher, Matcher::Cgroup(_)) && t.resolved.is_ok() {
+                continue;
+            }
+            let r = t.matcher.resolve(self.cgroup_root.as_deref());
+            if r.as_ref().ok() != t.resolved.as_ref().ok() {
+                match (&r, &t.resolved) {
+                    (Ok(res), _) => log::info!("target {}: counted as {res:?}", t.name),
+                    (Err(e), Ok(_)) => log::info!("target {}: no longer counted: {e}", t.name),
+                    _ => {}
+                }
+                changed = true;
+            }
+            t.resolved = r;
+        }
+        if changed {
+            use libbpf_rs::{MapCore, MapFlags};
+            self.targets_gen += 1;
+            let slots: Vec<Option<Resolved>> = self
+                .targets
+                .iter()
+                .map(|t| t.as_ref().and_then(|t| t.resolved.as_ref().ok().copied()))
+                .collect();
+            self.maps
+                .targets
+                .update(
+                    &0u32.to_ne_bytes(),
+                    &tgt::encode(&slots, self.targets_gen),
+                    MapFlags::ANY,
+                )
+                .map_err(DrainError::Targets)?;
+        }
+        Ok(())
+    }
+
     /// For tests: read maps key by key, as on kernels without batch
     /// lookups.
     #[doc(hidden)]
@@ -216,14 +357,14 @@ impl Drain {
         let c = maps::read_percpu_array(
             &self.maps.counters,
             "counters",
-            abi::COUNTERS_NR,
+            SLOTS * abi::COUNTERS_NR,
             self.ncpus,
             &mut self.batch_arrays,
         )?;
         let h = maps::read_percpu_array(
             &self.maps.hists,
             "hists",
-            abi::HISTS_NR * hist::BUCKETS,
+            SLOTS * abi::HISTS_NR * hist::BUCKETS,
             self.ncpus,
             &mut self.batch_arrays,
         )?;
@@ -399,30 +540,57 @@ impl Drain {
             proc_read_errors,
             ..Default::default()
         };
+        sample.sections = self.sections_of(0, &dc, &dh);
+        for (i, t) in self.targets.iter().enumerate() {
+            if let Some(t) = t {
+                if t.resolved.is_ok() {
+                    let mut secs = self.sections_of(1 + i, &dc, &dh);
+                    secs.remove("core");
+                    sample.targets.insert(t.name.clone(), secs);
+                }
+            }
+        }
+        sample.target_slots = self
+            .targets
+            .iter()
+            .map(|t| t.as_ref().map(|t| t.name.clone()).unwrap_or_default())
+            .collect();
+        // Committed together: the baseline and the Sample it went into.
+        self.prev_counters = counters;
+        self.prev_hists = hists;
+        self.last_end_ms = end_ms;
+        // Targets change between intervals, never inside one.
+        if let Err(e) = self.update_targets() {
+            log::error!("{}", crate::error_chain(&e));
+        }
+        self.last_duration = t0.elapsed();
+        Ok(sample)
+    }
+
+    /// The sections of one slot (0: the host) from the interval's deltas.
+    fn sections_of(&self, slot: usize, dc: &[u64], dh: &[u64]) -> crate::family::Sections {
+        let cbase = slot * abi::COUNTERS_NR;
+        let hbase = slot * abi::HISTS_NR * hist::BUCKETS;
+        let mut out = crate::family::Sections::new();
         for s in abi::SCHEMAS {
             if s.name != "core" && !self.attached.contains(&s.name) {
                 continue;
             }
             let section = Section {
-                counters: dc[s.counter_base..s.counter_base + s.ncounters].to_vec(),
+                counters: dc[cbase + s.counter_base..cbase + s.counter_base + s.ncounters].to_vec(),
                 hists: (0..s.hists.len())
                     .map(|i| {
                         if self.unmeasured.contains(&(s.name, i)) {
                             return Vec::new();
                         }
-                        let b = (s.hist_base + i) * hist::BUCKETS;
+                        let b = hbase + (s.hist_base + i) * hist::BUCKETS;
                         dh[b..b + hist::BUCKETS].to_vec()
                     })
                     .collect(),
             };
-            sample.sections.insert(s.name.to_string(), section);
+            out.insert(s.name.to_string(), section);
         }
-        // Committed together: the baseline and the Sample it went into.
-        self.prev_counters = counters;
-        self.prev_hists = hists;
-        self.last_end_ms = end_ms;
-        self.last_duration = t0.elapsed();
-        Ok(sample)
+        out
     }
 }
 

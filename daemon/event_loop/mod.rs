@@ -104,6 +104,18 @@ pub enum StartError {
     Http(String),
 }
 
+/// Names that always get a per-name series: metrics.targets, and the names
+/// of targets that match by name.
+fn pinned_names(cfg: &Config) -> Vec<String> {
+    let mut v = cfg.metrics.targets.clone();
+    for c in cfg.targets.comms() {
+        if !v.contains(&c) {
+            v.push(c);
+        }
+    }
+    v
+}
+
 pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
         retention_raw: cfg.store.retention_raw.0,
@@ -206,6 +218,17 @@ impl Daemon {
             cfg.daemon.strategy.into(),
         )?
         .with_unmeasured(probes.unmeasured_hists());
+        drain.apply_targets_now(cfg.targets.matchers())?;
+        for t in drain.target_status() {
+            match &t.inactive {
+                None => log::info!("target {} ({}) counted", t.name, t.matches),
+                Some(why) => log::info!(
+                    "target {} ({}) not counted yet: {why}; looked up again every tick",
+                    t.name,
+                    t.matches
+                ),
+            }
+        }
 
         let store = if cfg.store.enabled {
             let dir = cfg.daemon.state_dir.join("history");
@@ -279,7 +302,7 @@ impl Daemon {
                 cfg.daemon.proc_table_max,
                 cfg.daemon.proc_idle_ttl.0.as_millis() as u64,
             )
-            .with_series(&cfg.metrics.targets, cfg.metrics.max_series),
+            .with_series(&pinned_names(&cfg), cfg.metrics.max_series),
             next_flush: now + cfg.store.flush_interval.0,
             cfg,
             startup,
@@ -575,6 +598,14 @@ impl Daemon {
                 st.set_options(store_options(new));
             }
             changes.push("store options".into());
+        }
+        if new.targets != old.targets {
+            self.drain.set_targets(new.targets.matchers());
+            changes.push("targets: from the next tick".into());
+        }
+        if new.targets != old.targets || new.metrics != old.metrics {
+            self.totals
+                .set_series(&pinned_names(new), new.metrics.max_series);
         }
         if new.daemon.log_level != old.daemon.log_level {
             log::set_max_level(crate::config::level_filter(&new.daemon.log_level));

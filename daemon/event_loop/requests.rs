@@ -23,8 +23,13 @@ impl Daemon {
                 totals: self.totals.sum.clone(),
             })),
             Request::Probes => Response::Probes(self.probes.status()),
-            Request::Top { by, n, since_ms } => match TopBy::parse(&by) {
-                Some(b) => self.top(b, &by, n as usize, since_ms),
+            Request::Top {
+                by,
+                n,
+                since_ms,
+                target,
+            } => match TopBy::parse(&by) {
+                Some(b) => self.top(b, &by, n as usize, since_ms, target.as_deref()),
                 None => failed(&format!(
                     "unknown ranking {by:?}; one of: {}",
                     family::ranks().join(", ")
@@ -102,11 +107,40 @@ impl Daemon {
         self.control.reply(self.poll.registry(), inc.token, &resp);
     }
 
-    fn top(&self, by: TopBy, by_name: &str, n: usize, since_ms: Option<u64>) -> Response {
+    fn top(
+        &self,
+        by: TopBy,
+        by_name: &str,
+        n: usize,
+        since_ms: Option<u64>,
+        target: Option<&str>,
+    ) -> Response {
         let n = n.clamp(1, 1000);
+        // A target's processes: those whose events counted for it.
+        let only = |s: &Sample| -> Result<Sample, Response> {
+            match target {
+                None => Ok(s.clone()),
+                Some(t) => s.for_target(t).ok_or_else(|| {
+                    failed(&format!(
+                        "no target {t:?} in this window; targets: {}",
+                        self.drain
+                            .target_status()
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }),
+            }
+        };
         match since_ms {
             None => {
                 let last = self.totals.last.clone().unwrap_or_default();
+                let last = match only(&last) {
+                    Ok(s) => s,
+                    Err(r) if self.totals.last.is_some() => return r,
+                    Err(_) => last,
+                };
                 let mut procs = last.procs;
                 top_k(&mut procs, by, n);
                 Response::Top(TopReport {
@@ -125,7 +159,16 @@ impl Daemon {
                     Ok(h) => {
                         let mut merged = Sample::default();
                         for p in &h.points {
-                            merged.merge(p, usize::MAX);
+                            // Each point's processes with the slot names of
+                            // that point.
+                            let p = match target {
+                                None => p.clone(),
+                                Some(t) => match p.for_target(t) {
+                                    Some(p) => p,
+                                    None => continue,
+                                },
+                            };
+                            merged.merge(&p, usize::MAX);
                         }
                         let mut procs = merged.procs;
                         top_k(&mut procs, by, n);
@@ -196,6 +239,7 @@ impl Daemon {
             proc_table_len: self.totals.procs_len() as u64,
             truncated: self.totals.truncated,
             proc_dropped,
+            targets: self.drain.target_status(),
             warnings,
         }
     }

@@ -10,7 +10,7 @@ pub static FAMILY: Family = Family {
     schema: &FADVISE,
     rows,
     derived: &[],
-    metrics: |_, _| {},
+    metrics: |_| Vec::new(),
     proc_metrics,
     tick,
     columns: &[

@@ -8,7 +8,7 @@
 //! faults looked up are *asked*; those the fault read in, or that
 //! read-ahead brought in for them, are *missed*.
 
-use super::{ProcRows, PER_NAME, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
+use super::{ProcRows, PER_NAME, DerivedMetric, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
 use crate::abi::mmap::{proc, stage, ASKED, FAULTS, MISSED_READAHEAD, MISSED_SYNC};
 use crate::abi::MMAP;
 use crate::promtext::{Kind, Out};
@@ -58,14 +58,18 @@ fn rows(s: &Section) -> Rows {
     ]
 }
 
-fn metrics(s: &Section, o: &mut Out) {
+fn metrics(s: &Section) -> Vec<DerivedMetric> {
     let (Some(asked), Some(missed)) = (s.get(ASKED), missed(s)) else {
-        return;
+        return Vec::new();
     };
-    const NAME: &str = "iomon_mmap_read_pages";
-    o.family(NAME, Kind::Counter, "Pages faults on file mappings looked up: hit = cached, miss = read in by the fault or its read-ahead.");
-    o.counter(NAME, &[("result", "hit")], asked.saturating_sub(missed));
-    o.counter(NAME, &[("result", "miss")], missed);
+    vec![DerivedMetric {
+        name: "iomon_mmap_read_pages",
+        help: "Pages faults on file mappings looked up: hit = cached, miss = read in by the fault or its read-ahead.",
+        values: vec![
+            (vec![("result", "hit")], asked.saturating_sub(missed)),
+            (vec![("result", "miss")], missed),
+        ],
+    }]
 }
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {

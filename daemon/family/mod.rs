@@ -89,6 +89,21 @@ pub fn add_slice(acc: &mut Vec<u64>, other: &[u64]) {
     }
 }
 
+/// Whose numbers a section holds: the host's, or a target's (which has
+/// no host-only counters: see [`Field::host_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Host,
+    Target,
+}
+
+impl Scope {
+    /// Whether a field measured `host_only` has a value in this scope.
+    pub fn has(self, host_only: bool) -> bool {
+        self == Scope::Host || !host_only
+    }
+}
+
 /// A value `iomonctl snapshot` shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Shown {
@@ -110,6 +125,14 @@ pub struct Derived {
     pub value: fn(&Section) -> Option<f64>,
     /// Shown as a percentage, on a 0–100 % scale.
     pub ratio: bool,
+}
+
+/// A counter a family derives: its name, help, and values by labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedMetric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub values: Vec<(Vec<(&'static str, &'static str)>, u64)>,
 }
 
 /// A cell of `iomonctl top`.
@@ -143,8 +166,9 @@ pub struct Family {
     /// Derived history series (ratios).
     pub derived: &'static [Derived],
     /// Metrics that are not plain counters (hit/miss splits). Written only
-    /// where the family's section is present.
-    pub metrics: fn(&Section, &mut Out),
+    /// where the family's section is present, for the host and each
+    /// target.
+    pub metrics: fn(&Section) -> Vec<DerivedMetric>,
     /// The same per process name: (name, that name's per-process fields).
     pub proc_metrics: fn(&ProcRows, &mut Out),
     /// Its part of the `--dev` tick line, over an interval of `secs`.
@@ -186,11 +210,14 @@ fn shown_name(template: &str, dims: &[&abi::Dim], values: &[&str]) -> String {
 
 /// Every snapshot row of a family: the derived ones, then each declared
 /// counter that is shown (an element per row), then the quantiles of each
-/// shown histogram.
-pub fn rows(f: &Family, s: &Section) -> Rows {
+/// shown histogram; those the scope has.
+pub fn rows(f: &Family, s: &Section, scope: Scope) -> Rows {
     let mut rows = (f.rows)(s);
     for c in f.schema.counters {
         let Some(template) = c.shown else { continue };
+        if !scope.has(c.host_only) {
+            continue;
+        }
         let dims: Vec<&abi::Dim> = c.dims.iter().collect();
         for (e, values) in c.elements() {
             rows.push((shown_name(template, &dims, &values), Shown::Count(s.get(e))));
@@ -198,6 +225,9 @@ pub fn rows(f: &Family, s: &Section) -> Rows {
     }
     for (i, h) in f.schema.hists.iter().enumerate() {
         let Some(name) = h.shown else { continue };
+        if !scope.has(h.host_only) {
+            continue;
+        }
         for q in h.quantiles {
             rows.push((
                 format!("{name} p{}", (q * 100.0).round() as u64),
@@ -214,6 +244,8 @@ pub struct Series {
     pub family: &'static Family,
     pub name: &'static str,
     pub ratio: bool,
+    /// Sums counters measured for the host only.
+    pub host_only: bool,
     kind: SeriesKind,
 }
 
@@ -245,6 +277,7 @@ pub fn all_series() -> Vec<Series> {
                 family: f,
                 name: d.name,
                 ratio: d.ratio,
+                host_only: false,
                 kind: SeriesKind::Derived(d.value),
             });
         }
@@ -253,6 +286,7 @@ pub fn all_series() -> Vec<Series> {
                 family: f,
                 name: s.name,
                 ratio: false,
+                host_only: s.host_only,
                 kind: SeriesKind::Sum(s.elements),
             });
         }
@@ -279,40 +313,142 @@ fn exported(field: &Field, v: u64) -> f64 {
     }
 }
 
-/// Writes a family's metrics: each declared counter and histogram that
-/// has a metric name, then the derived ones. Counters absent from the
-/// section are left out.
-pub fn write_metrics(f: &Family, s: &Section, o: &mut Out) {
-    write_section_metrics(f.schema, s, o);
-    (f.metrics)(s, o);
+/// One metric family's series, ready to write.
+#[derive(Debug, Clone)]
+pub struct MetricOut {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    pub series: Vec<(Vec<(String, String)>, MetricValue)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MetricValue {
+    Counter(f64),
+    /// Buckets (upper bound in seconds, count), and the sum in seconds.
+    Histogram(Vec<(Option<f64>, u64)>, f64),
+}
+
+/// A family's metrics over one section: each declared counter and
+/// histogram that has a metric name, then the derived ones. Counters absent
+/// from the section, or not measured in its scope, are left out.
+pub fn metrics_of(f: &Family, s: &Section, scope: Scope) -> Vec<MetricOut> {
+    let mut v = section_metrics(f.schema, s, scope);
+    for d in (f.metrics)(s) {
+        v.push(MetricOut {
+            name: d.name.to_string(),
+            help: d.help.to_string(),
+            kind: Kind::Counter,
+            series: d
+                .values
+                .into_iter()
+                .map(|(l, n)| {
+                    let l = l
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    (l, MetricValue::Counter(n as f64))
+                })
+                .collect(),
+        });
+    }
+    v
 }
 
 /// The declared metrics of any section (`core` too).
-pub fn write_section_metrics(schema: &Schema, s: &Section, o: &mut Out) {
+pub fn section_metrics(schema: &Schema, s: &Section, scope: Scope) -> Vec<MetricOut> {
+    let mut v = Vec::new();
     for c in schema.counters {
         let Some(metric) = c.metric else { continue };
-        let elements: Vec<_> = c
-            .elements()
-            .into_iter()
-            .filter(|(e, _)| s.get(*e).is_some())
-            .collect();
-        if elements.is_empty() {
+        if !scope.has(c.host_only) {
             continue;
         }
-        o.family(metric, Kind::Counter, c.help);
-        for (e, values) in elements {
-            let v = exported(c, s.get(e).unwrap_or(0));
-            o.counter_f64(metric, &element_labels(c, &values), v);
+        let series: Vec<_> = c
+            .elements()
+            .into_iter()
+            .filter_map(|(e, values)| {
+                let n = s.get(e)?;
+                let l = element_labels(c, &values)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Some((l, MetricValue::Counter(exported(c, n))))
+            })
+            .collect();
+        if !series.is_empty() {
+            v.push(MetricOut {
+                name: metric.to_string(),
+                help: c.help.to_string(),
+                kind: Kind::Counter,
+                series,
+            });
         }
     }
     for (i, h) in schema.hists.iter().enumerate() {
         let (Some(metric), Some(buckets)) = (h.metric, s.hist(i)) else {
             continue;
         };
+        if !scope.has(h.host_only) {
+            continue;
+        }
         let sum_ns = h.sum.and_then(|e| s.get(e)).unwrap_or(0);
-        o.family(metric, Kind::Histogram, h.help);
-        o.histogram(metric, &[], &bucket_list(buckets), sum_ns as f64 / 1e9);
+        v.push(MetricOut {
+            name: metric.to_string(),
+            help: h.help.to_string(),
+            kind: Kind::Histogram,
+            series: vec![(
+                Vec::new(),
+                MetricValue::Histogram(bucket_list(buckets), sum_ns as f64 / 1e9),
+            )],
+        });
     }
+    v
+}
+
+/// Writes metric families.
+pub fn write_out(families: &[MetricOut], o: &mut Out) {
+    for m in families {
+        o.family(&m.name, m.kind, &m.help);
+        for (labels, value) in &m.series {
+            let l: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match value {
+                MetricValue::Counter(v) => o.counter_f64(&m.name, &l, *v),
+                MetricValue::Histogram(b, sum) => o.histogram(&m.name, &l, b, *sum),
+            }
+        }
+    }
+}
+
+/// The same metrics for targets: `iomon_target_<name>` with a `target`
+/// label first, each family once with every target's series.
+pub fn target_metrics(per_target: &[(&str, Vec<MetricOut>)]) -> Vec<MetricOut> {
+    let mut out: Vec<MetricOut> = Vec::new();
+    for (target, families) in per_target {
+        for m in families {
+            let name = format!("iomon_target_{}", m.name.trim_start_matches("iomon_"));
+            let idx = match out.iter().position(|o| o.name == name) {
+                Some(i) => i,
+                None => {
+                    out.push(MetricOut {
+                        name,
+                        help: format!("{} Counted for a target (see [targets]).", m.help),
+                        kind: m.kind,
+                        series: Vec::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            for (labels, value) in &m.series {
+                let mut l = vec![("target".to_string(), target.to_string())];
+                l.extend(labels.iter().cloned());
+                out[idx].series.push((l, value.clone()));
+            }
+        }
+    }
+    out
 }
 
 /// What the per-name series are, for their help text.
@@ -349,9 +485,13 @@ pub fn write_proc_metrics(f: &Family, comms: &ProcRows, o: &mut Out) {
     (f.proc_metrics)(comms, o);
 }
 
-fn named_fields(fields: &[Field], get: impl Fn(usize) -> Option<u64>) -> Map<String, Value> {
+fn named_fields(
+    fields: &[Field],
+    scope: Scope,
+    get: impl Fn(usize) -> Option<u64>,
+) -> Map<String, Value> {
     let mut m = Map::new();
-    for field in fields {
+    for field in fields.iter().filter(|f| scope.has(f.host_only)) {
         if field.dims.is_empty() {
             m.insert(field.name.into(), json!(get(field.offset)));
             continue;
@@ -377,10 +517,14 @@ fn named_fields(fields: &[Field], get: impl Fn(usize) -> Option<u64>) -> Map<Str
 
 /// A section with named fields, for scripts: counters by name (nested by
 /// dimension values), histograms with their bucket bounds, and the
-/// derived ratios. Absent counters are `null`.
-pub fn named(schema: &Schema, derived: &[Derived], s: &Section) -> Value {
-    let mut m = named_fields(schema.counters, |e| s.get(e));
+/// derived ratios. Absent counters are `null`; those not measured in the
+/// scope are left out.
+pub fn named(schema: &Schema, derived: &[Derived], s: &Section, scope: Scope) -> Value {
+    let mut m = named_fields(schema.counters, scope, |e| s.get(e));
     for (i, h) in schema.hists.iter().enumerate() {
+        if !scope.has(h.host_only) {
+            continue;
+        }
         let v = match s.hist(i) {
             None => Value::Null,
             Some(b) => {
@@ -404,7 +548,9 @@ pub fn named(schema: &Schema, derived: &[Derived], s: &Section) -> Value {
 
 /// A process's per-process fields of a family, named.
 pub fn named_proc(schema: &Schema, v: &[u64]) -> Value {
-    Value::Object(named_fields(schema.proc, |e| v.get(e).copied()))
+    Value::Object(named_fields(schema.proc, Scope::Host, |e| {
+        v.get(e).copied()
+    }))
 }
 
 /// `iomonctl top --by` keys: "activity", then each declared rank.
@@ -491,9 +637,45 @@ mod tests {
         };
         s.counters[abi::FADVISE.counters[0]
             .at(&[abi::fadvise::advice::DONTNEED, abi::fadvise::result::OK])] = 37;
-        let v = named(&abi::FADVISE, fadvise::FAMILY.derived, &s);
+        let v = named(&abi::FADVISE, fadvise::FAMILY.derived, &s, Scope::Host);
         assert_eq!(v["calls"]["dontneed"]["ok"], 37);
         assert_eq!(v["calls"]["normal"]["error"], 0);
+    }
+
+    #[test]
+    fn a_target_shows_no_host_only_number_rather_than_a_zero() {
+        let f = by_name("writeback").unwrap();
+        let s = Section {
+            counters: vec![0; f.schema.ncounters],
+            hists: vec![vec![0; hist::BUCKETS]; f.schema.hists.len()],
+        };
+        let host = named(f.schema, f.derived, &s, Scope::Host);
+        let target = named(f.schema, f.derived, &s, Scope::Target);
+        for k in ["written", "inodes", "age_ns", "dirty_age"] {
+            assert!(host.get(k).is_some() && target.get(k).is_none(), "{k}");
+        }
+        assert!(target.get("dirtied").is_some());
+        let names = |scope| {
+            metrics_of(f, &s, scope)
+                .into_iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+        };
+        assert!(names(Scope::Host).contains(&"iomon_writeback_written_pages".to_string()));
+        assert!(!names(Scope::Target).contains(&"iomon_writeback_written_pages".to_string()));
+        assert!(!names(Scope::Target).contains(&"iomon_writeback_dirty_age_seconds".to_string()));
+        let rows = |scope| {
+            rows(f, &s, scope)
+                .into_iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>()
+        };
+        assert!(rows(Scope::Host).iter().any(|r| r.contains("written")));
+        assert!(!rows(Scope::Target).iter().any(|r| r.contains("written")));
+        let series = all_series();
+        let written = series.iter().find(|s| s.name == "written_pages").unwrap();
+        let dirtied = series.iter().find(|s| s.name == "dirtied_pages").unwrap();
+        assert!(written.host_only && !dirtied.host_only);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! from storage: by the read itself, or by read-ahead an earlier read
 //! triggered (each page once). `hit ratio = 1 - missed / asked`.
 
-use super::{ProcRows, PER_NAME, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
+use super::{ProcRows, PER_NAME, DerivedMetric, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
 use crate::abi::pagecache::{proc, ASKED, MISSED_READAHEAD, MISSED_SYNC, READAHEAD};
 use crate::abi::PAGECACHE;
 use crate::promtext::{Kind, Out};
@@ -62,14 +62,18 @@ fn rows(s: &Section) -> Rows {
     ]
 }
 
-fn metrics(s: &Section, o: &mut Out) {
+fn metrics(s: &Section) -> Vec<DerivedMetric> {
     let (Some(asked), Some(missed)) = (s.get(ASKED), missed(s)) else {
-        return;
+        return Vec::new();
     };
-    const NAME: &str = "iomon_page_cache_read_pages";
-    o.family(NAME, Kind::Counter, "Pages buffered reads asked for: hit = found cached, miss = brought in from storage by the read or its read-ahead.");
-    o.counter(NAME, &[("result", "hit")], asked.saturating_sub(missed));
-    o.counter(NAME, &[("result", "miss")], missed.min(asked));
+    vec![DerivedMetric {
+        name: "iomon_page_cache_read_pages",
+        help: "Pages buffered reads asked for: hit = found cached, miss = brought in from storage by the read or its read-ahead.",
+        values: vec![
+            (vec![("result", "hit")], asked.saturating_sub(missed)),
+            (vec![("result", "miss")], missed.min(asked)),
+        ],
+    }]
 }
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {

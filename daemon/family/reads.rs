@@ -8,7 +8,7 @@ pub static FAMILY: Family = Family {
     schema: &READS,
     rows: |_| Vec::new(),
     derived: &[],
-    metrics: |_, _| {},
+    metrics: |_| Vec::new(),
     proc_metrics: |_, _| {},
     tick,
     columns: &[

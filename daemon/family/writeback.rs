@@ -12,7 +12,7 @@ pub static FAMILY: Family = Family {
     schema: &WRITEBACK,
     rows: |_| Vec::new(),
     derived: &[],
-    metrics: |_, _| {},
+    metrics: |_| Vec::new(),
     proc_metrics: |_, _| {},
     tick,
     columns: &[Column {

@@ -11,6 +11,7 @@
 //! route is left it is tried, so one family never takes the others down.
 
 pub mod kernel;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -39,12 +40,18 @@ pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 8;
 pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_NR;
 const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
 
-/// Programs every family relies on (per-process names); attached whenever
-/// any family is.
-pub const CORE_PROGRAMS: &[abi::Program] = &[abi::Program {
-    name: "proc_exec",
-    event: "tp_btf:sched_process_exec",
-}];
+/// Programs every family relies on (per-process names, targets); attached
+/// whenever any family is.
+pub const CORE_PROGRAMS: &[abi::Program] = &[
+    abi::Program {
+        name: "proc_rename",
+        event: "tp_btf:task_rename",
+    },
+    abi::Program {
+        name: "target_cgroup_move",
+        event: "tp_btf:cgroup_attach_task",
+    },
+];
 
 /// Where classic tracepoints are looked up.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -127,6 +134,8 @@ pub struct Maps {
     /// The two per-process maps; `procs_active` says which one is written.
     pub procs: [MapHandle; 2],
     pub procs_active: MapHandle,
+    /// The targets the programs count for (one entry).
+    pub targets: MapHandle,
     /// Every other map that was created, for the entries-vs-capacity
     /// gauges.
     pub others: Vec<(String, MapHandle)>,
@@ -292,11 +301,14 @@ fn open_object(
     }
     let uses = |m: &str| routes.iter().any(|r| r.maps.contains(&m));
     let task_storage = kernel.has_task_storage();
+    // Per-thread state is always there: every program may cache its
+    // thread's targets in it. Task storage costs nothing until used; the
+    // thread-id hash (before 5.11) is preallocated.
     for mut map in open.maps_mut() {
         let name = map.name().to_string_lossy().into_owned();
         let create = match name.as_str() {
-            "task_states" => uses("thread_states") && task_storage,
-            "thread_hash" => uses("thread_states") && !task_storage,
+            "task_states" => task_storage,
+            "thread_hash" => !task_storage,
             "ra_windows" => uses("ra_windows"),
             _ => true,
         };
@@ -629,6 +641,7 @@ impl Probes {
             hists: handle("hists")?,
             procs: [handle("procs_a")?, handle("procs_b")?],
             procs_active: handle("procs_active")?,
+            targets: handle("targets")?,
             others,
         })
     }

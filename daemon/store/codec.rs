@@ -276,6 +276,8 @@ pub mod v2 {
                 procs_seen: s.procs_seen,
                 proc_read_errors: 0,
                 procs_truncated: 0,
+                targets: BTreeMap::new(),
+                target_slots: Vec::new(),
             }
         }
     }

@@ -161,3 +161,100 @@ pub fn read_all(f: &File, chunk: usize) -> usize {
         off += n as usize;
     }
 }
+
+/// A child process that waits for a go, then reads `f` whole with 1 MiB
+/// `pread`s (no read past the end), advises DONTNEED over it `advise`
+/// times and exits: its numbers are exact.
+pub struct Worker {
+    pub pid: i32,
+    go: i32,
+}
+
+impl Worker {
+    /// Forks the worker; `name` renames it (prctl) before its first event.
+    pub fn spawn(name: Option<&std::ffi::CStr>, f: &File, size: usize, advise: usize) -> Worker {
+        const CHUNK: usize = 1 << 20;
+        assert_eq!(size % CHUNK, 0);
+        let mut buf = vec![0u8; CHUNK];
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let fd = f.as_raw_fd();
+        // SAFETY: the child makes only syscalls on memory allocated before
+        // the fork, then _exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let mut b = 0u8;
+                libc::close(fds[1]);
+                if libc::read(fds[0], (&mut b as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(2);
+                }
+                if let Some(n) = name {
+                    libc::prctl(libc::PR_SET_NAME, n.as_ptr());
+                }
+                for i in 0..size / CHUNK {
+                    let n = libc::pread(fd, buf.as_mut_ptr().cast(), CHUNK, (i * CHUNK) as i64);
+                    if n != CHUNK as isize {
+                        libc::_exit(3);
+                    }
+                }
+                for _ in 0..advise {
+                    libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+                }
+                libc::_exit(0)
+            },
+            pid if pid > 0 => {
+                // SAFETY: our own descriptor, not used again.
+                unsafe { libc::close(fds[0]) };
+                Worker { pid, go: fds[1] }
+            }
+            _ => panic!("fork failed"),
+        }
+    }
+
+    /// Lets it run and waits for it; it must exit 0.
+    pub fn run(self) {
+        // SAFETY: the write end of our pipe; the child's status is ours.
+        unsafe {
+            assert_eq!(libc::write(self.go, b"g".as_ptr().cast(), 1), 1);
+            libc::close(self.go);
+            let mut st = 0;
+            assert_eq!(libc::waitpid(self.pid, &mut st, 0), self.pid);
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "worker failed: status {st:#x}"
+            );
+        }
+    }
+}
+
+impl Worker {
+    /// Runs it while 300 other processes read `other` (100 at a time).
+    pub fn run_among_readers(self, other: &Path) {
+        let other = other.to_path_buf();
+        let load = std::thread::spawn(move || {
+            for _ in 0..3 {
+                spawn_cats(100, &other);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        self.run();
+        load.join().unwrap();
+    }
+}
+
+/// Runs `n` processes at once that each read `path` with `cat`.
+pub fn spawn_cats(n: usize, path: &std::path::Path) {
+    let batch: Vec<_> = (0..n)
+        .map(|_| {
+            std::process::Command::new("cat")
+                .arg(path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in batch {
+        c.wait().unwrap();
+    }
+}
