@@ -360,10 +360,13 @@ fn c_header(families: &[Family]) -> String {
         }
         h.push('\n');
     }
+    // Room for the per-process fields: a power of two, so that an index
+    // masked with IOMON_P_CAP - 1 is in bounds for every kernel's verifier.
     let _ = writeln!(
         h,
-        "#define IOMON_C_NR {nc}\n#define IOMON_H_NR {nh}\n#define IOMON_P_NR {}\n",
-        np.max(1)
+        "#define IOMON_C_NR {nc}\n#define IOMON_H_NR {nh}\n#define IOMON_P_NR {}\n#define IOMON_P_CAP {}\n",
+        np.max(1),
+        np.max(1).next_power_of_two()
     );
     h.push_str("#endif\n");
     h
@@ -613,9 +616,11 @@ fn rust_schema(families: &[Family]) -> String {
         "/// Every declaration, `core` first, then the families by name.\npub static SCHEMAS: &[&Schema] = &[{}];\n\
          /// Slots of the kernel's `counters` map.\npub const COUNTERS_NR: usize = {nc};\n\
          /// Histograms in the kernel's `hists` map.\npub const HISTS_NR: usize = {nh};\n\
-         /// u64 fields of `struct iomon_proc` after the name.\npub const PROC_NR: usize = {};",
+         /// u64 fields of `struct iomon_proc` after the name.\npub const PROC_NR: usize = {};\n\
+         /// Room for them in `struct iomon_proc` (a power of two).\npub const PROC_CAP: usize = {};",
         statics.join(", "),
-        np.max(1)
+        np.max(1),
+        np.max(1).next_power_of_two()
     );
     r
 }

@@ -339,8 +339,34 @@ fn configs() -> Vec<Config> {
 
 enum Attached {
     None,
-    Iomon(#[allow(dead_code)] Probes),
+    Iomon(
+        #[allow(dead_code)] Probes,
+        #[allow(dead_code)] Option<Box<iomon::drain::Drain>>,
+    ),
     Bpftrace(Child),
+}
+
+/// With `IOMON_BENCH_TARGETS=default` the programs count for the default
+/// config's targets (a name and a cgroup this process is neither of: the
+/// cost every event pays to be told it is no target's); with `=self`, for
+/// a target this process is (its events also go to the target's slots and
+/// per-file map). Unset: no targets, as before targets existed.
+fn with_targets(p: Probes) -> Attached {
+    use iomon::probes::targets::Matcher;
+    let targets = match std::env::var("IOMON_BENCH_TARGETS").as_deref() {
+        Ok("default") => iomon::config::TargetsSection::default().matchers(),
+        Ok("self") => vec![("bench".to_string(), Matcher::Pid(std::process::id()))],
+        _ => return Attached::Iomon(p, None),
+    };
+    let mut d = iomon::drain::Drain::new(
+        p.maps().expect("maps"),
+        p.attached_families(),
+        10240,
+        iomon::drain::Strategy::Drain,
+    )
+    .expect("drain");
+    d.apply_targets_now(targets).expect("targets");
+    Attached::Iomon(p, Some(Box::new(d)))
 }
 
 fn attach(c: &Config) -> Attached {
@@ -355,9 +381,9 @@ fn attach(c: &Config) -> Attached {
             for id in fams {
                 assert!(p.attached(id), "{id} did not attach");
             }
-            Attached::Iomon(p)
+            with_targets(p)
         }
-        Config::Route(fam, route) => Attached::Iomon(load_route(fam, route).expect("route loads")),
+        Config::Route(fam, route) => with_targets(load_route(fam, route).expect("route loads")),
         Config::Bpftrace(_, prog) => {
             let mut child = Command::new("bpftrace")
                 .arg("-e")

@@ -18,6 +18,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+#define PF_EXITING 0x00000004
+#define PF_MEMALLOC 0x00000800
 #define PF_KSWAPD 0x00020000
 #define PF_KTHREAD 0x00200000
 
@@ -37,6 +39,14 @@ const volatile u32 kernel_hz = 0;
 #define NR_COPY_FILE_RANGE 326
 #define NR_PREADV2 327
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#define NR_FADVISE64 221
+/* Syscalls that remove a file's pages with its data: truncate, punch a
+ * hole, unlink or overwrite (the last reference to an unlinked file goes
+ * at close, munmap, exec or exit). */
+#define CASE_NR_TRUNCATE                                                      \
+	case 76: case 77: case 285: case 2: case 257: case 437: case 85:      \
+	case 87: case 263: case 82: case 264: case 316: case 3: case 436:     \
+	case 33: case 292: case 60: case 231: case 11: case 59: case 322
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_READ 63
 #define NR_PREAD64 67
@@ -47,6 +57,11 @@ const volatile u32 kernel_hz = 0;
 #define NR_COPY_FILE_RANGE 285
 #define NR_PREADV2 286
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
+#define NR_FADVISE64 223
+#define CASE_NR_TRUNCATE                                                      \
+	case 45: case 46: case 47: case 56: case 437: case 57: case 436:      \
+	case 35: case 38: case 276: case 24: case 93: case 94: case 215:      \
+	case 221: case 281
 #else
 #error "iomon: no syscall numbers for this architecture"
 #endif
@@ -79,6 +94,29 @@ struct {
 	__type(key, u32);
 	__type(value, struct iomon_targets);
 } targets SEC(".maps");
+
+/* Per-file numbers of targets: two bounded hashes flipped and emptied by
+ * the drain every tick like the per-process ones (see below), so each
+ * holds the (file, target) pairs active in one interval. Bounded by
+ * max_entries (userspace may set it before load); when full, increments
+ * are refused and counted (IOMON_C_CORE_FILE_DROPPED). */
+struct file_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct iomon_file_key);
+	__type(value, struct iomon_file);
+};
+struct file_map files_a SEC(".maps");
+struct file_map files_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__array(values, struct file_map);
+} files_active SEC(".maps") = {
+	.values = { &files_a },
+};
 
 /* Per-process attribution: two bounded hashes, of which the programs write
  * to the one `procs_active` points at. The drain points it at the other one
@@ -115,7 +153,12 @@ struct thread_state {
 	u64 stall_start_ns;  /* reclaim: stall begin time, 0 when not stalled */
 	u64 fadvise_advice;  /* fadvise (syscall-pair route): the advice of the call */
 	u32 fadvise_pending; /* ... when inside one */
-	u32 pad0;
+	s32 fadvise_fd;      /* ... its file, range */
+	s64 fadvise_offset;
+	u64 fadvise_len;
+	u64 fadvise_dropped; /* fadvise: pages deleted inside the current DONTNEED call */
+	u32 fadvise_dirty;   /* ... its file had dirty or writeback pages at the first */
+	u32 pad5;
 	/* pagecache: the buffered read this thread is in */
 	u64 rd_ino;
 	u64 rd_first;        /* first page of the read (entry routes) */
@@ -199,6 +242,23 @@ struct {
  * the common case, then cost no hash lookup). */
 u64 ra_generation SEC(".bss");
 
+/* The files targets read or advised on, with the targets (a bit each) and
+ * when last: their evictions, which run in anyone's task (kswapd's), are
+ * the targets'. Bounded by max_entries: when full, a new file is not
+ * remembered and that is counted (IOMON_C_CORE_FILE_SET_DROPPED); the
+ * drain removes files no target touched for an hour. */
+struct file_seen {
+	u32 targets;
+	u32 pad;
+	u64 last_ns;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct file_key);
+	__type(value, struct file_seen);
+} target_file_set SEC(".maps");
+
 static __always_inline void count_slot(u32 slot, u32 idx, u64 n)
 {
 	u32 k = slot * IOMON_C_NR + idx;
@@ -256,6 +316,88 @@ __noinline int hist_add_fn(u32 tm, u32 hist, u64 ns)
 }
 #define hist_add(tm, hist, ns) hist_add_fn(tm, hist, ns)
 
+static __always_inline void *files_map(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&files_active, &zero);
+}
+
+static const struct iomon_file zero_file = {};
+
+/* Adds n to a per-file field of every target in `tm`; a read or a DONTNEED
+ * also marks the file as the targets' (for its evictions). */
+__noinline int file_add_fn(u32 tm, u64 ino, u32 dev, u32 field, u64 n)
+{
+	if (!tm || !n || field >= IOMON_F_NR)
+		return 0;
+	void *files = files_map();
+	if (!files)
+		return 0;
+	for (int i = 0; i < IOMON_TARGETS; i++) {
+		if (!(tm & (1U << i)))
+			continue;
+		struct iomon_file_key k = { .ino = ino, .dev = dev, .target = i };
+		struct iomon_file *v = bpf_map_lookup_elem(files, &k);
+		if (!v) {
+			bpf_map_update_elem(files, &k, &zero_file, BPF_NOEXIST);
+			v = bpf_map_lookup_elem(files, &k);
+		}
+		if (!v) {
+			count_slot(0, IOMON_C_CORE_FILE_DROPPED, 1);
+			continue;
+		}
+		/* A constant index per field: the verifier checks each. */
+		switch (field) {
+		case IOMON_F_ASKED:
+			__sync_fetch_and_add(&v->v[IOMON_F_ASKED], n);
+			break;
+		case IOMON_F_MISSED:
+			__sync_fetch_and_add(&v->v[IOMON_F_MISSED], n);
+			break;
+		case IOMON_F_EVICTED:
+			__sync_fetch_and_add(&v->v[IOMON_F_EVICTED], n);
+			break;
+		case IOMON_F_DONTNEED_COVERED:
+			__sync_fetch_and_add(&v->v[IOMON_F_DONTNEED_COVERED], n);
+			break;
+		default:
+			__sync_fetch_and_add(&v->v[IOMON_F_DONTNEED_DROPPED], n);
+			break;
+		}
+	}
+	if (field == IOMON_F_EVICTED)
+		return 0;
+	struct file_key fk = { .ino = ino, .dev = dev };
+	struct file_seen *seen = bpf_map_lookup_elem(&target_file_set, &fk);
+	u64 now = bpf_ktime_get_ns();
+	if (seen) {
+		if ((seen->targets & tm) != tm)
+			seen->targets |= tm;
+		seen->last_ns = now;
+	} else {
+		struct file_seen fresh = { .targets = tm, .last_ns = now };
+		if (bpf_map_update_elem(&target_file_set, &fk, &fresh, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&target_file_set, &fk))
+			count_slot(0, IOMON_C_CORE_FILE_SET_DROPPED, 1);
+	}
+	return 0;
+}
+#define file_add(tm, ino, dev, field, n) file_add_fn(tm, ino, dev, field, n)
+
+/* Pages of a file removed from the page cache: the evictions of the
+ * targets that read it or advised on it. */
+static __always_inline void file_evicted(u64 ino, u32 dev, u64 n)
+{
+	u32 zero = 0;
+	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
+	if (!c || !c->nr)
+		return;
+	struct file_key fk = { .ino = ino, .dev = dev };
+	struct file_seen *seen = bpf_map_lookup_elem(&target_file_set, &fk);
+	if (seen)
+		file_add(seen->targets, ino, dev, IOMON_F_EVICTED, n);
+}
+
 /* A process's name: its main thread's (a thread may name itself). */
 static __always_inline void leader_comm(char *comm)
 {
@@ -309,8 +451,16 @@ static __always_inline struct iomon_proc *proc_entry(u32 tm)
 /* Adds n to a per-process field (IOMON_P_*). */
 static __always_inline void proc_add(struct iomon_proc *p, u32 field, u64 n)
 {
-	if (p && field < IOMON_P_NR)
-		__sync_fetch_and_add(&p->v[field], n);
+	/* Masked after a compiler barrier, so that the mask stays in the code
+	 * on the register the index is used from: older verifiers lose a
+	 * bound learnt on a copy of it. Indices are declared constants plus
+	 * bounded offsets; the mask only keeps the verifier sure. */
+	if (!p)
+		return;
+	u64 i = field;
+	asm volatile("" : "+r"(i));
+	i &= IOMON_P_CAP - 1;
+	__sync_fetch_and_add(&p->v[i], n);
 }
 
 /* This thread's state: task storage where the kernel has it (5.11+),
@@ -628,6 +778,32 @@ static __always_inline bool in_read_syscall(void)
 		return true;
 	default:
 		return false;
+	}
+}
+
+/* Why pages leave the page cache, told by the task removing them: reclaim
+ * (kswapd, or a task reclaiming to allocate), else by the syscall it is
+ * in (5.15+: bpf_task_pt_regs; before, only reclaim is told apart). */
+static __always_inline u32 eviction_cause(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	u32 flags = BPF_CORE_READ(task, flags);
+	if (flags & (PF_MEMALLOC | PF_KSWAPD))
+		return IOMON_PAGECACHE_CAUSE_RECLAIM;
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return IOMON_PAGECACHE_CAUSE_UNKNOWN;
+	if (flags & PF_KTHREAD)
+		return IOMON_PAGECACHE_CAUSE_OTHER;
+	if (flags & PF_EXITING)
+		return IOMON_PAGECACHE_CAUSE_TRUNCATE;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	switch (SYSCALL_NR(regs)) {
+	case NR_FADVISE64:
+		return IOMON_PAGECACHE_CAUSE_FADVISE;
+	CASE_NR_TRUNCATE:
+		return IOMON_PAGECACHE_CAUSE_TRUNCATE;
+	default:
+		return IOMON_PAGECACHE_CAUSE_OTHER;
 	}
 }
 

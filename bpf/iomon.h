@@ -47,6 +47,27 @@ struct iomon_targets {
 	struct iomon_target t[IOMON_TARGETS];
 };
 
+/* Per-file numbers of a target, keyed by file and target slot (0-based
+ * target index, not the counters' slot). */
+struct iomon_file_key {
+	unsigned long long ino;
+	unsigned int dev;            /* the kernel's dev_t: major << 20 | minor */
+	unsigned int target;
+};
+
+enum iomon_file_field {
+	IOMON_F_ASKED = 0,            /* pages the target's buffered reads asked for */
+	IOMON_F_MISSED = 1,           /* ... of those, missed */
+	IOMON_F_EVICTED = 2,          /* pages removed from the cache (by anyone) */
+	IOMON_F_DONTNEED_COVERED = 3, /* pages the target's DONTNEED calls covered */
+	IOMON_F_DONTNEED_DROPPED = 4, /* ... and dropped */
+	IOMON_F_NR = 5,
+};
+
+struct iomon_file {
+	unsigned long long v[IOMON_F_NR];
+};
+
 /* log2 histograms: bucket b counts values in [2^b, 2^(b+1)) microseconds
  * (bucket 0 also holds values below 1 us); the last bucket is open-ended. */
 #define IOMON_HIST_BUCKETS 32
@@ -58,13 +79,15 @@ struct iomon_proc {
 	char comm[IOMON_COMM_LEN];
 	unsigned int targets;
 	unsigned int pad;
-	unsigned long long v[IOMON_P_NR];
+	unsigned long long v[IOMON_P_CAP]; /* IOMON_P_NR used */
 };
 
 /* Ties the layouts into BTF so that the skeleton exports them to Rust. */
 struct iomon_abi {
 	struct iomon_proc proc;
 	struct iomon_targets targets;
+	struct iomon_file_key file_key;
+	struct iomon_file file;
 };
 
 #endif /* IOMON_H */

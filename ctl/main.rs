@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use iomon::drain::Strategy;
 use iomon::family::{self, Scope, Series};
 use iomon::proto::{Client, ClientError, ErrorKind, Request, Response};
+use iomon::sample::FilesBy;
 use render::Output;
 
 const DEFAULT_SOCKET: &str = "/run/iomond/iomond.sock";
@@ -30,6 +31,7 @@ Examples:
   iomonctl status                          is it running, what is attached
   iomonctl snapshot                        rates over the last interval and totals
   iomonctl top --by misses -n 5            who misses the page cache most
+  iomonctl files --since 1h --target banyand --by dontneed
   iomonctl history --since 1h --metric hit-ratio
   iomonctl history -s yesterday -e today --step 1h -o csv
   iomonctl strategy set accumulate         (root or the admin group)
@@ -100,6 +102,23 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+    /// The targets' files over a window from the history store: which
+    /// ones their reads missed on, which were evicted, which they advised
+    /// away (POSIX_FADV_DONTNEED) and what that dropped.
+    Files {
+        /// Start of the window.
+        #[arg(long, short = 's', value_name = "TIME", default_value = "1h")]
+        since: String,
+        /// Rank by pages: misses, evicted or dontneed (advised away).
+        #[arg(long, default_value = "misses", value_parser = parse_files_by)]
+        by: FilesBy,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        n: u32,
+        /// Only a target's files.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
     /// Each probe family and program: attached or not and why, run stats.
     Probes,
     /// Get or set how per-process tables are kept.
@@ -158,6 +177,10 @@ fn parse_metric(s: &str) -> Result<Series, String> {
             .collect();
         format!("no such metric; one of: {}", names.join(", "))
     })
+}
+
+fn parse_files_by(s: &str) -> Result<FilesBy, String> {
+    FilesBy::parse(s).ok_or_else(|| "one of: misses, evicted, dontneed".to_string())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -254,6 +277,20 @@ fn main() -> ExitCode {
                 ),
             }
         }
+        Command::Files {
+            since,
+            by,
+            n,
+            target,
+        } => match timespec::parse_time(since, now) {
+            Ok(since_ms) => Request::Files {
+                by: *by,
+                n: *n,
+                since_ms,
+                target: target.clone(),
+            },
+            Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
+        },
         Command::Strategy {
             op: StrategyOp::Get,
         } => Request::GetStrategy,
@@ -298,6 +335,7 @@ fn main() -> ExitCode {
             _ => render::snapshot(&r, out, Scope::Host),
         },
         Response::Top(r) => render::top(&r, out),
+        Response::Files(r) => render::files(&r, out),
         Response::History(r) => {
             let (metric, target) = match &args.command {
                 Command::History { metric, target, .. } => (*metric, target.clone()),

@@ -252,6 +252,27 @@ impl Default for MetricsSection {
     }
 }
 
+/// `[files]`: the targets' files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesSection {
+    /// Where the targets' files are looked for by inode when no process of
+    /// theirs has them open (a part merged away, a file only evicted).
+    pub data_dirs: Vec<PathBuf>,
+    /// Files kept per target and interval in the history, by each of
+    /// missed, evicted, DONTNEED and read pages; 0 keeps none.
+    pub top: usize,
+}
+
+impl Default for FilesSection {
+    fn default() -> Self {
+        FilesSection {
+            data_dirs: vec![PathBuf::from("/var/lib/banyandb")],
+            top: 5,
+        }
+    }
+}
+
 /// What a target matches: a thread name, a cgroup v2 (and its
 /// descendants: a systemd unit, a container), or a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +348,7 @@ pub struct Config {
     pub store: StoreSection,
     pub metrics: MetricsSection,
     pub targets: TargetsSection,
+    pub files: FilesSection,
 }
 
 impl Config {
@@ -464,6 +486,20 @@ impl Config {
                         message: format!("{name:?}: cgroup {c:?} may not contain .."),
                     });
                 }
+            }
+        }
+        if self.files.top > 100 {
+            return Err(ConfigError::Value {
+                key: "files.top",
+                message: format!("{} is outside 0..100", self.files.top),
+            });
+        }
+        for d in &self.files.data_dirs {
+            if !d.is_absolute() {
+                return Err(ConfigError::Value {
+                    key: "files.data_dirs",
+                    message: format!("{} is not an absolute path", d.display()),
+                });
             }
         }
         for a in &self.metrics.listen {

@@ -205,6 +205,8 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         ("iomon_proc_table_forgotten", "Per-process totals forgotten: idle past daemon.proc_idle_ttl, or over daemon.proc_table_max.", tr.proc_table),
         ("iomon_process_names_forgotten", "Process names forgotten by the per-name table (over daemon.proc_table_max names).", tr.names),
         ("iomon_process_name_series_ended", "Per-name series that ended: idle past daemon.proc_idle_ttl, or replaced by a busier name (metrics.max_series).", tr.name_series),
+        ("iomon_files_truncated", "Targets' files left out of stored Samples past each interval's top files (files.top).", s.files_truncated),
+        ("iomon_files_unresolved", "Targets' files of an interval whose path was not found (not open by the target, not under files.data_dirs).", s.files_unresolved),
     ] {
         o.family(name, Kind::Counter, help);
         o.counter(name, &[], v);
@@ -212,7 +214,7 @@ pub fn render(inp: &Inputs, format: Format) -> String {
     o.family(
         "iomon_bpf_map_entries",
         Kind::Gauge,
-        "Entries in a BPF map (procs: entries drained at the last tick).",
+        "Entries in a BPF map (procs, target_files: entries drained at the last tick).",
     );
     for (m, e, _) in inp.maps {
         o.gauge("iomon_bpf_map_entries", &[("map", m)], *e as f64);

@@ -12,6 +12,8 @@
 //! - [`sample`]: one interval of every family;
 //! - [`probes`]: what the kernel has, routes, loading and attaching;
 //! - [`drain`]: the kernel's maps into a Sample, every tick;
+//! - [`file_paths`]: the paths of the targets' files (the kernel knows
+//!   device and inode);
 //! - [`totals`] (since start) and [`store`] (history);
 //! - [`proto`] (the control socket's wire, shared with iomonctl),
 //!   [`exposition`] (Prometheus text), [`control`] (the socket server) and
@@ -26,6 +28,7 @@ pub mod drain;
 pub mod event_loop;
 pub mod exposition;
 pub mod family;
+pub mod file_paths;
 pub mod hist;
 pub mod http;
 pub mod logging;

@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::drain::Strategy;
 pub use crate::drain::TargetStatus;
 use crate::probes::FamilyStatus;
-use crate::sample::{ProcSample, Sample};
+use crate::sample::{FileSample, FilesBy, ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
 pub use crate::totals::Truncated;
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).
@@ -60,6 +60,15 @@ pub enum Request {
         ms: u64,
     },
     Reload,
+    /// The targets' files since `since_ms` (from the history store), by
+    /// missed, evicted or DONTNEED pages.
+    Files {
+        by: FilesBy,
+        n: u32,
+        since_ms: u64,
+        /// Only this target's files.
+        target: Option<String>,
+    },
 }
 
 impl Request {
@@ -124,6 +133,22 @@ pub struct SnapshotReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilesReport {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub by: FilesBy,
+    pub files: Vec<FileSample>,
+    /// File-intervals the history did not keep (outside an interval's top
+    /// files): their pages are missing from these sums.
+    pub truncated: u64,
+    /// File-intervals whose file could not be named.
+    pub unresolved: u64,
+    /// Per-file increments and files the kernel could not record (its
+    /// per-file map or file set was full).
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopReport {
     pub start_ms: u64,
     pub end_ms: u64,
@@ -157,6 +182,7 @@ pub enum Response {
         kind: ErrorKind,
         message: String,
     },
+    Files(FilesReport),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,122 @@ impl ProcSample {
     }
 }
 
+/// Per-file page counts of a target (`struct iomon_file`), by index.
+pub mod file {
+    /// Pages the target's buffered reads asked for.
+    pub const ASKED: usize = 0;
+    /// ... of those, missed.
+    pub const MISSED: usize = 1;
+    /// Pages of the file removed from the page cache (by anyone).
+    pub const EVICTED: usize = 2;
+    /// Pages the target's POSIX_FADV_DONTNEED calls covered.
+    pub const DONTNEED_COVERED: usize = 3;
+    /// ... and dropped.
+    pub const DONTNEED_DROPPED: usize = 4;
+    pub const NR: usize = 5;
+    /// Names, as in JSON and CSV.
+    pub const NAMES: [&str; NR] = [
+        "asked",
+        "missed",
+        "evicted",
+        "dontneed_covered",
+        "dontneed_dropped",
+    ];
+}
+
+/// A target's file over one interval (or summed over several).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSample {
+    pub target: String,
+    /// The kernel's dev_t of the file's filesystem (major << 20 | minor).
+    pub dev: u32,
+    pub ino: u64,
+    /// Where the file was found (an open file of the target, or under a
+    /// data directory); `None`: not resolved.
+    pub path: Option<String>,
+    /// Pages, by [`file`] index.
+    pub pages: Vec<u64>,
+}
+
+impl FileSample {
+    pub fn get(&self, i: usize) -> u64 {
+        self.pages.get(i).copied().unwrap_or(0)
+    }
+
+    /// `major:minor` of its filesystem.
+    pub fn device(&self) -> String {
+        format!("{}:{}", self.dev >> 20, self.dev & 0xf_ffff)
+    }
+
+    fn same(&self, o: &FileSample) -> bool {
+        self.target == o.target && self.dev == o.dev && self.ino == o.ino
+    }
+
+    pub fn merge(&mut self, o: &FileSample) {
+        family::add_slice(&mut self.pages, &o.pages);
+        if o.path.is_some() {
+            self.path.clone_from(&o.path);
+        }
+    }
+}
+
+/// What `files` ranks a target's files by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FilesBy {
+    #[default]
+    Misses,
+    Evicted,
+    Dontneed,
+}
+
+impl FilesBy {
+    pub const ALL: [FilesBy; 3] = [FilesBy::Misses, FilesBy::Evicted, FilesBy::Dontneed];
+
+    pub fn parse(s: &str) -> Option<FilesBy> {
+        match s {
+            "misses" | "missed" => Some(FilesBy::Misses),
+            "evicted" | "evictions" => Some(FilesBy::Evicted),
+            "dontneed" => Some(FilesBy::Dontneed),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FilesBy::Misses => "misses",
+            FilesBy::Evicted => "evicted",
+            FilesBy::Dontneed => "dontneed",
+        }
+    }
+
+    pub fn key(self, f: &FileSample) -> u64 {
+        f.get(match self {
+            FilesBy::Misses => file::MISSED,
+            FilesBy::Evicted => file::EVICTED,
+            FilesBy::Dontneed => file::DONTNEED_COVERED,
+        })
+    }
+
+    /// Sorts by this key (descending, then by file).
+    pub fn sort(self, files: &mut [FileSample]) {
+        files.sort_by(|a, b| {
+            self.key(b)
+                .cmp(&self.key(a))
+                .then_with(|| (&a.target, a.dev, a.ino).cmp(&(&b.target, b.dev, b.ino)))
+        });
+    }
+}
+
+/// Merges files (by target and file), summing their pages.
+pub fn merge_files(into: &mut Vec<FileSample>, from: &[FileSample]) {
+    for f in from {
+        match into.iter_mut().find(|g| g.same(f)) {
+            Some(g) => g.merge(f),
+            None => into.push(f.clone()),
+        }
+    }
+}
+
 /// What `top` ranks processes by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TopBy {
@@ -147,6 +263,13 @@ pub struct Sample {
     pub targets: BTreeMap<String, Sections>,
     /// Target names by kernel slot (bit i of a process's `targets`).
     pub target_slots: Vec<String>,
+    /// Targets' files of the interval: per target, the top files by missed,
+    /// evicted and DONTNEED pages (see [`Sample::cut_files`]).
+    pub files: Vec<FileSample>,
+    /// Target files left out of `files` by that cut.
+    pub files_truncated: u64,
+    /// Target files of the interval whose path was not found.
+    pub files_unresolved: u64,
 }
 
 impl Sample {
@@ -201,6 +324,10 @@ impl Sample {
         }
         self.procs_truncated += o.procs_truncated;
         self.cut_procs(top);
+        merge_files(&mut self.files, &o.files);
+        self.files_truncated += o.files_truncated;
+        self.files_unresolved += o.files_unresolved;
+        self.cut_files(top);
         self.procs_seen = self.procs_seen.max(o.procs_seen);
         self.proc_read_errors += o.proc_read_errors;
     }
@@ -217,6 +344,41 @@ impl Sample {
                 self.procs.push(p);
             } else {
                 self.procs_truncated += 1;
+            }
+        }
+    }
+
+    /// Keeps, per target, the `k` files that missed most, the `k` most
+    /// evicted, the `k` most advised away (DONTNEED) and the `k` most read;
+    /// counts the others in `files_truncated`.
+    pub fn cut_files(&mut self, k: usize) {
+        let all = std::mem::take(&mut self.files);
+        let mut keep = vec![false; all.len()];
+        let mut targets: Vec<&str> = all.iter().map(|f| f.target.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for t in targets {
+            for field in [
+                file::MISSED,
+                file::EVICTED,
+                file::DONTNEED_COVERED,
+                file::ASKED,
+            ] {
+                let key = |i: usize| all[i].get(field);
+                let mut idx: Vec<usize> = (0..all.len())
+                    .filter(|i| all[*i].target == t && key(*i) > 0)
+                    .collect();
+                idx.sort_by(|a, b| key(*b).cmp(&key(*a)).then(a.cmp(b)));
+                for i in idx.into_iter().take(k) {
+                    keep[i] = true;
+                }
+            }
+        }
+        for (f, kept) in all.into_iter().zip(keep) {
+            if kept {
+                self.files.push(f);
+            } else {
+                self.files_truncated += 1;
             }
         }
     }
@@ -247,6 +409,12 @@ impl Sample {
                 .cloned()
                 .collect(),
             targets: BTreeMap::new(),
+            files: self
+                .files
+                .iter()
+                .filter(|f| f.target == target)
+                .cloned()
+                .collect(),
             ..self.clone()
         })
     }

@@ -280,6 +280,9 @@ impl Totals {
         self.ticks += 1;
         let mut without_procs = s.clone();
         without_procs.procs.clear();
+        // Files are for the history (`iomonctl files --since`); the totals
+        // keep their counts of what was cut and not named.
+        without_procs.files.clear();
         self.sum.merge(&without_procs, 0);
         for p in &s.procs {
             let e = self.procs.entry(p.tgid).or_insert_with(|| ProcTotal {

@@ -511,6 +511,23 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         !body.contains("iomon_read_calls_total"),
         "reads are off by default: absent, not zero"
     );
+    // The README's metric catalogue names every family served.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for name in body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        let covered = ["iomon_target_", "iomon_process_", "process_"]
+            .iter()
+            .find(|p| name.starts_with(*p))
+            .map_or_else(
+                || readme.contains(&format!("`{name}`")),
+                |p| readme.contains(&format!("`{p}*`")),
+            );
+        assert!(covered, "README.md's metric catalogue lacks {name}");
+    }
     let prom_accept = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
     let (code, head, body) = http_get(&addr, "/metrics", &[prom_accept]);
     assert_eq!(code, 200);
@@ -1121,5 +1138,78 @@ fn bpf_a_banyand_target_is_exact_in_metrics_snapshot_top_and_history() {
         Some(7),
         "{me}"
     );
+    d.stop();
+}
+
+#[test]
+fn bpf_files_shows_a_targets_files_by_misses_evictions_and_dontneed() {
+    let Some(_k) = bpf_or_skip("bpf_files_shows_a_targets_files_by_misses_evictions_and_dontneed")
+    else {
+        return;
+    };
+    // The worker is gone by the tick: its file is found under the data
+    // directory (finding it among open files is the kernel test's).
+    let dir = disk_dir("e2e-files");
+    let d = Daemon::start(
+        "files",
+        &[],
+        Some(&format!(
+            "[targets]\nbanyand = {{ comm = \"banyand\" }}\n\n[files]\ndata_dirs = [{:?}]\n",
+            dir.display().to_string()
+        )),
+    );
+    const SIZE: usize = 16 << 20;
+    let pages = (SIZE / page_size()) as u64;
+    let path = d.dir.join("seg-1").join("part");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    make_file(&path, SIZE);
+    let f = File::open(&path).unwrap();
+    evict(&f);
+    d.wait_ticks(1);
+    // banyand reads the part cold, then advises it away three times.
+    Worker::spawn(Some(c"banyand"), &f, SIZE, 3).run();
+    d.wait_ticks(2);
+    let r = d.json(&["files", "--since", "5m", "--target", "banyand"]);
+    let files = r["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{r}");
+    let p = &files[0];
+    assert_eq!(
+        p["path"].as_str(),
+        path.to_str(),
+        "named from the data directory: {p}"
+    );
+    assert_eq!(p["missed"].as_u64(), Some(pages), "{p}");
+    assert_eq!(p["asked"].as_u64(), Some(pages), "{p}");
+    assert_eq!(p["dontneed_covered"].as_u64(), Some(3 * pages), "{p}");
+    assert_eq!(p["dontneed_dropped"].as_u64(), Some(pages), "{p}");
+    assert_eq!(p["evicted"].as_u64(), Some(pages), "{p}");
+    assert_eq!(r["unresolved"].as_u64(), Some(0));
+    for by in ["misses", "evicted", "dontneed"] {
+        let t = d.ctl_ok(&["files", "--since", "5m", "--by", by]);
+        assert!(t.contains(path.to_str().unwrap()), "{by}: {t}");
+    }
+    let csv = d.ctl_ok(&["files", "--since", "5m", "-o", "csv"]);
+    assert!(
+        csv.starts_with(
+            "target,device,ino,path,asked,missed,evicted,dontneed_covered,dontneed_dropped\n"
+        ),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!(",{pages},{pages},{pages},{},{pages}\n", 3 * pages)),
+        "{csv}"
+    );
+    // The DONTNEED accounting in the snapshot of the target.
+    let snap = d.json(&["snapshot", "--target", "banyand"]);
+    let fa = &snap["totals"]["fadvise"];
+    assert_eq!(fa["dontneed_covered"].as_u64(), Some(3 * pages), "{fa}");
+    assert_eq!(fa["dontneed_dropped"].as_u64(), Some(pages), "{fa}");
+    assert_eq!(
+        fa["dontneed_kept"]["not_cached"].as_u64(),
+        Some(2 * pages),
+        "{fa}"
+    );
+    let bad = d.ctl(&["files", "--by", "size"]);
+    assert_eq!(bad.status.code(), Some(2));
     d.stop();
 }

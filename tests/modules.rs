@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     "sample",
     "probes",
     "drain",
+    "file_paths",
     "totals",
     "store",
     "proto",

@@ -1,36 +1,217 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
-/* fadvise: posix_fadvise calls by advice and result (bpf/families/fadvise.toml). */
+/* fadvise: posix_fadvise calls by advice and result, and what DONTNEED
+ * calls dropped (bpf/families/fadvise.toml). */
+
+#define POSIX_FADV_DONTNEED 4
 
 /* One call: host-wide and for its process. Advice 0..5 are POSIX_FADV_*;
  * anything else is counted as invalid. */
-static __always_inline void fadvise_count(struct thread_state *t, u64 advice, long ret)
+static __always_inline void fadvise_count(u32 tm, struct iomon_proc *p, u64 advice, long ret)
 {
-	u32 tm = targets_of(t);
 	u32 slot = advice < IOMON_FADVISE_ADVICE_INVALID ? advice : IOMON_FADVISE_ADVICE_INVALID;
 	u32 err = ret < 0 ? IOMON_FADVISE_RESULT_ERROR : IOMON_FADVISE_RESULT_OK;
 	u32 i = slot * IOMON_FADVISE_RESULT_N + err;
 	count(tm, IOMON_C_FADVISE_CALLS + i, 1);
-	proc_add(proc_entry(tm), IOMON_P_FADVISE_CALLS + i, 1);
+	proc_add(p, IOMON_P_FADVISE_CALLS + i, 1);
 }
 
-/* Route syscall-exit (5.15+): the advice is still in the syscall's saved
- * registers, so one program per call instead of an enter/exit pair. */
+/* The open file behind a descriptor of the current process (NULL when
+ * there is none). */
+static __always_inline struct file *fd_file(s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), fds + fd);
+	return f;
+}
+
+/* Whether a file has pages that are dirty or under writeback: the page
+ * cache's xarray marks them (PAGECACHE_TAG_DIRTY is mark 0, WRITEBACK mark
+ * 1) and its root node carries the marks of every page below it. A file
+ * of a single page has no node: not told (false). */
+struct xa_node___2d {
+	unsigned long marks[3][1];
+} __attribute__((preserve_access_index));
+
+static __always_inline bool mapping_dirty(struct address_space *mapping)
+{
+	unsigned long head = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+	if ((head & 3) != 2 || head <= 4096)
+		return false;
+	struct xa_node *node = (struct xa_node *)(head - 2);
+	/* marks[XA_MAX_MARKS][XA_MARK_LONGS]: one long per mark with 64-slot
+	 * nodes (BTF shows it as [3][1] or [3]); read by offset either way. */
+	unsigned long m[2] = {};
+	u32 off = bpf_core_field_exists(struct xa_node___2d, marks)
+			  ? bpf_core_field_offset(struct xa_node___2d, marks)
+			  : bpf_core_field_offset(struct xa_node, marks);
+	bpf_probe_read_kernel(m, sizeof(m), (char *)node + off);
+	return (m[0] | m[1]) != 0;
+}
+
+/* The open file behind a DONTNEED call's descriptor had dirty pages or
+ * pages under writeback: noted at the call's first delete (writeback the
+ * call started is in flight then) and at its end. */
+static __always_inline bool fd_dirty(s32 fd)
+{
+	struct file *f = fd_file(fd);
+	return f && mapping_dirty(BPF_CORE_READ(f, f_mapping));
+}
+
+/* A successful DONTNEED call is over: `dropped` pages left the page cache
+ * during it. The pages it covered are those generic_fadvise() tries to
+ * drop: the whole pages of [offset, offset + len) (len 0: to the end) that
+ * lie inside the file. For a call over the whole file, what is still
+ * cached is what the kernel kept, and the rest of what it covered was not
+ * cached; a partial call's rest is not told apart. */
+static __always_inline void dontneed_done(u32 tm, struct iomon_proc *p, s32 fd, s64 offset,
+					  u64 len, u64 dropped, bool dirty)
+{
+	u64 covered = 0, kept = 0, cached_after = 0, ino = 0;
+	u32 dev = 0;
+	u32 reason = IOMON_FADVISE_REASON_PARTIAL;
+	struct file *f = fd_file(fd);
+	if (f && offset >= 0) {
+		struct inode *inode = BPF_CORE_READ(f, f_inode);
+		ino = BPF_CORE_READ(inode, i_ino);
+		dev = BPF_CORE_READ(inode, i_sb, s_dev);
+		struct address_space *mapping = BPF_CORE_READ(f, f_mapping);
+		s64 size = BPF_CORE_READ(inode, i_size);
+		u64 psize = 1ULL << page_shift;
+		u64 endbyte = (u64)offset + len;
+		if (!len || endbyte < len)
+			endbyte = 0x7fffffffffffffffULL;
+		else
+			endbyte--;
+		u64 start = ((u64)offset + psize - 1) >> page_shift;
+		u64 end = endbyte >> page_shift;
+		bool none = false;
+		if ((endbyte & (psize - 1)) != psize - 1) {
+			if (end == 0)
+				none = true;
+			else
+				end--;
+		}
+		if (size > 0 && !none) {
+			u64 last = ((u64)size - 1) >> page_shift;
+			u64 to = end < last ? end : last;
+			if (to >= start)
+				covered = to - start + 1;
+			if (start == 0 && end >= last) {
+				cached_after = BPF_CORE_READ(mapping, nrpages);
+				if (dirty || mapping_dirty(mapping))
+					reason = IOMON_FADVISE_REASON_DIRTY;
+				else if (BPF_CORE_READ(mapping, i_mmap.rb_root.rb_node))
+					reason = IOMON_FADVISE_REASON_MAPPED;
+				else
+					reason = IOMON_FADVISE_REASON_OTHER;
+			}
+		}
+	}
+	count(tm, IOMON_C_FADVISE_DONTNEED_COVERED, covered);
+	count(tm, IOMON_C_FADVISE_DONTNEED_DROPPED, dropped);
+	proc_add(p, IOMON_P_FADVISE_DONTNEED_COVERED, covered);
+	proc_add(p, IOMON_P_FADVISE_DONTNEED_DROPPED, dropped);
+	if (ino) {
+		file_add(tm, ino, dev, IOMON_F_DONTNEED_COVERED, covered);
+		file_add(tm, ino, dev, IOMON_F_DONTNEED_DROPPED, dropped);
+	}
+	u64 rest = covered > dropped ? covered - dropped : 0;
+	if (!rest)
+		return;
+	if (reason == IOMON_FADVISE_REASON_PARTIAL) {
+		count(tm, IOMON_C_FADVISE_DONTNEED_KEPT + IOMON_FADVISE_REASON_PARTIAL, rest);
+		return;
+	}
+	kept = cached_after < rest ? cached_after : rest;
+	if (kept)
+		count(tm, IOMON_C_FADVISE_DONTNEED_KEPT + reason, kept);
+	if (rest > kept)
+		count(tm, IOMON_C_FADVISE_DONTNEED_KEPT + IOMON_FADVISE_REASON_NOT_CACHED, rest - kept);
+}
+
+static __always_inline void fadvise_done(struct thread_state *t, s32 fd, s64 offset, u64 len,
+					 u64 advice, long ret)
+{
+	u64 dropped = 0;
+	bool dirty = false;
+	if (t) {
+		dropped = t->fadvise_dropped;
+		dirty = t->fadvise_dirty;
+		t->fadvise_dropped = 0;
+		t->fadvise_dirty = 0;
+	}
+	u32 tm = targets_of(t);
+	struct iomon_proc *p = proc_entry(tm);
+	fadvise_count(tm, p, advice, ret);
+	if (advice == POSIX_FADV_DONTNEED && ret == 0)
+		dontneed_done(tm, p, fd, offset, len, dropped, dirty);
+}
+
+/* Pages deleted inside a DONTNEED call are the call's, unless the thread
+ * is reclaiming memory (an allocation inside the call). */
+static __always_inline void dontneed_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx,
+					    struct thread_state *t, s32 fd)
+{
+	u64 n = event_pages(ctx);
+	if (!t)
+		return;
+	if (!t->fadvise_dropped)
+		t->fadvise_dirty = fd_dirty(fd);
+	t->fadvise_dropped += n;
+}
+
+static __always_inline bool reclaiming(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, flags) & (PF_MEMALLOC | PF_KSWAPD | PF_KTHREAD);
+}
+
+/* Route syscall-exit (5.15+): the arguments are still in the syscall's
+ * saved registers, so one program per call instead of an enter/exit pair. */
 SEC("tracepoint/syscalls/sys_exit_fadvise64")
 int fadvise_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	fadvise_count(NULL, PT_REGS_PARM4_CORE_SYSCALL(regs), ctx->ret);
+	u64 advice = (s32)PT_REGS_PARM4_CORE_SYSCALL(regs);
+	struct thread_state *t = NULL;
+	if (advice == POSIX_FADV_DONTNEED)
+		t = thread_state(false);
+	fadvise_done(t, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),
+		     PT_REGS_PARM3_CORE_SYSCALL(regs), advice, ctx->ret);
 	return 0;
 }
 
-/* Route syscall-pair (before 5.15): the advice from the entry, kept per
+SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
+int fadvise_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	if (reclaiming())
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (SYSCALL_NR(regs) != NR_FADVISE64 ||
+	    (s32)PT_REGS_PARM4_CORE_SYSCALL(regs) != POSIX_FADV_DONTNEED)
+		return 0;
+	dontneed_delete(ctx, thread_state(true), PT_REGS_PARM1_CORE_SYSCALL(regs));
+	return 0;
+}
+
+/* Route syscall-pair (before 5.15): the arguments from the entry, kept per
  * thread until the exit. */
 SEC("tracepoint/syscalls/sys_enter_fadvise64")
 int fadvise_enter_pair(struct trace_event_raw_sys_enter *ctx)
 {
 	struct thread_state *t = thread_state(true);
 	if (t) {
+		t->fadvise_fd = ctx->args[0];
+		t->fadvise_offset = ctx->args[1];
+		t->fadvise_len = ctx->args[2];
 		t->fadvise_advice = ctx->args[3];
+		t->fadvise_dropped = 0;
+		t->fadvise_dirty = 0;
 		t->fadvise_pending = 1;
 	}
 	return 0;
@@ -43,6 +224,18 @@ int fadvise_exit_pair(struct trace_event_raw_sys_exit *ctx)
 	if (!t || !t->fadvise_pending)
 		return 0;
 	t->fadvise_pending = 0;
-	fadvise_count(t, t->fadvise_advice, ctx->ret);
+	fadvise_done(t, t->fadvise_fd, t->fadvise_offset, t->fadvise_len, t->fadvise_advice,
+		     ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
+int fadvise_delete_pair(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	if (reclaiming())
+		return 0;
+	struct thread_state *t = thread_state(false);
+	if (t && t->fadvise_pending && t->fadvise_advice == POSIX_FADV_DONTNEED)
+		dontneed_delete(ctx, t, t->fadvise_fd);
 	return 0;
 }

@@ -16,8 +16,18 @@
 SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
 int pc_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
-	/* Evictions are mostly kswapd's: counted for the host. */
-	count(0, IOMON_C_PAGECACHE_DELETED, event_pages(ctx));
+	u64 n = event_pages(ctx);
+	u64 ino = ctx->i_ino;
+	u32 dev = ctx->s_dev;
+	count(0, IOMON_C_PAGECACHE_DELETED, n);
+	file_evicted(ino, dev, n);
+	/* By cause, and for the targets of the task removing them (kswapd's
+	 * are nobody's). */
+	u32 cause = eviction_cause();
+	u32 tm = 0;
+	if (!(BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags) & PF_KTHREAD))
+		tm = targets_of(NULL);
+	count(tm, IOMON_C_PAGECACHE_EVICTED + cause, n);
 	return 0;
 }
 
@@ -133,6 +143,7 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
 		if (missed_sync + missed_ra)
 			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_sync + missed_ra);
+		file_add(tm, ino, dev, IOMON_F_ASKED, asked);
 		t->rd_dev = dev;
 		t->rd_ino = ino;
 		t->rd_last = last;
@@ -142,6 +153,7 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	t->rd_prev = index;
 
 	ra_note(t, &fk, gen, w);
+	file_add(tm, ino, dev, IOMON_F_MISSED, missed_sync + missed_ra);
 	if (missed_sync)
 		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, missed_sync);
 	if (missed_ra)
@@ -182,6 +194,7 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 	count(tm, IOMON_C_PAGECACHE_ASKED, asked);
 	struct iomon_proc *p = proc_entry(tm);
 	proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
+	file_add(tm, ino, dev, IOMON_F_ASKED, asked);
 	if (!t)
 		return;
 	struct file_key fk = { .ino = ino, .dev = dev };
@@ -192,6 +205,7 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 		if (missed_ra) {
 			count(tm, IOMON_C_PAGECACHE_MISSED_READAHEAD, missed_ra);
 			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_ra);
+			file_add(tm, ino, dev, IOMON_F_MISSED, missed_ra);
 		}
 	}
 	ra_note(t, &fk, gen, w);
@@ -228,6 +242,7 @@ int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	if (in) {
 		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, in);
 		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, in);
+		file_add(tm, ino, dev, IOMON_F_MISSED, in);
 	}
 	if (n > in)
 		count(tm, IOMON_C_PAGECACHE_READAHEAD, n - in);

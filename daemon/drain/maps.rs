@@ -77,7 +77,7 @@ pub fn decode_proc(tgid: u32, bytes: &[u8]) -> Option<RawProc> {
             .try_into()
             .expect("4 bytes"),
     );
-    let v = bytes[PROC_VALUES_AT..PROC_VALUE_SIZE]
+    let v = bytes[PROC_VALUES_AT..PROC_VALUES_AT + 8 * abi::PROC_NR]
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("chunk of 8")))
         .collect();

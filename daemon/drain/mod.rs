@@ -11,6 +11,7 @@
 //! Sample it went into, and a failed per-process read still yields the
 //! Sample (with the failure counted) and keeps every entry it had taken.
 
+mod files;
 mod maps;
 mod timeline;
 
@@ -71,6 +72,8 @@ pub enum DrainError {
     Cpus(#[source] std::io::Error),
     #[error("failed to set the kernel's targets")]
     Targets(#[source] libbpf_rs::Error),
+    #[error("failed to take the targets' per-file numbers")]
+    Files(#[source] libbpf_rs::Error),
 }
 
 /// `cur - prev` for one process under the accumulate strategy.
@@ -84,6 +87,16 @@ fn proc_delta(cur: &RawProc, prev: Option<&RawProc>) -> RawProc {
             v: maps::deltas(&cur.v, &p.v),
         },
     }
+}
+
+/// Points a one-slot map-in-map at `inner`.
+fn point(
+    outer: &libbpf_rs::MapHandle,
+    inner: &libbpf_rs::MapHandle,
+) -> Result<(), libbpf_rs::Error> {
+    use libbpf_rs::{MapCore, MapFlags};
+    let fd = inner.as_fd().as_raw_fd() as u32;
+    outer.update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
 }
 
 /// Whether a process is still running (signal 0: no signal sent).
@@ -166,6 +179,11 @@ pub struct Drain {
     last_error_log: Option<Instant>,
     /// Time the last drain took.
     pub last_duration: Duration,
+    /// The per-file map programs write to (0 or 1).
+    files_active: usize,
+    /// When the set of targets' files was last pruned.
+    last_prune: Instant,
+    last_files_error: Option<Instant>,
 }
 
 impl Drain {
@@ -204,12 +222,23 @@ impl Drain {
             proc_read_errors: 0,
             last_error_log: None,
             last_duration: Duration::ZERO,
+            files_active: 0,
+            last_prune: Instant::now(),
+            last_files_error: None,
         };
         let (c, h) = d.read_host()?;
         d.prev_counters = c;
         d.prev_hists = h;
-        // Start from empty per-process maps, writing to the first.
+        // Start from empty per-process and per-file maps, writing to the
+        // first.
         d.point_at(0)?;
+        d.flip_files(0)?;
+        let names = d.target_names();
+        for i in 0..2 {
+            if let (_, Some(e)) = files::take(&d.maps.files[i], &names) {
+                return Err(DrainError::Files(e));
+            }
+        }
         for i in 0..2 {
             let r = read_procs(
                 &d.maps.procs[i],
@@ -375,14 +404,56 @@ impl Drain {
     /// for running BPF programs before a map-in-map update returns, so once
     /// this returns nothing writes to the other map any more.
     fn point_at(&mut self, which: usize) -> Result<(), DrainError> {
-        use libbpf_rs::{MapCore, MapFlags};
-        let fd = self.maps.procs[which].as_fd().as_raw_fd() as u32;
-        self.maps
-            .procs_active
-            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(DrainError::Flip)?;
+        point(&self.maps.procs_active, &self.maps.procs[which]).map_err(DrainError::Flip)?;
         self.active = which;
         Ok(())
+    }
+
+    /// The same for the targets' per-file maps.
+    fn flip_files(&mut self, which: usize) -> Result<(), DrainError> {
+        point(&self.maps.files_active, &self.maps.files[which]).map_err(DrainError::Files)?;
+        self.files_active = which;
+        Ok(())
+    }
+
+    /// Target names by index (the kernel's per-file keys carry the index).
+    fn target_names(&self) -> Vec<Option<String>> {
+        self.targets
+            .iter()
+            .map(|t| t.as_ref().map(|t| t.name.clone()))
+            .collect()
+    }
+
+    /// The targets' files of the interval: the per-file map programs wrote
+    /// to is switched and emptied. A failure is logged (once a minute) and
+    /// the entries stay for the next tick.
+    fn take_files(&mut self) -> Vec<crate::sample::FileSample> {
+        if self.last_prune.elapsed() >= Duration::from_secs(60) {
+            self.last_prune = Instant::now();
+            let before = files::monotonic_ns().saturating_sub(files::FORGET_AFTER_NS);
+            files::prune_set(&self.maps.file_set, before);
+        }
+        let old = self.files_active;
+        let (taken, error) = match self.flip_files(1 - old) {
+            Ok(()) => {
+                let (v, e) = files::take(&self.maps.files[old], &self.target_names());
+                (v, e.map(DrainError::Files))
+            }
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        if let Some(e) = error {
+            if self
+                .last_files_error
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                log::error!(
+                    "drain: {}; the targets' per-file numbers not taken now are taken at a later tick",
+                    crate::error_chain(&e)
+                );
+                self.last_files_error = Some(Instant::now());
+            }
+        }
+        taken
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -515,6 +586,7 @@ impl Drain {
             .filter(|p| !p.is_empty())
             .collect();
         let procs_seen = procs.len() as u64;
+        let files = self.take_files();
 
         let dc = maps::deltas(&counters, &self.prev_counters);
         let dh = maps::deltas(&hists, &self.prev_hists);
@@ -538,6 +610,7 @@ impl Drain {
             procs,
             procs_seen,
             proc_read_errors,
+            files,
             ..Default::default()
         };
         sample.sections = self.sections_of(0, &dc, &dh);

@@ -17,6 +17,7 @@ mod requests;
 use crate::config::Config;
 use crate::control::{ControlServer, ListenOptions};
 use crate::drain::{Drain, Strategy};
+use crate::file_paths::FilePaths;
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
 use crate::store::{Store, StoreOptions};
@@ -149,6 +150,7 @@ pub struct Daemon {
     signals: Signals,
     probes: Probes,
     drain: Drain,
+    file_paths: FilePaths,
     totals: Totals,
     store: Option<Store>,
     control: ControlServer,
@@ -304,6 +306,7 @@ impl Daemon {
             )
             .with_series(&pinned_names(&cfg), cfg.metrics.max_series),
             next_flush: now + cfg.store.flush_interval.0,
+            file_paths: FilePaths::new(cfg.files.data_dirs.clone()),
             cfg,
             startup,
             poll,
@@ -338,6 +341,11 @@ impl Daemon {
     fn publish(&mut self) {
         let Some(h) = &mut self.http else { return };
         let procs_seen = self.totals.last.as_ref().map_or(0, |s| s.procs_seen);
+        let files_seen = self
+            .totals
+            .last
+            .as_ref()
+            .map_or(0, |s| s.files.len() as u64 + s.files_truncated);
         let view = crate::http::View {
             totals: &self.totals,
             probes: self.probes.status(),
@@ -346,7 +354,7 @@ impl Daemon {
             drain_lag_seconds: self.last_lag.as_secs_f64(),
             last_tick: self.last_tick,
             interval: self.interval,
-            maps: crate::http::map_gauges(self.drain.maps(), procs_seen),
+            maps: crate::http::map_gauges(self.drain.maps(), procs_seen, files_seen),
         };
         h.publish(&view);
     }
@@ -551,10 +559,21 @@ impl Daemon {
             }
         };
         self.last_tick = Some(Instant::now());
+        // The targets' files are named from their processes' open files
+        // (all of the tick's, before any cut) or the data directories.
+        let pids: Vec<u32> = sample
+            .procs
+            .iter()
+            .filter(|p| p.targets != 0)
+            .map(|p| p.tgid)
+            .collect();
+        sample.files_unresolved = self.file_paths.resolve(&mut sample.files, &pids);
         // Every process counts in the totals; the Sample keeps its top-K
-        // (and every target's process) for the store and the views.
+        // (and every target's process) for the store and the views, and
+        // each target's top files.
         self.totals.add(&sample);
         sample.cut_procs(self.cfg.daemon.top_k);
+        sample.cut_files(self.cfg.files.top);
         self.totals.set_last(&sample);
         if let Some(st) = &mut self.store {
             st.append(&sample);
@@ -602,6 +621,10 @@ impl Daemon {
         if new.targets != old.targets {
             self.drain.set_targets(new.targets.matchers());
             changes.push("targets: from the next tick".into());
+        }
+        if new.files != old.files {
+            self.file_paths.set_dirs(new.files.data_dirs.clone());
+            changes.push("files".into());
         }
         if new.targets != old.targets || new.metrics != old.metrics {
             self.totals

@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use super::Daemon;
+use crate::abi;
 use crate::control::Incoming;
 use crate::family;
-use crate::proto::{ErrorKind, Request, Response, SnapshotReport, StatusReport, TopReport};
-use crate::sample::{top_k, Sample, TopBy};
+use crate::proto::{
+    ErrorKind, FilesReport, Request, Response, SnapshotReport, StatusReport, TopReport,
+};
+use crate::sample::{merge_files, top_k, FilesBy, Sample, TopBy};
 use crate::store::Store;
 use crate::units::{format_duration, now_ms};
 
@@ -103,6 +106,12 @@ impl Daemon {
                 Ok(changes) => Response::Reloaded { changes },
                 Err(e) => failed(&format!("reload refused, the running config is kept: {e}")),
             },
+            Request::Files {
+                by,
+                n,
+                since_ms,
+                target,
+            } => self.files(by, n as usize, since_ms, target.as_deref()),
         };
         self.control.reply(self.poll.registry(), inc.token, &resp);
     }
@@ -120,17 +129,9 @@ impl Daemon {
         let only = |s: &Sample| -> Result<Sample, Response> {
             match target {
                 None => Ok(s.clone()),
-                Some(t) => s.for_target(t).ok_or_else(|| {
-                    failed(&format!(
-                        "no target {t:?} in this window; targets: {}",
-                        self.drain
-                            .target_status()
-                            .iter()
-                            .map(|t| t.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }),
+                Some(t) => s
+                    .for_target(t)
+                    .ok_or_else(|| self.no_target(t, "in this window")),
             }
         };
         match since_ms {
@@ -183,6 +184,64 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// The answer to a query for a target there is not.
+    fn no_target(&self, t: &str, when: &str) -> Response {
+        failed(&format!(
+            "no target {t:?} {when}; targets: {}",
+            self.drain
+                .target_status()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    /// The targets' files since `since` from the history: each point's
+    /// top files, summed per file.
+    fn files(&self, by: FilesBy, n: usize, since: u64, target: Option<&str>) -> Response {
+        let n = n.clamp(1, 10_000);
+        let now = now_ms();
+        let Some(st) = &self.store else {
+            return failed("files needs the history store (store.enabled = false)");
+        };
+        let h = match st.range(since, now, None) {
+            Ok(h) => h,
+            Err(e) => return failed(&e.to_string()),
+        };
+        let known = |t: &str| self.drain.target_status().iter().any(|s| s.name == t);
+        if let Some(t) = target {
+            if !known(t) && !h.points.iter().any(|p| p.targets.contains_key(t)) {
+                return self.no_target(t, "now or in this window");
+            }
+        }
+        let mut files = Vec::new();
+        let (mut truncated, mut unresolved, mut refused) = (0, 0, 0);
+        for p in &h.points {
+            let mine: Vec<_> = p
+                .files
+                .iter()
+                .filter(|f| target.is_none_or(|t| f.target == t))
+                .cloned()
+                .collect();
+            merge_files(&mut files, &mine);
+            truncated += p.files_truncated;
+            unresolved += p.files_unresolved;
+            refused += p.core(abi::core::FILE_DROPPED) + p.core(abi::core::FILE_SET_DROPPED);
+        }
+        by.sort(&mut files);
+        files.truncate(n);
+        Response::Files(FilesReport {
+            start_ms: since,
+            end_ms: now,
+            by,
+            files,
+            truncated,
+            unresolved,
+            refused,
+        })
     }
 
     pub fn status(&self) -> StatusReport {

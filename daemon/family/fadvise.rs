@@ -1,15 +1,19 @@
 //! `posix_fadvise` calls by advice value and result: what is derived
 //! (declaration: `bpf/families/fadvise.toml`).
 
-use super::{ProcRows, PER_NAME, Cell, Column, Family, Rows, Section, Shown};
-use crate::abi::fadvise::{advice, proc, result, CALLS};
+use super::{Cell, Column, Derived, Family, ProcRows, Rows, Section, Shown, PER_NAME};
+use crate::abi::fadvise::{advice, proc, result, CALLS, DONTNEED_COVERED, DONTNEED_DROPPED};
 use crate::abi::FADVISE;
 use crate::promtext::{Kind, Out};
 
 pub static FAMILY: Family = Family {
     schema: &FADVISE,
     rows,
-    derived: &[],
+    derived: &[Derived {
+        name: "dontneed_dropped_ratio",
+        value: dropped_ratio,
+        ratio: true,
+    }],
     metrics: |_| Vec::new(),
     proc_metrics,
     tick,
@@ -23,6 +27,11 @@ pub static FAMILY: Family = Family {
             header: "DONTNEED",
             name: "dontneed_ok",
             value: |v| Cell::Count(v.and_then(|v| v.get(at(proc::CALLS, advice::DONTNEED, result::OK)).copied()).unwrap_or(0)),
+        },
+        Column {
+            header: "DROPPED",
+            name: "dontneed_dropped_pages",
+            value: |v| Cell::Count(v.and_then(|v| v.get(proc::DONTNEED_DROPPED).copied()).unwrap_or(0)),
         },
     ],
 };
@@ -53,6 +62,7 @@ fn rows(s: &Section) -> Rows {
         .collect();
     let failed: Vec<usize> = (0..advice::N).map(|a| at(CALLS, a, result::ERROR)).collect();
     rows.push(("failed".into(), Shown::Count(s.sum(&failed))));
+    rows.push(("dontneed dropped share".into(), Shown::Ratio(dropped_ratio(s))));
     rows
 }
 
@@ -73,11 +83,21 @@ fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     }
 }
 
+/// The share of the pages DONTNEED calls covered that they dropped;
+/// `None` when they covered none (or the counters are older).
+pub fn dropped_ratio(s: &Section) -> Option<f64> {
+    let covered = s.get(DONTNEED_COVERED).filter(|c| *c > 0)?;
+    let dropped = s.get(DONTNEED_DROPPED)?;
+    Some((dropped as f64 / covered as f64).min(1.0))
+}
+
 fn tick(s: &Section, secs: f64) -> String {
     let total: u64 = (0..advice::N).filter_map(|a| calls_of(s, a)).sum();
     format!(
-        "fadvise {:.0}/s (dontneed {})",
+        "fadvise {:.0}/s (dontneed {}, dropped {}/{} pages)",
         total as f64 / secs,
-        calls_of(s, advice::DONTNEED).unwrap_or(0)
+        calls_of(s, advice::DONTNEED).unwrap_or(0),
+        s.get(DONTNEED_DROPPED).unwrap_or(0),
+        s.get(DONTNEED_COVERED).unwrap_or(0)
     )
 }

@@ -34,13 +34,25 @@ pub struct View<'a> {
 }
 
 /// Entries-vs-capacity of the BPF maps, for the gauges.
-pub fn map_gauges(maps: &crate::probes::Maps, procs_seen: u64) -> Vec<MapGauge> {
+pub fn map_gauges(maps: &crate::probes::Maps, procs_seen: u64, files_seen: u64) -> Vec<MapGauge> {
     use libbpf_rs::MapCore;
-    let mut v = vec![(
-        "procs".to_string(),
-        procs_seen,
-        u64::from(maps.procs[0].max_entries()),
-    )];
+    let mut v = vec![
+        (
+            "procs".to_string(),
+            procs_seen,
+            u64::from(maps.procs[0].max_entries()),
+        ),
+        (
+            "target_files".to_string(),
+            files_seen,
+            u64::from(maps.files[0].max_entries()),
+        ),
+        (
+            "target_file_set".to_string(),
+            crate::drain::count_entries(&maps.file_set),
+            u64::from(maps.file_set.max_entries()),
+        ),
+    ];
     for (name, m) in &maps.others {
         v.push((
             name.clone(),

@@ -34,10 +34,10 @@ mod skel {
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/iomon.bpf.o"));
 
 /// `struct iomon_proc`: the name, the target mask (u32 and padding), then
-/// `abi::PROC_NR` u64 fields.
+/// room for `abi::PROC_CAP` u64 fields, of which `abi::PROC_NR` are used.
 pub const PROC_COMM_LEN: usize = 16;
 pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 8;
-pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_NR;
+pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_CAP;
 const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
 
 /// Programs every family relies on (per-process names, targets); attached
@@ -136,6 +136,12 @@ pub struct Maps {
     pub procs_active: MapHandle,
     /// The targets the programs count for (one entry).
     pub targets: MapHandle,
+    /// The two per-file maps of targets; `files_active` says which one is
+    /// written.
+    pub files: [MapHandle; 2],
+    pub files_active: MapHandle,
+    /// The files targets touched (for their evictions).
+    pub file_set: MapHandle,
     /// Every other map that was created, for the entries-vs-capacity
     /// gauges.
     pub others: Vec<(String, MapHandle)>,
@@ -642,6 +648,9 @@ impl Probes {
             procs: [handle("procs_a")?, handle("procs_b")?],
             procs_active: handle("procs_active")?,
             targets: handle("targets")?,
+            files: [handle("files_a")?, handle("files_b")?],
+            files_active: handle("files_active")?,
+            file_set: handle("target_file_set")?,
             others,
         })
     }

@@ -278,6 +278,9 @@ pub mod v2 {
                 procs_truncated: 0,
                 targets: BTreeMap::new(),
                 target_slots: Vec::new(),
+                files: Vec::new(),
+                files_truncated: 0,
+                files_unresolved: 0,
             }
         }
     }
