@@ -272,7 +272,7 @@ const WORKLOADS: &[Workload] = &[
 #[derive(Clone)]
 enum Config {
     None,
-    Iomon(&'static str, Vec<&'static str>),
+    Iomon(&'static str, Vec<&'static str>, Targets),
     Bpftrace(&'static str, &'static str),
     /// One family on one route (the others excluded).
     Route(&'static str, &'static str),
@@ -282,7 +282,9 @@ impl Config {
     fn name(&self) -> String {
         match self {
             Config::None => "none".into(),
-            Config::Iomon(n, _) => format!("iomon:{n}"),
+            Config::Iomon(n, _, Targets::None) => format!("iomon:{n}"),
+            Config::Iomon(n, _, Targets::Default) => format!("iomon:{n}+targets"),
+            Config::Iomon(n, _, Targets::Own) => format!("iomon:{n}+own"),
             Config::Route(f, r) => format!("{f}:{r}"),
             Config::Bpftrace(n, _) => format!("bpftrace:{n}"),
         }
@@ -314,16 +316,16 @@ tracepoint:writeback:balance_dirty_pages { @throttled[pid, comm] = count(); }";
 fn configs() -> Vec<Config> {
     let mut v = vec![Config::None];
     for f in family::ALL {
-        v.push(Config::Iomon(f.name(), vec![f.name()]));
+        v.push(Config::Iomon(f.name(), vec![f.name()], Targets::None));
     }
-    v.push(Config::Iomon(
-        "default",
-        family::ALL
-            .iter()
-            .filter(|f| f.schema.default_on)
-            .map(|f| f.name())
-            .collect(),
-    ));
+    let default: Vec<&'static str> = family::ALL
+        .iter()
+        .filter(|f| f.schema.default_on)
+        .map(|f| f.name())
+        .collect();
+    for t in [Targets::None, Targets::Default, Targets::Own] {
+        v.push(Config::Iomon("default", default.clone(), t));
+    }
     if Command::new("bpftrace").arg("--version").output().is_ok() {
         v.push(Config::Bpftrace("fadvise", BT_FADVISE));
         v.push(Config::Bpftrace("fadvise-raw", BT_FADVISE_RAW));
@@ -346,17 +348,25 @@ enum Attached {
     Bpftrace(Child),
 }
 
-/// With `IOMON_BENCH_TARGETS=default` the programs count for the default
-/// config's targets (a name and a cgroup this process is neither of: the
-/// cost every event pays to be told it is no target's); with `=self`, for
-/// a target this process is (its events also go to the target's slots and
-/// per-file map). Unset: no targets, as before targets existed.
-fn with_targets(p: Probes) -> Attached {
+/// Targets the programs count for.
+#[derive(Clone, Copy)]
+enum Targets {
+    /// None configured.
+    None,
+    /// The default config's (a name and a cgroup this process is neither
+    /// of): what every event pays to be told it is no target's.
+    Default,
+    /// This process: its events also go to the target's slots and its
+    /// per-file map.
+    Own,
+}
+
+fn with_targets(p: Probes, t: Targets) -> Attached {
     use iomon::probes::targets::Matcher;
-    let targets = match std::env::var("IOMON_BENCH_TARGETS").as_deref() {
-        Ok("default") => iomon::config::TargetsSection::default().matchers(),
-        Ok("self") => vec![("bench".to_string(), Matcher::Pid(std::process::id()))],
-        _ => return Attached::Iomon(p, None),
+    let targets = match t {
+        Targets::None => return Attached::Iomon(p, None),
+        Targets::Default => iomon::config::TargetsSection::default().matchers(),
+        Targets::Own => vec![("bench".to_string(), Matcher::Pid(std::process::id()))],
     };
     let mut d = iomon::drain::Drain::new(
         p.maps().expect("maps"),
@@ -372,7 +382,7 @@ fn with_targets(p: Probes) -> Attached {
 fn attach(c: &Config) -> Attached {
     match c {
         Config::None => Attached::None,
-        Config::Iomon(_, fams) => {
+        Config::Iomon(_, fams, targets) => {
             let p = Probes::load(&LoadOptions {
                 enabled: fams.clone(),
                 ..Default::default()
@@ -381,9 +391,11 @@ fn attach(c: &Config) -> Attached {
             for id in fams {
                 assert!(p.attached(id), "{id} did not attach");
             }
-            with_targets(p)
+            with_targets(p, *targets)
         }
-        Config::Route(fam, route) => with_targets(load_route(fam, route).expect("route loads")),
+        Config::Route(fam, route) => {
+            Attached::Iomon(load_route(fam, route).expect("route loads"), None)
+        }
         Config::Bpftrace(_, prog) => {
             let mut child = Command::new("bpftrace")
                 .arg("-e")
