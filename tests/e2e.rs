@@ -786,8 +786,13 @@ fn bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients() {
         .map(|p| p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap())
         .collect();
     assert!(durations.len() >= 30, "{durations:?}");
+    // A loop blocked by an HTTP client would hold a tick for seconds (the
+    // slowloris client alone is kept for the 10 s header timeout). Other
+    // tests share these 2 cores and this disk, so one tick may start up to an
+    // interval late (a store fsync under their writes, a scheduler delay):
+    // three intervals is the bound, not one.
     assert!(
-        durations.iter().all(|d| *d <= 400),
+        durations.iter().all(|d| *d <= 750),
         "ticks held up: {durations:?}"
     );
     drop(idle);
