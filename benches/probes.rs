@@ -697,7 +697,14 @@ fn programs() {
 
 // ------------------------------------------------------------------- drain
 
+/// Empties `map`, then puts `n` processes in it. (Emptied first: while the
+/// flip below points the programs at it, other processes' fadvise calls
+/// land in it too.)
 fn fill(map: &libbpf_rs::MapHandle, n: u32) {
+    let keys: Vec<Vec<u8>> = map.keys().collect();
+    for k in &keys {
+        let _ = map.delete(k);
+    }
     let val = vec![0u8; PROC_VALUE_SIZE];
     for k in 1..=n {
         map.update(&k.to_ne_bytes(), &val, MapFlags::ANY)
