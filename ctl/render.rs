@@ -178,6 +178,14 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
             format_duration(std::time::Duration::from_millis(r.interval_ms)),
         ),
         ("strategy".into(), r.strategy.name().into()),
+        (
+            "kernel".into(),
+            format!(
+                "{} (pages of {}: every count of pages is in these)",
+                r.kernel,
+                bytes(r.page_size_bytes as f64)
+            ),
+        ),
         ("ticks".into(), r.ticks.to_string()),
         (
             "last tick".into(),

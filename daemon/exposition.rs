@@ -113,6 +113,7 @@ pub struct Inputs<'a> {
     pub store: Option<&'a StoreStatus>,
     pub drain_seconds: f64,
     pub drain_lag_seconds: f64,
+    pub page_size_bytes: u64,
     pub maps: &'a [MapGauge],
     pub self_stats: &'a SelfStats,
 }
@@ -131,6 +132,13 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
+
+    o.family(
+        "iomon_page_size_bytes",
+        Kind::Gauge,
+        "The kernel's page size: every iomon metric in pages counts pages of this size.",
+    );
+    o.gauge("iomon_page_size_bytes", &[], inp.page_size_bytes as f64);
 
     probe_metrics(inp.probes, &mut o);
 
@@ -394,6 +402,7 @@ mod tests {
                 store: None,
                 drain_seconds: 0.0,
                 drain_lag_seconds: 0.0,
+                page_size_bytes: 4096,
                 maps: &[],
                 self_stats: &self_stats,
             },

@@ -22,7 +22,7 @@ use crate::sample::{FileSample, FilesBy, ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
 pub use crate::totals::Truncated;
 
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).
@@ -104,6 +104,10 @@ pub struct StatusReport {
     pub now_ms: u64,
     pub interval_ms: u64,
     pub strategy: Strategy,
+    /// The running kernel's release.
+    pub kernel: String,
+    /// The kernel's page size: every count of pages is in these.
+    pub page_size_bytes: u64,
     pub families: Vec<FamilyStatus>,
     pub store: Option<StoreStatus>,
     pub ticks: u64,

@@ -511,6 +511,13 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         !body.contains("iomon_read_calls_total"),
         "reads are off by default: absent, not zero"
     );
+    // Pages are the kernel's own: the gauge says which size.
+    assert_eq!(
+        metric(&body, "iomon_page_size_bytes"),
+        Some(page_size() as f64)
+    );
+    let status = d.json(&["status"]);
+    assert_eq!(status["page_size_bytes"], page_size() as u64);
     // The README's metric catalogue names every family served.
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();

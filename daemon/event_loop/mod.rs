@@ -352,6 +352,7 @@ impl Daemon {
             store: self.store.as_ref().map(Store::status),
             drain_seconds: self.drain.last_duration.as_secs_f64(),
             drain_lag_seconds: self.last_lag.as_secs_f64(),
+            page_size_bytes: 1 << self.probes.page_shift,
             last_tick: self.last_tick,
             interval: self.interval,
             maps: crate::http::map_gauges(self.drain.maps(), procs_seen, files_seen),

@@ -278,6 +278,8 @@ impl Daemon {
             now_ms: now_ms(),
             interval_ms: self.interval.as_millis() as u64,
             strategy: self.drain.strategy(),
+            kernel: self.probes.kernel_release.clone(),
+            page_size_bytes: 1 << self.probes.page_shift,
             families: self.probes.status(),
             store: self.store.as_ref().map(Store::status),
             ticks: self.totals.ticks,

@@ -28,6 +28,7 @@ pub struct View<'a> {
     pub store: Option<StoreStatus>,
     pub drain_seconds: f64,
     pub drain_lag_seconds: f64,
+    pub page_size_bytes: u64,
     pub last_tick: Option<Instant>,
     pub interval: Duration,
     pub maps: Vec<MapGauge>,
