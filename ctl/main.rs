@@ -49,7 +49,7 @@ struct Args {
     output: Output,
 
     /// Give up on the daemon after this long.
-    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
 
     #[command(subcommand)]
@@ -187,6 +187,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     iomon::units::parse_duration(s)
 }
 
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => {
+            Err("a timeout of 0 would give up before asking: use at least 1ms".into())
+        }
+        d => Ok(d),
+    }
+}
+
+/// A `--since`/`--until` time, which must not lie in the future.
+fn parse_past(flag: &str, s: &str, now: u64) -> Result<u64, String> {
+    let t = timespec::parse_time(s, now).map_err(|e| format!("{flag}: {e}"))?;
+    if t > now + 1000 {
+        return Err(format!(
+            "{flag} {} is in the future (it is {} now)",
+            timespec::format_local(t),
+            timespec::format_local(now)
+        ));
+    }
+    Ok(t)
+}
+
 /// Exit codes scripts can rely on.
 const EXIT_DAEMON: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -221,11 +243,11 @@ fn main() -> ExitCode {
         } => {
             let since_ms = match since
                 .as_deref()
-                .map(|s| timespec::parse_time(s, now))
+                .map(|s| parse_past("--since", s, now))
                 .transpose()
             {
                 Ok(v) => v,
-                Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
+                Err(e) => return fail(EXIT_USAGE, e),
             };
             Request::Top {
                 by: by.clone(),
@@ -250,9 +272,9 @@ fn main() -> ExitCode {
                     ),
                 );
             }
-            let since_ms = match timespec::parse_time(since, now) {
+            let since_ms = match parse_past("--since", since, now) {
                 Ok(v) => v,
-                Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
+                Err(e) => return fail(EXIT_USAGE, e),
             };
             let until_ms = match until
                 .as_deref()
@@ -264,7 +286,14 @@ fn main() -> ExitCode {
             };
             if let Some(u) = until_ms {
                 if u < since_ms {
-                    return fail(EXIT_USAGE, "--until is before --since");
+                    return fail(
+                        EXIT_USAGE,
+                        format!(
+                            "--until {} is before --since {}",
+                            timespec::format_local(u),
+                            timespec::format_local(since_ms)
+                        ),
+                    );
                 }
             }
             let span = until_ms.unwrap_or(now).saturating_sub(since_ms);
@@ -282,14 +311,14 @@ fn main() -> ExitCode {
             by,
             n,
             target,
-        } => match timespec::parse_time(since, now) {
+        } => match parse_past("--since", since, now) {
             Ok(since_ms) => Request::Files {
                 by: *by,
                 n: *n,
                 since_ms,
                 target: target.clone(),
             },
-            Err(e) => return fail(EXIT_USAGE, format!("--since: {e}")),
+            Err(e) => return fail(EXIT_USAGE, e),
         },
         Command::Strategy {
             op: StrategyOp::Get,

@@ -138,26 +138,8 @@ pub fn parse_time(s: &str, now_ms: u64) -> Result<u64, String> {
 /// Formats epoch ms as local `YYYY-MM-DD HH:MM:SS`.
 pub fn format_local(ms: u64) -> String {
     let s = (ms / 1000) as i64;
-    let local = s + local_offset_s(s);
-    let days = local.div_euclid(86_400);
-    let secs = local.rem_euclid(86_400);
-    // civil_from_days
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let (y, m, d, hh, mm, ss) = iomon::units::civil(s + local_offset_s(s));
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
 }
 
 #[cfg(test)]

@@ -26,6 +26,29 @@ impl Span {
 
 /// Parses `500ms`, `10s`, `15m`, `1h30m`, `2d`, `1w` (units may be
 /// combined, largest first or not; a bare number is seconds).
+/// Epoch seconds as (year, month, day, hour, minute, second), proleptic
+/// Gregorian (the civil-from-days algorithm).
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let s = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, s / 3600, s % 3600 / 60, s % 60)
+}
+
+/// Epoch milliseconds as RFC 3339 UTC, to the second.
+pub fn format_utc(ms: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil((ms / 1000) as i64);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -184,6 +207,16 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn utc_times_print_as_rfc3339() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_764_064_800_000), "2025-11-25T10:00:00Z");
+        assert_eq!(format_utc(1_798_761_600_000), "2027-01-01T00:00:00Z");
+        // A leap day and the last second of a year.
+        assert_eq!(format_utc(951_782_400_999), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_735_689_599_000), "2024-12-31T23:59:59Z");
     }
 
     #[test]

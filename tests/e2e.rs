@@ -278,6 +278,22 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     // Usage errors exit 2, an unreachable daemon 3.
     let bad = d.ctl(&["history", "--since", "last tuesday"]);
     assert_eq!(bad.status.code(), Some(2));
+    let zero = d.ctl(&["--timeout", "0s", "status"]);
+    assert_eq!(zero.status.code(), Some(2), "a 0 timeout is a usage error");
+    for cmd in [
+        &["history", "-s", "2099-01-01T00:00:00Z"][..],
+        &["files", "-s", "2099-01-01T00:00:00Z"],
+        &["top", "--since", "2099-01-01T00:00:00Z"],
+    ] {
+        let future = d.ctl(cmd);
+        let err = String::from_utf8_lossy(&future.stderr);
+        assert_eq!(future.status.code(), Some(2), "{cmd:?}: {err}");
+        // Times are printed as times, never as epoch milliseconds.
+        assert!(
+            err.contains("is in the future") && err.contains("2099-01-01"),
+            "{cmd:?}: {err}"
+        );
+    }
     let gone = Command::new(IOMONCTL)
         .args(["--socket", "/nonexistent/iomond.sock", "status"])
         .output()

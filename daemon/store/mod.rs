@@ -108,7 +108,7 @@ pub enum StoreError {
     },
     #[error("history store I/O failed")]
     Db(#[source] redb::Error),
-    #[error("until ({until_ms}) is before since ({since_ms})")]
+    #[error("the range ends ({}) before it starts ({}): ask for an end after the start", crate::units::format_utc(*until_ms), crate::units::format_utc(*since_ms))]
     BadRange { since_ms: u64, until_ms: u64 },
 }
 
