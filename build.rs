@@ -111,6 +111,10 @@ struct RouteDecl {
 struct ProgDecl {
     prog: String,
     event: String,
+    /// The event on arm64 where its name differs (the generic syscall
+    /// table names some syscalls apart: fadvise64_64). The program's
+    /// `SEC()` must name the same.
+    event_arm64: Option<String>,
 }
 
 /// A declaration with its offsets in the kernel's maps.
@@ -713,8 +717,14 @@ fn main() {
     files.extend(fams);
     let mut families = Vec::new();
     let (mut cb, mut hb, mut pb) = (0, 0, 0);
+    let arm64 = env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("aarch64");
     for file in files {
-        let decl = read_decl(&file);
+        let mut decl = read_decl(&file);
+        for p in decl.route.iter_mut().flat_map(|r| r.programs.iter_mut()) {
+            if let (true, Some(e)) = (arm64, p.event_arm64.take()) {
+                p.event = e;
+            }
+        }
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         if decl.name != stem {
             fail(

@@ -10,7 +10,13 @@
  * Host-wide numbers only ever grow in per-CPU arrays; userspace diffs them.
  * Per-process numbers go to a bounded LRU hash that userspace drains.
  */
+/* Kernel types per architecture (CO-RE relocates them on each kernel):
+ * vmlinux.h from x86_64, vmlinux_arm64.h by scripts/vmlinux-h. */
+#if defined(__TARGET_ARCH_arm64)
+#include "vmlinux_arm64.h"
+#else
 #include "vmlinux.h"
+#endif
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
@@ -40,6 +46,7 @@ const volatile u32 kernel_hz = 0;
 #define NR_PREADV2 327
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
 #define NR_FADVISE64 221
+#define SYSCALL_FADVISE "fadvise64"
 /* Syscalls that remove a file's pages with its data: truncate, punch a
  * hole, unlink or overwrite (the last reference to an unlinked file goes
  * at close, munmap, exec or exit). */
@@ -58,6 +65,7 @@ const volatile u32 kernel_hz = 0;
 #define NR_PREADV2 286
 #define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
 #define NR_FADVISE64 223
+#define SYSCALL_FADVISE "fadvise64_64"
 #define CASE_NR_TRUNCATE                                                      \
 	case 45: case 46: case 47: case 56: case 437: case 57: case 436:      \
 	case 35: case 38: case 276: case 24: case 93: case 94: case 215:      \

@@ -173,7 +173,7 @@ static __always_inline bool reclaiming(void)
 
 /* Route syscall-exit (5.15+): the arguments are still in the syscall's
  * saved registers, so one program per call instead of an enter/exit pair. */
-SEC("tracepoint/syscalls/sys_exit_fadvise64")
+SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
 int fadvise_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
@@ -201,7 +201,7 @@ int fadvise_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 
 /* Route syscall-pair (before 5.15): the arguments from the entry, kept per
  * thread until the exit. */
-SEC("tracepoint/syscalls/sys_enter_fadvise64")
+SEC("tracepoint/syscalls/sys_enter_" SYSCALL_FADVISE)
 int fadvise_enter_pair(struct trace_event_raw_sys_enter *ctx)
 {
 	struct thread_state *t = thread_state(true);
@@ -217,7 +217,7 @@ int fadvise_enter_pair(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_fadvise64")
+SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
 int fadvise_exit_pair(struct trace_event_raw_sys_exit *ctx)
 {
 	struct thread_state *t = thread_state(false);
