@@ -781,11 +781,16 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
     }
 }
 
+/// How long `interval set` and `strategy set` last.
+const LASTS: &str = "until iomond restarts or reloads its config";
+
 pub fn strategy(current: Strategy, previous: Option<Strategy>, out: Output) -> String {
     match out {
-        Output::Json => json(
-            &serde_json::json!({"current": current.name(), "previous": previous.map(|p| p.name())}),
-        ),
+        Output::Json => json(&serde_json::json!({
+            "current": current.name(),
+            "previous": previous.map(|p| p.name()),
+            "lasts": previous.map(|_| LASTS),
+        })),
         Output::Csv => format!(
             "current,previous\n{},{}\n",
             current.name(),
@@ -793,7 +798,7 @@ pub fn strategy(current: Strategy, previous: Option<Strategy>, out: Output) -> S
         ),
         Output::Table => match previous {
             Some(p) if p != current => format!(
-                "strategy: {} -> {} (from the next tick)\n",
+                "strategy: {} -> {} (from the next tick, {LASTS}; to keep it, set strategy in iomond's config file)\n",
                 p.name(),
                 current.name()
             ),
@@ -806,16 +811,18 @@ pub fn strategy(current: Strategy, previous: Option<Strategy>, out: Output) -> S
 pub fn interval(current_ms: u64, previous_ms: Option<u64>, out: Output) -> String {
     let f = |ms: u64| format_duration(std::time::Duration::from_millis(ms));
     match out {
-        Output::Json => {
-            json(&serde_json::json!({"current_ms": current_ms, "previous_ms": previous_ms}))
-        }
+        Output::Json => json(&serde_json::json!({
+            "current_ms": current_ms,
+            "previous_ms": previous_ms,
+            "lasts": previous_ms.map(|_| LASTS),
+        })),
         Output::Csv => format!(
             "current_ms,previous_ms\n{current_ms},{}\n",
             previous_ms.map(|v| v.to_string()).unwrap_or_default()
         ),
         Output::Table => match previous_ms {
             Some(p) if p != current_ms => format!(
-                "interval: {} -> {} (from the next tick)\n",
+                "interval: {} -> {} (from the next tick, {LASTS}; to keep it, set interval in iomond's config file)\n",
                 f(p),
                 f(current_ms)
             ),

@@ -265,12 +265,24 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
         .ctl_ok(&["strategy", "set", "accumulate"])
         .contains("drain -> accumulate"));
     assert!(d.ctl_ok(&["strategy", "get"]).contains("accumulate"));
-    assert!(d
-        .ctl_ok(&["interval", "set", "300ms"])
-        .contains("250ms -> 300ms"));
+    let set = d.ctl_ok(&["interval", "set", "300ms"]);
+    assert!(set.contains("250ms -> 300ms"), "{set}");
+    assert!(
+        set.contains("until iomond restarts or reloads its config"),
+        "says how long it lasts: {set}"
+    );
     d.wait_ticks(2);
     assert!(d.ctl_ok(&["interval", "get"]).contains("300ms"));
-    assert!(d.ctl_ok(&["reload"]).contains("reloaded"));
+    // A reload says what it reverted.
+    let reload = d.ctl_ok(&["reload"]);
+    assert!(
+        reload.contains("interval 300ms -> 250ms (reverts `iomonctl interval set`"),
+        "{reload}"
+    );
+    assert!(
+        reload.contains("strategy accumulate -> drain (reverts `iomonctl strategy set`"),
+        "{reload}"
+    );
     // Reload re-applies the command line: the interval goes back to 250ms.
     d.wait_ticks(2);
     assert!(d.ctl_ok(&["interval", "get"]).contains("250ms"));

@@ -157,6 +157,9 @@ pub struct Daemon {
     http: Option<HttpServer>,
     interval: Duration,
     pending_interval: Option<Duration>,
+    /// What `iomonctl interval set` / `strategy set` changed since the
+    /// config was last read: a reload reverts it, and says so.
+    pub(crate) set_at_runtime: SetAtRuntime,
     next_tick: Instant,
     next_flush: Instant,
     next_watchdog: Option<(Instant, Duration)>,
@@ -318,6 +321,7 @@ impl Daemon {
             http,
             interval,
             pending_interval: None,
+            set_at_runtime: SetAtRuntime::default(),
             next_tick: now + interval,
             next_watchdog,
             last_tick: None,
@@ -599,18 +603,30 @@ impl Daemon {
         let old = std::mem::replace(&mut self.cfg, cfg);
         let new = &self.cfg;
         let mut changes = Vec::new();
+        let runtime = std::mem::take(&mut self.set_at_runtime);
+        let reverts = |set: bool, cmd: &str| {
+            if set {
+                format!(" (reverts `iomonctl {cmd} set`: the config file's value)")
+            } else {
+                String::new()
+            }
+        };
         if new.daemon.interval != old.daemon.interval {
             self.pending_interval = Some(new.daemon.interval.0);
             changes.push(format!(
-                "interval {} -> {}",
-                old.daemon.interval, new.daemon.interval
+                "interval {} -> {}{}",
+                old.daemon.interval,
+                new.daemon.interval,
+                reverts(runtime.interval, "interval")
             ));
         }
         if new.daemon.strategy != old.daemon.strategy {
             self.drain.set_strategy(new.daemon.strategy.into());
             changes.push(format!(
-                "strategy -> {}",
-                Strategy::from(new.daemon.strategy).name()
+                "strategy {} -> {}{}",
+                Strategy::from(old.daemon.strategy).name(),
+                Strategy::from(new.daemon.strategy).name(),
+                reverts(runtime.strategy, "strategy")
             ));
         }
         if new.store != old.store || new.daemon.top_k != old.daemon.top_k {
@@ -662,4 +678,12 @@ impl Daemon {
         }
         Ok(changes)
     }
+}
+
+/// Run-time changes (`iomonctl interval set`, `strategy set`) not in the
+/// config file.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SetAtRuntime {
+    pub interval: bool,
+    pub strategy: bool,
 }

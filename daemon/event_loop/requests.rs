@@ -64,6 +64,7 @@ impl Daemon {
                 // Run-time changes live in the config, so a reload compares
                 // against them.
                 self.cfg.daemon.strategy = s.into();
+                self.set_at_runtime.strategy = true;
                 log::info!(
                     "strategy {} -> {} (by uid {:?})",
                     previous.name(),
@@ -90,6 +91,7 @@ impl Daemon {
                     let previous = self.interval;
                     self.pending_interval = Some(d);
                     self.cfg.daemon.interval = crate::units::Span(d);
+                    self.set_at_runtime.interval = true;
                     log::info!(
                         "interval {} -> {} from the next tick (by uid {:?})",
                         format_duration(previous),
