@@ -618,30 +618,23 @@ fn drained_last_tick(d: &Daemon) -> u64 {
     snap["last"]["procs_seen"].as_u64().unwrap_or(0)
 }
 
-/// Sets the wall clock; puts it back (true time) when dropped.
-struct ClockGuard {
-    wall0: std::time::SystemTime,
-    mono0: Instant,
+/// libfaketime, which gives iomond alone a wall clock the test moves
+/// (the host's clock is never touched): its offset is read from a file at
+/// every clock read. Monotonic time stays true.
+fn libfaketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+    ]
+    .iter()
+    .map(|d| PathBuf::from(format!("{d}/faketime/libfaketime.so.1")))
+    .find(|p| p.exists())
 }
 
-fn set_wall_clock(t: std::time::SystemTime) {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
-    let ts = libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: a valid timespec; needs CAP_SYS_TIME.
-    assert_eq!(
-        unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) },
-        0,
-        "clock_settime"
-    );
-}
-
-impl Drop for ClockGuard {
-    fn drop(&mut self) {
-        set_wall_clock(self.wall0 + self.mono0.elapsed());
-    }
+/// Moves iomond's wall clock: seconds from true time.
+fn set_daemon_clock(file: &std::path::Path, offset_s: i64) {
+    std::fs::write(file, format!("{offset_s:+}\n")).unwrap();
 }
 
 #[test]
@@ -649,18 +642,30 @@ fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
     let Some(_k) = bpf_or_skip("bpf_clock_jumps_keep_ticks_on_time_and_history_ordered") else {
         return;
     };
-    if std::env::var_os("IOMON_ALLOW_CLOCK_CHANGE").is_none() {
-        eprintln!("SKIP bpf_clock_jumps_keep_ticks_on_time_and_history_ordered: sets the system clock; run with IOMON_ALLOW_CLOCK_CHANGE=1 (scripts/test does)");
+    let Some(faketime) = libfaketime() else {
+        assert!(
+            std::env::var_os("IOMON_REQUIRE_BPF").is_none(),
+            "libfaketime is missing (scripts/deps installs it)"
+        );
+        eprintln!("SKIP bpf_clock_jumps_keep_ticks_on_time_and_history_ordered: no libfaketime (apt-get install libfaketime)");
         return;
-    }
-    let d = Daemon::start("clock", &[], Some("[store]\nflush_interval = \"250ms\"\n"));
+    };
+    let clock = disk_dir("clock-offset").join("faketime");
+    set_daemon_clock(&clock, 0);
+    let d = Daemon::start_env(
+        "clock",
+        &[],
+        Some("[store]\nflush_interval = \"250ms\"\n"),
+        &[
+            ("LD_PRELOAD", faketime.as_os_str()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.as_os_str()),
+            ("FAKETIME_NO_CACHE", "1".as_ref()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+        ],
+    );
     d.wait_ticks(4);
     let ticks0 = d.json(&["status"])["ticks"].as_u64().unwrap();
-    let guard = ClockGuard {
-        wall0: std::time::SystemTime::now(),
-        mono0: Instant::now(),
-    };
-    let hour = Duration::from_secs(3600);
+    let mono0 = Instant::now();
     // A known workload across the jumps: its calls must all be in history.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = {
@@ -677,15 +682,16 @@ fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
             n
         })
     };
-    // Back an hour, then forward two (an hour ahead of true time).
-    set_wall_clock(guard.wall0 + guard.mono0.elapsed() - hour);
+    // iomond's clock: back an hour, then forward two (an hour ahead of
+    // true time), then back to true time.
+    set_daemon_clock(&clock, -3600);
     std::thread::sleep(Duration::from_secs(2));
-    set_wall_clock(guard.wall0 + guard.mono0.elapsed() + hour);
+    set_daemon_clock(&clock, 3600);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let calls = worker.join().unwrap();
-    let elapsed = guard.mono0.elapsed();
-    drop(guard);
+    let elapsed = mono0.elapsed();
+    set_daemon_clock(&clock, 0);
     let t = Instant::now();
     d.wait_ticks(3);
     let ticks = d.json(&["status"])["ticks"].as_u64().unwrap() - ticks0;

@@ -28,6 +28,16 @@ pub fn free_port() -> u16 {
 
 impl Daemon {
     pub fn start(name: &str, extra: &[&str], config: Option<&str>) -> Daemon {
+        Daemon::start_env(name, extra, config, &[])
+    }
+
+    /// `start` with extra environment variables for iomond.
+    pub fn start_env(
+        name: &str,
+        extra: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let dir = disk_dir(&format!("e2e-{name}"));
         let socket = dir.join("iomond.sock");
         let mut cmd = Command::new(IOMOND);
@@ -36,6 +46,7 @@ impl Daemon {
             cmd.arg("--interval").arg("250ms");
         }
         cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.envs(env.iter().copied());
         if let Some(c) = config {
             let p = dir.join("iomond.toml");
             std::fs::write(&p, c).unwrap();
