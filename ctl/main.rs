@@ -101,6 +101,10 @@ enum Command {
         /// A target's numbers instead of the host's.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Counts per step instead of per-second rates (ratios are
+        /// ratios either way).
+        #[arg(long)]
+        counts: bool,
     },
     /// The targets' files over a window from the history store: which
     /// ones their reads missed on, which were evicted, which they advised
@@ -262,6 +266,7 @@ fn main() -> ExitCode {
             step,
             metric,
             target,
+            ..
         } => {
             if target.is_some() && metric.host_only {
                 return fail(
@@ -366,11 +371,17 @@ fn main() -> ExitCode {
         Response::Top(r) => render::top(&r, out),
         Response::Files(r) => render::files(&r, out),
         Response::History(r) => {
-            let (metric, target) = match &args.command {
-                Command::History { metric, target, .. } => (*metric, target.clone()),
+            let (metric, target, counts) = match &args.command {
+                Command::History {
+                    metric,
+                    target,
+                    counts,
+                    ..
+                } => (*metric, target.clone(), *counts),
                 _ => (
                     render::find_series("hit-ratio").expect("hit-ratio is a series"),
                     None,
+                    false,
                 ),
             };
             let (r, scope) = match target {
@@ -380,7 +391,12 @@ fn main() -> ExitCode {
                     Err(e) => return fail(EXIT_DAEMON, e),
                 },
             };
-            render::history(&r, &metric, out, scope)
+            let per = if counts {
+                render::Per::Step
+            } else {
+                render::Per::Second
+            };
+            render::history(&r, &metric, out, scope, per)
         }
         Response::Probes(f) => render::probes(&f, out, iomon::probes::bpf_stats_enabled().ok()),
         Response::Strategy { current, previous } => render::strategy(current, previous, out),

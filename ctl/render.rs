@@ -602,6 +602,17 @@ pub fn find_series(name: &str) -> Option<Series> {
 }
 
 /// One block per value, scaled to the largest.
+/// A rate: two decimals below 10/s, one below 100/s, whole above.
+fn rate_text(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 pub fn bar(v: Option<f64>, max: f64, width: usize) -> String {
     const BLOCKS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
     let Some(v) = v else { return String::new() };
@@ -620,8 +631,26 @@ fn series_value(m: &Series, p: &Sample) -> Option<f64> {
     m.value(p.section(m.family.name()))
 }
 
+/// How `history` shows counts: per second of each point (like sar), or as
+/// the point's count. Ratios are ratios either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Per {
+    Second,
+    Step,
+}
+
+/// A series' value at a point, per `per`.
+fn point_value(m: &Series, p: &Sample, per: Per) -> Option<f64> {
+    let v = series_value(m, p)?;
+    if m.ratio || per == Per::Step {
+        return Some(v);
+    }
+    let secs = p.duration_ms() as f64 / 1000.0;
+    (secs > 0.0).then(|| v / secs)
+}
+
 /// `scope`: the host's history, or a target's ([`history_of_target`]).
-pub fn history(r: &HistoryReport, metric: &Series, out: Output, scope: Scope) -> String {
+pub fn history(r: &HistoryReport, metric: &Series, out: Output, scope: Scope, per: Per) -> String {
     match out {
         Output::Json => json(&json!({
             "resolution_ms": r.resolution_ms,
@@ -634,9 +663,16 @@ pub fn history(r: &HistoryReport, metric: &Series, out: Output, scope: Scope) ->
                 .into_iter()
                 .filter(|m| scope.has(m.host_only))
                 .collect();
+            // Rates are named `<series>_per_s`; ratios and --counts keep
+            // the series' name.
             let mut s = String::from("start_ms,end_ms");
             for m in &columns {
-                let _ = write!(s, ",{}", m.name);
+                let suffix = if m.ratio || per == Per::Step {
+                    ""
+                } else {
+                    "_per_s"
+                };
+                let _ = write!(s, ",{}{suffix}", m.name);
             }
             s.push('\n');
             for p in &r.points {
@@ -645,8 +681,14 @@ pub fn history(r: &HistoryReport, metric: &Series, out: Output, scope: Scope) ->
                     let _ = write!(
                         s,
                         ",{}",
-                        series_value(m, p)
-                            .map(|v| v.to_string())
+                        point_value(m, p, per)
+                            .map(|v| {
+                                if m.ratio || per == Per::Second {
+                                    format!("{v:.4}")
+                                } else {
+                                    format!("{v:.0}")
+                                }
+                            })
                             .unwrap_or_default()
                     );
                 }
@@ -685,18 +727,40 @@ pub fn history(r: &HistoryReport, metric: &Series, out: Output, scope: Scope) ->
                 return s;
             }
             s.push('\n');
-            let vals: Vec<Option<f64>> = r.points.iter().map(|p| series_value(metric, p)).collect();
-            let max = vals.iter().flatten().copied().fold(0.0, f64::max);
-            let _ = writeln!(s, "{:<19} {:>14}", "time", metric.name);
+            let vals: Vec<Option<f64>> = r
+                .points
+                .iter()
+                .map(|p| point_value(metric, p, per))
+                .collect();
+            // Ratios on their absolute scale (a full bar is 100 %); rates
+            // and counts against the largest point, which the header names.
+            let max = if metric.ratio {
+                1.0
+            } else {
+                vals.iter().flatten().copied().fold(0.0, f64::max)
+            };
+            let (head, scale) = match (metric.ratio, per) {
+                (true, _) => (metric.name.to_string(), "bar: 0-100 %".to_string()),
+                (false, Per::Second) => (
+                    format!("{}/s", metric.name),
+                    format!("bar: 0-{}/s", rate_text(max)),
+                ),
+                (false, Per::Step) => (
+                    format!("{} per step", metric.name),
+                    format!("bar: 0-{max:.0}"),
+                ),
+            };
+            let _ = writeln!(s, "{:<19} {:>18}  {scale}", "time", head);
             for (p, v) in r.points.iter().zip(&vals) {
                 let shown = match v {
                     None => "n/a".to_string(),
                     Some(v) if metric.ratio => format!("{:.1}%", v * 100.0),
+                    Some(v) if per == Per::Second => rate_text(*v),
                     Some(v) => format!("{v:.0}"),
                 };
                 let _ = writeln!(
                     s,
-                    "{:<19} {shown:>14}  {}",
+                    "{:<19} {shown:>18}  {}",
                     format_local(p.start_ms),
                     bar(*v, max, 40)
                 );

@@ -237,15 +237,90 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     assert!(header.starts_with("start_ms,end_ms,"), "{csv}");
     for col in [
         "hit_ratio",
-        "dontneed_calls",
+        "dontneed_calls_per_s",
         "mmap_hit_ratio",
-        "dirtied_pages",
+        "dirtied_pages_per_s",
     ] {
         assert!(
             header.split(',').any(|c| c == col),
             "csv lacks {col}: {header}"
         );
     }
+    // Per second like sar by default; --counts gives each step's count.
+    // The same fixed range both ways: rate x duration = count, and the
+    // counts add up to the calls the JSON points hold.
+    let range = [
+        "--since",
+        &format!("@{}", points[0]["start_ms"].as_u64().unwrap() / 1000),
+        "--until",
+        &format!(
+            "@{}",
+            points.last().unwrap()["end_ms"].as_u64().unwrap() / 1000 + 1
+        ),
+        "--step",
+        "1s",
+        "-o",
+        "csv",
+    ]
+    .map(String::from);
+    let args = |extra: &[&str]| {
+        let mut v: Vec<&str> = vec!["history"];
+        v.extend(range.iter().map(String::as_str));
+        v.extend(extra);
+        d.ctl_ok(&v)
+    };
+    let column = |csv: &str, name: &str| -> Vec<(u64, u64, f64)> {
+        let mut lines = csv.lines();
+        let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let i = head.iter().position(|c| *c == name).expect(name);
+        lines
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (
+                    f[0].parse().unwrap(),
+                    f[1].parse().unwrap(),
+                    f[i].parse().unwrap_or(0.0),
+                )
+            })
+            .collect()
+    };
+    let counts = column(&args(&["--counts"]), "dontneed_calls");
+    let rates = column(&args(&[]), "dontneed_calls_per_s");
+    let json_total: u64 = d.json(&{
+        let mut v: Vec<&str> = vec!["history"];
+        v.extend(range[..6].iter().map(String::as_str));
+        v
+    })["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["fadvise"]["calls"]["dontneed"]["ok"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        counts.iter().map(|c| c.2).sum::<f64>() as u64,
+        json_total,
+        "--counts sums to the calls"
+    );
+    assert!(json_total >= 37);
+    assert_eq!(counts.len(), rates.len());
+    for (c, r) in counts.iter().zip(&rates) {
+        let secs = (r.1 - r.0) as f64 / 1000.0;
+        assert!(
+            (r.2 * secs - c.2).abs() <= 0.01 * c.2.max(1.0),
+            "rate {} x {secs}s != count {}",
+            r.2,
+            c.2
+        );
+    }
+    // Ratios are drawn on their own scale: a full bar is 100 %.
+    let table = d.ctl_ok(&["history", "-s", "5m", "--metric", "hit-ratio"]);
+    assert!(table.contains("bar: 0-100 %"), "{table}");
+    let table = d.ctl_ok(&["history", "-s", "5m", "--metric", "dontneed-calls"]);
+    assert!(table.contains("dontneed_calls/s"), "{table}");
     assert!(d
         .ctl_ok(&["history", "-s", "5m", "--metric", "mmap-hit-ratio"])
         .contains("mmap_hit_ratio"));
