@@ -3,6 +3,7 @@
 
 mod render;
 mod timespec;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,20 @@ struct Args {
     command: Command,
 }
 
+/// The live view's options.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Watch {
+    /// Redraw every INTERVAL (default 2s) until q or Ctrl-C: a live view
+    /// on a terminal (< > change the sort, space redraws), the plain
+    /// output repeated when stdout is not a terminal.
+    #[arg(long, short = 'w', value_name = "INTERVAL", num_args = 0..=1,
+          default_missing_value = "2s", value_parser = parse_watch)]
+    watch: Option<Duration>,
+    /// With --watch: stop after this many screens.
+    #[arg(long, value_name = "N", requires = "watch")]
+    iterations: Option<u64>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Version, uptime, interval, strategy, probe families, store, warnings.
@@ -65,6 +80,8 @@ enum Command {
         /// A target's numbers (see `status`) instead of the host's.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        #[command(flatten)]
+        watch: Watch,
     },
     /// The busiest processes over the last interval or a --since window.
     Top {
@@ -81,6 +98,8 @@ enum Command {
         /// Only a target's processes.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        #[command(flatten)]
+        watch: Watch,
     },
     /// The time series from the history store.
     History {
@@ -191,6 +210,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     iomon::units::parse_duration(s)
 }
 
+fn parse_watch(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_millis(100) => {
+            Err("a live view redraws at most every 100ms".into())
+        }
+        d => Ok(d),
+    }
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => {
@@ -213,6 +241,56 @@ fn parse_past(flag: &str, s: &str, now: u64) -> Result<u64, String> {
     Ok(t)
 }
 
+/// The live view of `top` or `snapshot`: asks the daemon each interval
+/// (reconnecting when it went away) and renders as the one-shot command.
+fn live(
+    args: &Args,
+    every: Duration,
+    iterations: Option<u64>,
+    sorts: Vec<&'static str>,
+    sort: usize,
+    request: impl Fn(Option<&str>) -> Request,
+) -> ExitCode {
+    let mut client: Option<Client> = None;
+    let out = args.output;
+    let frame = move |by: Option<&str>| -> Result<String, String> {
+        if client.is_none() {
+            client = Some(
+                Client::connect(&args.socket, args.timeout).map_err(|e| iomon::error_chain(&e))?,
+            );
+        }
+        let c = client.as_mut().expect("connected above");
+        let response = c.call(&request(by)).map_err(|e| {
+            client = None;
+            iomon::error_chain(&e)
+        })?;
+        match response {
+            Response::Top(r) => Ok(render::top(&r, out)),
+            Response::Snapshot(r) => match &args.command {
+                Command::Snapshot {
+                    target: Some(t), ..
+                } => render::snapshot_of_target(&r, t)
+                    .map(|r| render::snapshot(&r, out, Scope::Target)),
+                _ => Ok(render::snapshot(&r, out, Scope::Host)),
+            },
+            Response::Error { message, .. } => Err(message),
+            _ => Err("the daemon answered something else".into()),
+        }
+    };
+    let view = watch::View {
+        sorts,
+        sort,
+        interval: every,
+        iterations,
+        plain: out != Output::Table,
+        frame: Box::new(frame),
+    };
+    match watch::run(view) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_DAEMON, format!("live view: {e}")),
+    }
+}
+
 /// Exit codes scripts can rely on.
 const EXIT_DAEMON: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -226,6 +304,50 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let args = Args::parse();
     let now = iomon::now_ms();
+    match &args.command {
+        Command::Top {
+            watch:
+                Watch {
+                    watch: Some(every),
+                    iterations,
+                },
+            since,
+            by,
+            n,
+            target,
+        } => {
+            if since.is_some() {
+                return fail(
+                    EXIT_USAGE,
+                    "--watch shows each last interval live; drop --since (or drop --watch for a window)",
+                );
+            }
+            let sorts = family::ranks();
+            let sort = sorts.iter().position(|r| r == by).unwrap_or(0);
+            let (n, target) = (*n, target.clone());
+            return live(&args, *every, *iterations, sorts, sort, move |by| {
+                Request::Top {
+                    by: by.unwrap_or("activity").to_string(),
+                    n,
+                    since_ms: None,
+                    target: target.clone(),
+                }
+            });
+        }
+        Command::Snapshot {
+            watch:
+                Watch {
+                    watch: Some(every),
+                    iterations,
+                },
+            ..
+        } => {
+            return live(&args, *every, *iterations, Vec::new(), 0, |_| {
+                Request::Snapshot
+            })
+        }
+        _ => {}
+    }
     let request = match &args.command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -244,6 +366,7 @@ fn main() -> ExitCode {
             n,
             since,
             target,
+            ..
         } => {
             let since_ms = match since
                 .as_deref()

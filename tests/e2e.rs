@@ -1328,3 +1328,99 @@ fn bpf_files_shows_a_targets_files_by_misses_evictions_and_dontneed() {
     assert_eq!(bad.status.code(), Some(2));
     d.stop();
 }
+
+/// Runs `iomonctl ARGS` on a pseudo-terminal (util-linux `script`),
+/// typing `keys` (each after its pause); returns everything the terminal
+/// received, with `stty -g` before and after the command and its status.
+fn on_a_pty(d: &Daemon, args: &str, keys: &[(u64, &[u8])]) -> String {
+    let cmd = format!(
+        "stty -g; {IOMONCTL} --socket {} {args}; echo rc=$?; stty -g",
+        d.socket.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    for (pause_ms, k) in keys {
+        std::thread::sleep(Duration::from_millis(*pause_ms));
+        stdin.write_all(k).unwrap();
+        stdin.flush().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the live view did not quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out.replace('\r', "")
+}
+
+#[test]
+fn bpf_top_watch_draws_resorts_quits_and_restores_the_terminal() {
+    let Some(_k) = bpf_or_skip("bpf_top_watch_draws_resorts_quits_and_restores_the_terminal")
+    else {
+        return;
+    };
+    let d = Daemon::start("watch", &[], None);
+    d.wait_ticks(2);
+    let ranks = iomon::family::ranks();
+    // q after a re-sort.
+    let out = on_a_pty(&d, "top --watch 300ms", &[(1000, b">"), (1000, b"q")]);
+    let lines: Vec<&str> = out.lines().collect();
+    let (before, after) = (lines[0], lines[lines.len() - 1]);
+    assert_eq!(before, after, "terminal modes restored: {out}");
+    assert!(out.contains("\x1b[?1049h"), "alternate screen: {out}");
+    let first = out.find(&format!("sort (by {})", ranks[0])).expect("drawn");
+    let resorted = out
+        .find(&format!("sort (by {})", ranks[1]))
+        .expect("re-sorted on >");
+    assert!(first < resorted);
+    assert!(
+        out.contains(&format!(", by {}", ranks[1])),
+        "the daemon asked by the new key"
+    );
+    assert!(out.contains("PID COMM"), "{out}");
+    let end = out.rfind("\x1b[?1049l").expect("screen restored");
+    assert!(
+        out[..end].rfind("\x1b[?25h").is_some(),
+        "cursor shown again"
+    );
+    assert!(out[end..].contains("rc=0"), "{out}");
+    // Ctrl-C: the same way out.
+    let out = on_a_pty(&d, "top --watch 300ms", &[(1000, b"\x03")]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        lines[lines.len() - 1],
+        "restored after Ctrl-C: {out}"
+    );
+    assert!(out.contains("\x1b[?1049l") && out.contains("rc=0"), "{out}");
+    // Not a terminal: the plain table, repeated.
+    let plain = d.ctl_ok(&["top", "--watch", "200ms", "--iterations", "3"]);
+    assert_eq!(plain.matches("\n--- ").count() + 1, 3, "{plain}");
+    assert!(!plain.contains('\x1b'), "no escapes in plain output");
+    let snap = d.ctl_ok(&[
+        "snapshot",
+        "--watch",
+        "200ms",
+        "--iterations",
+        "2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(snap.matches("\"ticks\"").count(), 2, "{snap}");
+    eprintln!(
+        "live view: drawn, re-sorted {} -> {}, quit and restored",
+        ranks[0], ranks[1]
+    );
+}
