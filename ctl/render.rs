@@ -24,8 +24,12 @@ pub enum Output {
     Csv,
 }
 
+/// Pretty JSON, newline-terminated.
 pub fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    let mut s =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
 }
 
 fn csv_field(s: &str) -> String {
@@ -300,6 +304,64 @@ fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, Strin
     rows
 }
 
+/// `snapshot_rows` as numbers: rates with 4 decimals, ratios as
+/// fractions, quantiles in microseconds, undefined as empty.
+fn snapshot_csv_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
+    let last = r.last.clone().unwrap_or_default();
+    let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
+    let mut rows = Vec::new();
+    let num = |v: Option<String>| v.unwrap_or_default();
+    for f in family::ALL {
+        let name = f.name();
+        let Some(tt) = r.totals.section(name) else {
+            continue;
+        };
+        let empty = family::Section::default();
+        let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
+        for ((metric, lv), (_, tv)) in l.into_iter().zip(family::rows(f, tt, scope)) {
+            let (a, b) = match (lv, tv) {
+                (Shown::Count(lv), Shown::Count(tv)) => (
+                    lv.map(|v| format!("{:.4}", v as f64 / secs)),
+                    tv.map(|v| v.to_string()),
+                ),
+                (Shown::Ratio(lv), Shown::Ratio(tv)) => {
+                    (lv.map(|v| format!("{v:.4}")), tv.map(|v| format!("{v:.4}")))
+                }
+                (Shown::Micros(lv), Shown::Micros(tv)) => {
+                    (lv.map(|v| v.to_string()), tv.map(|v| v.to_string()))
+                }
+                _ => (None, None),
+            };
+            rows.push((name.into(), metric, num(a), num(b)));
+        }
+    }
+    rows
+}
+
+/// Every number of a family section's JSON divided by `secs`, except
+/// ratios (`*_ratio`) and histogram bucket bounds (`le_us`).
+fn per_second(v: &Value, secs: f64) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let keep = k.ends_with("_ratio") || k == "le_us";
+                    (
+                        k.clone(),
+                        if keep { v.clone() } else { per_second(v, secs) },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| per_second(v, secs)).collect()),
+        Value::Number(n) => n
+            .as_f64()
+            .map(|x| json!((x / secs * 10_000.0).round() / 10_000.0))
+            .unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
 /// Names of the targets in a set of Samples.
 fn target_names<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
     let mut names: Vec<&str> = samples
@@ -353,15 +415,33 @@ pub fn history_of_target(r: &HistoryReport, target: &str) -> Result<HistoryRepor
 /// `scope`: the host's snapshot, or a target's ([`snapshot_of_target`]).
 pub fn snapshot(r: &SnapshotReport, out: Output, scope: Scope) -> String {
     match out {
-        Output::Json => json(&json!({
-            "started_ms": r.started_ms,
-            "ticks": r.ticks,
-            "last": r.last.as_ref().map(|l| sample_json(l, scope)),
-            "totals": sample_json(&r.totals, scope),
-        })),
+        Output::Json => {
+            let last = r.last.as_ref().map(|l| sample_json(l, scope));
+            // The last interval's family sections again, per second.
+            let rates = r.last.as_ref().zip(last.as_ref()).map(|(l, j)| {
+                let secs = (l.duration_ms() as f64 / 1000.0).max(0.001);
+                let mut m = Map::new();
+                m.insert("seconds".into(), json!(secs));
+                for f in family::ALL {
+                    if let Some(sec) = j.get(f.name()) {
+                        m.insert(f.name().into(), per_second(sec, secs));
+                    }
+                }
+                Value::Object(m)
+            });
+            json(&json!({
+                "started_ms": r.started_ms,
+                "ticks": r.ticks,
+                "last": last,
+                "last_per_second": rates,
+                "totals": sample_json(&r.totals, scope),
+            }))
+        }
         Output::Csv => {
+            // Numbers only: counts per second and in total, ratios as
+            // fractions, latencies in microseconds; empty when undefined.
             let mut s = String::from("section,metric,per_second_last_interval,total_since_start\n");
-            for (a, b, c, d) in snapshot_rows(r, scope) {
+            for (a, b, c, d) in snapshot_csv_rows(r, scope) {
                 let _ = writeln!(s, "{},{},{},{}", csv_field(&a), csv_field(&b), c, d);
             }
             s
@@ -399,12 +479,17 @@ pub fn top(r: &TopReport, out: Output) -> String {
         .iter()
         .flat_map(|f| f.columns.iter().map(move |c| (f.name(), c)))
         .collect();
-    let cell = |p: &ProcSample, (fam, c): &(&str, &family::Column)| (c.value)(p.of(fam));
+    // A family not measured in the window has no numbers, not zeros.
+    let measured = |fam: &str| r.families.iter().any(|f| f == fam);
+    let cell = |p: &ProcSample, (fam, c): &(&str, &family::Column)| {
+        measured(fam).then(|| (c.value)(p.of(fam)))
+    };
     match out {
         Output::Json => json(&json!({
             "start_ms": r.start_ms,
             "end_ms": r.end_ms,
             "by": r.by,
+            "families": r.families,
             "procs": r.procs.iter().map(proc_json).collect::<Vec<_>>(),
         })),
         Output::Csv => {
@@ -417,8 +502,9 @@ pub fn top(r: &TopReport, out: Output) -> String {
                 let _ = write!(s, "{},{}", p.tgid, csv_field(&p.comm));
                 for c in &columns {
                     let v = match cell(p, c) {
-                        Cell::Count(n) | Cell::Bytes(n) => n.to_string(),
-                        Cell::Ratio(r) => r.map(|r| format!("{r:.4}")).unwrap_or_default(),
+                        Some(Cell::Count(n) | Cell::Bytes(n)) => n.to_string(),
+                        Some(Cell::Ratio(r)) => r.map(|r| format!("{r:.4}")).unwrap_or_default(),
+                        None => String::new(),
                     };
                     let _ = write!(s, ",{v}");
                 }
@@ -443,9 +529,10 @@ pub fn top(r: &TopReport, out: Output) -> String {
                 let _ = write!(s, "{:>8} {:<16}", p.tgid, p.comm);
                 for c in &columns {
                     let v = match cell(p, c) {
-                        Cell::Count(n) => n.to_string(),
-                        Cell::Bytes(n) => bytes(n as f64),
-                        Cell::Ratio(r) => pct(r),
+                        Some(Cell::Count(n)) => n.to_string(),
+                        Some(Cell::Bytes(n)) => bytes(n as f64),
+                        Some(Cell::Ratio(r)) => pct(r),
+                        None => "n/a".into(),
                     };
                     let _ = write!(s, " {v:>10}");
                 }

@@ -158,6 +158,8 @@ pub struct TopReport {
     pub end_ms: u64,
     pub by: String,
     pub procs: Vec<ProcSample>,
+    /// Families measured in the window: the others' columns are n/a.
+    pub families: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -425,6 +427,7 @@ mod tests {
                 end_ms: 1,
                 by: "bytes".into(),
                 procs: vec![ProcSample::default()],
+                families: vec!["fadvise".into()],
             }),
             Response::History(HistoryReport {
                 resolution_ms: 1,

@@ -1424,3 +1424,103 @@ fn bpf_top_watch_draws_resorts_quits_and_restores_the_terminal() {
         ranks[0], ranks[1]
     );
 }
+
+/// The README's "Output for scripts" table, as (command, keys).
+fn documented_json_keys() -> Vec<(String, Vec<String>)> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("| command | top-level keys |")
+        .expect("the table");
+    readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            let cmd = cells[1].trim().trim_matches('`').to_string();
+            // The keys are the backquoted names outside parentheses.
+            let mut keys = Vec::new();
+            let mut depth = 0;
+            for (i, part) in cells[2].split('`').enumerate() {
+                if i % 2 == 1 && depth == 0 {
+                    keys.push(part.to_string());
+                } else if i % 2 == 0 {
+                    depth += part.matches('(').count() as i32 - part.matches(')').count() as i32;
+                }
+            }
+            (cmd, keys)
+        })
+        .collect()
+}
+
+#[test]
+fn bpf_json_output_is_as_documented() {
+    let Some(_k) = bpf_or_skip("bpf_json_output_is_as_documented") else {
+        return;
+    };
+    let d = Daemon::start("json-doc", &[], None);
+    d.wait_ticks(2);
+    let table = documented_json_keys();
+    assert_eq!(table.len(), 6, "{table:?}");
+    for (cmd, keys) in &table {
+        let args: Vec<&str> = match cmd.as_str() {
+            "history" => vec!["history", "--since", "1m"],
+            "files" => vec!["files", "--since", "1h"],
+            c => vec![c],
+        };
+        let raw = d.ctl_ok(&[&args[..], &["-o", "json"]].concat());
+        assert!(raw.ends_with('\n'), "{cmd}: newline-terminated");
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        let obj = match &v {
+            serde_json::Value::Array(a) => a[0].as_object().unwrap(),
+            o => o.as_object().unwrap(),
+        };
+        let mut got: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let mut want: Vec<&str> = keys.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "{cmd}: documented keys vs output");
+    }
+    // Names, not positions: advice by name, results ok/error, enums in
+    // snake_case, histograms with bounds, rates beside counts.
+    let snap = d.json(&["snapshot"]);
+    assert!(snap["last"]["fadvise"]["calls"]["dontneed"]["ok"].is_u64());
+    assert!(snap["last_per_second"]["fadvise"]["calls"]["dontneed"]["ok"].is_number());
+    assert!(snap["last_per_second"]["seconds"].as_f64().unwrap() > 0.0);
+    let stall = &snap["totals"]["reclaim"]["stall"]["buckets"][0];
+    assert!(
+        stall["le_us"].is_u64() && stall["count"].is_u64(),
+        "{stall}"
+    );
+    // A family that is off (reads, by default) is n/a in top, not zero.
+    std::fs::read("/proc/self/exe").unwrap();
+    d.wait_ticks(1);
+    let top = d.json(&["top"]);
+    let fams: Vec<&str> = top["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        fams.contains(&"pagecache") && !fams.contains(&"reads"),
+        "{fams:?}"
+    );
+    let table = d.ctl_ok(&["top", "-n", "3"]);
+    let row = table.lines().nth(2).expect("a busy process");
+    assert!(row.contains("n/a"), "reads' columns: {table}");
+    let status = d.json(&["status"]);
+    assert_eq!(status["strategy"], "drain");
+    assert_eq!(status["families"][0]["state"], "attached");
+    // CSV: numbers only.
+    let csv = d.ctl_ok(&["snapshot", "-o", "csv"]);
+    for line in csv.lines().skip(1) {
+        for v in line.rsplitn(3, ',').take(2) {
+            assert!(
+                v.is_empty() || v.parse::<f64>().is_ok(),
+                "not a number: {v:?} in {line}"
+            );
+        }
+    }
+}

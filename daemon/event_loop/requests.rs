@@ -144,6 +144,7 @@ impl Daemon {
                     Err(r) if self.totals.last.is_some() => return r,
                     Err(_) => last,
                 };
+                let families = measured(&last);
                 let mut procs = last.procs;
                 top_k(&mut procs, by, n);
                 Response::Top(TopReport {
@@ -151,6 +152,7 @@ impl Daemon {
                     end_ms: last.end_ms,
                     by: by_name.to_string(),
                     procs,
+                    families,
                 })
             }
             Some(since) => {
@@ -173,6 +175,7 @@ impl Daemon {
                             };
                             merged.merge(&p, usize::MAX);
                         }
+                        let families = measured(&merged);
                         let mut procs = merged.procs;
                         top_k(&mut procs, by, n);
                         Response::Top(TopReport {
@@ -180,6 +183,7 @@ impl Daemon {
                             end_ms: now,
                             by: by_name.to_string(),
                             procs,
+                            families,
                         })
                     }
                     Err(e) => failed(&e.to_string()),
@@ -326,4 +330,13 @@ pub fn tick_line(s: &Sample, drain: Duration) -> String {
     parts.push(format!("procs {}", s.procs_seen));
     parts.push(format!("drain {}us", drain.as_micros()));
     parts.join(" | ")
+}
+
+/// The families a Sample has sections of (attached while it was counted).
+fn measured(s: &Sample) -> Vec<String> {
+    crate::family::ALL
+        .iter()
+        .filter(|f| s.section(f.name()).is_some())
+        .map(|f| f.name().to_string())
+        .collect()
 }

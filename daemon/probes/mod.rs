@@ -74,8 +74,10 @@ pub enum ProbeError {
     },
 }
 
-/// What became of one family.
+/// What became of one family. (JSON: `"attached"`, `"disabled"`,
+/// `{"unavailable": why}`, `{"failed": why}`.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FamilyState {
     /// Every program of its route attached.
     Attached,
