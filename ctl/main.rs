@@ -14,7 +14,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use iomon::drain::Strategy;
 use iomon::family::{self, Scope, Series};
 use iomon::proto::{Client, ClientError, ErrorKind, Request, Response};
-use iomon::sample::FilesBy;
+use iomon::sample::{top_over, FilesBy, TopBy};
+use iomon::store::{StoreCopy, StoreError};
 use render::Output;
 
 const DEFAULT_SOCKET: &str = "/run/iomond/iomond.sock";
@@ -98,6 +99,11 @@ enum Command {
         /// Only a target's processes.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// Read a stopped iomond's history store (its file, or the
+        /// directory holding history.redb) instead of asking the daemon;
+        /// --since defaults to 1h.
+        #[arg(long, value_name = "PATH", conflicts_with = "watch")]
+        store: Option<PathBuf>,
         #[command(flatten)]
         watch: Watch,
     },
@@ -124,6 +130,12 @@ enum Command {
         /// ratios either way).
         #[arg(long)]
         counts: bool,
+        /// Read a stopped iomond's history store (its file, or the
+        /// directory holding history.redb, e.g. /var/lib/iomond/history)
+        /// instead of asking the daemon. It is never changed: a copy is
+        /// read. Refused while a running iomond holds it.
+        #[arg(long, value_name = "PATH")]
+        store: Option<PathBuf>,
     },
     /// The targets' files over a window from the history store: which
     /// ones their reads missed on, which were evicted, which they advised
@@ -291,6 +303,65 @@ fn live(
     }
 }
 
+/// Answers `history` or `top` from a stopped daemon's store (a copy of
+/// it), as the daemon would.
+fn from_store(path: &std::path::Path, request: &Request, now: u64) -> Result<Response, String> {
+    let copy = StoreCopy::open(path).map_err(|e| match e {
+        StoreError::Locked(_) => format!(
+            "{}: a running iomond holds it; ask the daemon instead (drop --store)",
+            iomon::error_chain(&e)
+        ),
+        e => iomon::error_chain(&e),
+    })?;
+    match request {
+        Request::History {
+            since_ms,
+            until_ms,
+            step_ms,
+        } => copy
+            .store
+            .range(*since_ms, until_ms.unwrap_or(now), *step_ms)
+            .map(Response::History)
+            .map_err(|e| iomon::error_chain(&e)),
+        Request::Top {
+            by,
+            n,
+            since_ms,
+            target,
+        } => {
+            let since = since_ms.unwrap_or(now.saturating_sub(3_600_000));
+            let key = TopBy::parse(by).ok_or_else(|| format!("unknown ranking {by:?}"))?;
+            let h = copy
+                .store
+                .range(since, now, Some(now.saturating_sub(since).max(1)))
+                .map_err(|e| iomon::error_chain(&e))?;
+            if h.points.is_empty() {
+                return Err(format!(
+                    "no history in this window in {}{}",
+                    path.display(),
+                    h.oldest_ms
+                        .map(|o| format!(" (it starts at {})", timespec::format_local(o)))
+                        .unwrap_or_else(|| " (it is empty)".into())
+                ));
+            }
+            let (procs, families) = top_over(
+                &h.points,
+                key,
+                (*n as usize).clamp(1, 1000),
+                target.as_deref(),
+            );
+            Ok(Response::Top(iomon::proto::TopReport {
+                start_ms: since,
+                end_ms: now,
+                by: by.clone(),
+                procs,
+                families,
+            }))
+        }
+        _ => Err("--store answers history and top only".into()),
+    }
+}
+
 /// Exit codes scripts can rely on.
 const EXIT_DAEMON: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -315,6 +386,7 @@ fn main() -> ExitCode {
             by,
             n,
             target,
+            ..
         } => {
             if since.is_some() {
                 return fail(
@@ -468,16 +540,28 @@ fn main() -> ExitCode {
         Command::Reload => Request::Reload,
     };
 
-    let mut client = match Client::connect(&args.socket, args.timeout) {
-        Ok(c) => c,
-        Err(e @ (ClientError::Connect { .. } | ClientError::Frame(_))) => {
-            return fail(EXIT_UNREACHABLE, iomon::error_chain(&e))
-        }
-        Err(e) => return fail(EXIT_DAEMON, iomon::error_chain(&e)),
+    let store = match &args.command {
+        Command::History { store, .. } | Command::Top { store, .. } => store.as_deref(),
+        _ => None,
     };
-    let response = match client.call(&request) {
-        Ok(r) => r,
-        Err(e) => return fail(EXIT_UNREACHABLE, iomon::error_chain(&e)),
+    let response = match store {
+        Some(path) => match from_store(path, &request, now) {
+            Ok(r) => r,
+            Err(e) => return fail(EXIT_DAEMON, e),
+        },
+        None => {
+            let mut client = match Client::connect(&args.socket, args.timeout) {
+                Ok(c) => c,
+                Err(e @ (ClientError::Connect { .. } | ClientError::Frame(_))) => {
+                    return fail(EXIT_UNREACHABLE, iomon::error_chain(&e))
+                }
+                Err(e) => return fail(EXIT_DAEMON, iomon::error_chain(&e)),
+            };
+            match client.call(&request) {
+                Ok(r) => r,
+                Err(e) => return fail(EXIT_UNREACHABLE, iomon::error_chain(&e)),
+            }
+        }
     };
     let out = args.output;
     let text = match response {

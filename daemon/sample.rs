@@ -232,6 +232,33 @@ impl TopBy {
     }
 }
 
+/// The busiest processes over a window of history points, by `by`, and
+/// the families measured in it; with a target, only its processes (each
+/// point's slot names apply to that point). Shared by iomond (`top
+/// --since`) and iomonctl (`top --store`).
+pub fn top_over(
+    points: &[Sample],
+    by: TopBy,
+    n: usize,
+    target: Option<&str>,
+) -> (Vec<ProcSample>, Vec<String>) {
+    let mut merged = Sample::default();
+    for p in points {
+        match target {
+            None => merged.merge(p, usize::MAX),
+            Some(t) => {
+                if let Some(p) = p.for_target(t) {
+                    merged.merge(&p, usize::MAX);
+                }
+            }
+        }
+    }
+    let families = merged.measured();
+    let mut procs = merged.procs;
+    top_k(&mut procs, by, n);
+    (procs, families)
+}
+
 /// Sorts by `by` (descending, then tgid) and keeps the first `k`.
 pub fn top_k(procs: &mut Vec<ProcSample>, by: TopBy, k: usize) {
     procs.sort_by(|a, b| by.key(b).cmp(&by.key(a)).then(a.tgid.cmp(&b.tgid)));
@@ -270,6 +297,18 @@ pub struct Sample {
     pub files_truncated: u64,
     /// Target files of the interval whose path was not found.
     pub files_unresolved: u64,
+}
+
+impl Sample {
+    /// The families this Sample has sections of (attached while it was
+    /// counted).
+    pub fn measured(&self) -> Vec<String> {
+        family::ALL
+            .iter()
+            .filter(|f| self.section(f.name()).is_some())
+            .map(|f| f.name().to_string())
+            .collect()
+    }
 }
 
 impl Sample {

@@ -1524,3 +1524,114 @@ fn bpf_json_output_is_as_documented() {
         }
     }
 }
+
+/// A digest of a file's bytes and its modification time: unchanged means
+/// nobody wrote it.
+fn fingerprint(p: &std::path::Path) -> (u64, std::time::SystemTime) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(p).unwrap().hash(&mut h);
+    (
+        h.finish(),
+        std::fs::metadata(p).unwrap().modified().unwrap(),
+    )
+}
+
+#[test]
+fn bpf_history_and_top_read_a_stopped_daemons_store() {
+    let Some(_k) = bpf_or_skip("bpf_history_and_top_read_a_stopped_daemons_store") else {
+        return;
+    };
+    let d = Daemon::start(
+        "offline",
+        &[],
+        Some("[store]\nflush_interval = \"250ms\"\n"),
+    );
+    d.wait_ticks(2);
+    let f = File::open("/proc/self/exe").unwrap();
+    for _ in 0..41 {
+        fadvise(f.as_raw_fd(), 0, 4096, libc::POSIX_FADV_DONTNEED);
+    }
+    d.wait_ticks(3);
+    let store = d.dir.join("history");
+    let store_arg = store.to_str().unwrap().to_string();
+    // While iomond runs it holds the store: --store says ask it.
+    let busy = d.ctl(&["history", "--store", &store_arg]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("a running iomond holds it"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    let online: u64 = d.json(&["history", "--since", "1h"])["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["fadvise"]["calls"]["dontneed"]["ok"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(online >= 41, "{online}");
+    let socket = d.socket.clone();
+    let (st, _) = d.stop_keep();
+    assert!(st.success());
+    let dir = store.parent().unwrap().to_path_buf();
+    let file = store.join("history.redb");
+    let before = fingerprint(&file);
+    let offline = |args: &[&str]| {
+        let out = Command::new(IOMONCTL)
+            .args(["--socket", socket.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The daemon is gone; its history is read from the file.
+    let h: serde_json::Value = serde_json::from_str(&offline(&[
+        "history", "--store", &store_arg, "--since", "1h", "-o", "json",
+    ]))
+    .unwrap();
+    let stored: u64 = h["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["fadvise"]["calls"]["dontneed"]["ok"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(stored, online, "the stopped daemon's history, whole");
+    let top: serde_json::Value = serde_json::from_str(&offline(&[
+        "top", "--store", &store_arg, "--by", "fadvise", "-o", "json",
+    ]))
+    .unwrap();
+    let me = top["procs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["tgid"] == std::process::id())
+        .expect("this test process in top --store");
+    assert!(me["fadvise"].is_object(), "{me}");
+    // Also given as the file; never written.
+    offline(&[
+        "history",
+        "--store",
+        file.to_str().unwrap(),
+        "--since",
+        "1h",
+    ]);
+    assert_eq!(
+        fingerprint(&file),
+        before,
+        "the store is read, never written"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -10,7 +10,7 @@ use crate::family;
 use crate::proto::{
     ErrorKind, FilesReport, Request, Response, SnapshotReport, StatusReport, TopReport,
 };
-use crate::sample::{merge_files, top_k, FilesBy, Sample, TopBy};
+use crate::sample::{merge_files, top_k, top_over, FilesBy, Sample, TopBy};
 use crate::store::Store;
 use crate::units::{format_duration, now_ms};
 
@@ -144,7 +144,7 @@ impl Daemon {
                     Err(r) if self.totals.last.is_some() => return r,
                     Err(_) => last,
                 };
-                let families = measured(&last);
+                let families = last.measured();
                 let mut procs = last.procs;
                 top_k(&mut procs, by, n);
                 Response::Top(TopReport {
@@ -162,22 +162,7 @@ impl Daemon {
                 };
                 match st.range(since, now, Some(now.saturating_sub(since).max(1))) {
                     Ok(h) => {
-                        let mut merged = Sample::default();
-                        for p in &h.points {
-                            // Each point's processes with the slot names of
-                            // that point.
-                            let p = match target {
-                                None => p.clone(),
-                                Some(t) => match p.for_target(t) {
-                                    Some(p) => p,
-                                    None => continue,
-                                },
-                            };
-                            merged.merge(&p, usize::MAX);
-                        }
-                        let families = measured(&merged);
-                        let mut procs = merged.procs;
-                        top_k(&mut procs, by, n);
+                        let (procs, families) = top_over(&h.points, by, n, target);
                         Response::Top(TopReport {
                             start_ms: since,
                             end_ms: now,
@@ -330,13 +315,4 @@ pub fn tick_line(s: &Sample, drain: Duration) -> String {
     parts.push(format!("procs {}", s.procs_seen));
     parts.push(format!("drain {}us", drain.as_micros()));
     parts.join(" | ")
-}
-
-/// The families a Sample has sections of (attached while it was counted).
-fn measured(s: &Sample) -> Vec<String> {
-    crate::family::ALL
-        .iter()
-        .filter(|f| s.section(f.name()).is_some())
-        .map(|f| f.name().to_string())
-        .collect()
 }

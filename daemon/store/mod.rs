@@ -91,6 +91,12 @@ pub enum StoreError {
         #[source]
         source: redb::Error,
     },
+    #[error("cannot read the history store at {path}")]
+    Copy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to create the history store directory {path}")]
     Dir {
         path: PathBuf,
@@ -490,7 +496,93 @@ impl Store {
     }
 }
 
-/// An in-memory database to hold the place of one being reopened.
+/// A stopped iomond's history, read without touching it: the file is
+/// copied into a private temporary directory and opened there, so a store
+/// left by a crash is repaired in the copy, never in place. Refused when a
+/// running iomond holds the file (then ask it). The copy goes on drop.
+pub struct StoreCopy {
+    pub store: Store,
+    _dir: RemovedOnDrop,
+}
+
+/// A directory removed with everything in it when dropped.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl StoreCopy {
+    /// `path`: the store's file or the directory holding `history.redb`.
+    pub fn open(path: &Path) -> Result<StoreCopy, StoreError> {
+        let file = if path.is_dir() {
+            path.join(FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let copy_err = |source| StoreError::Copy {
+            path: file.clone(),
+            source,
+        };
+        std::fs::metadata(&file).map_err(copy_err)?;
+        // Held by a running iomond: its lock refuses even a reader. A file
+        // that needs repair is opened (and repaired) as a copy below.
+        if let Err(redb::DatabaseError::DatabaseAlreadyOpen) = redb::ReadOnlyDatabase::open(&file) {
+            return Err(StoreError::Locked(file));
+        }
+        let dir = std::env::temp_dir().join(format!("iomonctl-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)
+            .map_err(copy_err)?;
+        let guard = RemovedOnDrop(dir.clone());
+        std::fs::copy(&file, dir.join(FILE)).map_err(copy_err)?;
+        let opts = StoreOptions {
+            retention_raw: Duration::MAX,
+            retention_1m: Duration::MAX,
+            retention_1h: Duration::MAX,
+            max_bytes: u64::MAX,
+            top_k: usize::MAX,
+            raw_resolution_ms: 1000,
+        };
+        let mut store = Store::open(&dir, opts)?;
+        if store.moved_aside.is_some() {
+            return Err(StoreError::Open {
+                path: file,
+                source: redb::Error::Corrupted("not a history store iomond can read".into()),
+            });
+        }
+        let raw = store.raw_resolution_of_data();
+        store.set_raw_resolution(raw);
+        Ok(StoreCopy { store, _dir: guard })
+    }
+}
+
+impl Store {
+    /// The drain interval the raw tier was written at: the median length
+    /// of its newest Samples (1 s when it is empty).
+    fn raw_resolution_of_data(&self) -> u64 {
+        let lens = (|| -> Result<Vec<u64>, StoreError> {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let t = tx.open_table(Tier::Raw.table()).map_err(db_err)?;
+            let mut v = Vec::new();
+            for item in t.iter().map_err(db_err)?.rev().take(32) {
+                let (_, s) = item.map_err(db_err)?;
+                if let Some(s) = decode_sample(s.value()) {
+                    v.push(s.end_ms.saturating_sub(s.start_ms));
+                }
+            }
+            Ok(v)
+        })()
+        .unwrap_or_default();
+        let mut lens: Vec<u64> = lens.into_iter().filter(|l| *l > 0).collect();
+        lens.sort_unstable();
+        lens.get(lens.len() / 2).copied().unwrap_or(1000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
