@@ -1011,6 +1011,30 @@ mod tests {
     }
 
     #[test]
+    fn per_second_divides_counts_but_not_ratios_or_bucket_bounds() {
+        let v = json!({
+            "asked": 300, "hit_ratio": 0.5,
+            "calls": {"dontneed": {"ok": 6, "error": 0}},
+            "stall": {"buckets": [{"le_us": 64, "count": 3}]}
+        });
+        assert_eq!(
+            per_second(&v, 3.0),
+            json!({
+                "asked": 100.0, "hit_ratio": 0.5,
+                "calls": {"dontneed": {"ok": 2.0, "error": 0.0}},
+                "stall": {"buckets": [{"le_us": 64, "count": 1.0}]}
+            })
+        );
+    }
+
+    #[test]
+    fn rates_print_with_their_precision() {
+        assert_eq!(rate_text(0.25), "0.25");
+        assert_eq!(rate_text(42.26), "42.3");
+        assert_eq!(rate_text(12345.6), "12346");
+    }
+
+    #[test]
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
