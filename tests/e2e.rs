@@ -223,14 +223,7 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     let hj = d.json(&["history", "--since", "5m", "--step", "250ms"]);
     let points = hj["points"].as_array().unwrap();
     assert!(points.len() >= 2, "{hj}");
-    let dn: u64 = points
-        .iter()
-        .map(|p| {
-            p["fadvise"]["calls"]["dontneed"]["ok"]
-                .as_u64()
-                .unwrap_or(0)
-        })
-        .sum();
+    let dn = dontneed_ok(&hj);
     assert!(dn >= 37, "history holds our calls: {dn}");
     let csv = d.ctl_ok(&["history", "-s", "5m", "-o", "csv"]);
     let header = csv.lines().next().unwrap_or("");
@@ -286,20 +279,11 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
     };
     let counts = column(&args(&["--counts"]), "dontneed_calls");
     let rates = column(&args(&[]), "dontneed_calls_per_s");
-    let json_total: u64 = d.json(&{
+    let json_total: u64 = dontneed_ok(&d.json(&{
         let mut v: Vec<&str> = vec!["history"];
         v.extend(range[..6].iter().map(String::as_str));
         v
-    })["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["fadvise"]["calls"]["dontneed"]["ok"]
-                .as_u64()
-                .unwrap_or(0)
-        })
-        .sum();
+    }));
     assert_eq!(
         counts.iter().map(|c| c.2).sum::<f64>() as u64,
         json_total,
@@ -1563,16 +1547,7 @@ fn bpf_history_and_top_read_a_stopped_daemons_store() {
         "{}",
         String::from_utf8_lossy(&busy.stderr)
     );
-    let online: u64 = d.json(&["history", "--since", "1h"])["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["fadvise"]["calls"]["dontneed"]["ok"]
-                .as_u64()
-                .unwrap_or(0)
-        })
-        .sum();
+    let online: u64 = dontneed_ok(&d.json(&["history", "--since", "1h"]));
     assert!(online >= 41, "{online}");
     let socket = d.socket.clone();
     let (st, _) = d.stop_keep();
@@ -1598,16 +1573,7 @@ fn bpf_history_and_top_read_a_stopped_daemons_store() {
         "history", "--store", &store_arg, "--since", "1h", "-o", "json",
     ]))
     .unwrap();
-    let stored: u64 = h["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p["fadvise"]["calls"]["dontneed"]["ok"]
-                .as_u64()
-                .unwrap_or(0)
-        })
-        .sum();
+    let stored: u64 = dontneed_ok(&h);
     assert_eq!(stored, online, "the stopped daemon's history, whole");
     let top: serde_json::Value = serde_json::from_str(&offline(&[
         "top", "--store", &store_arg, "--by", "fadvise", "-o", "json",
@@ -1634,4 +1600,18 @@ fn bpf_history_and_top_read_a_stopped_daemons_store() {
         "the store is read, never written"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The DONTNEED calls that succeeded, summed over a history reply's points.
+fn dontneed_ok(history: &serde_json::Value) -> u64 {
+    history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["fadvise"]["calls"]["dontneed"]["ok"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum()
 }
