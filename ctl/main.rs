@@ -295,6 +295,7 @@ fn live(
         interval: every,
         iterations,
         plain: out != Output::Table,
+        separator: out != Output::Json,
         frame: Box::new(frame),
     };
     match watch::run(view) {

@@ -30,6 +30,9 @@ pub struct View<'a> {
     pub iterations: Option<u64>,
     /// Repeat the plain output even on a terminal (json, csv).
     pub plain: bool,
+    /// Plain output: a `--- time` line before each (not for JSON, whose
+    /// objects follow each other as a stream `jq` reads).
+    pub separator: bool,
     pub frame: Frame<'a>,
 }
 
@@ -101,8 +104,10 @@ pub fn run(mut view: View) -> io::Result<()> {
                 "{HOME_CLEAR}{now}  every {}  {keys}{message}\n{body}",
                 human(view.interval),
             )
-        } else {
+        } else if view.separator {
             write!(out, "--- {now}\n{body}")
+        } else {
+            write!(out, "{body}")
         };
         // A closed pipe (| head) ends the view quietly.
         if let Err(e) = r.and_then(|_| out.flush()) {

@@ -1402,7 +1402,13 @@ fn bpf_top_watch_draws_resorts_quits_and_restores_the_terminal() {
         "-o",
         "json",
     ]);
-    assert_eq!(snap.matches("\"ticks\"").count(), 2, "{snap}");
+    // JSON: a stream of whole objects, nothing between them.
+    let objects: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&snap)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("a stream of JSON objects");
+    assert_eq!(objects.len(), 2, "{snap}");
+    assert!(objects.iter().all(|o| o["ticks"].is_u64()));
     eprintln!(
         "live view: drawn, re-sorted {} -> {}, quit and restored",
         ranks[0], ranks[1]
