@@ -516,29 +516,34 @@ fn bpf_two_hundred_concurrent_clients_while_ticking_on_time() {
     let before = d.json(&["status"]);
     let t0 = Instant::now();
     let sock = d.socket.clone();
+    // The load lasts 1.5 s (six intervals) however fast the machine is: a
+    // loop that served a flood before its tick would hold ticks that long.
+    let until = t0 + Duration::from_millis(1500);
     let handles: Vec<_> = (0..200)
         .map(|_| {
             let sock = sock.clone();
             std::thread::spawn(move || {
                 let mut c =
                     iomon::proto::Client::connect(&sock, Duration::from_secs(20)).expect("connect");
-                for _ in 0..5 {
+                let mut calls = 0u64;
+                while calls < 5 || Instant::now() < until {
                     match c.call(&iomon::proto::Request::Snapshot).expect("call") {
                         iomon::proto::Response::Snapshot(_) => {}
                         other => panic!("{other:?}"),
                     }
+                    calls += 1;
                 }
+                calls
             })
         })
         .collect();
-    for h in handles {
-        h.join().expect("client");
-    }
+    let calls: u64 = handles.into_iter().map(|h| h.join().expect("client")).sum();
     let load_ms = t0.elapsed().as_millis();
     d.wait_ticks(3);
     let after = d.json(&["status"]);
     // Every interval that overlapped the load was drained on time: no raw
-    // Sample is longer than the interval plus 100 ms of jitter.
+    // Sample is longer than two intervals (one of jitter: other tests share
+    // these 2 cores), where a held tick would be the load's 1.5 s.
     let since = before["last_tick_ms"].as_u64().unwrap();
     let hist = d.json(&[
         "history",
@@ -554,7 +559,7 @@ fn bpf_two_hundred_concurrent_clients_while_ticking_on_time() {
         .map(|p| p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap())
         .collect();
     assert!(
-        durations.iter().all(|d| *d <= 350),
+        durations.iter().all(|d| *d <= 500),
         "tick durations {durations:?} (load took {load_ms} ms)"
     );
     let warnings = after["warnings"].as_array().unwrap();
@@ -564,7 +569,7 @@ fn bpf_two_hundred_concurrent_clients_while_ticking_on_time() {
             .all(|w| !w.as_str().unwrap().contains("late")),
         "{warnings:?}"
     );
-    eprintln!("200 clients x 5 snapshots in {load_ms} ms; tick durations {durations:?}");
+    eprintln!("200 clients, {calls} snapshots in {load_ms} ms; tick durations {durations:?}");
 }
 
 #[test]
