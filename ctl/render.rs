@@ -271,22 +271,45 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
     v
 }
 
-/// (section, name, last-interval rate per second, total since start).
-fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
+/// Per family: its rows as (metric, last interval, since start), or
+/// `None` when the family was not attached.
+type FamilyPairs = Vec<(&'static str, Option<Vec<(String, Shown, Shown)>>)>;
+
+/// Each family's rows for the last interval and since start, side by side,
+/// with the last interval's length in seconds. The table and CSV format the
+/// same walk.
+fn snapshot_pairs(r: &SnapshotReport, scope: Scope) -> (f64, FamilyPairs) {
     let last = r.last.clone().unwrap_or_default();
     let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
-    let t = &r.totals;
-    let mut rows = Vec::new();
+    let empty = family::Section::default();
+    let fams = family::ALL
+        .iter()
+        .map(|f| {
+            let name = f.name();
+            let rows = r.totals.section(name).map(|tt| {
+                let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
+                l.into_iter()
+                    .zip(family::rows(f, tt, scope))
+                    .map(|((metric, lv), (_, tv))| (metric, lv, tv))
+                    .collect()
+            });
+            (name, rows)
+        })
+        .collect();
+    (secs, fams)
+}
+
+/// (section, name, last-interval rate per second, total since start).
+fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
+    let (secs, fams) = snapshot_pairs(r, scope);
     let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into());
-    for f in family::ALL {
-        let name = f.name();
-        let Some(tt) = t.section(name) else {
+    let mut rows = Vec::new();
+    for (name, pairs) in fams {
+        let Some(pairs) = pairs else {
             rows.push((name.into(), "unavailable".into(), "".into(), "".into()));
             continue;
         };
-        let empty = family::Section::default();
-        let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
-        for ((metric, lv), (_, tv)) in l.into_iter().zip(family::rows(f, tt, scope)) {
+        for (metric, lv, tv) in pairs {
             rows.push(match (lv, tv) {
                 (Shown::Count(lv), Shown::Count(tv)) => (
                     name.into(),
@@ -307,18 +330,10 @@ fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, Strin
 /// `snapshot_rows` as numbers: rates with 4 decimals, ratios as
 /// fractions, quantiles in microseconds, undefined as empty.
 fn snapshot_csv_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
-    let last = r.last.clone().unwrap_or_default();
-    let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
+    let (secs, fams) = snapshot_pairs(r, scope);
     let mut rows = Vec::new();
-    let num = |v: Option<String>| v.unwrap_or_default();
-    for f in family::ALL {
-        let name = f.name();
-        let Some(tt) = r.totals.section(name) else {
-            continue;
-        };
-        let empty = family::Section::default();
-        let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
-        for ((metric, lv), (_, tv)) in l.into_iter().zip(family::rows(f, tt, scope)) {
+    for (name, pairs) in fams {
+        for (metric, lv, tv) in pairs.unwrap_or_default() {
             let (a, b) = match (lv, tv) {
                 (Shown::Count(lv), Shown::Count(tv)) => (
                     lv.map(|v| format!("{:.4}", v as f64 / secs)),
@@ -332,7 +347,12 @@ fn snapshot_csv_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, S
                 }
                 _ => (None, None),
             };
-            rows.push((name.into(), metric, num(a), num(b)));
+            rows.push((
+                name.into(),
+                metric,
+                a.unwrap_or_default(),
+                b.unwrap_or_default(),
+            ));
         }
     }
     rows
