@@ -1326,7 +1326,12 @@ fn on_a_pty(d: &Daemon, args: &str, keys: &[(u64, &[u8])]) -> String {
         "stty -g; {IOMONCTL} --socket {} {args}; echo rc=$?; stty -g",
         d.socket.display()
     );
+    // `script` runs the command with $SHELL, in the pty's foreground
+    // process group beside iomonctl, so Ctrl-C signals both. bash waits
+    // for a child that handles SIGINT and goes on; dash (/bin/sh) dies of
+    // it, and with it the closing `stty -g`. Pinned, not inherited.
     let mut child = Command::new("script")
+        .env("SHELL", "/bin/bash")
         .args(["-qfec", &cmd, "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
