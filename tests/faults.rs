@@ -35,6 +35,8 @@ fn bpf_kill_9_during_writes_loses_nothing_flushed() {
         return;
     };
     let rounds = 20;
+    // Every round's daemon keeps this directory; it goes at the end.
+    let _dir = disk_dir("e2e-kill9");
     let config = "[store]\nflush_interval = \"500ms\"\n";
     // Every interval known flushed. A history point may merge several
     // Samples (points are step buckets), so "kept" means covered.
@@ -86,7 +88,6 @@ fn bpf_kill_9_during_writes_loses_nothing_flushed() {
         "history grew across restarts: {}",
         flushed.len()
     );
-    let _ = std::fs::remove_dir_all(disk_dir("e2e-kill9"));
 }
 
 /// Unmounts what a test mounted, even when it panics.
@@ -113,13 +114,13 @@ fn bpf_disk_full_keeps_answering_and_resumes_by_itself() {
     let dir = disk_dir("e2e-diskfull");
     nix::mount::mount(
         Some("tmpfs"),
-        &dir,
+        dir.as_path(),
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
         Some("size=3m,mode=0755"),
     )
     .expect("mount tmpfs");
-    let _m = Mounted(dir.clone());
+    let _m = Mounted(dir.to_path_buf());
     let port = free_port().to_string();
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start(
@@ -650,7 +651,8 @@ fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
         eprintln!("SKIP bpf_clock_jumps_keep_ticks_on_time_and_history_ordered: no libfaketime (apt-get install libfaketime)");
         return;
     };
-    let clock = disk_dir("clock-offset").join("faketime");
+    let clock_dir = disk_dir("clock-offset");
+    let clock = clock_dir.join("faketime");
     set_daemon_clock(&clock, 0);
     let d = Daemon::start_env(
         "clock",
@@ -820,7 +822,6 @@ fn bpf_no_world_writable_files_and_config_errors_do_not_echo() {
         assert!(!all.contains("TOPSECRET"), "{name}: contents echoed: {all}");
         assert!(all.contains(name), "{name}: names the file: {all}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -902,5 +903,4 @@ fn bpf_nothing_attachable_exits_78_which_systemd_does_not_restart() {
             .any(|l| l.trim() == "RestartPreventExitStatus=78"),
         "the unit does not restart on 78"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -279,7 +279,9 @@ fn bpf_drain_keeps_every_count_when_the_per_process_read_fails() {
     for _ in 0..5 {
         fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
     }
-    // Batches of 8 entries: the read fails after 2 batches (16 taken).
+    // Batches of at most 8 entries: the read fails after 2 batches. A hash
+    // map's batch returns whole buckets, so a batch ends early when the
+    // next bucket does not fit: 2 to 16 taken, whatever the hash spread.
     drain.inject_proc_read_fault(Some(InjectedFault {
         batch: 8,
         fail_after: 2,
@@ -293,7 +295,7 @@ fn bpf_drain_keeps_every_count_when_the_per_process_read_fails() {
     );
     let kept = failed.procs_seen;
     assert!(
-        (16..41).contains(&kept),
+        (2..=16).contains(&kept),
         "taken before the failure and kept: {kept}"
     );
     // Two more ticks: the map the failed read left is taken again.
@@ -445,7 +447,6 @@ fn bpf_page_cache_hit_ratio_cold_warm_half() {
             cold.ratio(), cold.resident_before, warm.ratio(), warm.resident_before, half.ratio(), half.resident_before
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -483,35 +484,49 @@ fn bpf_page_cache_small_read_of_cold_file_is_one_miss_plus_readahead() {
             "route {route}: read-ahead is counted apart, not as misses"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A memory cgroup with a small limit: v2 memory.max or v1
-/// memory.limit_in_bytes, whichever this host has.
+/// memory.limit_in_bytes, whichever this host has. Removed on drop, and
+/// the memory controller of the v2 root is switched off again if this
+/// test was what switched it on.
 struct MemCgroup {
     dir: std::path::PathBuf,
+    enabled_root_memory: bool,
 }
+
+const V2_ROOT_CONTROL: &str = "/sys/fs/cgroup/cgroup.subtree_control";
 
 impl MemCgroup {
     fn new(limit: u64) -> Option<MemCgroup> {
         let name = format!("iomon-test-{}", std::process::id());
         let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
         if std::fs::read_to_string(v2)
-            .map(|c| c.contains("memory"))
+            .map(|c| c.split_whitespace().any(|c| c == "memory"))
             .unwrap_or(false)
         {
-            let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
-            let dir = std::path::Path::new("/sys/fs/cgroup").join(&name);
-            std::fs::create_dir_all(&dir).ok()?;
-            std::fs::write(dir.join("memory.max"), limit.to_string()).ok()?;
-            return Some(MemCgroup { dir });
+            let on = std::fs::read_to_string(V2_ROOT_CONTROL)
+                .map(|c| c.split_whitespace().any(|c| c == "memory"))
+                .unwrap_or(false);
+            let enabled_root_memory = !on && std::fs::write(V2_ROOT_CONTROL, "+memory").is_ok();
+            let cg = MemCgroup {
+                dir: std::path::Path::new("/sys/fs/cgroup").join(&name),
+                enabled_root_memory,
+            };
+            std::fs::create_dir_all(&cg.dir).ok()?;
+            std::fs::write(cg.dir.join("memory.max"), limit.to_string()).ok()?;
+            return Some(cg);
         }
         let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
         if v1.join("memory.limit_in_bytes").exists() {
             let dir = v1.join(&name);
             std::fs::create_dir_all(&dir).ok()?;
-            std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
-            return Some(MemCgroup { dir });
+            let cg = MemCgroup {
+                dir,
+                enabled_root_memory: false,
+            };
+            std::fs::write(cg.dir.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
+            return Some(cg);
         }
         None
     }
@@ -520,6 +535,9 @@ impl MemCgroup {
 impl Drop for MemCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.dir);
+        if self.enabled_root_memory {
+            let _ = std::fs::write(V2_ROOT_CONTROL, "-memory");
+        }
     }
 }
 
@@ -578,7 +596,6 @@ fn bpf_reclaim_under_memcg_pressure_counts_scanned_and_reclaimed() {
     );
     eprintln!("reclaim: {evicted} page-cache pages evicted by reclaim");
     eprintln!("MATRIX family=reclaim route=tracepoint scanned={scanned} reclaimed={reclaimed} stalls={stalls}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -877,7 +894,6 @@ fn bpf_mmap_hit_ratio_cold_warm_half() {
             ratio(half)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -941,7 +957,6 @@ fn bpf_writeback_counts_dirtied_and_written_pages() {
         eprintln!("MATRIX family=writeback route={route} dirtied_exact=yes age_p99_us={p99}");
         let _ = std::fs::remove_file(&path);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A target's sections over the next two ticks (the second takes what
@@ -1010,7 +1025,6 @@ fn bpf_a_named_target_is_exact_while_100_processes_read() {
     assert!(refused > 0, "the load overflowed the per-process map");
     assert_worker_exact(&t, pages, (SIZE >> 20) as u64, 3, "comm target");
     eprintln!("comm target under 300 readers: {pages} pages asked and missed, 3 DONTNEED, {refused} per-process events refused");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A fresh cgroup v2 leaf, removed (after its processes exit) on drop.
@@ -1078,7 +1092,6 @@ fn bpf_a_cgroup_target_and_a_pid_target_are_exact() {
     assert_worker_exact(&pid, pages, (SIZE >> 20) as u64 + 1, 5, "pid target");
     eprintln!("cgroup target {name}: {pages} pages, 2 DONTNEED; pid target: {pages} pages, 5 DONTNEED: exact");
     drop(leaf);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// This process's DONTNEED numbers over one call (or a few), from its own
@@ -1161,7 +1174,8 @@ fn bpf_dontneed_drops_what_it_covers_and_explains_the_rest() {
         assert_eq!(d.kept, [0; fa::reason::N], "route {route}");
         assert_eq!(
             d.evicted[fadvise_cause], pages,
-            "route {route}: evicted by fadvise"
+            "route {route}: evicted by fadvise (by cause {:?})",
+            d.evicted
         );
         assert_eq!(d.evicted.iter().sum::<u64>(), pages, "route {route}");
         eprintln!(
@@ -1279,7 +1293,6 @@ fn bpf_dontneed_drops_what_it_covers_and_explains_the_rest() {
         "truncate: {:?}",
         d.evicted
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1383,5 +1396,4 @@ fn bpf_per_file_misses_evictions_and_dontneed_are_exact_for_two_cold_files() {
         s.core(abi::core::FILE_DROPPED) + s.core(abi::core::FILE_SET_DROPPED),
         0
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,7 +38,7 @@ impl Daemon {
         config: Option<&str>,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
-        let dir = disk_dir(&format!("e2e-{name}"));
+        let dir = disk_dir(&format!("e2e-{name}")).keep();
         let socket = dir.join("iomond.sock");
         let mut cmd = Command::new(IOMOND);
         cmd.arg("--dev").arg("--state-dir").arg(&dir);

@@ -45,14 +45,51 @@ pub fn page_size() -> usize {
 }
 
 /// A directory on a disk-backed filesystem (page-cache tests cannot use
-/// tmpfs: its reads do not go through the page-cache read path).
-pub fn disk_dir(name: &str) -> PathBuf {
+/// tmpfs: its reads do not go through the page-cache read path), removed
+/// when dropped, a failing test's too; `keep` hands it to a new owner.
+pub fn disk_dir(name: &str) -> DiskDir {
     let base = std::env::var_os("IOMON_TEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp"));
     let dir = base.join(format!("iomon-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create test dir");
-    dir
+    DiskDir(dir)
+}
+
+pub struct DiskDir(PathBuf);
+
+impl DiskDir {
+    /// The path, no longer removed on drop.
+    pub fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for DiskDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for DiskDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for DiskDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for DiskDir {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A file of `size` bytes of non-zero data, written through and synced.
