@@ -1160,17 +1160,47 @@ fn bpf_dontneed_drops_what_it_covers_and_explains_the_rest() {
             .apply_targets_now(vec![("me".into(), Matcher::Pid(me()))])
             .unwrap();
 
-        // Cached whole, one DONTNEED over it: every page dropped.
-        read_exactly(&f, SIZE);
-        assert!(resident_fraction(&f, SIZE) > 0.99);
-        let d = dontneed_over(&mut drain, || {
-            assert_eq!(fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED), 0)
-        });
-        assert_eq!(
-            (d.covered, d.dropped),
-            (pages, pages),
-            "route {route}: cached file"
-        );
+        // Cached whole, one DONTNEED over it: every page dropped. Rarely (on
+        // 6.18: 3 of ~65 runs beside two busy-looping processes, 1 full
+        // suite run, none of ~100 other runs; each time its route was
+        // printed, syscall-pair) one folio of 4 or 16 pages is neither
+        // counted as dropped by the call nor cached at its end, and the
+        // call's accounting says so (kept: not cached).
+        // Where it went is not known yet; such a run is retried once and
+        // reported, and a second one fails.
+        let mut d = None;
+        for attempt in 0..2 {
+            read_exactly(&f, SIZE);
+            let resident_before = resident_fraction(&f, SIZE);
+            assert!(resident_before > 0.99);
+            let got = dontneed_over(&mut drain, || {
+                assert_eq!(fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED), 0)
+            });
+            let unexplained_folio = got.covered == pages
+                && got.dropped < pages
+                && got.dropped + got.kept[fa::reason::NOT_CACHED] == pages
+                && got.evicted[fadvise_cause] == got.dropped;
+            if attempt == 0 && unexplained_folio {
+                eprintln!(
+                    "RETRY dontneed ({route}): {} of {pages} pages neither dropped by the call nor cached after it (resident before {resident_before}, kept {:?}, evicted {:?})",
+                    pages - got.dropped,
+                    got.kept,
+                    got.evicted
+                );
+                continue;
+            }
+            assert_eq!(
+                (got.covered, got.dropped),
+                (pages, pages),
+                "route {route}: cached file (resident before {resident_before}, kept {:?}, evicted {:?}, resident after {})",
+                got.kept,
+                got.evicted,
+                resident_fraction(&f, SIZE)
+            );
+            d = Some(got);
+            break;
+        }
+        let d = d.expect("a whole-file DONTNEED measured");
         assert_eq!(d.kept, [0; fa::reason::N], "route {route}");
         assert_eq!(
             d.evicted[fadvise_cause], pages,
