@@ -291,23 +291,44 @@ impl Config {
     }
 }
 
+/// fadvise's syscall as the tracepoints name it, and its number: arm64's
+/// table calls it fadvise64_64 (223), x86_64's fadvise64 (221).
+#[cfg(not(target_arch = "aarch64"))]
+macro_rules! fadvise_syscall {
+    (name) => {
+        "fadvise64"
+    };
+    (nr) => {
+        "221"
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! fadvise_syscall {
+    (name) => {
+        "fadvise64_64"
+    };
+    (nr) => {
+        "223"
+    };
+}
+
 /// bpftrace doing the counting an iomon family does, on the same events
-/// (Debian 12's bpftrace 0.17: `args->`). arm64 names the syscall
-/// fadvise64_64 (223).
-#[cfg(not(target_arch = "aarch64"))]
-const BT_FADVISE: &str = "tracepoint:syscalls:sys_enter_fadvise64 { @a[tid] = args->advice; }
-tracepoint:syscalls:sys_exit_fadvise64 { @c[@a[tid], args->ret < 0] = count(); @p[pid, comm] = count(); delete(@a[tid]); }";
-#[cfg(target_arch = "aarch64")]
-const BT_FADVISE: &str = "tracepoint:syscalls:sys_enter_fadvise64_64 { @a[tid] = args->advice; }
-tracepoint:syscalls:sys_exit_fadvise64_64 { @c[@a[tid], args->ret < 0] = count(); @p[pid, comm] = count(); delete(@a[tid]); }";
+/// (Debian 12's bpftrace 0.17: `args->`).
+const BT_FADVISE: &str = concat!(
+    "tracepoint:syscalls:sys_enter_",
+    fadvise_syscall!(name),
+    " { @a[tid] = args->advice; }\ntracepoint:syscalls:sys_exit_",
+    fadvise_syscall!(name),
+    " { @c[@a[tid], args->ret < 0] = count(); @p[pid, comm] = count(); delete(@a[tid]); }"
+);
 /// The other design: one generic tracepoint on every syscall exit,
-/// filtered by syscall id (fadvise64 = 221 on x86_64, 223 on arm64).
-/// bpftrace 0.17 has no rawtracepoint probes, so this is the classic
-/// `raw_syscalls:sys_exit`.
-#[cfg(not(target_arch = "aarch64"))]
-const BT_FADVISE_RAW: &str = "tracepoint:raw_syscalls:sys_exit /args->id == 221/ { @c[args->ret < 0] = count(); @p[pid, comm] = count(); }";
-#[cfg(target_arch = "aarch64")]
-const BT_FADVISE_RAW: &str = "tracepoint:raw_syscalls:sys_exit /args->id == 223/ { @c[args->ret < 0] = count(); @p[pid, comm] = count(); }";
+/// filtered by syscall id. bpftrace 0.17 has no rawtracepoint probes, so
+/// this is the classic `raw_syscalls:sys_exit`.
+const BT_FADVISE_RAW: &str = concat!(
+    "tracepoint:raw_syscalls:sys_exit /args->id == ",
+    fadvise_syscall!(nr),
+    "/ { @c[args->ret < 0] = count(); @p[pid, comm] = count(); }"
+);
 const BT_READS: &str = "tracepoint:syscalls:sys_enter_read,tracepoint:syscalls:sys_enter_pread64,tracepoint:syscalls:sys_enter_readv,tracepoint:syscalls:sys_enter_preadv,tracepoint:syscalls:sys_enter_preadv2 { @s[tid] = nsecs; }
 tracepoint:syscalls:sys_exit_read,tracepoint:syscalls:sys_exit_pread64,tracepoint:syscalls:sys_exit_readv,tracepoint:syscalls:sys_exit_preadv,tracepoint:syscalls:sys_exit_preadv2 /@s[tid]/ { @calls[probe] = count(); @bytes[pid, comm] = sum(args->ret); @lat = hist((nsecs - @s[tid]) / 1000); delete(@s[tid]); }";
 const BT_PAGECACHE: &str = "tracepoint:filemap:mm_filemap_get_pages { @asked[pid, comm] = sum(args->last_index - args->index + 1); }
