@@ -154,54 +154,9 @@ struct {
 	.values = { &procs_a },
 };
 
-/* Per-thread state of the families that pair events (a read's start and
- * end, a stall's begin and end, a fault and the pages it adds). */
-struct thread_state {
-	u64 read_start_ns;   /* reads: sys_enter time, 0 when not in a read */
-	u64 stall_start_ns;  /* reclaim: stall begin time, 0 when not stalled */
-	u64 fadvise_advice;  /* fadvise (syscall-pair route): the advice of the call */
-	u32 fadvise_pending; /* ... when inside one */
-	s32 fadvise_fd;      /* ... its file, range */
-	s64 fadvise_offset;
-	u64 fadvise_len;
-	u64 fadvise_dropped; /* fadvise: pages deleted inside the current DONTNEED call */
-	u32 fadvise_dirty;   /* ... its file had dirty or writeback pages at the first */
-	u32 pad5;
-	/* pagecache: the buffered read this thread is in */
-	u64 rd_ino;
-	u64 rd_first;        /* first page of the read (entry routes) */
-	u64 rd_last;         /* last page the read asked for (capped at EOF) */
-	u64 rd_prev;         /* first page of the previous chunk of that read */
-	u32 rd_dev;
-	u32 rd_active;       /* entry routes: inside filemap_read */
-	/* pagecache: pages this thread added since its last get_pages event */
-	u64 pend_ino;
-	u64 pend_overflow;   /* added pages that did not fit in pend[] */
-	u32 pend_dev;
-	u32 pend_nr;
-	struct { u64 start, end; } pend[4];
-	/* mmap: the last fault-around lookup of this thread [mm_first, mm_last] */
-	u64 mm_ino;
-	u64 mm_first;
-	u64 mm_last;
-	u32 mm_dev;
-	/* mmap: the fault this thread is in (flt_ns = 0: none) */
-	u32 flt_dev;
-	u64 flt_ino;
-	u64 flt_index;
-	u64 flt_ns;
-	u32 flt_major;       /* this fault already counted as major */
-	u32 ra_none_dev;
-	/* the file this thread last found without outstanding read-ahead, at
-	 * which ra_generation: no need to look again until it changes */
-	u64 ra_none_ino;
-	u64 ra_none_gen;
-	/* the targets this thread counts for, as of targets.gen and
-	 * comm_epoch (a rename or a cgroup move sets tgt_gen back to 0) */
-	u64 tgt_gen;
-	u32 tgt_mask;
-	u32 tgt_epoch;
-};
+/* Per-thread state: each declaration's own part (`thread` in bpf/core.toml
+ * and bpf/families/<name>.toml), one member per family (generated). */
+#include "iomon_threads.h"
 
 /* Per-thread state where the kernel has task storage (5.11+): bounded by
  * the number of live threads, freed with its thread. */
@@ -587,13 +542,13 @@ static __always_inline u32 targets_of(struct thread_state *t)
 	if (!t)
 		t = thread_state(true);
 	u32 epoch = comm_epoch;
-	if (t && t->tgt_gen == c->gen && t->tgt_epoch == epoch)
-		return t->tgt_mask;
+	if (t && t->core.tgt_gen == c->gen && t->core.tgt_epoch == epoch)
+		return t->core.tgt_mask;
 	u32 mask = targets_match();
 	if (t) {
-		t->tgt_gen = c->gen;
-		t->tgt_epoch = epoch;
-		t->tgt_mask = mask;
+		t->core.tgt_gen = c->gen;
+		t->core.tgt_epoch = epoch;
+		t->core.tgt_mask = mask;
 	}
 	return mask;
 }
@@ -609,7 +564,7 @@ static __always_inline void targets_forget(struct task_struct *task)
 		t = bpf_map_lookup_elem(&thread_hash, &tid);
 	}
 	if (t)
-		t->tgt_gen = 0;
+		t->core.tgt_gen = 0;
 }
 
 static __always_inline u64 task_flags(void)
@@ -671,7 +626,7 @@ static __always_inline struct ra_window *ra_lookup(struct thread_state *t, struc
 						   u64 *gen)
 {
 	*gen = ra_generation;
-	if (t && t->ra_none_ino == fk->ino && t->ra_none_dev == fk->dev && t->ra_none_gen == *gen)
+	if (t && t->core.ra_none_ino == fk->ino && t->core.ra_none_dev == fk->dev && t->core.ra_none_gen == *gen)
 		return NULL;
 	return bpf_map_lookup_elem(&ra_windows, fk);
 }
@@ -687,9 +642,9 @@ static __always_inline void ra_note(struct thread_state *t, struct file_key *fk,
 			if (w->r[i].start < w->r[i].end)
 				return;
 	}
-	t->ra_none_ino = fk->ino;
-	t->ra_none_dev = fk->dev;
-	t->ra_none_gen = gen;
+	t->core.ra_none_ino = fk->ino;
+	t->core.ra_none_dev = fk->dev;
+	t->core.ra_none_gen = gen;
 }
 
 /* Takes the read-ahead pages in [s, e) out of the window; returns how many

@@ -16,6 +16,8 @@ pub struct Schema {
     /// `[probes]` key, its label value.
     pub name: &'static str,
     pub about: &'static str,
+    /// Place in every list of families (ascending; 0 for `core`).
+    pub order: u32,
     /// Attached unless the config says otherwise.
     pub default_on: bool,
     pub counters: &'static [Field],
@@ -83,6 +85,9 @@ pub struct Hist {
     pub quantiles: &'static [f64],
     /// Measured for the host only (see [`Field::host_only`]).
     pub host_only: bool,
+    /// What the kernel must tell the daemon for it to be measured
+    /// (`kernel_hz`); where it cannot, the histogram is absent.
+    pub needs: Option<&'static str>,
 }
 
 /// A history series: the sum of some elements of the counter vector.
@@ -101,7 +106,8 @@ pub struct Route {
     pub programs: &'static [Program],
     /// What else the kernel must have: `helper:<name>` (a BPF helper).
     pub needs: &'static [&'static str],
-    /// Shared maps the programs use: `thread_states`, `ra_windows`.
+    /// Maps only this route's programs use, created only when it is
+    /// loaded (build.rs checks they are in the object).
     pub maps: &'static [&'static str],
 }
 

@@ -140,10 +140,10 @@ static __always_inline void fadvise_done(struct thread_state *t, s32 fd, s64 off
 	u64 dropped = 0;
 	bool dirty = false;
 	if (t) {
-		dropped = t->fadvise_dropped;
-		dirty = t->fadvise_dirty;
-		t->fadvise_dropped = 0;
-		t->fadvise_dirty = 0;
+		dropped = t->fadvise.dropped;
+		dirty = t->fadvise.dirty;
+		t->fadvise.dropped = 0;
+		t->fadvise.dirty = 0;
 	}
 	u32 tm = targets_of(t);
 	struct iomon_proc *p = proc_entry(tm);
@@ -160,9 +160,9 @@ static __always_inline void dontneed_delete(struct trace_event_raw_mm_filemap_op
 	u64 n = event_pages(ctx);
 	if (!t)
 		return;
-	if (!t->fadvise_dropped)
-		t->fadvise_dirty = fd_dirty(fd);
-	t->fadvise_dropped += n;
+	if (!t->fadvise.dropped)
+		t->fadvise.dirty = fd_dirty(fd);
+	t->fadvise.dropped += n;
 }
 
 static __always_inline bool reclaiming(void)
@@ -206,13 +206,13 @@ int fadvise_enter_pair(struct trace_event_raw_sys_enter *ctx)
 {
 	struct thread_state *t = thread_state(true);
 	if (t) {
-		t->fadvise_fd = ctx->args[0];
-		t->fadvise_offset = ctx->args[1];
-		t->fadvise_len = ctx->args[2];
-		t->fadvise_advice = ctx->args[3];
-		t->fadvise_dropped = 0;
-		t->fadvise_dirty = 0;
-		t->fadvise_pending = 1;
+		t->fadvise.fd = ctx->args[0];
+		t->fadvise.offset = ctx->args[1];
+		t->fadvise.len = ctx->args[2];
+		t->fadvise.advice = ctx->args[3];
+		t->fadvise.dropped = 0;
+		t->fadvise.dirty = 0;
+		t->fadvise.pending = 1;
 	}
 	return 0;
 }
@@ -221,10 +221,10 @@ SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
 int fadvise_exit_pair(struct trace_event_raw_sys_exit *ctx)
 {
 	struct thread_state *t = thread_state(false);
-	if (!t || !t->fadvise_pending)
+	if (!t || !t->fadvise.pending)
 		return 0;
-	t->fadvise_pending = 0;
-	fadvise_done(t, t->fadvise_fd, t->fadvise_offset, t->fadvise_len, t->fadvise_advice,
+	t->fadvise.pending = 0;
+	fadvise_done(t, t->fadvise.fd, t->fadvise.offset, t->fadvise.len, t->fadvise.advice,
 		     ctx->ret);
 	return 0;
 }
@@ -235,7 +235,7 @@ int fadvise_delete_pair(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	if (reclaiming())
 		return 0;
 	struct thread_state *t = thread_state(false);
-	if (t && t->fadvise_pending && t->fadvise_advice == POSIX_FADV_DONTNEED)
-		dontneed_delete(ctx, t, t->fadvise_fd);
+	if (t && t->fadvise.pending && t->fadvise.advice == POSIX_FADV_DONTNEED)
+		dontneed_delete(ctx, t, t->fadvise.fd);
 	return 0;
 }

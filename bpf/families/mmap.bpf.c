@@ -152,14 +152,14 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 				end = fe;
 		}
 	}
-	bool again = t && t->mm_dev == dev && t->mm_ino == ino &&
-		     t->mm_first == start && t->mm_last == end;
+	bool again = t && t->mmap.mm_dev == dev && t->mmap.mm_ino == ino &&
+		     t->mmap.mm_first == start && t->mmap.mm_last == end;
 	mm_ask(t, ino, dev, start, end + 1, again ? 0 : end + 1 - start);
 	if (t) {
-		t->mm_dev = dev;
-		t->mm_ino = ino;
-		t->mm_first = start;
-		t->mm_last = end;
+		t->mmap.mm_dev = dev;
+		t->mmap.mm_ino = ino;
+		t->mmap.mm_first = start;
+		t->mmap.mm_last = end;
 	}
 }
 
@@ -171,8 +171,8 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 	struct thread_state *t = thread_state(true);
 	u32 tm = targets_of(t);
 	count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_HANDLER, 1);
-	bool covered = t && t->mm_dev == dev && t->mm_ino == ino &&
-		       index >= t->mm_first && index <= t->mm_last;
+	bool covered = t && t->mmap.mm_dev == dev && t->mmap.mm_ino == ino &&
+		       index >= t->mmap.mm_first && index <= t->mmap.mm_last;
 	u64 s = index, e = index + 1;
 	u64 asked = covered ? 0 : 1;
 	/* A cached PMD-sized folio: the fault maps it whole with one huge
@@ -185,18 +185,18 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 				s = BPF_CORE_READ(fo, index);
 				e = s + n;
 				asked = n;
-				if (t && t->mm_dev == dev && t->mm_ino == ino)
-					asked -= overlap(s, e, t->mm_first, t->mm_last + 1);
+				if (t && t->mmap.mm_dev == dev && t->mmap.mm_ino == ino)
+					asked -= overlap(s, e, t->mmap.mm_first, t->mmap.mm_last + 1);
 			}
 		}
 	}
 	mm_ask(t, ino, dev, s, e, asked);
 	if (t) {
-		t->flt_dev = dev;
-		t->flt_ino = ino;
-		t->flt_index = index;
-		t->flt_ns = bpf_ktime_get_ns();
-		t->flt_major = 0;
+		t->mmap.flt_dev = dev;
+		t->mmap.flt_ino = ino;
+		t->mmap.flt_index = index;
+		t->mmap.flt_ns = bpf_ktime_get_ns();
+		t->mmap.flt_major = 0;
 	}
 }
 
@@ -206,22 +206,22 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
 {
 	struct thread_state *t = thread_state(false);
-	if (!t || !t->flt_ns || ino != t->flt_ino || dev != t->flt_dev)
+	if (!t || !t->mmap.flt_ns || ino != t->mmap.flt_ino || dev != t->mmap.flt_dev)
 		return;
-	if (bpf_ktime_get_ns() - t->flt_ns > FAULT_WINDOW_NS) {
-		t->flt_ns = 0;
+	if (bpf_ktime_get_ns() - t->mmap.flt_ns > FAULT_WINDOW_NS) {
+		t->mmap.flt_ns = 0;
 		return;
 	}
 	u32 tm = targets_of(t);
 	u64 e = s + n;
-	u64 f = t->flt_index;
+	u64 f = t->mmap.flt_index;
 	u64 ra_lo = 0, ra_hi = 0;
 	if (f >= s && f < e && n >= PMD_PAGES) {
 		/* Read in whole and mapped whole by this fault (one huge page
 		 * table entry): every page of it asked, and missed. */
 		struct iomon_proc *p = proc_entry(tm);
-		if (!t->flt_major) {
-			t->flt_major = 1;
+		if (!t->mmap.flt_major) {
+			t->mmap.flt_major = 1;
 			count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
 			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
 		}
@@ -232,8 +232,8 @@ static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
 		return;
 	}
 	if (f >= s && f < e) {
-		if (!t->flt_major) {
-			t->flt_major = 1;
+		if (!t->mmap.flt_major) {
+			t->mmap.flt_major = 1;
 			count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
 			count(tm, IOMON_C_MMAP_MISSED_SYNC, 1);
 			struct iomon_proc *p = proc_entry(tm);
@@ -289,12 +289,12 @@ int BPF_PROG(mm_add, struct folio *folio)
 	u32 dev;
 	/* Only pages added in a fault, outside a read syscall, are mmap's. */
 	struct thread_state *t = thread_state(false);
-	if (!t || !t->flt_ns)
+	if (!t || !t->mmap.flt_ns)
 		return 0;
 	if (!file_of(folio->mapping, &ino, &dev))
 		return 0;
 	if (in_read_syscall()) {
-		t->flt_ns = 0;
+		t->mmap.flt_ns = 0;
 		return 0;
 	}
 	mm_added(ino, dev, folio->index, folio_pages(folio));
@@ -366,13 +366,13 @@ int mm_add_tp(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	u64 ino = ctx->i_ino;
 	u32 dev = ctx->s_dev;
 	struct thread_state *t = thread_state(false);
-	if (!t || !t->flt_ns)
+	if (!t || !t->mmap.flt_ns)
 		return 0;
-	bool reading = t->rd_active;
+	bool reading = t->pagecache.rd_active;
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
 		reading = in_read_syscall();
 	if (reading) {
-		t->flt_ns = 0;
+		t->mmap.flt_ns = 0;
 		return 0;
 	}
 	mm_added(ino, dev, index, n);

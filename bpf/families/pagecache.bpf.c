@@ -56,21 +56,21 @@ int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 		t = thread_state(true);
 	if (!t)
 		return 0;
-	if (t->pend_nr == 0 || t->pend_dev != dev || t->pend_ino != ino) {
-		t->pend_dev = dev;
-		t->pend_ino = ino;
-		t->pend_nr = 0;
-		t->pend_overflow = 0;
+	if (t->pagecache.pend_nr == 0 || t->pagecache.pend_dev != dev || t->pagecache.pend_ino != ino) {
+		t->pagecache.pend_dev = dev;
+		t->pagecache.pend_ino = ino;
+		t->pagecache.pend_nr = 0;
+		t->pagecache.pend_overflow = 0;
 	}
-	u32 last = t->pend_nr;
-	if (last > 0 && last <= 4 && t->pend[last - 1].end == index) {
-		t->pend[last - 1].end = index + n;
+	u32 last = t->pagecache.pend_nr;
+	if (last > 0 && last <= 4 && t->pagecache.pend[last - 1].end == index) {
+		t->pagecache.pend[last - 1].end = index + n;
 	} else if (last < 4) {
-		t->pend[last].start = index;
-		t->pend[last].end = index + n;
-		t->pend_nr = last + 1;
+		t->pagecache.pend[last].start = index;
+		t->pagecache.pend[last].end = index + n;
+		t->pagecache.pend_nr = last + 1;
 	} else {
-		t->pend_overflow += n;
+		t->pagecache.pend_overflow += n;
 	}
 	return 0;
 }
@@ -108,11 +108,11 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	struct ra_window *w = ra_lookup(t, &fk, &gen);
 
 	/* 1. Settle the pages this thread added during this chunk. */
-	if (t->pend_nr && t->pend_dev == dev && t->pend_ino == ino) {
+	if (t->pagecache.pend_nr && t->pagecache.pend_dev == dev && t->pagecache.pend_ino == ino) {
 		for (int i = 0; i < 4; i++) {
-			if (i >= t->pend_nr)
+			if (i >= t->pagecache.pend_nr)
 				break;
-			u64 s = t->pend[i].start, e = t->pend[i].end;
+			u64 s = t->pagecache.pend[i].start, e = t->pagecache.pend[i].end;
 			u64 in = overlap(s, e, index, last + 1);
 			missed_sync += in;
 			u64 beyond = overlap(s, e, last + 1, ~0ULL);
@@ -125,15 +125,15 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 					ra_insert(w, bs, e);
 			}
 		}
-		readahead += t->pend_overflow;
+		readahead += t->pagecache.pend_overflow;
 	}
-	t->pend_nr = 0;
-	t->pend_overflow = 0;
+	t->pagecache.pend_nr = 0;
+	t->pagecache.pend_overflow = 0;
 
 	/* 2. A new read asks for [index, last]; read-ahead waiting there was
 	 * brought in for it: a miss too, counted once, then forgotten. */
-	bool cont = t->rd_dev == dev && t->rd_ino == ino && t->rd_last == last &&
-		    index > t->rd_prev;
+	bool cont = t->pagecache.rd_dev == dev && t->pagecache.rd_ino == ino && t->pagecache.rd_last == last &&
+		    index > t->pagecache.rd_prev;
 	if (!cont) {
 		u64 asked = last - index + 1;
 		count(tm, IOMON_C_PAGECACHE_ASKED, asked);
@@ -144,13 +144,13 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		if (missed_sync + missed_ra)
 			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_sync + missed_ra);
 		file_add(tm, ino, dev, IOMON_F_ASKED, asked);
-		t->rd_dev = dev;
-		t->rd_ino = ino;
-		t->rd_last = last;
+		t->pagecache.rd_dev = dev;
+		t->pagecache.rd_ino = ino;
+		t->pagecache.rd_last = last;
 	} else if (missed_sync) {
 		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, missed_sync);
 	}
-	t->rd_prev = index;
+	t->pagecache.rd_prev = index;
 
 	ra_note(t, &fk, gen, w);
 	file_add(tm, ino, dev, IOMON_F_MISSED, missed_sync + missed_ra);
@@ -179,7 +179,7 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 	u64 len = BPF_CORE_READ(iter, count);
 	struct thread_state *t = thread_state(true);
 	if (t)
-		t->rd_active = 0;
+		t->pagecache.rd_active = 0;
 	if (isize <= 0 || !len || pos >= (u64)isize)
 		return;
 	u32 tm = targets_of(t);
@@ -209,18 +209,18 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 		}
 	}
 	ra_note(t, &fk, gen, w);
-	t->rd_dev = dev;
-	t->rd_ino = ino;
-	t->rd_first = index;
-	t->rd_last = last;
-	t->rd_active = 1;
+	t->pagecache.rd_dev = dev;
+	t->pagecache.rd_ino = ino;
+	t->pagecache.rd_first = index;
+	t->pagecache.rd_last = last;
+	t->pagecache.rd_active = 1;
 }
 
 static __always_inline void pc_read_end(void)
 {
 	struct thread_state *t = thread_state(false);
 	if (t)
-		t->rd_active = 0;
+		t->pagecache.rd_active = 0;
 }
 
 /* Pages added while the thread is inside a buffered read of the same file:
@@ -235,10 +235,10 @@ int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	struct thread_state *t = thread_state(false);
 	u32 tm = targets_of(t);
 	count(tm, IOMON_C_PAGECACHE_ADDED, n);
-	if (!t || !t->rd_active || t->rd_dev != dev || t->rd_ino != ino)
+	if (!t || !t->pagecache.rd_active || t->pagecache.rd_dev != dev || t->pagecache.rd_ino != ino)
 		return 0;
 	u64 s = index, e = index + n;
-	u64 in = overlap(s, e, t->rd_first, t->rd_last + 1);
+	u64 in = overlap(s, e, t->pagecache.rd_first, t->pagecache.rd_last + 1);
 	if (in) {
 		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, in);
 		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, in);
@@ -246,7 +246,7 @@ int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	}
 	if (n > in)
 		count(tm, IOMON_C_PAGECACHE_READAHEAD, n - in);
-	u64 beyond = overlap(s, e, t->rd_last + 1, ~0ULL);
+	u64 beyond = overlap(s, e, t->pagecache.rd_last + 1, ~0ULL);
 	if (beyond) {
 		struct file_key fk = { .ino = ino, .dev = dev };
 		struct ra_window *w = ra_window_of(&fk);

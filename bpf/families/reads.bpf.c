@@ -5,7 +5,7 @@ static __always_inline int read_enter(void)
 {
 	struct thread_state *t = thread_state(true);
 	if (t)
-		t->read_start_ns = bpf_ktime_get_ns();
+		t->reads.start_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -14,8 +14,8 @@ static __always_inline int read_exit(long ret, u32 syscall)
 	struct thread_state *t = thread_state(false);
 	u64 start = 0;
 	if (t) {
-		start = t->read_start_ns;
-		t->read_start_ns = 0;
+		start = t->reads.start_ns;
+		t->reads.start_ns = 0;
 	}
 	u32 tm = targets_of(t);
 	count(tm, IOMON_C_READS_CALLS + syscall, 1);

@@ -17,7 +17,7 @@ static __always_inline int stall_begin(void)
 {
 	struct thread_state *t = thread_state(true);
 	if (t)
-		t->stall_start_ns = bpf_ktime_get_ns();
+		t->reclaim.stall_start_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -26,10 +26,10 @@ static __always_inline int stall_end(u32 kind)
 	struct thread_state *t = thread_state(false);
 	u32 tm = targets_of(t);
 	count(tm, IOMON_C_RECLAIM_STALLS + kind, 1);
-	if (!t || !t->stall_start_ns)
+	if (!t || !t->reclaim.stall_start_ns)
 		return 0;
-	u64 ns = bpf_ktime_get_ns() - t->stall_start_ns;
-	t->stall_start_ns = 0;
+	u64 ns = bpf_ktime_get_ns() - t->reclaim.stall_start_ns;
+	t->reclaim.stall_start_ns = 0;
 	count(tm, IOMON_C_RECLAIM_STALL_NS, ns);
 	hist_add(tm, IOMON_H_RECLAIM_STALL, ns);
 	return 0;

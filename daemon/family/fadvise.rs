@@ -26,12 +26,25 @@ pub static FAMILY: Family = Family {
         Column {
             header: "DONTNEED",
             name: "dontneed_ok",
-            value: |v| Cell::Count(v.and_then(|v| v.get(at(proc::CALLS, advice::DONTNEED, result::OK)).copied()).unwrap_or(0)),
+            value: |v| {
+                Cell::Count(
+                    v.and_then(|v| {
+                        v.get(at(proc::CALLS, advice::DONTNEED, result::OK))
+                            .copied()
+                    })
+                    .unwrap_or(0),
+                )
+            },
         },
         Column {
             header: "DROPPED",
             name: "dontneed_dropped_pages",
-            value: |v| Cell::Count(v.and_then(|v| v.get(proc::DONTNEED_DROPPED).copied()).unwrap_or(0)),
+            value: |v| {
+                Cell::Count(
+                    v.and_then(|v| v.get(proc::DONTNEED_DROPPED).copied())
+                        .unwrap_or(0),
+                )
+            },
         },
     ],
 };
@@ -60,9 +73,14 @@ fn rows(s: &Section) -> Rows {
         .enumerate()
         .map(|(a, name)| (name.to_string(), Shown::Count(calls_of(s, a))))
         .collect();
-    let failed: Vec<usize> = (0..advice::N).map(|a| at(CALLS, a, result::ERROR)).collect();
+    let failed: Vec<usize> = (0..advice::N)
+        .map(|a| at(CALLS, a, result::ERROR))
+        .collect();
     rows.push(("failed".into(), Shown::Count(s.sum(&failed))));
-    rows.push(("dontneed dropped share".into(), Shown::Ratio(dropped_ratio(s))));
+    rows.push((
+        "dontneed dropped share".into(),
+        Shown::Ratio(dropped_ratio(s)),
+    ));
     rows
 }
 
@@ -70,7 +88,11 @@ fn rows(s: &Section) -> Rows {
 /// used an advice have no series for it.
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     const NAME: &str = "iomon_process_fadvise_calls";
-    o.family(NAME, Kind::Counter, &format!("posix_fadvise calls by advice. {PER_NAME}"));
+    o.family(
+        NAME,
+        Kind::Counter,
+        &format!("posix_fadvise calls by advice. {PER_NAME}"),
+    );
     let names = FADVISE.proc[0].dims[0].values;
     for (comm, v) in comms {
         let Some(v) = v else { continue };

@@ -8,7 +8,10 @@
 //! faults looked up are *asked*; those the fault read in, or that
 //! read-ahead brought in for them, are *missed*.
 
-use super::{ProcRows, PER_NAME, DerivedMetric, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
+use super::{
+    hit_ratio, Cell, Column, Derived, DerivedMetric, Family, ProcRows, Rows, Section, Shown,
+    PER_NAME,
+};
 use crate::abi::mmap::{proc, stage, ASKED, FAULTS, MISSED_READAHEAD, MISSED_SYNC};
 use crate::abi::MMAP;
 use crate::promtext::{Kind, Out};
@@ -74,10 +77,18 @@ fn metrics(s: &Section) -> Vec<DerivedMetric> {
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     const NAME: &str = "iomon_process_mmap_read_pages";
-    o.family(NAME, Kind::Counter, &format!("Pages faults on file mappings looked up: hit or miss. {PER_NAME}"));
+    o.family(
+        NAME,
+        Kind::Counter,
+        &format!("Pages faults on file mappings looked up: hit or miss. {PER_NAME}"),
+    );
     for (c, v) in comms {
         let (asked, missed) = (field(*v, proc::ASKED), field(*v, proc::MISSED));
-        o.counter(NAME, &[("comm", c), ("result", "hit")], asked.saturating_sub(missed));
+        o.counter(
+            NAME,
+            &[("comm", c), ("result", "hit")],
+            asked.saturating_sub(missed),
+        );
         o.counter(NAME, &[("comm", c), ("result", "miss")], missed.min(asked));
     }
 }

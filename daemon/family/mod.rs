@@ -7,8 +7,8 @@
 //! columns, the `--dev` tick line, metrics that are not plain counters.
 //! Everything declared (layout, decode, delta, merge, metric names, help
 //! and labels, history columns, JSON field names) is handled once, here,
-//! from the declaration. Registering a family is one line in
-//! [`families!`] below.
+//! from the declaration. Registering a family is one line below: its
+//! module; [`ALL`] is generated from the declarations (their `order`).
 
 use std::collections::BTreeMap;
 
@@ -19,16 +19,15 @@ use crate::abi::{self, Field, Schema};
 use crate::hist;
 use crate::promtext::{Kind, Out};
 
-macro_rules! families {
-    ($($name:ident),* $(,)?) => {
-        $(pub mod $name;)*
-        /// Every family, in display order.
-        pub static ALL: &[&Family] = &[$(&$name::FAMILY),*];
-    };
-}
+// The registration line of each family: its module.
+pub mod fadvise;
+pub mod mmap;
+pub mod pagecache;
+pub mod reads;
+pub mod reclaim;
+pub mod writeback;
 
-// The registration line of a family.
-families!(fadvise, reads, pagecache, reclaim, mmap, writeback);
+include!(concat!(env!("OUT_DIR"), "/families.rs"));
 
 /// A family's part of a Sample: its counters and histograms over one
 /// interval (or summed over several), laid out as declared. A counter the
@@ -599,7 +598,9 @@ mod tests {
         registered.sort_unstable();
         let mut d = declared.clone();
         d.sort_unstable();
-        assert_eq!(registered, d, "bpf/families/*.toml and families! differ");
+        assert_eq!(registered, d, "bpf/families/*.toml and family::ALL differ");
+        let orders: Vec<u32> = ALL.iter().map(|f| f.schema.order).collect();
+        assert!(orders.windows(2).all(|w| w[0] < w[1]), "{orders:?}");
     }
 
     #[test]

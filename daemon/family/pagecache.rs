@@ -6,7 +6,10 @@
 //! from storage: by the read itself, or by read-ahead an earlier read
 //! triggered (each page once). `hit ratio = 1 - missed / asked`.
 
-use super::{ProcRows, PER_NAME, DerivedMetric, hit_ratio, Cell, Column, Derived, Family, Rows, Section, Shown};
+use super::{
+    hit_ratio, Cell, Column, Derived, DerivedMetric, Family, ProcRows, Rows, Section, Shown,
+    PER_NAME,
+};
 use crate::abi::pagecache::{proc, ASKED, MISSED_READAHEAD, MISSED_SYNC, READAHEAD};
 use crate::abi::PAGECACHE;
 use crate::promtext::{Kind, Out};
@@ -78,10 +81,18 @@ fn metrics(s: &Section) -> Vec<DerivedMetric> {
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
     const NAME: &str = "iomon_process_page_cache_read_pages";
-    o.family(NAME, Kind::Counter, &format!("Pages buffered reads asked for: hit or miss. {PER_NAME}"));
+    o.family(
+        NAME,
+        Kind::Counter,
+        &format!("Pages buffered reads asked for: hit or miss. {PER_NAME}"),
+    );
     for (c, v) in comms {
         let (asked, missed) = (field(*v, proc::ASKED), field(*v, proc::MISSED));
-        o.counter(NAME, &[("comm", c), ("result", "hit")], asked.saturating_sub(missed));
+        o.counter(
+            NAME,
+            &[("comm", c), ("result", "hit")],
+            asked.saturating_sub(missed),
+        );
         o.counter(NAME, &[("comm", c), ("result", "miss")], missed.min(asked));
     }
 }

@@ -40,18 +40,33 @@ pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 8;
 pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_CAP;
 const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
 
-/// Programs every family relies on (per-process names, targets); attached
-/// whenever any family is.
-pub const CORE_PROGRAMS: &[abi::Program] = &[
-    abi::Program {
-        name: "proc_rename",
-        event: "tp_btf:task_rename",
-    },
-    abi::Program {
-        name: "target_cgroup_move",
-        event: "tp_btf:cgroup_attach_task",
-    },
+/// Programs every family relies on (per-process names, targets), declared
+/// in `bpf/core.toml`; attached whenever any family is.
+pub fn core_programs() -> &'static [abi::Program] {
+    abi::CORE.routes.first().map_or(&[], |r| r.programs)
+}
+
+/// Maps the drain reads: always created, whatever the routes.
+const DRAIN_MAPS: &[&str] = &[
+    "counters",
+    "hists",
+    "procs_a",
+    "procs_b",
+    "procs_active",
+    "targets",
+    "files_a",
+    "files_b",
+    "files_active",
+    "target_file_set",
 ];
+
+/// Every map some route names: created only when such a route is loaded.
+fn route_maps() -> impl Iterator<Item = &'static str> {
+    family::ALL
+        .iter()
+        .flat_map(|f| f.schema.routes)
+        .flat_map(|r| r.maps.iter().copied())
+}
 
 /// Where classic tracepoints are looked up.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -304,7 +319,7 @@ fn open_object(
         let on = routes
             .iter()
             .any(|r| r.programs.iter().any(|p| p.name == name))
-            || (any && CORE_PROGRAMS.iter().any(|p| p.name == name));
+            || (any && core_programs().iter().any(|p| p.name == name));
         prog.set_autoload(on);
     }
     let uses = |m: &str| routes.iter().any(|r| r.maps.contains(&m));
@@ -317,7 +332,7 @@ fn open_object(
         let create = match name.as_str() {
             "task_states" => task_storage,
             "thread_hash" => !task_storage,
-            "ra_windows" => uses("ra_windows"),
+            n if route_maps().any(|m| m == n) => uses(n),
             _ => true,
         };
         map.set_autocreate(create).map_err(ProbeError::Open)?;
@@ -548,7 +563,7 @@ impl Probes {
                 continue;
             }
             if probes.any_attached() {
-                for p in CORE_PROGRAMS {
+                for p in core_programs() {
                     if let Err(e) = probes.attach(p.name) {
                         // Names of processes that exec after their first
                         // event stay the pre-exec ones; counts are
@@ -615,13 +630,22 @@ impl Probes {
         self.status.iter().any(|s| s.state == FamilyState::Attached)
     }
 
-    /// Histograms of attached families that are not measured on this
-    /// kernel: (family, histogram index). The drain leaves them empty
-    /// (absent), never zero.
+    /// Histograms that are not measured on this kernel, because the
+    /// daemon could not tell the programs what they need (`needs` in the
+    /// declaration): (family, histogram index). The drain leaves them
+    /// empty (absent), never zero.
     pub fn unmeasured_hists(&self) -> Vec<(&'static str, usize)> {
         let mut v = Vec::new();
-        if self.hz.is_none() {
-            v.push(("writeback", abi::writeback::hist::DIRTY_AGE));
+        for f in family::ALL {
+            for (i, h) in f.schema.hists.iter().enumerate() {
+                let measured = match h.needs {
+                    Some("kernel_hz") => self.hz.is_some(),
+                    _ => true,
+                };
+                if !measured {
+                    v.push((f.name(), i));
+                }
+            }
         }
         v
     }
@@ -635,13 +659,21 @@ impl Probes {
                 .ok_or(ProbeError::MissingMap(name))?;
             MapHandle::try_from(&map).map_err(|source| ProbeError::MapHandle { name, source })
         };
+        // Every other hash the programs fill, for the entries-vs-capacity
+        // gauges; maps not created for this kernel or these routes have no
+        // fd.
         let mut others = Vec::new();
-        for name in ["ra_windows", "thread_hash"] {
-            // Maps not created for this kernel or these routes have no fd.
-            if let Some(m) = self.object.maps().find(|m| m.name() == name) {
-                if let Ok(h) = MapHandle::try_from(&m) {
-                    others.push((name.to_string(), h));
-                }
+        for m in self.object.maps() {
+            let name = m.name().to_string_lossy().into_owned();
+            let hashed = matches!(
+                m.map_type(),
+                libbpf_rs::MapType::Hash | libbpf_rs::MapType::LruHash
+            );
+            if !hashed || DRAIN_MAPS.contains(&name.as_str()) {
+                continue;
+            }
+            if let Ok(h) = MapHandle::try_from(&m) {
+                others.push((name, h));
             }
         }
         Ok(Maps {
@@ -714,13 +746,13 @@ mod tests {
                 );
             }
         }
-        for p in CORE_PROGRAMS {
+        for p in core_programs() {
             assert!(names.iter().any(|n| n == p.name));
         }
         // And nothing in the object that no route loads.
         for n in &names {
             assert!(
-                CORE_PROGRAMS.iter().any(|p| p.name == n)
+                core_programs().iter().any(|p| p.name == n)
                     || family::ALL.iter().any(|f| f
                         .schema
                         .all_programs()
