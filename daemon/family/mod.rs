@@ -580,6 +580,105 @@ pub fn hit_ratio(asked: u64, missed: u64) -> Option<f64> {
     Some(1.0 - (missed.min(asked) as f64 / asked as f64))
 }
 
+/// A hit ratio in pages, as the pagecache and mmap families count it:
+/// pages *asked* for, and of those the pages that had to be brought in
+/// (*missed*: the sum of some counters). One derivation for both: the
+/// ratio, the snapshot rows, the hit/miss split (missed never more than
+/// asked, so hit + miss = asked), the same per process name, and the top
+/// columns' values.
+#[derive(Debug)]
+pub struct HitMiss {
+    /// The asked counter and the counters summed as missed.
+    pub asked: usize,
+    pub missed: &'static [usize],
+    /// The same among the per-process fields.
+    pub proc_asked: usize,
+    pub proc_missed: usize,
+    /// The hit/miss split's metric name and help, for the host (and the
+    /// targets), and per process name.
+    pub metric: &'static str,
+    pub proc_metric: &'static str,
+    pub help: &'static str,
+}
+
+impl HitMiss {
+    /// Pages asked for that had to be brought in.
+    pub fn missed(&self, s: &Section) -> Option<u64> {
+        s.sum(self.missed)
+    }
+
+    /// `None` when no page was asked for.
+    pub fn ratio(&self, s: &Section) -> Option<f64> {
+        hit_ratio(s.get(self.asked)?, self.missed(s)?)
+    }
+
+    /// (hit, miss), adding up to asked.
+    fn split(asked: u64, missed: u64) -> (u64, u64) {
+        let miss = missed.min(asked);
+        (asked - miss, miss)
+    }
+
+    pub fn rows(&self, s: &Section) -> Rows {
+        vec![
+            ("hit ratio".into(), Shown::Ratio(self.ratio(s))),
+            ("pages missed".into(), Shown::Count(self.missed(s))),
+        ]
+    }
+
+    pub fn metrics(&self, s: &Section) -> Vec<DerivedMetric> {
+        let (Some(asked), Some(missed)) = (s.get(self.asked), self.missed(s)) else {
+            return Vec::new();
+        };
+        let (hit, miss) = Self::split(asked, missed);
+        vec![DerivedMetric {
+            name: self.metric,
+            help: self.help,
+            values: vec![
+                (vec![("result", "hit")], hit),
+                (vec![("result", "miss")], miss),
+            ],
+        }]
+    }
+
+    /// A process's (asked, missed) pages.
+    pub fn of_proc(&self, v: Option<&[u64]>) -> (u64, u64) {
+        let get = |i: usize| v.and_then(|v| v.get(i).copied()).unwrap_or(0);
+        (get(self.proc_asked), get(self.proc_missed))
+    }
+
+    pub fn proc_ratio(&self, v: Option<&[u64]>) -> Cell {
+        let (asked, missed) = self.of_proc(v);
+        Cell::Ratio(hit_ratio(asked, missed))
+    }
+
+    pub fn proc_metrics(&self, comms: &ProcRows, o: &mut Out) {
+        o.family(
+            self.proc_metric,
+            Kind::Counter,
+            &format!("{} {PER_NAME}", self.help),
+        );
+        for (c, v) in comms {
+            let (asked, missed) = self.of_proc(*v);
+            let (hit, miss) = Self::split(asked, missed);
+            o.counter(self.proc_metric, &[("comm", c), ("result", "hit")], hit);
+            o.counter(self.proc_metric, &[("comm", c), ("result", "miss")], miss);
+        }
+    }
+
+    /// `<what> hit 99.5% (asked N missed M`: the start of a tick line.
+    pub fn tick(&self, what: &str, s: &Section) -> String {
+        let r = self
+            .ratio(s)
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into());
+        format!(
+            "{what} hit {r} (asked {} missed {}",
+            s.get(self.asked).unwrap_or(0),
+            self.missed(s).unwrap_or(0)
+        )
+    }
+}
+
 /// Sections by family name (what a Sample holds).
 pub type Sections = BTreeMap<String, Section>;
 
@@ -677,6 +776,38 @@ mod tests {
         let written = series.iter().find(|s| s.name == "written_pages").unwrap();
         let dirtied = series.iter().find(|s| s.name == "dirtied_pages").unwrap();
         assert!(written.host_only && !dirtied.host_only);
+    }
+
+    #[test]
+    fn hit_and_miss_add_up_to_asked_in_both_families() {
+        // More missed than asked (read-ahead counted for a page asked in
+        // an earlier interval): the split still adds up to asked.
+        for (f, hm) in [
+            ("pagecache", &pagecache::HIT_MISS),
+            ("mmap", &mmap::HIT_MISS),
+        ] {
+            let f = by_name(f).unwrap();
+            let mut s = Section {
+                counters: vec![0; f.schema.ncounters],
+                hists: vec![],
+            };
+            s.counters[hm.asked] = 10;
+            s.counters[hm.missed[0]] = 8;
+            s.counters[hm.missed[1]] = 7;
+            let m = (f.metrics)(&s);
+            let v: Vec<u64> = m[0].values.iter().map(|(_, n)| *n).collect();
+            assert_eq!(v, vec![0, 10], "{}", f.name());
+            assert_eq!((f.derived[0].value)(&s), Some(0.0));
+            let mut procs = vec![0u64; f.schema.nproc];
+            procs[hm.proc_asked] = 4;
+            procs[hm.proc_missed] = 6;
+            let mut out = Out::new(false, 0.0);
+            (f.proc_metrics)(&[("x", Some(&procs[..]))], &mut out);
+            let text = out.finish();
+            let hit = format!("{}_total{{comm=\"x\",result=\"hit\"}} 0", hm.proc_metric);
+            let miss = format!("{}_total{{comm=\"x\",result=\"miss\"}} 4", hm.proc_metric);
+            assert!(text.contains(&hit) && text.contains(&miss), "{text}");
+        }
     }
 
     #[test]

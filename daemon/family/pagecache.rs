@@ -6,13 +6,20 @@
 //! from storage: by the read itself, or by read-ahead an earlier read
 //! triggered (each page once). `hit ratio = 1 - missed / asked`.
 
-use super::{
-    hit_ratio, Cell, Column, Derived, DerivedMetric, Family, ProcRows, Rows, Section, Shown,
-    PER_NAME,
-};
+use super::{Cell, Column, Derived, DerivedMetric, Family, HitMiss, ProcRows, Rows, Section};
 use crate::abi::pagecache::{proc, ASKED, MISSED_READAHEAD, MISSED_SYNC, READAHEAD};
 use crate::abi::PAGECACHE;
-use crate::promtext::{Kind, Out};
+use crate::promtext::Out;
+
+pub static HIT_MISS: HitMiss = HitMiss {
+    asked: ASKED,
+    missed: &[MISSED_SYNC, MISSED_READAHEAD],
+    proc_asked: proc::ASKED,
+    proc_missed: proc::MISSED,
+    metric: "iomon_page_cache_read_pages",
+    proc_metric: "iomon_process_page_cache_read_pages",
+    help: "Pages buffered reads asked for: hit = found cached, miss = brought in from storage by the read or its read-ahead.",
+};
 
 pub static FAMILY: Family = Family {
     schema: &PAGECACHE,
@@ -29,82 +36,42 @@ pub static FAMILY: Family = Family {
         Column {
             header: "ASKED",
             name: "pages_asked",
-            value: |v| Cell::Count(field(v, proc::ASKED)),
+            value: |v| Cell::Count(HIT_MISS.of_proc(v).0),
         },
         Column {
             header: "MISSED",
             name: "pages_missed",
-            value: |v| Cell::Count(field(v, proc::MISSED)),
+            value: |v| Cell::Count(HIT_MISS.of_proc(v).1),
         },
         Column {
             header: "HIT",
             name: "hit_ratio",
-            value: |v| Cell::Ratio(hit_ratio(field(v, proc::ASKED), field(v, proc::MISSED))),
+            value: |v| HIT_MISS.proc_ratio(v),
         },
     ],
 };
 
-fn field(v: Option<&[u64]>, i: usize) -> u64 {
-    v.and_then(|v| v.get(i).copied()).unwrap_or(0)
-}
-
-/// Pages asked for that had to be brought in.
-pub fn missed(s: &Section) -> Option<u64> {
-    s.sum(&[MISSED_SYNC, MISSED_READAHEAD])
-}
-
 /// `None` when no page was asked for: no reads, no ratio.
 pub fn ratio(s: &Section) -> Option<f64> {
-    hit_ratio(s.get(ASKED)?, missed(s)?)
+    HIT_MISS.ratio(s)
 }
 
 fn rows(s: &Section) -> Rows {
-    vec![
-        ("hit ratio".into(), Shown::Ratio(ratio(s))),
-        ("pages missed".into(), Shown::Count(missed(s))),
-    ]
+    HIT_MISS.rows(s)
 }
 
 fn metrics(s: &Section) -> Vec<DerivedMetric> {
-    let (Some(asked), Some(missed)) = (s.get(ASKED), missed(s)) else {
-        return Vec::new();
-    };
-    vec![DerivedMetric {
-        name: "iomon_page_cache_read_pages",
-        help: "Pages buffered reads asked for: hit = found cached, miss = brought in from storage by the read or its read-ahead.",
-        values: vec![
-            (vec![("result", "hit")], asked.saturating_sub(missed)),
-            (vec![("result", "miss")], missed.min(asked)),
-        ],
-    }]
+    HIT_MISS.metrics(s)
 }
 
 fn proc_metrics(comms: &ProcRows, o: &mut Out) {
-    const NAME: &str = "iomon_process_page_cache_read_pages";
-    o.family(
-        NAME,
-        Kind::Counter,
-        &format!("Pages buffered reads asked for: hit or miss. {PER_NAME}"),
-    );
-    for (c, v) in comms {
-        let (asked, missed) = (field(*v, proc::ASKED), field(*v, proc::MISSED));
-        o.counter(
-            NAME,
-            &[("comm", c), ("result", "hit")],
-            asked.saturating_sub(missed),
-        );
-        o.counter(NAME, &[("comm", c), ("result", "miss")], missed.min(asked));
-    }
+    HIT_MISS.proc_metrics(comms, o)
 }
 
 fn tick(s: &Section, _secs: f64) -> String {
-    let r = ratio(s)
-        .map(|r| format!("{:.1}%", r * 100.0))
-        .unwrap_or_else(|| "n/a".into());
     format!(
-        "page cache hit {r} (asked {} missed {} readahead {})",
-        s.get(ASKED).unwrap_or(0),
-        missed(s).unwrap_or(0),
+        "{} readahead {})",
+        HIT_MISS.tick("page cache", s),
         s.get(READAHEAD).unwrap_or(0)
     )
 }
