@@ -131,6 +131,53 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Lines of code of a source file: not blank, not only a comment, and not
+/// its own tests (a `#[cfg(test)]` module, to the end of the file).
+fn code_lines(text: &str) -> usize {
+    let mut n = 0;
+    for l in text.lines() {
+        let t = l.trim();
+        if t == "#[cfg(test)]" {
+            break;
+        }
+        if t.is_empty() || t.starts_with("//") {
+            continue;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// A file that has grown past this does several things: split it by what
+/// they are (as `ctl/render/` is split by command).
+const MAX_CODE_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_over_800_lines_of_code() {
+    let mut files = Vec::new();
+    rust_files(&root().join("daemon"), &mut files);
+    rust_files(&root().join("ctl"), &mut files);
+    let mut over = Vec::new();
+    for f in &files {
+        let n = code_lines(&std::fs::read_to_string(f).unwrap());
+        if n > MAX_CODE_LINES {
+            over.push(format!(
+                "{}: {n}",
+                f.strip_prefix(root()).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "over {MAX_CODE_LINES} lines of code (tests not counted):\n{}",
+        over.join("\n")
+    );
+    assert_eq!(
+        code_lines("a\n\n// c\n  /// d\nb\n#[cfg(test)]\nmod tests {\n x\n}\n"),
+        2
+    );
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

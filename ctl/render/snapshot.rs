@@ -1,0 +1,222 @@
+//! `iomonctl snapshot`: the last interval per second beside the totals
+//! since start.
+
+use std::fmt::Write;
+
+use serde_json::{Map, Value};
+
+use iomon::family::{self, Scope, Shown};
+use iomon::proto::SnapshotReport;
+
+use super::{csv_field, json, pct, sample_json, target_names, us, Output};
+
+/// Per family: its rows as (metric, last interval, since start), or
+/// `None` when the family was not attached.
+type FamilyPairs = Vec<(&'static str, Option<Vec<(String, Shown, Shown)>>)>;
+
+/// Each family's rows for the last interval and since start, side by side,
+/// with the last interval's length in seconds. The table and CSV format the
+/// same walk.
+fn snapshot_pairs(r: &SnapshotReport, scope: Scope) -> (f64, FamilyPairs) {
+    let last = r.last.clone().unwrap_or_default();
+    let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
+    let empty = family::Section::default();
+    let fams = family::ALL
+        .iter()
+        .map(|f| {
+            let name = f.name();
+            let rows = r.totals.section(name).map(|tt| {
+                let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
+                l.into_iter()
+                    .zip(family::rows(f, tt, scope))
+                    .map(|((metric, lv), (_, tv))| (metric, lv, tv))
+                    .collect()
+            });
+            (name, rows)
+        })
+        .collect();
+    (secs, fams)
+}
+
+/// (section, name, last-interval rate per second, total since start).
+fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
+    let (secs, fams) = snapshot_pairs(r, scope);
+    let count = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into());
+    let mut rows = Vec::new();
+    for (name, pairs) in fams {
+        let Some(pairs) = pairs else {
+            rows.push((name.into(), "unavailable".into(), "".into(), "".into()));
+            continue;
+        };
+        for (metric, lv, tv) in pairs {
+            rows.push(match (lv, tv) {
+                (Shown::Count(lv), Shown::Count(tv)) => (
+                    name.into(),
+                    metric,
+                    lv.map(|v| format!("{:.2}", v as f64 / secs))
+                        .unwrap_or_else(|| "n/a".into()),
+                    count(tv),
+                ),
+                (Shown::Ratio(lv), Shown::Ratio(tv)) => (name.into(), metric, pct(lv), pct(tv)),
+                (Shown::Micros(lv), Shown::Micros(tv)) => (name.into(), metric, us(lv), us(tv)),
+                _ => (name.into(), metric, "".into(), "".into()),
+            });
+        }
+    }
+    rows
+}
+
+/// `snapshot_rows` as numbers: rates with 4 decimals, ratios as
+/// fractions, quantiles in microseconds, undefined as empty.
+fn snapshot_csv_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, String, String)> {
+    let (secs, fams) = snapshot_pairs(r, scope);
+    let mut rows = Vec::new();
+    for (name, pairs) in fams {
+        for (metric, lv, tv) in pairs.unwrap_or_default() {
+            let (a, b) = match (lv, tv) {
+                (Shown::Count(lv), Shown::Count(tv)) => (
+                    lv.map(|v| format!("{:.4}", v as f64 / secs)),
+                    tv.map(|v| v.to_string()),
+                ),
+                (Shown::Ratio(lv), Shown::Ratio(tv)) => {
+                    (lv.map(|v| format!("{v:.4}")), tv.map(|v| format!("{v:.4}")))
+                }
+                (Shown::Micros(lv), Shown::Micros(tv)) => {
+                    (lv.map(|v| v.to_string()), tv.map(|v| v.to_string()))
+                }
+                _ => (None, None),
+            };
+            rows.push((
+                name.into(),
+                metric,
+                a.unwrap_or_default(),
+                b.unwrap_or_default(),
+            ));
+        }
+    }
+    rows
+}
+
+/// Every number of a family section's JSON divided by `secs`, except
+/// ratios (`*_ratio`) and histogram bucket bounds (`le_us`).
+fn per_second(v: &Value, secs: f64) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let keep = k.ends_with("_ratio") || k == "le_us";
+                    (
+                        k.clone(),
+                        if keep { v.clone() } else { per_second(v, secs) },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| per_second(v, secs)).collect()),
+        Value::Number(n) => n
+            .as_f64()
+            .map(|x| json!((x / secs * 10_000.0).round() / 10_000.0))
+            .unwrap_or(Value::Null),
+        other => other.clone(),
+    }
+}
+
+/// A snapshot of one target's numbers.
+pub fn snapshot_of_target(r: &SnapshotReport, target: &str) -> Result<SnapshotReport, String> {
+    let totals = r.totals.for_target(target).ok_or_else(|| {
+        format!(
+            "no target {target:?} (targets: {}; see iomonctl status)",
+            target_names(std::iter::once(&r.totals))
+        )
+    })?;
+    Ok(SnapshotReport {
+        started_ms: r.started_ms,
+        ticks: r.ticks,
+        last: r.last.as_ref().and_then(|l| l.for_target(target)),
+        totals,
+    })
+}
+
+/// `scope`: the host's snapshot, or a target's ([`snapshot_of_target`]).
+pub fn snapshot(r: &SnapshotReport, out: Output, scope: Scope) -> String {
+    match out {
+        Output::Json => {
+            let last = r.last.as_ref().map(|l| sample_json(l, scope));
+            // The last interval's family sections again, per second.
+            let rates = r.last.as_ref().zip(last.as_ref()).map(|(l, j)| {
+                let secs = (l.duration_ms() as f64 / 1000.0).max(0.001);
+                let mut m = Map::new();
+                m.insert("seconds".into(), json!(secs));
+                for f in family::ALL {
+                    if let Some(sec) = j.get(f.name()) {
+                        m.insert(f.name().into(), per_second(sec, secs));
+                    }
+                }
+                Value::Object(m)
+            });
+            json(&json!({
+                "started_ms": r.started_ms,
+                "ticks": r.ticks,
+                "last": last,
+                "last_per_second": rates,
+                "totals": sample_json(&r.totals, scope),
+            }))
+        }
+        Output::Csv => {
+            // Numbers only: counts per second and in total, ratios as
+            // fractions, latencies in microseconds; empty when undefined.
+            let mut s = String::from("section,metric,per_second_last_interval,total_since_start\n");
+            for (a, b, c, d) in snapshot_csv_rows(r, scope) {
+                let _ = writeln!(s, "{},{},{},{}", csv_field(&a), csv_field(&b), c, d);
+            }
+            s
+        }
+        Output::Table => {
+            let last_secs = r
+                .last
+                .as_ref()
+                .map(|l| l.duration_ms() as f64 / 1000.0)
+                .unwrap_or(0.0);
+            let mut s = format!(
+                "{:<10} {:<22} {:>16} {:>18}\n",
+                "",
+                "",
+                format!("/s last {last_secs:.1}s"),
+                "since start"
+            );
+            let mut prev = String::new();
+            for (sec, name, last, total) in snapshot_rows(r, scope) {
+                let shown = if sec == prev {
+                    String::new()
+                } else {
+                    sec.clone()
+                };
+                prev = sec;
+                let _ = writeln!(s, "{shown:<10} {name:<22} {last:>16} {total:>18}");
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_second_divides_counts_but_not_ratios_or_bucket_bounds() {
+        let v = json!({
+            "asked": 300, "hit_ratio": 0.5,
+            "calls": {"dontneed": {"ok": 6, "error": 0}},
+            "stall": {"buckets": [{"le_us": 64, "count": 3}]}
+        });
+        assert_eq!(
+            per_second(&v, 3.0),
+            json!({
+                "asked": 100.0, "hit_ratio": 0.5,
+                "calls": {"dontneed": {"ok": 2.0, "error": 0.0}},
+                "stall": {"buckets": [{"le_us": 64, "count": 1.0}]}
+            })
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `iomonctl status`.
+
+use std::fmt::Write;
+
+use iomon::probes::FamilyState;
+use iomon::proto::StatusReport;
+use iomon::units::format_duration;
+
+use super::{bytes, csv_field, json, state_str, Output};
+use crate::timespec::format_local;
+
+pub fn status(r: &StatusReport, out: Output) -> String {
+    match out {
+        Output::Json => json(r),
+        Output::Csv => {
+            let mut s = String::from("key,value\n");
+            for (k, v) in status_pairs(r) {
+                let _ = writeln!(s, "{},{}", csv_field(&k), csv_field(&v));
+            }
+            s
+        }
+        Output::Table => {
+            let mut s = String::new();
+            for (k, v) in status_pairs(r) {
+                let _ = writeln!(s, "{k:<18} {v}");
+            }
+            s
+        }
+    }
+}
+
+fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("version".into(), r.version.clone()),
+        ("pid".into(), r.pid.to_string()),
+        (
+            "uptime".into(),
+            format_duration(std::time::Duration::from_secs(
+                r.now_ms.saturating_sub(r.started_ms) / 1000,
+            )),
+        ),
+        (
+            "interval".into(),
+            format_duration(std::time::Duration::from_millis(r.interval_ms)),
+        ),
+        ("strategy".into(), r.strategy.name().into()),
+        (
+            "kernel".into(),
+            format!(
+                "{} (pages of {}: every count of pages is in these)",
+                r.kernel,
+                bytes(r.page_size_bytes as f64)
+            ),
+        ),
+        ("ticks".into(), r.ticks.to_string()),
+        (
+            "last tick".into(),
+            r.last_tick_ms
+                .map(|t| {
+                    format!(
+                        "{} ({:.1}s ago, drain took {}us)",
+                        format_local(t),
+                        r.now_ms.saturating_sub(t) as f64 / 1000.0,
+                        r.last_drain_us
+                    )
+                })
+                .unwrap_or_else(|| "none yet".into()),
+        ),
+    ];
+    for f in &r.families {
+        let (st, why) = state_str(&f.state);
+        let st = match (&f.route, &f.state) {
+            (Some(route), FamilyState::Attached) => format!("{st} (route {route})"),
+            _ => st.to_string(),
+        };
+        let text = if why.is_empty() {
+            st
+        } else {
+            format!("{st}: {why}")
+        };
+        v.push((format!("probe {}", f.family), text));
+    }
+    match &r.store {
+        Some(st) => {
+            v.push(("store".into(), st.path.clone()));
+            v.push(("store size".into(), bytes(st.bytes as f64)));
+            v.push((
+                "store oldest".into(),
+                st.oldest_ms
+                    .map(format_local)
+                    .unwrap_or_else(|| "empty".into()),
+            ));
+            v.push(("store errors".into(), st.write_errors.to_string()));
+        }
+        None => v.push(("store".into(), "disabled".into())),
+    }
+    v.push(("socket".into(), r.socket.clone()));
+    v.push((
+        "http".into(),
+        if r.http.is_empty() {
+            "off".into()
+        } else {
+            r.http.join(" ")
+        },
+    ));
+    v.push((
+        "processes".into(),
+        format!(
+            "{} tracked (kernel map capacity {})",
+            r.proc_table_len, r.proc_map_capacity
+        ),
+    ));
+    for t in &r.targets {
+        v.push((
+            format!("target {}", t.name),
+            match &t.inactive {
+                None => format!("{} (counted)", t.matches),
+                Some(why) => format!("{} (not counted now: {why})", t.matches),
+            },
+        ));
+    }
+    let t = &r.truncated;
+    v.push((
+        "bounds".into(),
+        format!(
+            "{} processes past a Sample's top-K, {} per-process totals and {} names forgotten, {} name series ended, {} per-process events the kernel could not record",
+            t.sample_procs, t.proc_table, t.names, t.name_series, r.proc_dropped
+        ),
+    ));
+    for w in &r.warnings {
+        v.push(("warning".into(), w.clone()));
+    }
+    v
+}
