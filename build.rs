@@ -87,6 +87,7 @@ fn main() {
         &out_dir.join("iomon_families.h"),
         &gen_c::includes(&families),
     );
+    write_if_changed(&out_dir.join("iomon_hooks.h"), &gen_c::shared(&families));
     write_if_changed(&out_dir.join("schema.rs"), &gen_rust::schema(&families));
     write_if_changed(&out_dir.join("families.rs"), &gen_rust::families(&families));
 

@@ -685,39 +685,63 @@ fn events(rounds: usize) {
 /// Each program's own time per run, from the kernel's BPF run stats
 /// (`kernel.bpf_stats_enabled`, on for this run only): the part of the
 /// per-event cost spent inside iomon's code, apart from the tracepoint's.
+/// Twice: without targets, and with the default config's targets (a name
+/// and a cgroup this process is neither of: what every event pays to be
+/// told it is no target's).
 fn programs() {
     let f = fixture();
     let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
-    let p = Probes::load(&LoadOptions {
-        enabled: family::names(),
-        ..Default::default()
-    })
-    .expect("load");
-    for w in WORKLOADS {
-        (w.run)(&f, w.iters);
+    // (family, program, [(runs, ns per run)] without and with targets)
+    type Row = (String, String, [(u64, f64); 2]);
+    let mut rows: Vec<Row> = Vec::new();
+    for (col, targets) in [Targets::None, Targets::Default].into_iter().enumerate() {
+        let p = Probes::load(&LoadOptions {
+            enabled: family::names(),
+            ..Default::default()
+        })
+        .expect("load");
+        let attached = with_targets(p, targets);
+        for w in WORKLOADS {
+            (w.run)(&f, w.iters);
+        }
+        let Attached::Iomon(p, _drain) = &attached else {
+            unreachable!("iomon attached")
+        };
+        for fs in p.status() {
+            for ps in &fs.programs {
+                let (Some(n), Some(ns)) = (ps.run_count, ps.run_time_ns) else {
+                    continue;
+                };
+                if n == 0 {
+                    continue;
+                }
+                // A shared event's program is listed once.
+                let owner = if ps.name.starts_with("on_") {
+                    "shared".to_string()
+                } else {
+                    fs.family.clone()
+                };
+                let i = match rows.iter().position(|r| r.1 == ps.name) {
+                    Some(i) => i,
+                    None => {
+                        rows.push((owner, ps.name.clone(), [(0, 0.0); 2]));
+                        rows.len() - 1
+                    }
+                };
+                rows[i].2[col] = (n, ns as f64 / n as f64);
+            }
+        }
+        detach(attached);
     }
     println!("\nprograms: ns per run inside each program (kernel.bpf_stats_enabled), every family attached, every workload run once");
     println!(
-        "{:<10} {:<24} {:>12} {:>10}",
-        "family", "program", "runs", "ns/run"
+        "{:<10} {:<24} {:>10} {:>12} {:>20}",
+        "family", "program", "runs", "ns/run", "ns/run, targets set"
     );
-    for fs in p.status() {
-        for ps in &fs.programs {
-            if let (Some(n), Some(ns)) = (ps.run_count, ps.run_time_ns) {
-                if n > 0 {
-                    println!(
-                        "{:<10} {:<24} {:>12} {:>10.1}",
-                        fs.family,
-                        ps.name,
-                        n,
-                        ns as f64 / n as f64
-                    );
-                }
-            }
-        }
+    for (fam, prog, [(n, a), (_, b)]) in rows {
+        println!("{fam:<10} {prog:<24} {n:>10} {a:>12.1} {b:>20.1}");
     }
-    drop(p);
     let _ = std::fs::write(
         "/proc/sys/kernel/bpf_stats_enabled",
         if was.trim() == "1" { "1" } else { "0" },
@@ -772,11 +796,11 @@ fn drain(rounds: usize, sizes: &[u32]) {
     let maps = p.maps().expect("maps");
     // Programs write to procs[0]; the benchmark fills and drains procs[1].
     let idle = &maps.procs[1];
-    let fd1 = std::os::fd::AsFd::as_fd(idle).as_raw_fd() as u32;
+    let barrier = iomon::drain::Barrier::new(&maps.barrier, &maps.barrier_inner).expect("barrier");
     println!("\ndrain: per-process map of {cap}, filled from userspace, {rounds} rounds (ms)");
     println!(
         "{:>8} {:>22} {:>22} {:>8} {:>22}",
-        "procs", "batch", "key-by-key", "ratio", "flip (map-in-map)"
+        "procs", "batch", "key-by-key", "ratio", "grace period (thread)"
     );
     for &n in sizes {
         let (mut b, mut k, mut f) = (Vec::new(), Vec::new(), Vec::new());
@@ -792,17 +816,9 @@ fn drain(rounds: usize, sizes: &[u32]) {
             let t = Instant::now();
             assert_eq!(key_by_key(idle), n as usize);
             k.push(t.elapsed().as_secs_f64() * 1e3);
-            // The flip the drain does before reading: point at procs[1] and
-            // back (each waits for running programs).
-            let t = Instant::now();
-            maps.procs_active
-                .update(&0u32.to_ne_bytes(), &fd1.to_ne_bytes(), MapFlags::ANY)
-                .expect("flip");
-            f.push(t.elapsed().as_secs_f64() * 1e3);
-            let fd0 = std::os::fd::AsFd::as_fd(&maps.procs[0]).as_raw_fd() as u32;
-            maps.procs_active
-                .update(&0u32.to_ne_bytes(), &fd0.to_ne_bytes(), MapFlags::ANY)
-                .expect("flip back");
+            // The grace period the drain waits for after flipping, on a
+            // thread of its own (the event loop does not wait).
+            f.push(barrier.wait().expect("barrier").as_secs_f64() * 1e3);
         }
         let spread = |v: &mut Vec<f64>| {
             let m = median(v);

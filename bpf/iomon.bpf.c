@@ -44,7 +44,7 @@ const volatile u32 kernel_hz = 0;
 #define NR_PREADV 295
 #define NR_COPY_FILE_RANGE 326
 #define NR_PREADV2 327
-#define SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#define SYSCALL_NR(regs) ((regs)->orig_ax)
 #define NR_FADVISE64 221
 #define SYSCALL_FADVISE "fadvise64"
 /* Syscalls that remove a file's pages with its data: truncate, punch a
@@ -63,7 +63,7 @@ const volatile u32 kernel_hz = 0;
 #define NR_PREADV 69
 #define NR_COPY_FILE_RANGE 285
 #define NR_PREADV2 286
-#define SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
+#define SYSCALL_NR(regs) ((regs)->syscallno)
 #define NR_FADVISE64 223
 #define SYSCALL_FADVISE "fadvise64_64"
 #define CASE_NR_TRUNCATE                                                      \
@@ -103,11 +103,27 @@ struct {
 	__type(value, struct iomon_targets);
 } targets SEC(".maps");
 
-/* Per-file numbers of targets: two bounded hashes flipped and emptied by
- * the drain every tick like the per-process ones (see below), so each
- * holds the (file, target) pairs active in one interval. Bounded by
- * max_entries (userspace may set it before load); when full, increments
- * are refused and counted (IOMON_C_CORE_FILE_DROPPED). */
+/* Which of each pair of interval maps programs write to: the low bit of
+ * entry 0 for the per-process pair, of entry 1 for the per-file pair. The
+ * drain flips one with a plain array update (no wait), then waits for one
+ * RCU grace period off its event loop (see rcu_barrier below) before it
+ * reads the map programs left: every program runs inside an RCU read-side
+ * section, so once the grace period has passed none can still be writing
+ * there. Two entries. */
+#define MAPS_GEN_PROCS 0
+#define MAPS_GEN_FILES 1
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, u32);
+} maps_gen SEC(".maps");
+
+/* Per-file numbers of targets: two bounded hashes, one written while the
+ * drain empties the other (see maps_gen), so each holds the (file,
+ * target) pairs active in one interval. Bounded by max_entries
+ * (userspace may set it before load); when full, increments are refused
+ * and counted (IOMON_C_CORE_FILE_DROPPED). */
 struct file_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -117,25 +133,25 @@ struct file_map {
 struct file_map files_a SEC(".maps");
 struct file_map files_b SEC(".maps");
 
+/* The pair, indexed by maps_gen's low bit. Set at load, never updated:
+ * reading it costs no wait and no helper call (lookups are inlined). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, u32);
 	__array(values, struct file_map);
-} files_active SEC(".maps") = {
-	.values = { &files_a },
+} files_maps SEC(".maps") = {
+	.values = { &files_a, &files_b },
 };
 
-/* Per-process attribution: two bounded hashes, of which the programs write
- * to the one `procs_active` points at. The drain points it at the other one
- * (the kernel waits for running programs before that update returns), then
- * empties the old one: no program can still be adding to an entry it
- * takes, so no increment is lost. Each is bounded by max_entries: when
- * full, a new process's increments are refused and counted
- * (IOMON_C_CORE_PROC_DROPPED), exactly (an LRU would evict an entry, and
- * its counts, silently). The drain empties them every tick, so they hold
- * the processes active in one interval. Userspace sets both capacities
- * before load. */
+/* Per-process attribution: two bounded hashes, one written while the
+ * drain empties the other (see maps_gen): no program can still be adding
+ * to an entry the drain takes, so no increment is lost. Each is bounded by
+ * max_entries: when full, a new process's increments are refused and
+ * counted (IOMON_C_CORE_PROC_DROPPED), exactly (an LRU would evict an
+ * entry, and its counts, silently). The drain empties them every tick, so
+ * they hold the processes active in one interval. Userspace sets both
+ * capacities before load. */
 struct proc_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
@@ -143,15 +159,36 @@ struct proc_map {
 	__type(value, struct iomon_proc);
 } procs_a SEC(".maps"), procs_b SEC(".maps");
 
-/* One slot: the per-process map in use. */
+/* The pair, indexed by maps_gen's low bit; set at load, never updated. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, u32);
+	__array(values, struct proc_map);
+} procs_maps SEC(".maps") = {
+	.values = { &procs_a, &procs_b },
+};
+
+/* No program uses these two: the drain's RCU barrier. Updating a slot of
+ * a map-in-map makes the kernel wait for an RCU grace period (for every
+ * running BPF program) before the update returns, so the drain does that,
+ * on a thread of its own, after flipping maps_gen. One slot, one entry. */
+struct barrier_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} rcu_barrier_inner SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, u32);
-	__array(values, struct proc_map);
-} procs_active SEC(".maps") = {
-	.values = { &procs_a },
+	__array(values, struct barrier_inner);
+} rcu_barrier SEC(".maps") = {
+	.values = { &rcu_barrier_inner },
 };
 
 /* Per-thread state: each declaration's own part (`thread` in bpf/core.toml
@@ -230,20 +267,26 @@ static __always_inline void count_slot(u32 slot, u32 idx, u64 n)
 		*v += n;
 }
 
-/* Adds n to counter idx for the host and for every target in `tm` (a bit
- * per target slot). A function of its own (not inlined): the verifier
- * checks it once, not at every call site. */
-__noinline int count_fn(u32 tm, u32 idx, u64 n)
+/* Adds n to counter idx for every target in `tm` (a bit per target
+ * slot). A function of its own (not inlined): the verifier checks it once,
+ * not at every call site, and an event of no target never calls it. */
+__noinline int count_targets_fn(u32 tm, u32 idx, u64 n)
 {
-	count_slot(0, idx, n);
-	if (!tm)
-		return 0;
 	for (int i = 0; i < IOMON_TARGETS; i++)
 		if (tm & (1U << i))
 			count_slot(1 + i, idx, n);
 	return 0;
 }
-#define count(tm, idx, n) count_fn(tm, idx, n)
+
+/* Adds n to counter idx for the host and for every target in `tm`: the
+ * host's slot inline (no call: most events are no target's). */
+#define count(tm, idx, n)                                                    \
+	do {                                                                  \
+		u32 count_tm_ = (tm);                                         \
+		count_slot(0, (idx), (n));                                    \
+		if (count_tm_)                                                \
+			count_targets_fn(count_tm_, (idx), (n));              \
+	} while (0)
 
 static __always_inline u32 log2_bucket(u64 us)
 {
@@ -279,10 +322,18 @@ __noinline int hist_add_fn(u32 tm, u32 hist, u64 ns)
 }
 #define hist_add(tm, hist, ns) hist_add_fn(tm, hist, ns)
 
+/* The low bit of a maps_gen entry: which map of an interval pair is
+ * written. */
+static __always_inline u32 maps_slot(u32 which)
+{
+	u32 *g = bpf_map_lookup_elem(&maps_gen, &which);
+	return g ? (*g & 1) : 0;
+}
+
 static __always_inline void *files_map(void)
 {
-	u32 zero = 0;
-	return bpf_map_lookup_elem(&files_active, &zero);
+	u32 slot = maps_slot(MAPS_GEN_FILES);
+	return bpf_map_lookup_elem(&files_maps, &slot);
 }
 
 static const struct iomon_file zero_file = {};
@@ -345,7 +396,13 @@ __noinline int file_add_fn(u32 tm, u64 ino, u32 dev, u32 field, u64 n)
 	}
 	return 0;
 }
-#define file_add(tm, ino, dev, field, n) file_add_fn(tm, ino, dev, field, n)
+/* Per-file numbers are the targets' only: no call for anyone else. */
+#define file_add(tm, ino, dev, field, n)                                     \
+	do {                                                                  \
+		u32 file_tm_ = (tm);                                          \
+		if (file_tm_)                                                 \
+			file_add_fn(file_tm_, ino, dev, field, n);            \
+	} while (0)
 
 /* Pages of a file removed from the page cache: the evictions of the
  * targets that read it or advised on it. */
@@ -374,8 +431,8 @@ u32 comm_epoch SEC(".bss");
 
 static __always_inline void *procs_map(void)
 {
-	u32 zero = 0;
-	return bpf_map_lookup_elem(&procs_active, &zero);
+	u32 slot = maps_slot(MAPS_GEN_PROCS);
+	return bpf_map_lookup_elem(&procs_maps, &slot);
 }
 
 /* Zeroed values to insert from (too big for the BPF stack). */
@@ -530,6 +587,14 @@ __noinline u32 targets_match(void)
 	return mask;
 }
 
+/* Whether any target is configured. */
+static __always_inline bool targets_configured(void)
+{
+	u32 zero = 0;
+	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
+	return c && c->nr;
+}
+
 /* The targets the current thread counts for (0 when none are configured):
  * matched once per thread and cached in its state until the targets
  * change, it is renamed or it moves to another cgroup. */
@@ -553,6 +618,70 @@ static __always_inline u32 targets_of(struct thread_state *t)
 	return mask;
 }
 
+/* The last task each CPU matched and its targets: in front of the
+ * thread's own cache, for events that have no other use for the thread's
+ * state (page-cache adds and deletes). Two words, each stored whole:
+ * `task` and `key` = tid << 32 | targets generation (16 bits) << 16 |
+ * moves (8 bits) << 8 | mask. A reader uses it only if both are the
+ * current task's; a program that wrote one of them and was interrupted by
+ * another writer leaves a pair that matches neither task, a miss. One
+ * entry per CPU. */
+struct tgt_cpu {
+	u64 task;
+	u64 key;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct tgt_cpu);
+} tgt_cpu_cache SEC(".maps");
+
+/* Bumped by every rename of a main thread and every cgroup move: the CPU
+ * caches hold no task's match across either. */
+u32 tgt_moves SEC(".bss");
+
+/* This process's entry (see proc_entry) and the targets its events count
+ * for, matched once per process and interval (the entry's cache: again
+ * after the targets change, its main thread is renamed or it moves
+ * cgroup) instead of once per thread: an event that attributes to its
+ * process anyway pays no per-thread state to know its targets. A full
+ * map (NULL) falls back to the thread's cache. */
+static __always_inline struct iomon_proc *proc_entry_tm(u32 *tm)
+{
+	u32 zero = 0;
+	*tm = 0;
+	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
+	struct iomon_proc *p = proc_entry(0);
+	if (!c || !c->nr)
+		return p;
+	if (!p) {
+		*tm = targets_of(NULL);
+		return NULL;
+	}
+	u32 gen = (u32)c->gen;
+	if (p->tgt_gen != gen) {
+		p->tgt_mask = targets_match();
+		p->tgt_gen = gen;
+	}
+	u32 mask = p->tgt_mask;
+	if (mask && (p->targets & mask) != mask)
+		p->targets |= mask;
+	*tm = mask;
+	return p;
+}
+
+/* Forgets what a process's entry cached about its targets. */
+static __always_inline void proc_targets_forget(u32 tgid)
+{
+	void *procs = procs_map();
+	if (!procs)
+		return;
+	struct iomon_proc *e = bpf_map_lookup_elem(procs, &tgid);
+	if (e)
+		e->tgt_gen = 0;
+}
+
 /* Forgets what a thread cached about its targets. */
 static __always_inline void targets_forget(struct task_struct *task)
 {
@@ -567,11 +696,25 @@ static __always_inline void targets_forget(struct task_struct *task)
 		t->core.tgt_gen = 0;
 }
 
-static __always_inline u64 task_flags(void)
+/* The current task's flags: a direct load where the kernel has typed
+ * task pointers (5.11+), else a probe read. */
+static __always_inline u32 current_flags(void)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(task, flags);
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf))
+		return bpf_get_current_task_btf()->flags;
+	return BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags);
 }
+
+/* The current task's saved user registers (5.15+: only programs of routes
+ * that declare helper:task_pt_regs, or behind a CO-RE check, call this):
+ * a typed pointer, read with direct loads. */
+static __always_inline struct pt_regs *current_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+/* Whether the kernel can tell which syscall a task is in. */
+#define HAVE_TASK_PT_REGS bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs)
 
 static __always_inline u64 overlap(u64 s1, u64 e1, u64 s2, u64 e2)
 {
@@ -697,6 +840,17 @@ static __always_inline bool file_of_probed(struct address_space *mapping, u64 *i
 	return true;
 }
 
+/* The same from a typed folio (tp_btf, fentry): direct loads. The flags
+ * word is the folio's first (an unsigned long, or 6.17+ a struct around
+ * one): read by offset, whatever its type. */
+static __always_inline u64 folio_pages_btf(struct folio *folio)
+{
+	unsigned long flags = *(unsigned long *)folio;
+	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 1;
+	return 1ULL << (folio->_flags_1 & 0xff);
+}
+
 /* Pages in a folio: 1, or 2^order for a large folio (5.16+ kernels: only
  * programs of routes for those call this). */
 static __always_inline u64 folio_pages(struct folio *folio)
@@ -708,26 +862,11 @@ static __always_inline u64 folio_pages(struct folio *folio)
 	return 1ULL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
 }
 
-/* Pages of a page-cache add/delete event: 2^order, or 1 where the classic
- * tracepoint has no order field (before 6.1). */
-static __always_inline u64 event_pages(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/* Whether a task in syscall `nr` reads a file through the page cache:
+ * pages added anywhere else (writes, faults, fadvise WILLNEED,
+ * readahead(2), kernel threads) are no read's misses. */
+static __always_inline bool is_read_syscall(long nr)
 {
-	if (bpf_core_field_exists(ctx->order))
-		return 1ULL << (ctx->order & 31);
-	return 1;
-}
-
-/* Whether the current task is in a syscall that reads a file through the
- * page cache: pages added anywhere else (writes, faults, fadvise WILLNEED,
- * readahead(2), kernel threads) are no read's misses. Needs
- * bpf_task_pt_regs (5.15+): only routes that declare it call this. */
-static __always_inline bool in_read_syscall(void)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->flags & PF_KTHREAD)
-		return false;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	long nr = SYSCALL_NR(regs);
 	switch (nr) {
 	case NR_READ:
 	case NR_PREAD64:
@@ -744,23 +883,150 @@ static __always_inline bool in_read_syscall(void)
 	}
 }
 
+/* ------------------------------------------- page-cache adds and deletes */
+
+/* A page-cache add or delete as every family's hook sees it (the shared
+ * events page_cache_add and page_cache_delete: one program each, see
+ * bpf/core.toml). What the event carries is read once; what the task is
+ * doing is found on first use and kept for the other hooks. */
+#define PCE_FLAGS 1
+#define PCE_NR 2
+#define PCE_THREAD 4
+#define PCE_TM 8
+struct page_cache_event {
+	u64 ino;
+	u64 index;
+	u64 n;           /* pages: 2^order, or 1 before 6.1 (no order field) */
+	u32 dev;
+	u32 have;        /* PCE_*: what below is known */
+	u32 flags;       /* the current task's */
+	u32 tm;          /* the targets it counts for */
+	long nr;         /* the syscall it is in; -1 where it cannot be told */
+	struct thread_state *t;
+};
+#define page_cache_add_event page_cache_event
+#define page_cache_delete_event page_cache_event
+
+static __always_inline void page_cache_event_init(struct page_cache_event *e, void *raw)
+{
+	struct trace_event_raw_mm_filemap_op_page_cache *ctx = raw;
+	e->ino = ctx->i_ino;
+	e->index = ctx->index;
+	e->dev = ctx->s_dev;
+	e->n = 1;
+	if (bpf_core_field_exists(ctx->order))
+		e->n = 1ULL << (ctx->order & 31);
+	/* Every field set: the verifier refuses a read of one never written,
+	 * even behind a `have` bit the compiler cannot see through. */
+	e->have = 0;
+	e->flags = 0;
+	e->tm = 0;
+	e->nr = -1;
+	e->t = NULL;
+}
+#define page_cache_add_event_init page_cache_event_init
+#define page_cache_delete_event_init page_cache_event_init
+
+/* The same from the typed tracepoint (its argument a folio: 5.18+). */
+static __always_inline void page_cache_event_init_folio(struct page_cache_event *e, void *raw)
+{
+	struct folio *folio = (struct folio *)((u64 *)raw)[0];
+	e->ino = 0;
+	e->dev = 0;
+	file_of(folio->mapping, &e->ino, &e->dev);
+	e->index = folio->index;
+	e->n = folio_pages_btf(folio);
+	e->have = 0;
+	e->flags = 0;
+	e->tm = 0;
+	e->nr = -1;
+	e->t = NULL;
+}
+#define page_cache_add_event_init_folio page_cache_event_init_folio
+#define page_cache_delete_event_init_folio page_cache_event_init_folio
+
+static __always_inline u32 pce_flags(struct page_cache_event *e)
+{
+	if (!(e->have & PCE_FLAGS)) {
+		e->flags = current_flags();
+		e->have |= PCE_FLAGS;
+	}
+	return e->flags;
+}
+
+/* The syscall the task is in (5.15+), -1 where it cannot be told or the
+ * task is a kernel thread. */
+static __always_inline long pce_syscall(struct page_cache_event *e)
+{
+	if (!(e->have & PCE_NR)) {
+		e->nr = -1;
+		if (HAVE_TASK_PT_REGS && !(pce_flags(e) & PF_KTHREAD))
+			e->nr = SYSCALL_NR(current_regs());
+		e->have |= PCE_NR;
+	}
+	return e->nr;
+}
+
+/* This thread's state; created when `create` (and counted when it cannot
+ * be). */
+static __always_inline struct thread_state *pce_thread(struct page_cache_event *e, bool create)
+{
+	if (!(e->have & PCE_THREAD) || (!e->t && create)) {
+		e->t = thread_state(create);
+		e->have |= PCE_THREAD;
+	}
+	return e->t;
+}
+
+/* The targets the task counts for (kernel threads: none): through its
+ * CPU's cache (5.11+: typed task pointers), else the thread's. */
+static __always_inline u32 pce_targets(struct page_cache_event *e)
+{
+	if (e->have & PCE_TM)
+		return e->tm;
+	e->have |= PCE_TM;
+	e->tm = 0;
+	if (pce_flags(e) & PF_KTHREAD)
+		return 0;
+	u32 zero = 0;
+	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
+	if (!c || !c->nr)
+		return 0;
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		e->tm = targets_of(pce_thread(e, true));
+		return e->tm;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	u64 tid = (u32)task->pid;
+	u64 want = tid << 32 | (c->gen & 0xffff) << 16 | (u64)(tgt_moves & 0xff) << 8;
+	struct tgt_cpu *k = bpf_map_lookup_elem(&tgt_cpu_cache, &zero);
+	if (k && k->task == (u64)task && (k->key & ~0xffULL) == want) {
+		e->tm = k->key & 0xff;
+		return e->tm;
+	}
+	e->tm = targets_of(pce_thread(e, true));
+	if (k) {
+		k->task = (u64)task;
+		k->key = want | (e->tm & 0xff);
+	}
+	return e->tm;
+}
+
 /* Why pages leave the page cache, told by the task removing them: reclaim
  * (kswapd, or a task reclaiming to allocate), else by the syscall it is
- * in (5.15+: bpf_task_pt_regs; before, only reclaim is told apart). */
-static __always_inline u32 eviction_cause(void)
+ * in (5.15+; before, only reclaim is told apart). */
+static __always_inline u32 pce_cause(struct page_cache_event *e)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	u32 flags = BPF_CORE_READ(task, flags);
+	u32 flags = pce_flags(e);
 	if (flags & (PF_MEMALLOC | PF_KSWAPD))
 		return IOMON_PAGECACHE_CAUSE_RECLAIM;
-	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+	if (!HAVE_TASK_PT_REGS)
 		return IOMON_PAGECACHE_CAUSE_UNKNOWN;
 	if (flags & PF_KTHREAD)
 		return IOMON_PAGECACHE_CAUSE_OTHER;
 	if (flags & PF_EXITING)
 		return IOMON_PAGECACHE_CAUSE_TRUNCATE;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	switch (SYSCALL_NR(regs)) {
+	switch (pce_syscall(e)) {
 	case NR_FADVISE64:
 		return IOMON_PAGECACHE_CAUSE_FADVISE;
 	CASE_NR_TRUNCATE:
@@ -785,12 +1051,15 @@ int BPF_PROG(proc_rename, struct task_struct *task, const char *comm)
 		return 0;
 	if (BPF_CORE_READ(task, signal, nr_threads) > 1)
 		__sync_fetch_and_add(&comm_epoch, 1);
+	__sync_fetch_and_add(&tgt_moves, 1);
 	void *procs = procs_map();
 	if (!procs)
 		return 0;
 	struct iomon_proc *e = bpf_map_lookup_elem(procs, &tgid);
-	if (e)
+	if (e) {
 		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), comm);
+		e->tgt_gen = 0;
+	}
 	return 0;
 }
 
@@ -800,8 +1069,14 @@ int BPF_PROG(target_cgroup_move, struct cgroup *dst, const char *path, struct ta
 	     bool threadgroup)
 {
 	targets_forget(task);
+	proc_targets_forget(BPF_CORE_READ(task, tgid));
+	__sync_fetch_and_add(&tgt_moves, 1);
 	return 0;
 }
 
 /* The families, one file each (generated list: bpf/families/<name>.bpf.c). */
 #include "iomon_families.h"
+
+/* The shared events' programs, calling the loaded routes' hooks
+ * (generated from bpf/core.toml's `shared` and the routes' `hooks`). */
+#include "iomon_hooks.h"

@@ -74,10 +74,13 @@ struct iomon_file {
 
 /* Per-process attribution, one entry per tgid active in an interval: the
  * name, the targets its events were counted for (a bit per target slot),
- * then every family's per-process fields (IOMON_P_*). */
+ * the kernel side's cache of which targets it matches, then every
+ * family's per-process fields (IOMON_P_*). */
 struct iomon_proc {
 	char comm[IOMON_COMM_LEN];
-	unsigned int targets;
+	unsigned int targets;        /* the targets its events counted for */
+	unsigned int tgt_gen;        /* kernel side: tgt_mask is for this targets generation */
+	unsigned int tgt_mask;       /* ... the targets it matches (0 gen: match again) */
 	unsigned int pad;
 	unsigned long long v[IOMON_P_CAP]; /* IOMON_P_NR used */
 };

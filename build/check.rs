@@ -5,7 +5,7 @@
 //! nothing in the object belongs to no route (read off the object). Pure:
 //! the caller reads the C and the object.
 
-use super::decl::{upper, Decl, Family};
+use super::decl::{section, upper, Decl, Family};
 
 /// Every `count(slots, IOMON_C_…)` and `hist_add(slots, IOMON_H_…)` call
 /// in C source: (constant, first argument). Comments are skipped.
@@ -110,12 +110,6 @@ pub fn host_only(d: &Decl, src: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `SEC()` libbpf needs for an event: `tracepoint:a:b` is
-/// `tracepoint/a/b`, `tp_btf:e` is `tp_btf/e`, and so on.
-pub fn section_of(event: &str) -> String {
-    event.replace(':', "/")
-}
-
 /// What the compiled object holds: each program's name and `SEC()`, and
 /// the maps' names.
 pub struct Object {
@@ -129,9 +123,26 @@ pub struct Object {
 pub fn object(families: &[Family], obj: &Object) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     for f in families {
+        for sh in &f.decl.shared {
+            for w in &sh.ways {
+                let want = section(&w.event);
+                match obj.programs.iter().find(|(n, _)| *n == w.prog) {
+                    Some((_, sec)) if *sec == want => {}
+                    found => errors.push(format!(
+                        "{}: shared event {}: program {} is {} (want SEC(\"{want}\"))",
+                        f.file,
+                        sh.name,
+                        w.prog,
+                        found.map_or("not in the BPF object".to_string(), |(_, s)| {
+                            format!("at SEC(\"{s}\")")
+                        })
+                    )),
+                }
+            }
+        }
         for r in &f.decl.route {
             for p in &r.programs {
-                let want = section_of(&p.event);
+                let want = section(&p.event);
                 match obj.programs.iter().find(|(n, _)| *n == p.prog) {
                     None => errors.push(format!(
                         "{}: route {}: program {} is not in the BPF object (no function of that name with SEC(\"{want}\"))",
@@ -159,7 +170,12 @@ pub fn object(families: &[Family], obj: &Object) -> Result<(), Vec<String>> {
             .iter()
             .flat_map(|f| &f.decl.route)
             .flat_map(|r| &r.programs)
-            .any(|p| p.prog == *name);
+            .any(|p| p.prog == *name)
+            || families
+                .iter()
+                .flat_map(|f| &f.decl.shared)
+                .flat_map(|s| &s.ways)
+                .any(|w| w.prog == *name);
         if !declared {
             errors.push(format!(
                 "program {name} (SEC(\"{sec}\")) belongs to no route: declare it in a route of its family"

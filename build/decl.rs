@@ -30,6 +30,41 @@ pub struct Decl {
     pub series: Vec<SeriesDecl>,
     #[serde(default)]
     pub route: Vec<RouteDecl>,
+    /// Events several families hook into (core only): one program each,
+    /// which calls the hooks of the routes loaded.
+    #[serde(default)]
+    pub shared: Vec<SharedDecl>,
+}
+
+/// An event more than one family counts: one program runs on it and
+/// calls each loaded route's hook (a C function taking `struct
+/// <name>_event *`). It may be seen several ways, best first; the loader
+/// takes the first this kernel has.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SharedDecl {
+    pub name: String,
+    pub ways: Vec<WayDecl>,
+}
+
+/// One way to see a shared event: its program, its event, and for a typed
+/// tracepoint the struct its first argument must point to (`folio`). The
+/// event is made by core's `<name>_event_init[_<arg>](e, ctx)`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WayDecl {
+    pub prog: String,
+    pub event: String,
+    pub arg: Option<String>,
+}
+
+/// A route's part in a shared event: the C function the event's program
+/// calls when the route is loaded.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HookDecl {
+    pub on: String,
+    pub call: String,
 }
 
 #[derive(Deserialize, Debug)]
@@ -95,6 +130,9 @@ pub struct RouteDecl {
     /// loaded (every map no route names is always created).
     #[serde(default)]
     pub maps: Vec<String>,
+    /// Its parts in shared events (`core`'s `shared`).
+    #[serde(default)]
+    pub hooks: Vec<HookDecl>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -106,6 +144,25 @@ pub struct ProgDecl {
     /// table names some syscalls apart: fadvise64_64). The program's
     /// `SEC()` must name the same.
     pub event_arm64: Option<String>,
+}
+
+/// Hooks are bits of one u64 in the programs' read-only data.
+pub const MAX_HOOKS: usize = 64;
+
+/// Every hook, once, in declaration order (its bit in `iomon_hooks`):
+/// (C function, shared event).
+pub fn hooks(families: &[Family]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = Vec::new();
+    for h in families
+        .iter()
+        .flat_map(|f| &f.decl.route)
+        .flat_map(|r| &r.hooks)
+    {
+        if !v.iter().any(|(c, _)| *c == h.call) {
+            v.push((h.call.clone(), h.on.clone()));
+        }
+    }
+    v
 }
 
 /// What the daemon can be asked to provide for a histogram (`needs`).
@@ -134,6 +191,12 @@ pub fn len_of(f: &FieldDecl) -> usize {
 /// `FOO_BAR` from `foo-bar`.
 pub fn upper(s: &str) -> String {
     s.replace('-', "_").to_ascii_uppercase()
+}
+
+/// The `SEC()` libbpf needs for an event: `tracepoint:a:b` is
+/// `tracepoint/a/b`, `tp_btf:e` is `tp_btf/e`, and so on.
+pub fn section(event: &str) -> String {
+    event.replace(':', "/")
 }
 
 /// Reads one declaration; `stem` is its file name without `.toml`, which
@@ -308,9 +371,9 @@ pub fn validate(d: &Decl) -> Result<(), String> {
     }
     let mut route_names = BTreeSet::new();
     for r in &d.route {
-        if !route_names.insert(r.name.as_str()) || r.programs.is_empty() {
+        if !route_names.insert(r.name.as_str()) || r.programs.is_empty() && r.hooks.is_empty() {
             return Err(format!(
-                "route {:?}: named twice or without programs",
+                "route {:?}: named twice or without programs or hooks",
                 r.name
             ));
         }
@@ -343,6 +406,38 @@ pub fn validate(d: &Decl) -> Result<(), String> {
     }
     if !core && d.route.is_empty() {
         return Err("a family needs at least one route".into());
+    }
+    if !core && !d.shared.is_empty() {
+        return Err("only core declares shared events".into());
+    }
+    for sh in &d.shared {
+        if !ident_ok(&sh.name) || sh.ways.is_empty() {
+            return Err(format!(
+                "shared event {:?}: a [a-z0-9_] name and at least one way",
+                sh.name
+            ));
+        }
+        for w in &sh.ways {
+            if !ident_ok(&w.prog)
+                || !event_ok(&w.event)
+                || w.arg.as_deref().is_some_and(|a| !ident_ok(a))
+            {
+                return Err(format!(
+                    "shared event {}: way {:?}: a [a-z0-9_] program and arg, and an event like tracepoint:CAT:EV",
+                    sh.name, w.prog
+                ));
+            }
+        }
+    }
+    for r in &d.route {
+        for h in &r.hooks {
+            if !ident_ok(&h.on) || !ident_ok(&h.call) {
+                return Err(format!(
+                    "route {}: hook {:?} on {:?}: [a-z0-9_] names",
+                    r.name, h.call, h.on
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -388,6 +483,34 @@ pub fn layout(decls: Vec<(String, Decl)>) -> Result<Vec<Family>, String> {
         cb += nc;
         hb += nh;
         pb += np;
+    }
+    let shared: Vec<&str> = out
+        .iter()
+        .flat_map(|f| &f.decl.shared)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut hooks: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    for f in &out {
+        for h in f.decl.route.iter().flat_map(|r| &r.hooks) {
+            if !shared.contains(&h.on.as_str()) {
+                return Err(format!(
+                    "{}: hook {} is on {:?}, which core does not share (shared: {shared:?})",
+                    f.file, h.call, h.on
+                ));
+            }
+            let here = (f.decl.name.as_str(), h.on.as_str());
+            if let Some(other) = hooks.insert(&h.call, here) {
+                if other != here {
+                    return Err(format!(
+                        "{}: hook {} is also declared elsewhere ({}, on {})",
+                        f.file, h.call, other.0, other.1
+                    ));
+                }
+            }
+        }
+    }
+    if hooks.len() > MAX_HOOKS {
+        return Err(format!("{} hooks: at most {MAX_HOOKS}", hooks.len()));
     }
     let mut progs: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
     for f in &out {

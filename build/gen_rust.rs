@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::decl::{len_of, series_elements, upper, Decl, Family, FieldDecl};
+use super::decl::{hooks, len_of, series_elements, upper, Decl, Family, FieldDecl};
 
 /// A Rust string literal.
 pub fn lit(s: &str) -> String {
@@ -165,18 +165,43 @@ pub fn schema(families: &[Family]) -> String {
                     .collect();
                 let needs: Vec<String> = rt.needs.iter().map(|n| lit(n)).collect();
                 let maps: Vec<String> = rt.maps.iter().map(|n| lit(n)).collect();
+                let hooks: Vec<String> = rt.hooks.iter().map(|h| lit(&h.call)).collect();
                 format!(
-                    "Route {{ name: {}, programs: &[{}], needs: &[{}], maps: &[{}] }}",
+                    "Route {{ name: {}, programs: &[{}], needs: &[{}], maps: &[{}], hooks: &[{}] }}",
                     lit(&rt.name),
                     progs.join(", "),
                     needs.join(", "),
-                    maps.join(", ")
+                    maps.join(", "),
+                    hooks.join(", ")
+                )
+            })
+            .collect();
+        let shared: Vec<String> = d
+            .shared
+            .iter()
+            .map(|sh| {
+                let ways: Vec<String> = sh
+                    .ways
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "Way {{ prog: {}, event: {}, arg: {} }}",
+                            lit(&w.prog),
+                            lit(&w.event),
+                            opt(w.arg.as_deref())
+                        )
+                    })
+                    .collect();
+                format!(
+                    "Shared {{ name: {}, ways: &[{}] }}",
+                    lit(&sh.name),
+                    ways.join(", ")
                 )
             })
             .collect();
         let _ = writeln!(
             r,
-            "pub static {stat}: Schema = Schema {{\n    name: {},\n    about: {},\n    order: {},\n    default_on: {},\n    counters: &[{}],\n    ncounters: {off},\n    hists: &[{}],\n    proc: &[{}],\n    nproc: {poff},\n    series: &[{}],\n    routes: &[{}],\n    counter_base: {},\n    hist_base: {},\n    proc_base: {},\n}};\n",
+            "pub static {stat}: Schema = Schema {{\n    name: {},\n    about: {},\n    order: {},\n    default_on: {},\n    counters: &[{}],\n    ncounters: {off},\n    hists: &[{}],\n    proc: &[{}],\n    nproc: {poff},\n    series: &[{}],\n    routes: &[{}],\n    shared: &[{}],\n    counter_base: {},\n    hist_base: {},\n    proc_base: {},\n}};\n",
             lit(&d.name),
             lit(&d.about),
             d.order.unwrap_or(0),
@@ -186,6 +211,7 @@ pub fn schema(families: &[Family]) -> String {
             list(&procs),
             list(&series),
             list(&routes),
+            list(&shared),
             f.counter_base,
             f.hist_base,
             f.proc_base,
@@ -243,6 +269,15 @@ pub fn schema(families: &[Family]) -> String {
         let _ = writeln!(r, "    }}\n}}\n");
         statics.push(format!("&{stat}"));
     }
+    let hooks: Vec<String> = hooks(families)
+        .iter()
+        .map(|(call, on)| format!("Hook {{ call: {}, on: {} }}", lit(call), lit(on)))
+        .collect();
+    let _ = writeln!(
+        r,
+        "/// Every hook of every route; its index is its bit in the programs'\n/// `iomon_hooks`.\npub static HOOKS: &[Hook] = &[{}];\n",
+        hooks.join(", ")
+    );
     let _ = writeln!(
         r,
         "/// Every declaration, `core` first, then the families by file name.\npub static SCHEMAS: &[&Schema] = &[{}];\n\

@@ -32,6 +32,8 @@ pub struct Schema {
     /// Ways to attach, best first; the loader takes the first this kernel
     /// has.
     pub routes: &'static [Route],
+    /// Events several families hook into (`core` only): one program each.
+    pub shared: &'static [Shared],
     /// Where the family's slots start in the kernel's maps.
     pub counter_base: usize,
     pub hist_base: usize,
@@ -109,6 +111,56 @@ pub struct Route {
     /// Maps only this route's programs use, created only when it is
     /// loaded (build.rs checks they are in the object).
     pub maps: &'static [&'static str],
+    /// Its parts in shared events: C functions (see [`HOOKS`]).
+    pub hooks: &'static [&'static str],
+}
+
+/// An event more than one family counts: one program runs on it and
+/// calls the hooks of the loaded routes. Its ways, best first: the loader
+/// takes the first this kernel has.
+#[derive(Debug)]
+pub struct Shared {
+    pub name: &'static str,
+    pub ways: &'static [Way],
+}
+
+/// One way to see a shared event.
+#[derive(Debug)]
+pub struct Way {
+    pub prog: &'static str,
+    pub event: &'static str,
+    /// For a typed tracepoint: the struct its first argument must point
+    /// to (`folio`): the program reads it as one.
+    pub arg: Option<&'static str>,
+}
+
+impl Way {
+    pub fn program(&self) -> Program {
+        Program {
+            name: self.prog,
+            event: self.event,
+        }
+    }
+}
+
+/// A route's part in a shared event: a C function the event's program
+/// calls when its bit is set in the programs' `iomon_hooks`.
+#[derive(Debug)]
+pub struct Hook {
+    pub call: &'static str,
+    /// The shared event's name.
+    pub on: &'static str,
+}
+
+/// A hook's bit in `iomon_hooks`.
+pub fn hook_bit(call: &str) -> Option<u64> {
+    HOOKS.iter().position(|h| h.call == call).map(|i| 1u64 << i)
+}
+
+/// The shared event a hook is on.
+pub fn shared_of(hook: &str) -> Option<&'static Shared> {
+    let on = HOOKS.iter().find(|h| h.call == hook)?.on;
+    SCHEMAS.iter().flat_map(|s| s.shared).find(|s| s.name == on)
 }
 
 /// A BPF program and the kernel event it attaches to.
@@ -160,6 +212,52 @@ impl Program {
     }
 }
 
+impl Route {
+    /// What loading the route loads: its own programs, then the programs
+    /// of the shared events its hooks run in, by the way `way` picked for
+    /// each (none where it picked none).
+    pub fn loaded_programs_by(
+        &self,
+        way: &dyn Fn(&Shared) -> Option<&'static Way>,
+    ) -> Vec<Program> {
+        let mut v: Vec<Program> = self.programs.to_vec();
+        for h in self.hooks {
+            let Some(w) = shared_of(h).and_then(way) else {
+                continue;
+            };
+            if !v.iter().any(|p| p.name == w.prog) {
+                v.push(w.program());
+            }
+        }
+        v
+    }
+
+    /// Every program it may load, whatever the kernel (every way of its
+    /// shared events).
+    pub fn loaded_programs(&self) -> Vec<Program> {
+        let mut v: Vec<Program> = self.programs.to_vec();
+        for w in self
+            .hooks
+            .iter()
+            .filter_map(|h| shared_of(h))
+            .flat_map(|sh| sh.ways)
+        {
+            if !v.iter().any(|p| p.name == w.prog) {
+                v.push(w.program());
+            }
+        }
+        v
+    }
+
+    /// Its hooks' bits in `iomon_hooks`.
+    pub fn hook_mask(&self) -> u64 {
+        self.hooks
+            .iter()
+            .filter_map(|h| hook_bit(h))
+            .fold(0, |a, b| a | b)
+    }
+}
+
 impl Schema {
     pub fn counter(&self, name: &str) -> Option<&'static Field> {
         self.counters.iter().find(|c| c.name == name)
@@ -169,11 +267,12 @@ impl Schema {
         self.proc.iter().find(|c| c.name == name)
     }
 
-    /// Every program of every route, once.
-    pub fn all_programs(&self) -> Vec<&'static Program> {
-        let mut v: Vec<&'static Program> = Vec::new();
+    /// Every program any of its routes loads, once (shared events'
+    /// programs included).
+    pub fn all_programs(&self) -> Vec<Program> {
+        let mut v: Vec<Program> = Vec::new();
         for r in self.routes {
-            for p in r.programs {
+            for p in r.loaded_programs() {
                 if !v.iter().any(|q| q.name == p.name) {
                     v.push(p);
                 }

@@ -22,7 +22,7 @@ use crate::sample::{FileSample, FilesBy, ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
 pub use crate::totals::Truncated;
 
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).
@@ -113,6 +113,10 @@ pub struct StatusReport {
     pub ticks: u64,
     pub last_tick_ms: Option<u64>,
     pub last_drain_us: u64,
+    /// The last tick, part by part: the switch (the grace period after
+    /// the flip, waited for off the event loop), reading the maps, the
+    /// store, publishing the pages.
+    pub tick_parts: crate::drain::TickParts,
     pub socket: String,
     pub http: Vec<String>,
     pub proc_map_capacity: u32,

@@ -145,19 +145,17 @@ static __always_inline void fadvise_done(struct thread_state *t, s32 fd, s64 off
 		t->fadvise.dropped = 0;
 		t->fadvise.dirty = 0;
 	}
-	u32 tm = targets_of(t);
-	struct iomon_proc *p = proc_entry(tm);
+	u32 tm;
+	struct iomon_proc *p = proc_entry_tm(&tm);
 	fadvise_count(tm, p, advice, ret);
 	if (advice == POSIX_FADV_DONTNEED && ret == 0)
 		dontneed_done(tm, p, fd, offset, len, dropped, dirty);
 }
 
-/* Pages deleted inside a DONTNEED call are the call's, unless the thread
- * is reclaiming memory (an allocation inside the call). */
-static __always_inline void dontneed_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx,
-					    struct thread_state *t, s32 fd)
+/* n pages deleted inside a DONTNEED call are the call's (the hooks below
+ * leave out a thread reclaiming memory: an allocation inside the call). */
+static __always_inline void dontneed_delete(u64 n, struct thread_state *t, s32 fd)
 {
-	u64 n = event_pages(ctx);
 	if (!t)
 		return;
 	if (!t->fadvise.dropped)
@@ -165,38 +163,38 @@ static __always_inline void dontneed_delete(struct trace_event_raw_mm_filemap_op
 	t->fadvise.dropped += n;
 }
 
-static __always_inline bool reclaiming(void)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return BPF_CORE_READ(task, flags) & (PF_MEMALLOC | PF_KSWAPD | PF_KTHREAD);
-}
+#define NOT_THE_CALLS (PF_MEMALLOC | PF_KSWAPD | PF_KTHREAD)
 
 /* Route syscall-exit (5.15+): the arguments are still in the syscall's
- * saved registers, so one program per call instead of an enter/exit pair. */
+ * saved registers, so one program per call instead of an enter/exit pair;
+ * only the advice is read unless the call is a DONTNEED that succeeded. */
 SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
 int fadvise_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	u64 advice = (s32)PT_REGS_PARM4_CORE_SYSCALL(regs);
-	struct thread_state *t = NULL;
-	if (advice == POSIX_FADV_DONTNEED)
-		t = thread_state(false);
-	fadvise_done(t, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),
-		     PT_REGS_PARM3_CORE_SYSCALL(regs), advice, ctx->ret);
+	struct pt_regs *regs = current_regs();
+	u64 advice = (s32)PT_REGS_PARM4_SYSCALL(regs);
+	long ret = ctx->ret;
+	if (advice != POSIX_FADV_DONTNEED || ret != 0) {
+		fadvise_done(NULL, -1, 0, 0, advice, ret);
+		return 0;
+	}
+	fadvise_done(thread_state(false), PT_REGS_PARM1_SYSCALL(regs), PT_REGS_PARM2_SYSCALL(regs),
+		     PT_REGS_PARM3_SYSCALL(regs), advice, ret);
 	return 0;
 }
 
-SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
-int fadvise_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/* Its part of a page-cache delete: pages deleted by a thread in
+ * fadvise64(DONTNEED) are that call's. */
+static __always_inline void fadvise_on_delete(struct page_cache_event *e)
 {
-	if (reclaiming())
-		return 0;
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (SYSCALL_NR(regs) != NR_FADVISE64 ||
-	    (s32)PT_REGS_PARM4_CORE_SYSCALL(regs) != POSIX_FADV_DONTNEED)
-		return 0;
-	dontneed_delete(ctx, thread_state(true), PT_REGS_PARM1_CORE_SYSCALL(regs));
-	return 0;
+	if (pce_flags(e) & NOT_THE_CALLS)
+		return;
+	if (pce_syscall(e) != NR_FADVISE64)
+		return;
+	struct pt_regs *regs = current_regs();
+	if ((s32)PT_REGS_PARM4_SYSCALL(regs) != POSIX_FADV_DONTNEED)
+		return;
+	dontneed_delete(e->n, pce_thread(e, true), PT_REGS_PARM1_SYSCALL(regs));
 }
 
 /* Route syscall-pair (before 5.15): the arguments from the entry, kept per
@@ -229,13 +227,11 @@ int fadvise_exit_pair(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
-int fadvise_delete_pair(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+static __always_inline void fadvise_pair_on_delete(struct page_cache_event *e)
 {
-	if (reclaiming())
-		return 0;
-	struct thread_state *t = thread_state(false);
+	if (pce_flags(e) & NOT_THE_CALLS)
+		return;
+	struct thread_state *t = pce_thread(e, false);
 	if (t && t->fadvise.pending && t->fadvise.advice == POSIX_FADV_DONTNEED)
-		dontneed_delete(ctx, t, t->fadvise.fd);
-	return 0;
+		dontneed_delete(e->n, t, t->fadvise.fd);
 }

@@ -203,9 +203,8 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 /* Pages added by a thread in a fault on the same file: the faulting page
  * makes it a major fault (and a missed page); the rest is read-ahead, kept
  * in the file's window until a fault or a read asks for it. */
-static __always_inline void mm_added(u64 ino, u32 dev, u64 s, u64 n)
+static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u64 s, u64 n)
 {
-	struct thread_state *t = thread_state(false);
 	if (!t || !t->mmap.flt_ns || ino != t->mmap.flt_ino || dev != t->mmap.flt_dev)
 		return;
 	if (bpf_ktime_get_ns() - t->mmap.flt_ns > FAULT_WINDOW_NS) {
@@ -282,25 +281,6 @@ int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
 	return 0;
 }
 
-SEC("tp_btf/mm_filemap_add_to_page_cache")
-int BPF_PROG(mm_add, struct folio *folio)
-{
-	u64 ino;
-	u32 dev;
-	/* Only pages added in a fault, outside a read syscall, are mmap's. */
-	struct thread_state *t = thread_state(false);
-	if (!t || !t->mmap.flt_ns)
-		return 0;
-	if (!file_of(folio->mapping, &ino, &dev))
-		return 0;
-	if (in_read_syscall()) {
-		t->mmap.flt_ns = 0;
-		return 0;
-	}
-	mm_added(ino, dev, folio->index, folio_pages(folio));
-	return 0;
-}
-
 /* --------------------------------------------- routes fentry and kprobe */
 
 static __always_inline struct address_space *vmf_mapping(struct vm_fault *vmf)
@@ -354,27 +334,21 @@ int BPF_KPROBE(mm_fault_kprobe, struct vm_fault *vmf)
 	return 0;
 }
 
-/* Pages added, from the classic tracepoint (these routes run where the
- * add event may have no typed folio). Pages a read adds are not the
- * fault's: the read syscall tells where the kernel can say (5.15+),
- * else the pagecache family's read entry (rd_active). */
-SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
-int mm_add_tp(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/* Its part of a page-cache add (every route): pages added in a fault on
+ * the file it faulted on. Pages a read adds are not the fault's: the read
+ * syscall tells where the kernel can say (5.15+), else the pagecache
+ * family's read entry (rd_active). */
+static __always_inline void mm_on_add(struct page_cache_event *e)
 {
-	u64 n = event_pages(ctx);
-	u64 index = ctx->index;
-	u64 ino = ctx->i_ino;
-	u32 dev = ctx->s_dev;
-	struct thread_state *t = thread_state(false);
+	struct thread_state *t = pce_thread(e, false);
 	if (!t || !t->mmap.flt_ns)
-		return 0;
+		return;
 	bool reading = t->pagecache.rd_active;
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
-		reading = in_read_syscall();
+	if (HAVE_TASK_PT_REGS)
+		reading = is_read_syscall(pce_syscall(e));
 	if (reading) {
 		t->mmap.flt_ns = 0;
-		return 0;
+		return;
 	}
-	mm_added(ino, dev, index, n);
-	return 0;
+	mm_added(t, e->ino, e->dev, e->index, e->n);
 }

@@ -13,49 +13,32 @@
  * asks for them (then a miss too) or forgotten.
  */
 
-SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
-int pc_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/* Its part of a page-cache delete (every route): evictions, by cause, for
+ * the targets of the task removing them (kswapd's are nobody's), and for
+ * the targets whose file it is. */
+static __always_inline void pc_on_delete(struct page_cache_event *e)
 {
-	u64 n = event_pages(ctx);
-	u64 ino = ctx->i_ino;
-	u32 dev = ctx->s_dev;
-	count(0, IOMON_C_PAGECACHE_DELETED, n);
-	file_evicted(ino, dev, n);
-	/* By cause, and for the targets of the task removing them (kswapd's
-	 * are nobody's). */
-	u32 cause = eviction_cause();
-	u32 tm = 0;
-	if (!(BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags) & PF_KTHREAD))
-		tm = targets_of(NULL);
-	count(tm, IOMON_C_PAGECACHE_EVICTED + cause, n);
-	return 0;
+	count(0, IOMON_C_PAGECACHE_DELETED, e->n);
+	file_evicted(e->ino, e->dev, e->n);
+	count(pce_targets(e), IOMON_C_PAGECACHE_EVICTED + pce_cause(e), e->n);
 }
 
 /* ------------------------------------------------- route tracepoint */
 
-/* Pages added while a thread is inside a buffered read are that read's
- * doing: those it asked for are misses, the rest is read-ahead. The add
- * events come before the read's get_pages event, so remember them here
- * until it comes. */
-SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
-int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/* Its part of a page-cache add (route tracepoint): pages added while a
+ * thread is inside a buffered read are that read's doing: those it asked
+ * for are misses, the rest is read-ahead. The add events come before the
+ * read's get_pages event, so remember them here until it comes. */
+static __always_inline void pc_on_add(struct page_cache_event *e)
 {
-	/* Copy the fields first: the verifier refuses ctx reads at offsets it
-	 * cannot prove constant. */
-	u64 n = event_pages(ctx);
-	u64 index = ctx->index;
-	u64 ino = ctx->i_ino;
-	u32 dev = ctx->s_dev;
-	struct thread_state *t = thread_state(false);
-	u32 tm = targets_of(t);
-	count(tm, IOMON_C_PAGECACHE_ADDED, n);
-	if (!in_read_syscall())
-		return 0;
-
+	u64 n = e->n, index = e->index, ino = e->ino;
+	u32 dev = e->dev;
+	count(pce_targets(e), IOMON_C_PAGECACHE_ADDED, n);
+	if (!is_read_syscall(pce_syscall(e)))
+		return;
+	struct thread_state *t = pce_thread(e, true);
 	if (!t)
-		t = thread_state(true);
-	if (!t)
-		return 0;
+		return;
 	if (t->pagecache.pend_nr == 0 || t->pagecache.pend_dev != dev || t->pagecache.pend_ino != ino) {
 		t->pagecache.pend_dev = dev;
 		t->pagecache.pend_ino = ino;
@@ -72,7 +55,6 @@ int pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	} else {
 		t->pagecache.pend_overflow += n;
 	}
-	return 0;
 }
 
 /* Fires at the end of each successful filemap_get_pages(): one buffered read
@@ -223,22 +205,20 @@ static __always_inline void pc_read_end(void)
 		t->pagecache.rd_active = 0;
 }
 
-/* Pages added while the thread is inside a buffered read of the same file:
- * in what it asked for, missed; beyond, read-ahead for later reads. */
-SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
-int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/* Its part of a page-cache add (routes fentry and kprobe): pages added
+ * while the thread is inside a buffered read of the same file: in what it
+ * asked for, missed; beyond, read-ahead for later reads. */
+static __always_inline void pc_on_add_in_read(struct page_cache_event *e)
 {
-	u64 n = event_pages(ctx);
-	u64 index = ctx->index;
-	u64 ino = ctx->i_ino;
-	u32 dev = ctx->s_dev;
-	struct thread_state *t = thread_state(false);
-	u32 tm = targets_of(t);
+	u64 n = e->n, index = e->index, ino = e->ino;
+	u32 dev = e->dev;
+	struct thread_state *t = pce_thread(e, false);
+	u32 tm = pce_targets(e);
 	count(tm, IOMON_C_PAGECACHE_ADDED, n);
 	if (!t || !t->pagecache.rd_active || t->pagecache.rd_dev != dev || t->pagecache.rd_ino != ino)
-		return 0;
-	u64 s = index, e = index + n;
-	u64 in = overlap(s, e, t->pagecache.rd_first, t->pagecache.rd_last + 1);
+		return;
+	u64 s = index, end = index + n;
+	u64 in = overlap(s, end, t->pagecache.rd_first, t->pagecache.rd_last + 1);
 	if (in) {
 		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, in);
 		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, in);
@@ -246,14 +226,13 @@ int pc_add_in_read(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	}
 	if (n > in)
 		count(tm, IOMON_C_PAGECACHE_READAHEAD, n - in);
-	u64 beyond = overlap(s, e, t->pagecache.rd_last + 1, ~0ULL);
+	u64 beyond = overlap(s, end, t->pagecache.rd_last + 1, ~0ULL);
 	if (beyond) {
 		struct file_key fk = { .ino = ino, .dev = dev };
 		struct ra_window *w = ra_window_of(&fk);
 		if (w)
-			ra_insert(w, e - beyond, e);
+			ra_insert(w, end - beyond, end);
 	}
-	return 0;
 }
 
 SEC("fentry/filemap_read")

@@ -4,7 +4,7 @@
 SEC("tracepoint/vmscan/mm_vmscan_lru_shrink_inactive")
 int vmscan_shrink_inactive(struct trace_event_raw_mm_vmscan_lru_shrink_inactive *ctx)
 {
-	bool kswapd = task_flags() & PF_KSWAPD;
+	bool kswapd = current_flags() & PF_KSWAPD;
 	u32 who = kswapd ? IOMON_RECLAIM_RECLAIMER_KSWAPD : IOMON_RECLAIM_RECLAIMER_DIRECT;
 	/* Reclaim in the allocating task is that task's; kswapd's no one's. */
 	u32 tm = kswapd ? 0 : targets_of(NULL);

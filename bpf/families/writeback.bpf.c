@@ -4,16 +4,17 @@
 
 static __always_inline void wb_dirtied(u64 n)
 {
-	u32 tm = targets_of(NULL);
+	u32 tm;
+	struct iomon_proc *p = proc_entry_tm(&tm);
 	count(tm, IOMON_C_WRITEBACK_DIRTIED, n);
-	proc_add(proc_entry(tm), IOMON_P_WRITEBACK_DIRTIED, n);
+	proc_add(p, IOMON_P_WRITEBACK_DIRTIED, n);
 }
 
 /* Route folio (5.17+). */
 SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(wb_dirty, struct folio *folio, struct address_space *mapping)
 {
-	wb_dirtied(folio_pages(folio));
+	wb_dirtied(folio_pages_btf(folio));
 	return 0;
 }
 
@@ -64,11 +65,11 @@ int wb_throttle(struct trace_event_raw_balance_dirty_pages *ctx)
 	if (pause <= 0)
 		return 0;
 	u64 ns = (u64)pause * 1000000ULL;
-	u32 tm = targets_of(NULL);
+	u32 tm;
+	struct iomon_proc *p = proc_entry_tm(&tm);
 	count(tm, IOMON_C_WRITEBACK_THROTTLES, 1);
 	count(tm, IOMON_C_WRITEBACK_THROTTLE_NS, ns);
 	hist_add(tm, IOMON_H_WRITEBACK_THROTTLE, ns);
-	struct iomon_proc *p = proc_entry(tm);
 	proc_add(p, IOMON_P_WRITEBACK_THROTTLES, 1);
 	proc_add(p, IOMON_P_WRITEBACK_THROTTLE_NS, ns);
 	return 0;

@@ -66,6 +66,13 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
                 })
                 .unwrap_or_else(|| "none yet".into()),
         ),
+        ("tick parts".into(), {
+            let p = &r.tick_parts;
+            format!(
+                "switch {}us (waited off the event loop), read {}us, store {}us, publish {}us",
+                p.switch_us, p.read_us, p.store_us, p.publish_us
+            )
+        }),
     ];
     for f in &r.families {
         let (st, why) = state_str(&f.state);

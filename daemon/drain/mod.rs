@@ -1,22 +1,27 @@
 //! The only reader of BPF maps. Each tick it reads the per-CPU counter and
 //! histogram arrays (which only ever grow) and subtracts the previous read,
-//! takes the per-process entries out of the LRU map, and builds one
-//! [`Sample`].
+//! takes the per-process and per-file entries out of the interval maps,
+//! and builds one [`Sample`].
 //!
 //! Nothing is reset in the kernel, so no increment is lost between a read
 //! and a reset; per-process entries are taken from a map no program writes
-//! to any more (the map flip), so an increment lands either in this tick's
-//! copy or in the map the next tick takes. A tick never drops what it
-//! read: the previous host-wide read is replaced only together with the
-//! Sample it went into, and a failed per-process read still yields the
-//! Sample (with the failure counted) and keeps every entry it had taken.
+//! to any more (the map flip, then an RCU grace period: see [`barrier`]),
+//! so an increment lands either in this tick's copy or in the map the next
+//! tick takes. A tick is two steps, [`Drain::begin`] (read the host-wide
+//! maps, flip) and [`Drain::finish`] (read what programs left): the event
+//! loop waits for the grace period between them on another thread and
+//! serves clients meanwhile; [`Drain::tick`] does all three in a row. A
+//! tick never drops what it read: the previous host-wide read is replaced
+//! only together with the Sample it went into, and a failed per-process
+//! read still yields the Sample (with the failure counted) and keeps every
+//! entry it had taken.
 
+pub mod barrier;
 mod files;
 mod maps;
 mod timeline;
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +33,7 @@ use crate::probes::targets::{self as tgt, Matcher, Resolved};
 use crate::probes::Maps;
 use crate::sample::{ProcSample, Sample};
 use crate::units::{format_duration, now_ms};
+pub use barrier::{Barrier, BarrierThread};
 pub use maps::{count_entries, decode_proc, read_procs, Batch, InjectedFault, MapError, RawProc};
 pub use timeline::{ClockStep, Timeline};
 
@@ -66,8 +72,10 @@ impl Strategy {
 pub enum DrainError {
     #[error(transparent)]
     Map(#[from] MapError),
-    #[error("failed to switch the per-process map")]
+    #[error("failed to switch the per-process and per-file maps")]
     Flip(#[source] libbpf_rs::Error),
+    #[error("failed to wait for the programs to leave the old maps: {0}")]
+    Barrier(String),
     #[error("failed to count the CPUs the kernel's per-CPU maps have")]
     Cpus(#[source] std::io::Error),
     #[error("failed to set the kernel's targets")]
@@ -87,16 +95,6 @@ fn proc_delta(cur: &RawProc, prev: Option<&RawProc>) -> RawProc {
             v: maps::deltas(&cur.v, &p.v),
         },
     }
-}
-
-/// Points a one-slot map-in-map at `inner`.
-fn point(
-    outer: &libbpf_rs::MapHandle,
-    inner: &libbpf_rs::MapHandle,
-) -> Result<(), libbpf_rs::Error> {
-    use libbpf_rs::{MapCore, MapFlags};
-    let fd = inner.as_fd().as_raw_fd() as u32;
-    outer.update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
 }
 
 /// Whether a process is still running (signal 0: no signal sent).
@@ -145,6 +143,36 @@ pub struct TargetStatus {
     pub inactive: Option<String>,
 }
 
+/// A tick between its two steps: the host-wide read, and which maps
+/// programs left (`None`: not flipped, or the flip failed).
+pub struct Begun {
+    counters: Vec<u64>,
+    hists: Vec<u64>,
+    procs_from: Option<usize>,
+    files_from: Option<usize>,
+    flip_error: Option<libbpf_rs::Error>,
+    t0: Instant,
+    read: Duration,
+}
+
+impl Begun {
+    /// When the tick began.
+    pub fn started(&self) -> Instant {
+        self.t0
+    }
+}
+
+/// What a tick took, part by part (`iomonctl status`): the switch (the
+/// grace period after the flip, waited for off the event loop), reading
+/// the maps, appending to the store, publishing the pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickParts {
+    pub switch_us: u64,
+    pub read_us: u64,
+    pub store_us: u64,
+    pub publish_us: u64,
+}
+
 /// The drain: previous reads, strategy and the per-process diff state.
 pub struct Drain {
     maps: Maps,
@@ -154,8 +182,12 @@ pub struct Drain {
     prev_hists: Vec<u64>,
     prev_procs: HashMap<u32, RawProc>,
     strategy: Strategy,
-    /// Which of `maps.procs` the programs write to.
-    active: usize,
+    /// The `maps_gen` entries as last written: per-process, per-file (the
+    /// low bit says which map of each pair programs write to).
+    gens: [u32; 2],
+    /// Waits for programs to leave the maps flipped from (for `tick`; the
+    /// event loop waits on a thread of its own).
+    barrier: Barrier,
     last_end_ms: u64,
     timeline: Timeline,
     /// How far the timeline ran ahead of the wall clock at the last tick.
@@ -177,10 +209,9 @@ pub struct Drain {
     /// Per-process read failures, and when one was last logged.
     pub proc_read_errors: u64,
     last_error_log: Option<Instant>,
-    /// Time the last drain took.
+    /// Time the last drain took, and its parts.
     pub last_duration: Duration,
-    /// The per-file map programs write to (0 or 1).
-    files_active: usize,
+    pub last_parts: TickParts,
     /// When the set of targets' files was last pruned.
     last_prune: Instant,
     last_files_error: Option<Instant>,
@@ -197,6 +228,7 @@ impl Drain {
     ) -> Result<Drain, DrainError> {
         let ncpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| DrainError::Cpus(std::io::Error::other(e)))?;
+        let barrier = Barrier::new(&maps.barrier, &maps.barrier_inner).map_err(DrainError::Flip)?;
         let mut d = Drain {
             maps,
             ncpus,
@@ -205,7 +237,8 @@ impl Drain {
             prev_hists: Vec::new(),
             prev_procs: HashMap::new(),
             strategy,
-            active: 0,
+            gens: [0, 0],
+            barrier,
             last_end_ms: now_ms(),
             timeline: Timeline::new(now_ms()),
             ahead_ms: 0,
@@ -222,7 +255,7 @@ impl Drain {
             proc_read_errors: 0,
             last_error_log: None,
             last_duration: Duration::ZERO,
-            files_active: 0,
+            last_parts: TickParts::default(),
             last_prune: Instant::now(),
             last_files_error: None,
         };
@@ -230,9 +263,8 @@ impl Drain {
         d.prev_counters = c;
         d.prev_hists = h;
         // Start from empty per-process and per-file maps, writing to the
-        // first.
-        d.point_at(0)?;
-        d.flip_files(0)?;
+        // first (the maps are new: no program can be in them yet).
+        d.write_gens().map_err(DrainError::Flip)?;
         let names = d.target_names();
         for i in 0..2 {
             if let (_, Some(e)) = files::take(&d.maps.files[i], &names) {
@@ -400,20 +432,29 @@ impl Drain {
         Ok((c, h))
     }
 
-    /// Makes the programs write to `maps.procs[which]`. The kernel waits
-    /// for running BPF programs before a map-in-map update returns, so once
-    /// this returns nothing writes to the other map any more.
-    fn point_at(&mut self, which: usize) -> Result<(), DrainError> {
-        point(&self.maps.procs_active, &self.maps.procs[which]).map_err(DrainError::Flip)?;
-        self.active = which;
+    /// Writes both `maps_gen` entries: from the next event on, programs
+    /// write to the maps they name. Returns at once; programs already
+    /// running may still write to the old ones until an RCU grace period
+    /// has passed (see [`barrier`]).
+    fn write_gens(&self) -> Result<(), libbpf_rs::Error> {
+        use libbpf_rs::{MapCore, MapFlags};
+        for (i, g) in self.gens.iter().enumerate() {
+            self.maps.maps_gen.update(
+                &(i as u32).to_ne_bytes(),
+                &g.to_ne_bytes(),
+                MapFlags::ANY,
+            )?;
+        }
         Ok(())
     }
 
-    /// The same for the targets' per-file maps.
-    fn flip_files(&mut self, which: usize) -> Result<(), DrainError> {
-        point(&self.maps.files_active, &self.maps.files[which]).map_err(DrainError::Files)?;
-        self.files_active = which;
-        Ok(())
+    /// The per-process map programs write to.
+    fn procs_slot(&self) -> usize {
+        (self.gens[0] & 1) as usize
+    }
+
+    fn files_slot(&self) -> usize {
+        (self.gens[1] & 1) as usize
     }
 
     /// Target names by index (the kernel's per-file keys carry the index).
@@ -424,22 +465,26 @@ impl Drain {
             .collect()
     }
 
-    /// The targets' files of the interval: the per-file map programs wrote
-    /// to is switched and emptied. A failure is logged (once a minute) and
-    /// the entries stay for the next tick.
-    fn take_files(&mut self) -> Vec<crate::sample::FileSample> {
+    /// The targets' files of the interval: the per-file map programs left
+    /// at [`Drain::begin`] (`from`, `None` when the flip failed), emptied.
+    /// A failure is logged (once a minute) and the entries stay for the
+    /// next tick.
+    fn take_files(
+        &mut self,
+        from: Option<usize>,
+        flip_error: Option<&str>,
+    ) -> Vec<crate::sample::FileSample> {
         if self.last_prune.elapsed() >= Duration::from_secs(60) {
             self.last_prune = Instant::now();
             let before = files::monotonic_ns().saturating_sub(files::FORGET_AFTER_NS);
             files::prune_set(&self.maps.file_set, before);
         }
-        let old = self.files_active;
-        let (taken, error) = match self.flip_files(1 - old) {
-            Ok(()) => {
+        let (taken, error) = match from {
+            Some(old) => {
                 let (v, e) = files::take(&self.maps.files[old], &self.target_names());
-                (v, e.map(DrainError::Files))
+                (v, e.map(|e| crate::error_chain(&DrainError::Files(e))))
             }
-            Err(e) => (Vec::new(), Some(e)),
+            None => (Vec::new(), flip_error.map(str::to_string)),
         };
         if let Some(e) = error {
             if self
@@ -447,8 +492,7 @@ impl Drain {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
             {
                 log::error!(
-                    "drain: {}; the targets' per-file numbers not taken now are taken at a later tick",
-                    crate::error_chain(&e)
+                    "drain: {e}; the targets' per-file numbers not taken now are taken at a later tick"
                 );
                 self.last_files_error = Some(Instant::now());
             }
@@ -490,16 +534,19 @@ impl Drain {
     }
 
     /// This interval's per-process entries, and whether reading them
-    /// failed (what was taken before the failure is in the list).
-    fn take_procs(&mut self) -> (Vec<RawProc>, Option<DrainError>) {
+    /// failed (what was taken before the failure is in the list). `from`:
+    /// the map programs left at [`Drain::begin`] (drain strategy; `None`
+    /// when the flip failed: its entries are taken at the next tick).
+    fn take_procs(
+        &mut self,
+        from: Option<usize>,
+        flip_error: Option<DrainError>,
+    ) -> (Vec<RawProc>, Option<DrainError>) {
         match self.strategy {
             Strategy::Drain => {
-                let old = self.active;
-                if let Err(e) = self.point_at(1 - old) {
-                    // Programs still write to `old`: its entries are taken
-                    // at the next tick.
-                    return (Vec::new(), Some(e));
-                }
+                let Some(old) = from else {
+                    return (Vec::new(), flip_error);
+                };
                 let r = read_procs(
                     &self.maps.procs[old],
                     self.proc_capacity,
@@ -520,8 +567,9 @@ impl Drain {
                 (taken, r.error.map(DrainError::from))
             }
             Strategy::Accumulate => {
+                let active = self.procs_slot();
                 let r = read_procs(
-                    &self.maps.procs[self.active],
+                    &self.maps.procs[active],
                     self.proc_capacity,
                     false,
                     self.fault,
@@ -544,8 +592,7 @@ impl Drain {
                 let gone: Vec<u32> = next.keys().copied().filter(|t| !alive(*t)).collect();
                 for t in gone {
                     next.remove(&t);
-                    let _ =
-                        libbpf_rs::MapCore::delete(&self.maps.procs[self.active], &t.to_ne_bytes());
+                    let _ = libbpf_rs::MapCore::delete(&self.maps.procs[active], &t.to_ne_bytes());
                 }
                 // Bounded by the map's capacity: only keys present stay.
                 self.prev_procs = next;
@@ -554,15 +601,94 @@ impl Drain {
         }
     }
 
-    /// One drain: the Sample of the interval that ends now, with every
-    /// process taken (the caller adds them all to the totals, then cuts the
-    /// Sample to its top-K for the store). An error means
-    /// the host-wide maps could not be read: nothing was committed and the
-    /// next tick covers this interval too.
-    pub fn tick(&mut self) -> Result<Sample, DrainError> {
+    /// The first step of a tick: reads the host-wide maps and flips the
+    /// interval maps (the per-process pair only under the drain strategy;
+    /// the per-file pair always). Returns at once: before
+    /// [`Drain::finish`] reads what programs left, an RCU grace period
+    /// must pass ([`Barrier::wait`], or a [`BarrierThread`]). An error
+    /// means the host-wide maps could not be read: nothing was committed
+    /// and the next tick covers this interval too.
+    pub fn begin(&mut self) -> Result<Begun, DrainError> {
         let t0 = Instant::now();
         let (counters, hists) = self.read_host()?;
-        let (raw, proc_error) = self.take_procs();
+        let (procs_from, files_from) = (self.procs_slot(), self.files_slot());
+        let flip_procs = self.strategy == Strategy::Drain;
+        let prev = self.gens;
+        if flip_procs {
+            self.gens[0] = self.gens[0].wrapping_add(1);
+        }
+        self.gens[1] = self.gens[1].wrapping_add(1);
+        let flipped = self.write_gens();
+        let (procs_from, files_from, flip_error) = match flipped {
+            Ok(()) => (flip_procs.then_some(procs_from), Some(files_from), None),
+            Err(e) => {
+                // Programs may write to either map now: put the old
+                // generations back (a second failure changes nothing) and
+                // take both pairs at a later tick.
+                self.gens = prev;
+                let _ = self.write_gens();
+                (None, None, Some(e))
+            }
+        };
+        Ok(Begun {
+            counters,
+            hists,
+            procs_from,
+            files_from,
+            flip_error,
+            t0,
+            read: t0.elapsed(),
+        })
+    }
+
+    /// Waits, on this thread, for programs to leave the maps flipped from.
+    pub fn wait_barrier(&self) -> Result<Duration, DrainError> {
+        self.barrier
+            .wait()
+            .map_err(|e| DrainError::Barrier(format!("{e:#}")))
+    }
+
+    /// Waits for the grace period after [`Drain::begin`] on this thread,
+    /// then finishes the tick: the Sample of the interval that ends now.
+    pub fn tick(&mut self) -> Result<Sample, DrainError> {
+        let b = self.begin()?;
+        let waited = self.wait_barrier();
+        Ok(self.finish(b, waited))
+    }
+
+    /// The second step of a tick, once the grace period after
+    /// [`Drain::begin`] has passed (`waited`: how long it took, or why it
+    /// failed): the Sample of the interval that ends now, with every
+    /// process taken (the caller adds them all to the totals, then cuts the
+    /// Sample to its top-K for the store). Without a grace period the maps
+    /// left are not read (their entries are taken at a later tick, and the
+    /// failure is counted).
+    pub fn finish(&mut self, b: Begun, waited: Result<Duration, DrainError>) -> Sample {
+        let Begun {
+            counters,
+            hists,
+            procs_from,
+            files_from,
+            flip_error,
+            t0,
+            read: host_read,
+        } = b;
+        let switch = match &waited {
+            Ok(d) => *d,
+            Err(_) => Duration::ZERO,
+        };
+        let t1 = Instant::now();
+        let (procs_from, files_from, flip_error) = match waited {
+            Ok(_) => (procs_from, files_from, flip_error.map(DrainError::Flip)),
+            Err(e) => {
+                // Not safe to read now. Their entries are not lost: the
+                // next flip sends programs back into them, and they are
+                // taken, with that interval's, after its grace period.
+                (None, None, Some(e))
+            }
+        };
+        let files_error = flip_error.as_ref().map(|e| crate::error_chain(e));
+        let (raw, proc_error) = self.take_procs(procs_from, flip_error);
         let proc_read_errors = u64::from(proc_error.is_some());
         if let Some(e) = proc_error {
             self.proc_read_errors += 1;
@@ -586,7 +712,7 @@ impl Drain {
             .filter(|p| !p.is_empty())
             .collect();
         let procs_seen = procs.len() as u64;
-        let files = self.take_files();
+        let files = self.take_files(files_from, files_error.as_deref());
 
         let dc = maps::deltas(&counters, &self.prev_counters);
         let dh = maps::deltas(&hists, &self.prev_hists);
@@ -636,8 +762,15 @@ impl Drain {
         if let Err(e) = self.update_targets() {
             log::error!("{}", crate::error_chain(&e));
         }
-        self.last_duration = t0.elapsed();
-        Ok(sample)
+        let read = host_read + t1.elapsed();
+        self.last_parts = TickParts {
+            switch_us: switch.as_micros() as u64,
+            read_us: read.as_micros() as u64,
+            ..Default::default()
+        };
+        self.last_duration = read;
+        let _ = t0;
+        sample
     }
 
     /// The sections of one slot (0: the host) from the interval's deltas.

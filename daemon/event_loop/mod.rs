@@ -1,8 +1,13 @@
 //! The daemon: one thread, one `mio::Poll`. Sources: signals, the control
-//! socket (listener and connections), the HTTP listeners; the drain tick,
-//! the store flush and the systemd watchdog are deadlines on the monotonic
-//! clock that set the poll timeout, so a burst of clients or a signal never
-//! pushes a tick back.
+//! socket (listener and connections), the HTTP listeners, and the drain's
+//! barrier (a thread that only waits for an RCU grace period, so that this
+//! one never does: see `drain::barrier`); the drain tick, the store flush
+//! and the systemd watchdog are deadlines on the monotonic clock that set
+//! the poll timeout, so a burst of clients or a signal never pushes a tick
+//! back. A tick is two steps with the loop serving clients between them:
+//! begin (read the host-wide maps, flip the interval maps, ask for the
+//! grace period) and, when the barrier wakes the loop, finish (read what
+//! programs left, then the totals, the store and the pages).
 
 use std::io;
 use std::path::PathBuf;
@@ -16,7 +21,7 @@ mod requests;
 
 use crate::config::Config;
 use crate::control::{ControlServer, ListenOptions};
-use crate::drain::{Drain, Strategy};
+use crate::drain::{Barrier, BarrierThread, Begun, Drain, Strategy};
 use crate::file_paths::FilePaths;
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
@@ -27,6 +32,7 @@ pub use requests::tick_line;
 
 const SIGNALS: Token = Token(0);
 const CONTROL: Token = Token(1);
+const BARRIER: Token = Token(2);
 /// HTTP listeners take tokens HTTP_LISTEN.. HTTP_LISTEN + 15.
 pub const HTTP_LISTEN: usize = 16;
 const CONTROL_CONNS: usize = 1 << 24;
@@ -150,6 +156,11 @@ pub struct Daemon {
     signals: Signals,
     probes: Probes,
     drain: Drain,
+    /// Waits for grace periods off this thread; `None` if it could not be
+    /// started (then a tick waits here, as before).
+    barrier: Option<BarrierThread>,
+    /// A tick begun, waiting for its grace period.
+    begun: Option<Begun>,
     file_paths: FilePaths,
     totals: Totals,
     store: Option<Store>,
@@ -170,6 +181,20 @@ pub struct Daemon {
     pub last_lag: Duration,
     warnings: Vec<String>,
     stopping: bool,
+}
+
+/// The barrier thread, waking the loop through `BARRIER`.
+fn start_barrier(poll: &Poll, drain: &Drain) -> io::Result<BarrierThread> {
+    let waker = mio::Waker::new(poll.registry(), BARRIER)?;
+    let maps = drain.maps();
+    let barrier = Barrier::new(&maps.barrier, &maps.barrier_inner).map_err(io::Error::other)?;
+    BarrierThread::spawn(
+        barrier,
+        Box::new(move || {
+            // A wake that fails leaves the tick to the next poll timeout.
+            let _ = waker.wake();
+        }),
+    )
 }
 
 fn notify(on: bool, states: &[sd_notify::NotifyState]) {
@@ -255,6 +280,17 @@ impl Daemon {
         }
 
         let poll = Poll::new().map_err(StartError::Poll)?;
+        let barrier = match start_barrier(&poll, &drain) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let w = format!(
+                    "could not start the drain's barrier thread ({e}): each tick waits for the kernel on the event loop"
+                );
+                log::warn!("{w}");
+                warnings.push(w);
+                None
+            }
+        };
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartError::Poll)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -316,6 +352,8 @@ impl Daemon {
             signals,
             probes,
             drain,
+            barrier,
+            begun: None,
             store,
             control,
             http,
@@ -387,12 +425,13 @@ impl Daemon {
         )
     }
 
-    /// Drains if the tick is due.
+    /// Begins a tick if one is due (and none is waiting for its grace
+    /// period).
     fn tick_if_due(&mut self) {
         let now = Instant::now();
-        if now >= self.next_tick {
+        if now >= self.next_tick && self.begun.is_none() {
             self.last_lag = now - self.next_tick;
-            self.tick();
+            self.begin_tick();
             self.schedule_next_tick(now);
         }
     }
@@ -402,7 +441,13 @@ impl Daemon {
         let mut events = Events::with_capacity(1024);
         while !self.stopping {
             let now = Instant::now();
-            let mut deadline = self.next_tick.min(self.next_flush);
+            // A tick waiting for its grace period is finished first; the
+            // next one cannot begin before.
+            let mut deadline = if self.begun.is_some() {
+                self.next_flush
+            } else {
+                self.next_tick.min(self.next_flush)
+            };
             if let Some((w, _)) = self.next_watchdog {
                 deadline = deadline.min(w);
             }
@@ -424,6 +469,7 @@ impl Daemon {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
+                    BARRIER => self.finish_tick_if_ready(),
                     CONTROL => self.control.accept(self.poll.registry()),
                     t if self.control.owns(t) => {
                         let incoming = self.control.ready(
@@ -448,6 +494,8 @@ impl Daemon {
             if let Some(h) = &mut self.http {
                 h.poll_ready(self.poll.registry(), self.next_tick);
             }
+            // A lost wake-up costs at most one loop turn.
+            self.finish_tick_if_ready();
             self.tick_if_due();
             let now = Instant::now();
             if now >= self.next_flush {
@@ -466,6 +514,11 @@ impl Daemon {
         }
         notify(self.startup.systemd, &[sd_notify::NotifyState::Stopping]);
         log::info!("stopping: final drain");
+        if let Some(b) = self.begun.take() {
+            let waited = self.wait_barrier();
+            let sample = self.drain.finish(b, waited);
+            self.complete_tick(sample);
+        }
         self.tick();
         if let Some(st) = &mut self.store {
             st.flush(now_ms());
@@ -555,14 +608,54 @@ impl Daemon {
         }
     }
 
+    /// A whole tick on this thread (the final drain).
     fn tick(&mut self) {
-        let mut sample = match self.drain.tick() {
-            Ok(s) => s,
+        match self.drain.tick() {
+            Ok(s) => self.complete_tick(s),
+            Err(e) => log::error!("drain failed: {}", crate::error_chain(&e)),
+        }
+    }
+
+    /// The first step of a tick; the second comes when the barrier thread
+    /// wakes the loop (or at once, without one).
+    fn begin_tick(&mut self) {
+        let b = match self.drain.begin() {
+            Ok(b) => b,
             Err(e) => {
                 log::error!("drain failed: {}", crate::error_chain(&e));
                 return;
             }
         };
+        if self.barrier.as_mut().is_some_and(BarrierThread::request) {
+            self.begun = Some(b);
+        } else {
+            let waited = self.drain.wait_barrier();
+            let sample = self.drain.finish(b, waited);
+            self.complete_tick(sample);
+        }
+    }
+
+    /// Finishes the begun tick if its grace period has passed.
+    fn finish_tick_if_ready(&mut self) {
+        let Some(r) = self.barrier.as_mut().and_then(BarrierThread::done) else {
+            return;
+        };
+        let Some(b) = self.begun.take() else { return };
+        let waited = r.map_err(crate::drain::DrainError::Barrier);
+        let sample = self.drain.finish(b, waited);
+        self.complete_tick(sample);
+    }
+
+    /// Waits for the pending grace period on this thread (shutting down).
+    fn wait_barrier(&mut self) -> Result<Duration, crate::drain::DrainError> {
+        match self.barrier.as_mut().and_then(BarrierThread::wait) {
+            Some(r) => r.map_err(crate::drain::DrainError::Barrier),
+            None => self.drain.wait_barrier(),
+        }
+    }
+
+    /// What a tick's Sample goes to: the totals, the store, the pages.
+    fn complete_tick(&mut self, mut sample: crate::sample::Sample) {
         self.last_tick = Some(Instant::now());
         // The targets' files are named from their processes' open files
         // (all of the tick's, before any cut) or the data directories.
@@ -580,13 +673,17 @@ impl Daemon {
         sample.cut_procs(self.cfg.daemon.top_k);
         sample.cut_files(self.cfg.files.top);
         self.totals.set_last(&sample);
+        let t = Instant::now();
         if let Some(st) = &mut self.store {
             st.append(&sample);
         }
+        self.drain.last_parts.store_us = t.elapsed().as_micros() as u64;
         if self.startup.tick_lines {
             println!("{}", tick_line(&sample, self.drain.last_duration));
         }
+        let t = Instant::now();
         self.publish();
+        self.drain.last_parts.publish_us = t.elapsed().as_micros() as u64;
         if self.startup.systemd && self.totals.ticks % 6 == 1 {
             notify(true, &[sd_notify::NotifyState::Status(&self.status_line())]);
         }

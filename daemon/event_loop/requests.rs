@@ -276,6 +276,7 @@ impl Daemon {
             ticks: self.totals.ticks,
             last_tick_ms: self.totals.last.as_ref().map(|s| s.end_ms),
             last_drain_us: self.drain.last_duration.as_micros() as u64,
+            tick_parts: self.drain.last_parts,
             socket: self.control.path().display().to_string(),
             http: self
                 .http

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use libbpf_rs::btf::types::Enum;
 use libbpf_rs::btf::Btf;
+
+use crate::abi;
 use libbpf_rs::AsRawLibbpf;
 
 /// Where the kernel's own BTF is.
@@ -55,6 +57,9 @@ pub struct Kernel {
     pub page_shift: u32,
     /// CONFIG_HZ, and where it came from; `None` when it cannot be told.
     pub hz: Option<(u32, &'static str)>,
+    /// Per shared event (bpf/core.toml): the first of its ways this kernel
+    /// has, or why none.
+    ways: HashMap<&'static str, Result<&'static abi::Way, Gap>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,7 @@ impl Kernel {
             map_types,
             trampolines: HashMap::new(),
             kprobes: HashMap::new(),
+            ways: HashMap::new(),
             page_shift: page.trailing_zeros(),
             hz,
             release,
@@ -136,6 +142,91 @@ impl Kernel {
     /// A tracepoint with typed arguments (tp_btf).
     pub fn has_btf_tracepoint(&self, event: &str) -> bool {
         self.find(&format!("btf_trace_{event}"), BTF_KIND_TYPEDEF)
+    }
+
+    /// How this kernel shows a shared event: the first of its ways whose
+    /// event it has (a typed tracepoint only with the argument the program
+    /// reads), or why none (every way's gap, a privilege gap only if that
+    /// is all that stood in the way).
+    pub fn way(&mut self, sh: &'static abi::Shared) -> Result<&'static abi::Way, Gap> {
+        if let Some(r) = self.ways.get(sh.name) {
+            return r.clone();
+        }
+        let mut gaps = Vec::new();
+        let mut found = None;
+        for w in sh.ways {
+            let gap = match w.program().attach() {
+                abi::Attach::Tracepoint(cat, ev) => self.tracepoint(cat, ev).err(),
+                abi::Attach::TpBtf(ev) => {
+                    let arg = self.btf_tracepoint_arg(ev, 0);
+                    match (self.has_btf_tracepoint(ev), w.arg) {
+                        (false, _) => Some(Gap::Lacks(format!("no typed tracepoint {ev}"))),
+                        (true, Some(want)) if arg.as_deref() != Some(want) => {
+                            Some(Gap::Lacks(format!(
+                                "tracepoint {ev} takes a {} here, not a {want}",
+                                arg.as_deref().unwrap_or("?")
+                            )))
+                        }
+                        _ => None,
+                    }
+                }
+                abi::Attach::Trampoline(f) => self.trampoline(f).err(),
+                abi::Attach::Kprobe(f) => self.kprobe(f).err(),
+            };
+            match gap {
+                None => {
+                    found = Some(w);
+                    break;
+                }
+                Some(g) => gaps.push(g),
+            }
+        }
+        let r = match found {
+            Some(w) => Ok(w),
+            None => {
+                let text = gaps.iter().map(Gap::text).collect::<Vec<_>>().join("; ");
+                let why = format!("no way to see the shared event {}: {text}", sh.name);
+                if !gaps.is_empty() && gaps.iter().all(|g| matches!(g, Gap::Privilege(_))) {
+                    Err(Gap::Privilege(why))
+                } else {
+                    Err(Gap::Lacks(why))
+                }
+            }
+        };
+        self.ways.insert(sh.name, r.clone());
+        r
+    }
+
+    /// The way already chosen for a shared event (see [`Kernel::way`]).
+    pub fn chosen_way(&self, sh: &abi::Shared) -> Option<&'static abi::Way> {
+        self.ways
+            .get(sh.name)
+            .and_then(|r| r.as_ref().ok().copied())
+    }
+
+    /// The struct a typed tracepoint's `i`th argument points to (`folio`,
+    /// `page`), if it is a pointer to a struct.
+    pub fn btf_tracepoint_arg(&self, event: &str, i: usize) -> Option<String> {
+        use libbpf_rs::btf::types::FuncProto;
+        use libbpf_rs::btf::{BtfKind, BtfType};
+        let td: BtfType = self.btf.type_by_name(&format!("btf_trace_{event}"))?;
+        // typedef -> pointer -> function prototype (void *, args...)
+        let proto = td
+            .skip_mods_and_typedefs()
+            .next_type()?
+            .skip_mods_and_typedefs();
+        let proto = FuncProto::try_from(proto).ok()?;
+        let param = proto.iter().nth(i + 1)?;
+        let arg: BtfType = self.btf.type_by_id(param.ty)?;
+        let arg = arg.skip_mods_and_typedefs();
+        if arg.kind() != BtfKind::Ptr {
+            return None;
+        }
+        let target = arg.next_type()?.skip_mods_and_typedefs();
+        if target.kind() != BtfKind::Struct {
+            return None;
+        }
+        target.name().map(|n| n.to_string_lossy().into_owned())
     }
 
     pub fn has_function(&self, name: &str) -> bool {
@@ -462,6 +553,26 @@ fn measured_hz() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_tracepoint_arguments_are_read_from_btf() {
+        let Ok(k) = Kernel::probe(std::path::Path::new("/nonexistent")) else {
+            eprintln!("skipped: no BTF or no BPF here");
+            return;
+        };
+        // Every kernel iomon runs on has the page-cache add event; its
+        // argument is a folio from 5.18 on, a page before.
+        let arg = k.btf_tracepoint_arg("mm_filemap_add_to_page_cache", 0);
+        assert!(
+            matches!(arg.as_deref(), Some("folio") | Some("page")),
+            "{arg:?}"
+        );
+        assert_eq!(k.btf_tracepoint_arg("no_such_event_here", 0), None);
+        assert_eq!(
+            k.btf_tracepoint_arg("mm_filemap_add_to_page_cache", 5),
+            None
+        );
+    }
 
     #[test]
     fn capabilities_are_read() {

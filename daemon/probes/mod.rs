@@ -33,10 +33,11 @@ mod skel {
 /// The compiled BPF object (built by build.rs with libbpf-cargo).
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/iomon.bpf.o"));
 
-/// `struct iomon_proc`: the name, the target mask (u32 and padding), then
-/// room for `abi::PROC_CAP` u64 fields, of which `abi::PROC_NR` are used.
+/// `struct iomon_proc`: the name, the target mask (u32), the kernel's
+/// own target cache (two u32) and padding, then room for `abi::PROC_CAP`
+/// u64 fields, of which `abi::PROC_NR` are used.
 pub const PROC_COMM_LEN: usize = 16;
-pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 8;
+pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 16;
 pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_CAP;
 const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
 
@@ -52,11 +53,14 @@ const DRAIN_MAPS: &[&str] = &[
     "hists",
     "procs_a",
     "procs_b",
-    "procs_active",
+    "procs_maps",
+    "maps_gen",
+    "rcu_barrier",
+    "rcu_barrier_inner",
     "targets",
     "files_a",
     "files_b",
-    "files_active",
+    "files_maps",
     "target_file_set",
 ];
 
@@ -148,15 +152,20 @@ impl FamilyStatus {
 pub struct Maps {
     pub counters: MapHandle,
     pub hists: MapHandle,
-    /// The two per-process maps; `procs_active` says which one is written.
+    /// The two per-process maps; the low bit of `maps_gen[0]` says which
+    /// one is written.
     pub procs: [MapHandle; 2],
-    pub procs_active: MapHandle,
+    /// Which map of each pair programs write to: entry 0 the per-process
+    /// pair, entry 1 the per-file pair (the low bit).
+    pub maps_gen: MapHandle,
+    /// A map-in-map nothing reads and its one inner map: updating it waits
+    /// for an RCU grace period (the drain's barrier).
+    pub barrier: MapHandle,
+    pub barrier_inner: MapHandle,
     /// The targets the programs count for (one entry).
     pub targets: MapHandle,
-    /// The two per-file maps of targets; `files_active` says which one is
-    /// written.
+    /// The two per-file maps of targets (see `maps_gen`).
     pub files: [MapHandle; 2],
-    pub files_active: MapHandle,
     /// The files targets touched (for their evictions).
     pub file_set: MapHandle,
     /// Every other map that was created, for the entries-vs-capacity
@@ -235,6 +244,13 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
             out.push(g);
         }
     };
+    for h in route.hooks {
+        if let Some(sh) = abi::shared_of(h) {
+            if let Err(g) = kernel.way(sh) {
+                push(g);
+            }
+        }
+    }
     for p in route.programs {
         let gap = match p.attach() {
             Attach::Tracepoint(cat, ev) => kernel.tracepoint(cat, ev).err(),
@@ -303,6 +319,12 @@ fn choose(
     (None, skipped, privilege)
 }
 
+/// What loading a route loads on this kernel: its programs and, for each
+/// of its hooks, the program of the way chosen for that shared event.
+fn route_programs(kernel: &Kernel, route: &Route) -> Vec<abi::Program> {
+    route.loaded_programs_by(&|sh| kernel.chosen_way(sh))
+}
+
 /// Opens the object with the programs of these routes and the maps they
 /// use, configured for this kernel.
 fn open_object(
@@ -318,10 +340,13 @@ fn open_object(
         let name = prog.name().to_string_lossy().into_owned();
         let on = routes
             .iter()
-            .any(|r| r.programs.iter().any(|p| p.name == name))
+            .any(|r| route_programs(kernel, r).iter().any(|p| p.name == name))
             || (any && core_programs().iter().any(|p| p.name == name));
         prog.set_autoload(on);
     }
+    // The chosen routes' hooks in the shared events' programs; the
+    // verifier drops every other hook's call.
+    let hooks = routes.iter().fold(0u64, |m, r| m | r.hook_mask());
     let uses = |m: &str| routes.iter().any(|r| r.maps.contains(&m));
     let task_storage = kernel.has_task_storage();
     // Per-thread state is always there: every program may cache its
@@ -355,15 +380,23 @@ fn open_object(
                     std::mem::offset_of!(skel::types::rodata, kernel_hz),
                     kernel.hz.map_or(0, |(hz, _)| hz),
                 );
+                let off = std::mem::offset_of!(skel::types::rodata, iomon_hooks);
+                if let Some(d) = data.get_mut(off..off + 8) {
+                    d.copy_from_slice(&hooks.to_ne_bytes());
+                }
             }
         }
     }
     Ok(open)
 }
 
-fn program_statuses(route: &Route, attached: bool, reason: Option<&str>) -> Vec<ProgramStatus> {
-    route
-        .programs
+fn program_statuses(
+    kernel: &Kernel,
+    route: &Route,
+    attached: bool,
+    reason: Option<&str>,
+) -> Vec<ProgramStatus> {
+    route_programs(kernel, route)
         .iter()
         .map(|p| ProgramStatus {
             name: p.name.to_string(),
@@ -487,7 +520,7 @@ impl Probes {
                         about: f.schema.about.into(),
                         state: FamilyState::Disabled,
                         route: None,
-                        programs: program_statuses(&f.schema.routes[0], false, None),
+                        programs: program_statuses(&kernel, &f.schema.routes[0], false, None),
                         skipped,
                     },
                     Plan::Unavailable(why) => FamilyStatus {
@@ -495,7 +528,7 @@ impl Probes {
                         about: f.schema.about.into(),
                         state: FamilyState::Unavailable(why),
                         route: None,
-                        programs: program_statuses(&f.schema.routes[0], false, None),
+                        programs: program_statuses(&kernel, &f.schema.routes[0], false, None),
                         skipped,
                     },
                     Plan::Failed { route, why } => FamilyStatus {
@@ -503,13 +536,13 @@ impl Probes {
                         about: f.schema.about.into(),
                         state: FamilyState::Failed(why.clone()),
                         route: Some(route.name.into()),
-                        programs: program_statuses(route, false, Some(&why)),
+                        programs: program_statuses(&kernel, route, false, Some(&why)),
                         skipped,
                     },
                     Plan::Route(route) => {
                         let mut programs = Vec::new();
                         let mut failure = None;
-                        for p in route.programs {
+                        for p in route_programs(&kernel, route) {
                             let r = probes.attach(p.name);
                             if let Err(e) = &r {
                                 failure.get_or_insert_with(|| {
@@ -527,10 +560,10 @@ impl Probes {
                         }
                         if let Some(why) = failure {
                             // A family is all or nothing: half a family
-                            // counts wrong. Another route, if there is one.
-                            for p in route.programs {
-                                probes.links.remove(p.name);
-                            }
+                            // counts wrong. Another route if there is one,
+                            // else failed; either way the object loads
+                            // again without this route (its hooks out of
+                            // the shared programs).
                             excluded.push(format!("{}:{}", f.name(), route.name));
                             let (next, _, _) = choose(&mut kernel, f, &excluded);
                             let entry = plans.get_mut(f.name()).expect("planned above");
@@ -538,13 +571,11 @@ impl Probes {
                                 route: route.name.into(),
                                 why: why.clone(),
                             });
-                            match next {
-                                Some(n) => {
-                                    entry.0 = Plan::Route(n);
-                                    retry = true;
-                                }
-                                None => entry.0 = Plan::Failed { route, why },
-                            }
+                            entry.0 = match next {
+                                Some(n) => Plan::Route(n),
+                                None => Plan::Failed { route, why },
+                            };
+                            retry = true;
                             continue;
                         }
                         FamilyStatus {
@@ -680,10 +711,11 @@ impl Probes {
             counters: handle("counters")?,
             hists: handle("hists")?,
             procs: [handle("procs_a")?, handle("procs_b")?],
-            procs_active: handle("procs_active")?,
+            maps_gen: handle("maps_gen")?,
+            barrier: handle("rcu_barrier")?,
+            barrier_inner: handle("rcu_barrier_inner")?,
             targets: handle("targets")?,
             files: [handle("files_a")?, handle("files_b")?],
-            files_active: handle("files_active")?,
             file_set: handle("target_file_set")?,
             others,
         })
