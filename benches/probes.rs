@@ -9,6 +9,7 @@
 //!   cargo bench --bench probes -- drain [--rounds 5]
 //!   cargo bench --bench probes -- footprint [--secs 600]
 //!   cargo bench --bench probes -- lag [--samples 20]
+//!   cargo bench --bench probes -- tick [--secs 10] [--iomond PATH]   # the tick and requests across it
 //!
 //! `events` runs each workload with no probes, with each iomon family
 //! attached alone, with the default set, and with bpftrace doing the
@@ -29,6 +30,9 @@ use iomon::family;
 use iomon::probes::{LoadOptions, Probes, PROC_VALUE_SIZE};
 use libbpf_rs::{MapCore, MapFlags};
 
+#[path = "probes/tick.rs"]
+mod tick;
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -45,6 +49,12 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(def)
     };
+    let stropt = |name: &str| -> Option<String> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let what = args.first().map(String::as_str).unwrap_or("all");
     let rounds = opt("--rounds", 5) as usize;
     if nix::unistd::geteuid().as_raw() != 0 {
@@ -59,16 +69,18 @@ fn main() {
         "drain" => drain(rounds, &[1_000, 10_000, 50_000]),
         "footprint" => footprint(opt("--secs", 600)),
         "lag" => lag(opt("--samples", 20) as usize),
+        "tick" => tick::tick(opt("--secs", 10), stropt("--iomond").map(PathBuf::from)),
         "all" => {
             events(rounds);
             programs();
             drain(rounds, &[1_000, 10_000, 50_000]);
+            tick::tick(opt("--secs", 10), None);
             lag(opt("--samples", 20) as usize);
             footprint(opt("--secs", 600));
         }
         other => {
             eprintln!(
-                "probes bench: unknown benchmark {other}; events, drain, footprint, lag or all"
+                "probes bench: unknown benchmark {other}; events, routes, programs, drain, tick, footprint, lag or all"
             );
             std::process::exit(2);
         }

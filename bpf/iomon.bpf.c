@@ -47,6 +47,10 @@ const volatile u32 kernel_hz = 0;
 #define SYSCALL_NR(regs) ((regs)->orig_ax)
 #define NR_FADVISE64 221
 #define SYSCALL_FADVISE "fadvise64"
+/* The syscalls' entry functions (their wrappers, given the user's saved
+ * registers): fentry/fexit there see what the syscall tracepoints see,
+ * and cost nothing to any other syscall. */
+#define SYSCALL_FN(name) "__x64_sys_" name
 /* Syscalls that remove a file's pages with its data: truncate, punch a
  * hole, unlink or overwrite (the last reference to an unlinked file goes
  * at close, munmap, exec or exit). */
@@ -66,6 +70,7 @@ const volatile u32 kernel_hz = 0;
 #define SYSCALL_NR(regs) ((regs)->syscallno)
 #define NR_FADVISE64 223
 #define SYSCALL_FADVISE "fadvise64_64"
+#define SYSCALL_FN(name) "__arm64_sys_" name
 #define CASE_NR_TRUNCATE                                                      \
 	case 45: case 46: case 47: case 56: case 437: case 57: case 436:      \
 	case 35: case 38: case 276: case 24: case 93: case 94: case 215:      \

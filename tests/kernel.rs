@@ -770,45 +770,47 @@ fn bpf_reads_counts_calls_and_bytes_per_syscall() {
     let Some(_k) = bpf_or_skip("bpf_reads_counts_calls_and_bytes_per_syscall") else {
         return;
     };
-    let (_p, mut drain) = load(&["reads"], 10240);
-    let f = File::open("/proc/self/exe").unwrap();
-    let fd = f.as_raw_fd();
-    let mut buf = [0u8; 1000];
-    drain.tick().unwrap();
-    // SAFETY: buf is valid for 1000 bytes; iovecs point into it.
-    unsafe {
-        for _ in 0..3 {
-            assert_eq!(libc::read(fd, buf.as_mut_ptr().cast(), 100), 100);
+    for route in routes_here("reads") {
+        let (_p, mut drain) = load_route("reads", route);
+        let f = File::open("/proc/self/exe").unwrap();
+        let fd = f.as_raw_fd();
+        let mut buf = [0u8; 1000];
+        drain.tick().unwrap();
+        // SAFETY: buf is valid for 1000 bytes; iovecs point into it.
+        unsafe {
+            for _ in 0..3 {
+                assert_eq!(libc::read(fd, buf.as_mut_ptr().cast(), 100), 100);
+            }
+            for _ in 0..2 {
+                assert_eq!(libc::pread(fd, buf.as_mut_ptr().cast(), 200, 0), 200);
+            }
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: 300,
+            };
+            assert_eq!(libc::readv(fd, &iov, 1), 300);
+            assert_eq!(libc::preadv(fd, &iov, 1, 0), 300);
+            assert_eq!(libc::preadv2(fd, &iov, 1, 0, 0), 300);
+            assert_eq!(libc::read(-1, buf.as_mut_ptr().cast(), 1), -1);
         }
-        for _ in 0..2 {
-            assert_eq!(libc::pread(fd, buf.as_mut_ptr().cast(), 200, 0), 200);
-        }
-        let iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: 300,
-        };
-        assert_eq!(libc::readv(fd, &iov, 1), 300);
-        assert_eq!(libc::preadv(fd, &iov, 1, 0), 300);
-        assert_eq!(libc::preadv2(fd, &iov, 1, 0, 0), 300);
-        assert_eq!(libc::read(-1, buf.as_mut_ptr().cast(), 1), -1);
+        let s = drain.tick().unwrap();
+        let mine = own(&s);
+        assert_eq!(mine.get("reads", rd::proc::CALLS), 9);
+        assert_eq!(mine.get("reads", rd::proc::BYTES), 300 + 400 + 900);
+        let r = s.section("reads").expect("reads attached");
+        let calls: Vec<u64> = (0..5).map(|i| r.get(rd::CALLS + i).unwrap()).collect();
+        assert!(
+            calls[0] >= 4 && calls[1] >= 2 && calls[2] >= 1 && calls[3] >= 1 && calls[4] >= 1,
+            "route {route}: {r:?}"
+        );
+        assert!(r.get(rd::ERRORS).unwrap() >= 1);
+        assert_eq!(
+            r.hist(rd::hist::LATENCY).unwrap().iter().sum::<u64>(),
+            calls.iter().sum::<u64>(),
+            "every call timed once"
+        );
+        eprintln!("MATRIX family=reads route={route} exact=yes");
     }
-    let s = drain.tick().unwrap();
-    let mine = own(&s);
-    assert_eq!(mine.get("reads", rd::proc::CALLS), 9);
-    assert_eq!(mine.get("reads", rd::proc::BYTES), 300 + 400 + 900);
-    let r = s.section("reads").expect("reads attached");
-    let calls: Vec<u64> = (0..5).map(|i| r.get(rd::CALLS + i).unwrap()).collect();
-    assert!(
-        calls[0] >= 4 && calls[1] >= 2 && calls[2] >= 1 && calls[3] >= 1 && calls[4] >= 1,
-        "{r:?}"
-    );
-    assert!(r.get(rd::ERRORS).unwrap() >= 1);
-    assert_eq!(
-        r.hist(rd::hist::LATENCY).unwrap().iter().sum::<u64>(),
-        calls.iter().sum::<u64>(),
-        "every call timed once"
-    );
-    eprintln!("MATRIX family=reads route=syscalls exact=yes");
 }
 
 /// Touches one byte of every page of `f` through a read-only shared

@@ -165,21 +165,36 @@ static __always_inline void dontneed_delete(u64 n, struct thread_state *t, s32 f
 
 #define NOT_THE_CALLS (PF_MEMALLOC | PF_KSWAPD | PF_KTHREAD)
 
-/* Route syscall-exit (5.15+): the arguments are still in the syscall's
- * saved registers, so one program per call instead of an enter/exit pair;
- * only the advice is read unless the call is a DONTNEED that succeeded. */
-SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
-int fadvise_exit(struct trace_event_raw_sys_exit *ctx)
+/* A call is over, its arguments in the syscall's saved registers: only
+ * the advice is read unless the call is a DONTNEED that succeeded. */
+static __always_inline void fadvise_over(struct pt_regs *regs, long ret)
 {
-	struct pt_regs *regs = current_regs();
 	u64 advice = (s32)PT_REGS_PARM4_SYSCALL(regs);
-	long ret = ctx->ret;
 	if (advice != POSIX_FADV_DONTNEED || ret != 0) {
 		fadvise_done(NULL, -1, 0, 0, advice, ret);
-		return 0;
+		return;
 	}
 	fadvise_done(thread_state(false), PT_REGS_PARM1_SYSCALL(regs), PT_REGS_PARM2_SYSCALL(regs),
 		     PT_REGS_PARM3_SYSCALL(regs), advice, ret);
+}
+
+/* Route fexit (5.15+, with BPF trampolines): the exit of the syscall's
+ * entry function, given its saved registers. No other syscall pays
+ * anything for it (a syscall tracepoint puts every syscall of the host on
+ * the slow path). */
+SEC("fexit/" SYSCALL_FN(SYSCALL_FADVISE))
+int BPF_PROG(fadvise_fexit, struct pt_regs *regs, long ret)
+{
+	fadvise_over(regs, ret);
+	return 0;
+}
+
+/* Route syscall-exit (5.15+): the arguments are still in the syscall's
+ * saved registers, so one program per call instead of an enter/exit pair. */
+SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
+int fadvise_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	fadvise_over(current_regs(), ctx->ret);
 	return 0;
 }
 
@@ -197,33 +212,60 @@ static __always_inline void fadvise_on_delete(struct page_cache_event *e)
 	dontneed_delete(e->n, pce_thread(e, true), PT_REGS_PARM1_SYSCALL(regs));
 }
 
-/* Route syscall-pair (before 5.15): the arguments from the entry, kept per
- * thread until the exit. */
-SEC("tracepoint/syscalls/sys_enter_" SYSCALL_FADVISE)
-int fadvise_enter_pair(struct trace_event_raw_sys_enter *ctx)
+/* Routes fentry-pair and syscall-pair (before 5.15): the arguments from
+ * the entry, kept per thread until the exit. */
+static __always_inline void fadvise_begin(s32 fd, s64 offset, u64 len, u64 advice)
 {
 	struct thread_state *t = thread_state(true);
 	if (t) {
-		t->fadvise.fd = ctx->args[0];
-		t->fadvise.offset = ctx->args[1];
-		t->fadvise.len = ctx->args[2];
-		t->fadvise.advice = ctx->args[3];
+		t->fadvise.fd = fd;
+		t->fadvise.offset = offset;
+		t->fadvise.len = len;
+		t->fadvise.advice = advice;
 		t->fadvise.dropped = 0;
 		t->fadvise.dirty = 0;
 		t->fadvise.pending = 1;
 	}
+}
+
+static __always_inline void fadvise_end(long ret)
+{
+	struct thread_state *t = thread_state(false);
+	if (!t || !t->fadvise.pending)
+		return;
+	t->fadvise.pending = 0;
+	fadvise_done(t, t->fadvise.fd, t->fadvise.offset, t->fadvise.len, t->fadvise.advice, ret);
+}
+
+/* Route fentry-pair (with trampolines, before 5.15): the syscall's body,
+ * ksys_fadvise64_64(), entry and exit, its arguments typed (5.10's BTF
+ * declares the entry functions' pt_regs only forward, so their argument
+ * cannot be read there). */
+SEC("fentry/ksys_fadvise64_64")
+int BPF_PROG(fadvise_fentry_pair, int fd, s64 offset, s64 len, int advice)
+{
+	fadvise_begin(fd, offset, len, advice);
+	return 0;
+}
+
+SEC("fexit/ksys_fadvise64_64")
+int BPF_PROG(fadvise_fexit_pair, int fd, s64 offset, s64 len, int advice, int ret)
+{
+	fadvise_end(ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_" SYSCALL_FADVISE)
+int fadvise_enter_pair(struct trace_event_raw_sys_enter *ctx)
+{
+	fadvise_begin(ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[3]);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_" SYSCALL_FADVISE)
 int fadvise_exit_pair(struct trace_event_raw_sys_exit *ctx)
 {
-	struct thread_state *t = thread_state(false);
-	if (!t || !t->fadvise.pending)
-		return 0;
-	t->fadvise.pending = 0;
-	fadvise_done(t, t->fadvise.fd, t->fadvise.offset, t->fadvise.len, t->fadvise.advice,
-		     ctx->ret);
+	fadvise_end(ctx->ret);
 	return 0;
 }
 

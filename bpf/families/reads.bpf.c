@@ -42,6 +42,24 @@ static __always_inline int read_exit(long ret, u32 syscall)
 	int read_exit_##name(struct trace_event_raw_sys_exit *ctx)            \
 	{ return read_exit(ctx->ret, idx); }
 
+/* Route fentry: the syscalls' entry functions, entry and exit (BPF
+ * trampolines): no other syscall pays anything. */
+#define READ_PAIR_FENTRY(name, idx)                                          \
+	SEC("fentry/" SYSCALL_FN(#name))                                      \
+	int BPF_PROG(read_fentry_##name, struct pt_regs *regs)                \
+	{ return read_enter(); }                                              \
+	SEC("fexit/" SYSCALL_FN(#name))                                       \
+	int BPF_PROG(read_fexit_##name, struct pt_regs *regs, long ret)       \
+	{ return read_exit(ret, idx); }
+
+READ_PAIR_FENTRY(read, IOMON_READS_SYSCALL_READ)
+READ_PAIR_FENTRY(pread64, IOMON_READS_SYSCALL_PREAD64)
+READ_PAIR_FENTRY(readv, IOMON_READS_SYSCALL_READV)
+READ_PAIR_FENTRY(preadv, IOMON_READS_SYSCALL_PREADV)
+READ_PAIR_FENTRY(preadv2, IOMON_READS_SYSCALL_PREADV2)
+
+/* Route syscalls: the syscall tracepoints (every syscall of the host on
+ * the slow path). */
 READ_PAIR(read, IOMON_READS_SYSCALL_READ)
 READ_PAIR(pread64, IOMON_READS_SYSCALL_PREAD64)
 READ_PAIR(readv, IOMON_READS_SYSCALL_READV)

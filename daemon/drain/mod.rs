@@ -164,13 +164,15 @@ impl Begun {
 
 /// What a tick took, part by part (`iomonctl status`): the switch (the
 /// grace period after the flip, waited for off the event loop), reading
-/// the maps, appending to the store, publishing the pages.
+/// the maps, appending to the store, publishing the pages, and the
+/// longest the event loop went without serving clients for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickParts {
     pub switch_us: u64,
     pub read_us: u64,
     pub store_us: u64,
     pub publish_us: u64,
+    pub blocked_us: u64,
 }
 
 /// The drain: previous reads, strategy and the per-process diff state.

@@ -159,8 +159,10 @@ pub struct Daemon {
     /// Waits for grace periods off this thread; `None` if it could not be
     /// started (then a tick waits here, as before).
     barrier: Option<BarrierThread>,
-    /// A tick begun, waiting for its grace period.
+    /// A tick begun, waiting for its grace period, and how long beginning
+    /// it held the loop.
     begun: Option<Begun>,
+    begin_blocked: Duration,
     file_paths: FilePaths,
     totals: Totals,
     store: Option<Store>,
@@ -354,6 +356,7 @@ impl Daemon {
             drain,
             barrier,
             begun: None,
+            begin_blocked: Duration::ZERO,
             store,
             control,
             http,
@@ -515,9 +518,10 @@ impl Daemon {
         notify(self.startup.systemd, &[sd_notify::NotifyState::Stopping]);
         log::info!("stopping: final drain");
         if let Some(b) = self.begun.take() {
+            let t = Instant::now();
             let waited = self.wait_barrier();
             let sample = self.drain.finish(b, waited);
-            self.complete_tick(sample);
+            self.complete_tick(sample, t);
         }
         self.tick();
         if let Some(st) = &mut self.store {
@@ -610,8 +614,9 @@ impl Daemon {
 
     /// A whole tick on this thread (the final drain).
     fn tick(&mut self) {
+        let t = Instant::now();
         match self.drain.tick() {
-            Ok(s) => self.complete_tick(s),
+            Ok(s) => self.complete_tick(s, t),
             Err(e) => log::error!("drain failed: {}", crate::error_chain(&e)),
         }
     }
@@ -619,6 +624,7 @@ impl Daemon {
     /// The first step of a tick; the second comes when the barrier thread
     /// wakes the loop (or at once, without one).
     fn begin_tick(&mut self) {
+        let t = Instant::now();
         let b = match self.drain.begin() {
             Ok(b) => b,
             Err(e) => {
@@ -628,10 +634,11 @@ impl Daemon {
         };
         if self.barrier.as_mut().is_some_and(BarrierThread::request) {
             self.begun = Some(b);
+            self.begin_blocked = t.elapsed();
         } else {
             let waited = self.drain.wait_barrier();
             let sample = self.drain.finish(b, waited);
-            self.complete_tick(sample);
+            self.complete_tick(sample, t);
         }
     }
 
@@ -641,9 +648,10 @@ impl Daemon {
             return;
         };
         let Some(b) = self.begun.take() else { return };
+        let t = Instant::now();
         let waited = r.map_err(crate::drain::DrainError::Barrier);
         let sample = self.drain.finish(b, waited);
-        self.complete_tick(sample);
+        self.complete_tick(sample, t);
     }
 
     /// Waits for the pending grace period on this thread (shutting down).
@@ -655,7 +663,9 @@ impl Daemon {
     }
 
     /// What a tick's Sample goes to: the totals, the store, the pages.
-    fn complete_tick(&mut self, mut sample: crate::sample::Sample) {
+    /// `since`: when the loop last started on this tick without serving
+    /// clients in between.
+    fn complete_tick(&mut self, mut sample: crate::sample::Sample, since: Instant) {
         self.last_tick = Some(Instant::now());
         // The targets' files are named from their processes' open files
         // (all of the tick's, before any cut) or the data directories.
@@ -678,12 +688,15 @@ impl Daemon {
             st.append(&sample);
         }
         self.drain.last_parts.store_us = t.elapsed().as_micros() as u64;
-        if self.startup.tick_lines {
-            println!("{}", tick_line(&sample, self.drain.last_duration));
-        }
         let t = Instant::now();
         self.publish();
-        self.drain.last_parts.publish_us = t.elapsed().as_micros() as u64;
+        let parts = &mut self.drain.last_parts;
+        parts.publish_us = t.elapsed().as_micros() as u64;
+        parts.blocked_us = since.elapsed().max(self.begin_blocked).as_micros() as u64;
+        self.begin_blocked = Duration::ZERO;
+        if self.startup.tick_lines {
+            println!("{}", tick_line(&sample, &self.drain.last_parts));
+        }
         if self.startup.systemd && self.totals.ticks % 6 == 1 {
             notify(true, &[sd_notify::NotifyState::Status(&self.status_line())]);
         }

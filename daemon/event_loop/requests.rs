@@ -306,7 +306,7 @@ fn failed(msg: &str) -> Response {
 }
 
 /// The line `--dev` prints per tick.
-pub fn tick_line(s: &Sample, drain: Duration) -> String {
+pub fn tick_line(s: &Sample, t: &crate::drain::TickParts) -> String {
     let mut parts = vec![format!("tick {:.1}s", s.seconds())];
     parts.extend(
         family::ALL
@@ -314,6 +314,9 @@ pub fn tick_line(s: &Sample, drain: Duration) -> String {
             .filter_map(|f| s.section(f.name()).map(|sec| (f.tick)(sec, s.seconds()))),
     );
     parts.push(format!("procs {}", s.procs_seen));
-    parts.push(format!("drain {}us", drain.as_micros()));
+    parts.push(format!(
+        "drain read {}us store {}us publish {}us, loop blocked {}us at most, switch {}us off the loop",
+        t.read_us, t.store_us, t.publish_us, t.blocked_us, t.switch_us
+    ));
     parts.join(" | ")
 }

@@ -231,8 +231,13 @@ fn short(e: &libbpf_rs::Error) -> String {
     s.lines().next().unwrap_or("").chars().take(300).collect()
 }
 
+/// Whether the kernel refused for want of privileges (EPERM). The
+/// verifier refuses a program with EACCES, which Rust's error kinds fold
+/// into the same PermissionDenied: that is a route this kernel cannot
+/// take, told by the errno in the message.
 fn is_permission(e: &libbpf_rs::Error) -> bool {
     matches!(e.kind(), libbpf_rs::ErrorKind::PermissionDenied)
+        && !format!("{e:#}").contains(&format!("(os error {})", libc::EACCES))
 }
 
 /// What this kernel lacks for a route, or this process may not use

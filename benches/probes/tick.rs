@@ -1,0 +1,385 @@
+//! The tick as the event loop lives it: a real `iomond --dev` at a 250 ms
+//! interval whose per-process map this benchmark fills with N processes
+//! before every tick (0, 1,000, 10,000 entries written where the programs
+//! write: the drain, the totals, the store and the pages handle N
+//! processes), the tick's parts read from its tick lines; and how long
+//! `/metrics` and `iomonctl snapshot` take, back to back for 10 s, across
+//! the tick boundaries.
+//!
+//!   cargo bench --bench probes -- tick [--secs 10] [--iomond PATH]
+//!
+//! `--iomond` runs another build of the daemon instead (an earlier
+//! revision, for before/after): its tick lines give its drain time (the
+//! loop was blocked for all of it), and only `/metrics` is timed (its
+//! control protocol is another version).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iomon::probes::{PROC_COMM_LEN, PROC_VALUES_AT, PROC_VALUE_SIZE};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+const PORT: u16 = 19477;
+
+/// What one tick line says (µs): read, store, publish, the loop's longest
+/// blocked stretch, the grace period waited off the loop; an older
+/// daemon's line has only its whole drain (`blocked`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Parts {
+    read: u64,
+    store: u64,
+    publish: u64,
+    blocked: u64,
+    switch: u64,
+    procs: u64,
+}
+
+fn field(line: &str, before: &str, after: &str) -> Option<u64> {
+    let i = line.find(before)? + before.len();
+    let rest = &line[i..];
+    let j = rest.find(after)?;
+    rest[..j].trim().parse().ok()
+}
+
+fn parse(line: &str) -> Option<Parts> {
+    let procs = field(line, "| procs ", " |").unwrap_or(0);
+    if let Some(blocked) = field(line, "loop blocked ", "us") {
+        return Some(Parts {
+            read: field(line, "drain read ", "us")?,
+            store: field(line, "store ", "us")?,
+            publish: field(line, "publish ", "us")?,
+            blocked,
+            switch: field(line, "switch ", "us").unwrap_or(0),
+            procs,
+        });
+    }
+    // An older daemon: its drain held the loop from start to end.
+    field(line, "drain ", "us").map(|d| Parts {
+        blocked: d,
+        read: d,
+        procs,
+        ..Default::default()
+    })
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The daemon, its tick lines on a channel.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(bin: &Path) -> Daemon {
+    let dir = PathBuf::from(format!("/var/tmp/iomon-bench-tick-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(bin)
+        .args(["--dev", "--interval", "250ms", "--metrics-listen"])
+        .arg(format!("127.0.0.1:{PORT}"))
+        .arg("--state-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e} (cargo build --release first)", bin.display()));
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if l.starts_with("tick ") && tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("iomond.sock").exists() {
+        assert!(Instant::now() < deadline, "iomond did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon {
+        child,
+        dir,
+        lines: rx,
+    }
+}
+
+/// The daemon's maps by name, from its open file descriptors.
+fn maps_of(pid: u32) -> Vec<(String, MapHandle)> {
+    let mut out = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for e in fds.flatten() {
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(h) = MapHandle::from_map_id(id) {
+            let name = h.name().to_string_lossy().into_owned();
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, h));
+            }
+        }
+    }
+    out
+}
+
+/// Writes `n` made-up processes (tgids from 4,000,000 up, comm
+/// "bench-fill") into the per-process map the programs write to now.
+fn fill(maps: &[(String, MapHandle)], n: u32) {
+    if n == 0 {
+        return;
+    }
+    let get = |name: &str| maps.iter().find(|(m, _)| m == name).map(|(_, h)| h);
+    let (Some(gen), Some(a), Some(b)) = (get("maps_gen"), get("procs_a"), get("procs_b")) else {
+        panic!("the daemon's maps were not found (procs_a, procs_b, maps_gen)");
+    };
+    let g = gen
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map_or(0, |v| u32::from_ne_bytes(v[..4].try_into().unwrap()));
+    let map = if g & 1 == 0 { a } else { b };
+    let mut val = vec![0u8; PROC_VALUE_SIZE];
+    val[..10].copy_from_slice(b"bench-fill");
+    const { assert!(10 <= PROC_COMM_LEN) };
+    // One fadvise call each (the first per-process field of fadvise).
+    let fadvise = iomon::abi::FADVISE.proc_base;
+    val[PROC_VALUES_AT + 8 * fadvise..PROC_VALUES_AT + 8 * fadvise + 8]
+        .copy_from_slice(&1u64.to_ne_bytes());
+    let keys: Vec<u8> = (0..n).flat_map(|i| (4_000_000 + i).to_ne_bytes()).collect();
+    let vals: Vec<u8> = (0..n).flat_map(|_| val.iter().copied()).collect();
+    if map
+        .update_batch(&keys, &vals, n, MapFlags::ANY, MapFlags::ANY)
+        .is_err()
+    {
+        for i in 0..n {
+            let _ = map.update(&(4_000_000 + i).to_ne_bytes(), &val, MapFlags::ANY);
+        }
+    }
+}
+
+/// Back-to-back requests until `stop`: their latencies in ms.
+fn hammer(stop: Arc<AtomicBool>, mut one: impl FnMut() -> bool) -> Vec<f64> {
+    let mut v = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        if !one() {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v
+}
+
+fn metrics_once(conn: &mut Option<TcpStream>) -> bool {
+    if conn.is_none() {
+        *conn = TcpStream::connect(("127.0.0.1", PORT)).ok();
+    }
+    let Some(s) = conn.as_mut() else { return false };
+    let req = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: identity\r\n\r\n";
+    if s.write_all(req).is_err() {
+        *conn = None;
+        return false;
+    }
+    // Headers, then Content-Length bytes.
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = [0u8; 16 * 1024];
+    let mut need: Option<usize> = None;
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                *conn = None;
+                return false;
+            }
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if need.is_none() {
+            if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                need = Some(h + 4 + len);
+            }
+        }
+        if need.is_some_and(|n| buf.len() >= n) {
+            return true;
+        }
+    }
+}
+
+/// The tick lines this reads, of both generations of the daemon.
+fn parse_self_check() {
+    let new = "tick 0.3s | x | procs 12 | drain read 310us store 45us publish 120us, loop blocked 480us at most, switch 9800us off the loop";
+    let p = parse(new).expect("a tick line parses");
+    assert_eq!(
+        (p.read, p.store, p.publish, p.blocked, p.switch, p.procs),
+        (310, 45, 120, 480, 9800, 12)
+    );
+    let old = "tick 0.3s | x | procs 3 | drain 14800us";
+    let p = parse(old).expect("an older tick line parses");
+    assert_eq!((p.blocked, p.procs), (14800, 3));
+}
+
+pub fn tick(secs: u64, iomond: Option<PathBuf>) {
+    parse_self_check();
+    let bin = iomond.clone().unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("iomond")
+    });
+    let own = iomond.is_none();
+    println!(
+        "\ntick: iomond --dev at 250 ms ({}), the per-process map filled with N processes before each tick",
+        bin.display()
+    );
+    let d = start(&bin);
+    let maps = maps_of(d.child.id());
+    let sock = d.dir.join("iomond.sock");
+    // Settle: the first ticks start the store.
+    for _ in 0..4 {
+        let _ = d.lines.recv_timeout(Duration::from_secs(5));
+    }
+    println!(
+        "{:>7} {:>6} {:>22} {:>22} {:>11} {:>11} {:>11} {:>22}",
+        "procs",
+        "ticks",
+        "loop blocked p50/p99",
+        "read p50/p99",
+        "store p50",
+        "publish p50",
+        "max blocked",
+        "switch (off loop) p50"
+    );
+    for n in [0u32, 1_000, 10_000] {
+        let mut parts = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(12);
+        fill(&maps, n);
+        // The tick after the first fill has them; each fill waits for a tick.
+        let _ = d.lines.recv_timeout(Duration::from_secs(5));
+        while Instant::now() < deadline {
+            fill(&maps, n);
+            match d.lines.recv_timeout(Duration::from_secs(5)) {
+                Ok(l) => {
+                    if let Some(p) = parse(&l) {
+                        parts.push(p);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let col = |f: fn(&Parts) -> u64| -> Vec<f64> {
+            parts.iter().map(|p| f(p) as f64 / 1e3).collect()
+        };
+        let (mut bl, mut rd, mut st, mut pb, mut sw) = (
+            col(|p| p.blocked),
+            col(|p| p.read),
+            col(|p| p.store),
+            col(|p| p.publish),
+            col(|p| p.switch),
+        );
+        let seen = parts.iter().map(|p| p.procs).max().unwrap_or(0);
+        println!(
+            "{:>7} {:>6} {:>22} {:>22} {:>11} {:>11} {:>11} {:>22}",
+            format!("{n} ({seen})"),
+            parts.len(),
+            format!("{:.2} / {:.2} ms", pct(&mut bl, 0.5), pct(&mut bl, 0.99)),
+            format!("{:.2} / {:.2} ms", pct(&mut rd, 0.5), pct(&mut rd, 0.99)),
+            format!("{:.2} ms", pct(&mut st, 0.5)),
+            format!("{:.2} ms", pct(&mut pb, 0.5)),
+            format!("{:.2} ms", pct(&mut bl, 1.0)),
+            if own {
+                format!("{:.2} ms", pct(&mut sw, 0.5))
+            } else {
+                "-".into()
+            },
+        );
+    }
+
+    // Requests back to back across tick boundaries (no processes filled).
+    let stop = Arc::new(AtomicBool::new(false));
+    let s1 = stop.clone();
+    let m = std::thread::spawn(move || {
+        let mut c = None;
+        hammer(s1, move || metrics_once(&mut c))
+    });
+    let snap = own.then(|| {
+        let s2 = stop.clone();
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            let mut c: Option<iomon::proto::Client> = None;
+            hammer(s2, move || {
+                if c.is_none() {
+                    c = iomon::proto::Client::connect(&sock, Duration::from_secs(5)).ok();
+                }
+                match c.as_mut().map(|c| c.call(&iomon::proto::Request::Snapshot)) {
+                    Some(Ok(_)) => true,
+                    _ => {
+                        c = None;
+                        false
+                    }
+                }
+            })
+        })
+    });
+    let t = Instant::now();
+    let mut ticks = 0;
+    while t.elapsed() < Duration::from_secs(secs) {
+        if d.lines.recv_timeout(Duration::from_secs(1)).is_ok() {
+            ticks += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut mv = m.join().unwrap_or_default();
+    println!("requests back to back for {secs} s across {ticks} ticks (ms):");
+    println!(
+        "  /metrics            {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}",
+        mv.len(),
+        pct(&mut mv, 0.5),
+        pct(&mut mv, 0.99),
+        pct(&mut mv, 1.0)
+    );
+    if let Some(h) = snap {
+        let mut sv = h.join().unwrap_or_default();
+        println!(
+            "  iomonctl snapshot   {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}",
+            sv.len(),
+            pct(&mut sv, 0.5),
+            pct(&mut sv, 0.99),
+            pct(&mut sv, 1.0)
+        );
+    }
+}
