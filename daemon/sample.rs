@@ -29,13 +29,208 @@ pub struct ProcSample {
     /// The targets (bits by slot, see `Sample::targets`) the process's
     /// events were counted for.
     pub targets: u32,
-    pub families: BTreeMap<String, Vec<u64>>,
+    pub families: ProcFields,
+}
+
+/// A process's per-process fields, by family. In memory one flat vector
+/// laid out as the kernel's `struct iomon_proc` (a tick takes every process
+/// of the host: no allocation per family, adding is one loop); encoded as a
+/// map from the family's name to its fields, as it always was (the store
+/// and the wire read and write the same bytes). A family this build does
+/// not know (a newer iomon's) is carried along as it came.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcFields {
+    /// Every known family's fields at its `proc_base` (`abi::PROC_NR`),
+    /// zero where absent.
+    v: Vec<u64>,
+    /// Per known family (index in `abi::SCHEMAS`): how many of its fields
+    /// are present (0: the family did not see the process; fewer than
+    /// declared: the data is older than the fields after).
+    len: [u8; MAX_SCHEMAS],
+    other: BTreeMap<String, Vec<u64>>,
+}
+
+/// Room for this many declarations (build.rs and a test hold them to it).
+const MAX_SCHEMAS: usize = 16;
+const _: () = assert!(abi::SCHEMAS.len() <= MAX_SCHEMAS);
+
+fn schema_index(name: &str) -> Option<usize> {
+    abi::SCHEMAS.iter().position(|s| s.name == name)
+}
+
+impl ProcFields {
+    /// From the kernel's flat vector: the families with a non-zero field.
+    pub fn from_flat(mut v: Vec<u64>) -> ProcFields {
+        v.resize(abi::PROC_NR, 0);
+        let mut len = [0u8; MAX_SCHEMAS];
+        for (i, s) in abi::SCHEMAS.iter().enumerate() {
+            if s.nproc > 0
+                && v[s.proc_base..s.proc_base + s.nproc]
+                    .iter()
+                    .any(|x| *x != 0)
+            {
+                len[i] = s.nproc as u8;
+            }
+        }
+        ProcFields {
+            v,
+            len,
+            other: BTreeMap::new(),
+        }
+    }
+
+    /// One family's fields, as stored (they may be fewer than declared).
+    pub fn insert(&mut self, family: &str, fields: Vec<u64>) {
+        match schema_index(family) {
+            Some(i) => {
+                let s = abi::SCHEMAS[i];
+                self.v.resize(abi::PROC_NR, 0);
+                let n = fields.len().min(s.nproc);
+                self.v[s.proc_base..s.proc_base + n].copy_from_slice(&fields[..n]);
+                self.v[s.proc_base + n..s.proc_base + s.nproc].fill(0);
+                self.len[i] = n as u8;
+            }
+            None => {
+                self.other.insert(family.to_string(), fields);
+            }
+        }
+    }
+
+    pub fn get(&self, family: &str) -> Option<&[u64]> {
+        match schema_index(family) {
+            Some(i) => {
+                let n = self.len[i] as usize;
+                let base = abi::SCHEMAS[i].proc_base;
+                (n > 0).then(|| &self.v[base..base + n])
+            }
+            None => self.other.get(family).map(Vec::as_slice),
+        }
+    }
+
+    /// (family name, fields) of every family present, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u64])> {
+        let mut v: Vec<(&str, &[u64])> = abi::SCHEMAS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.len[*i] > 0)
+            .map(|(i, s)| {
+                (
+                    s.name,
+                    &self.v[s.proc_base..s.proc_base + self.len[i] as usize],
+                )
+            })
+            .chain(self.other.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.iter().filter(|n| **n > 0).count() + self.other.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `o`, field by field.
+    pub fn merge(&mut self, o: &ProcFields) {
+        if o.v.len() > self.v.len() {
+            self.v.resize(o.v.len(), 0);
+        }
+        for (i, s) in abi::SCHEMAS.iter().enumerate() {
+            if o.len[i] == 0 {
+                continue;
+            }
+            let range = s.proc_base..s.proc_base + o.len[i] as usize;
+            for (a, b) in self.v[range.clone()].iter_mut().zip(&o.v[range]) {
+                *a = a.saturating_add(*b);
+            }
+            self.len[i] = self.len[i].max(o.len[i]);
+        }
+        for (k, v) in &o.other {
+            match self.other.get_mut(k) {
+                Some(mine) => family::add_slice(mine, v),
+                None => {
+                    self.other.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    /// Every known family's fields declared as activity, summed.
+    fn activity(&self) -> u64 {
+        let mut a = 0u64;
+        for (i, s) in abi::SCHEMAS.iter().enumerate() {
+            let n = self.len[i] as usize;
+            if n == 0 {
+                continue;
+            }
+            for p in s.proc.iter().filter(|p| p.activity && p.offset < n) {
+                let end = (p.offset + p.len).min(n);
+                a = a.saturating_add(
+                    self.v[s.proc_base + p.offset..s.proc_base + end]
+                        .iter()
+                        .sum(),
+                );
+            }
+        }
+        a
+    }
+
+    fn all_zero(&self) -> bool {
+        self.iter().all(|(_, v)| v.iter().all(|x| *x == 0))
+    }
+}
+
+impl<K: AsRef<str>> FromIterator<(K, Vec<u64>)> for ProcFields {
+    fn from_iter<I: IntoIterator<Item = (K, Vec<u64>)>>(it: I) -> Self {
+        let mut f = ProcFields::default();
+        for (k, v) in it {
+            f.insert(k.as_ref(), v);
+        }
+        f
+    }
+}
+
+impl Serialize for ProcFields {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ProcFields {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ProcFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of family names to per-process fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<ProcFields, A::Error> {
+                let mut f = ProcFields::default();
+                while let Some((k, v)) = a.next_entry::<String, Vec<u64>>()? {
+                    f.insert(&k, v);
+                }
+                Ok(f)
+            }
+        }
+        de.deserialize_map(V)
+    }
 }
 
 impl ProcSample {
     /// The process's per-process fields of a family.
     pub fn of(&self, family: &str) -> Option<&[u64]> {
-        self.families.get(family).map(Vec::as_slice)
+        self.families.get(family)
     }
 
     /// One per-process field element (0 when the family did not see it).
@@ -46,10 +241,8 @@ impl ProcSample {
     }
 
     pub fn merge(&mut self, o: &ProcSample) {
-        for (k, v) in &o.families {
-            family::add_slice(self.families.entry(k.clone()).or_default(), v);
-        }
-        if !o.comm.is_empty() {
+        self.families.merge(&o.families);
+        if !o.comm.is_empty() && self.comm != o.comm {
             self.comm.clone_from(&o.comm);
         }
         self.targets |= o.targets;
@@ -60,18 +253,11 @@ impl ProcSample {
     /// them: every exec faults in its binary, ~1,000 pages, which would
     /// rank every short-lived process above the ones doing I/O.)
     pub fn activity(&self) -> u64 {
-        let mut a = 0u64;
-        for (name, v) in &self.families {
-            let Some(s) = abi::schema(name) else { continue };
-            for p in s.proc.iter().filter(|p| p.activity) {
-                a = a.saturating_add(v.iter().skip(p.offset).take(p.len).sum());
-            }
-        }
-        a
+        self.families.activity()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.families.values().all(|v| v.iter().all(|x| *x == 0))
+        self.families.all_zero()
     }
 }
 
@@ -261,7 +447,9 @@ pub fn top_over(
 
 /// Sorts by `by` (descending, then tgid) and keeps the first `k`.
 pub fn top_k(procs: &mut Vec<ProcSample>, by: TopBy, k: usize) {
-    procs.sort_by(|a, b| by.key(b).cmp(&by.key(a)).then(a.tgid.cmp(&b.tgid)));
+    // Each key once (a process's activity walks its families), the
+    // ranking by (key, descending; tgid, ascending).
+    procs.sort_by_cached_key(|p| (std::cmp::Reverse(by.key(p)), p.tgid));
     procs.truncate(k);
 }
 
@@ -335,6 +523,22 @@ impl Sample {
     /// Adds `o` (a later interval) into `self`: sections summed, processes
     /// merged by tgid and re-cut to `top`.
     pub fn merge(&mut self, o: &Sample, top: usize) {
+        self.merge_counts(o);
+        for p in &o.procs {
+            match self.procs.iter_mut().find(|q| q.tgid == p.tgid) {
+                Some(q) => q.merge(p),
+                None => self.procs.push(p.clone()),
+            }
+        }
+        self.cut_procs(top);
+        merge_files(&mut self.files, &o.files);
+        self.cut_files(top);
+    }
+
+    /// Adds `o` without its processes and files: the interval, the
+    /// sections, the targets' sections, and the counts of what was cut,
+    /// not named, not read.
+    pub fn merge_counts(&mut self, o: &Sample) {
         if self.start_ms == 0 && self.end_ms == 0 {
             self.start_ms = o.start_ms;
         }
@@ -355,18 +559,9 @@ impl Sample {
         if self.target_slots.is_empty() {
             self.target_slots.clone_from(&o.target_slots);
         }
-        for p in &o.procs {
-            match self.procs.iter_mut().find(|q| q.tgid == p.tgid) {
-                Some(q) => q.merge(p),
-                None => self.procs.push(p.clone()),
-            }
-        }
         self.procs_truncated += o.procs_truncated;
-        self.cut_procs(top);
-        merge_files(&mut self.files, &o.files);
         self.files_truncated += o.files_truncated;
         self.files_unresolved += o.files_unresolved;
-        self.cut_files(top);
         self.procs_seen = self.procs_seen.max(o.procs_seen);
         self.proc_read_errors += o.proc_read_errors;
     }
@@ -462,6 +657,41 @@ impl Sample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_process_fields_encode_as_the_map_they_always_were() {
+        let old: BTreeMap<String, Vec<u64>> = [
+            ("fadvise".to_string(), vec![1, 2, 3]),
+            ("zzz_from_a_newer_iomon".to_string(), vec![9]),
+            ("reads".to_string(), vec![4, 5]),
+        ]
+        .into();
+        let bytes = bincode::serialize(&old).unwrap();
+        let f: ProcFields = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(
+            f.get("fadvise"),
+            Some(&[1, 2, 3][..]),
+            "fewer fields than declared: as stored"
+        );
+        assert_eq!(f.get("reads"), Some(&[4, 5][..]));
+        assert_eq!(f.get("zzz_from_a_newer_iomon"), Some(&[9][..]));
+        assert_eq!(f.get("mmap"), None, "absent, not zero");
+        assert_eq!(
+            bincode::serialize(&f).unwrap(),
+            bytes,
+            "the same bytes back"
+        );
+        let mut g = f.clone();
+        g.merge(&f);
+        assert_eq!(g.get("fadvise"), Some(&[2, 4, 6][..]));
+        assert_eq!(g.get("zzz_from_a_newer_iomon"), Some(&[18][..]));
+        // From the kernel's flat vector: only families that saw it.
+        let mut flat = vec![0u64; abi::PROC_NR];
+        flat[abi::READS.proc_base + abi::reads::proc::BYTES] = 7;
+        let k = ProcFields::from_flat(flat);
+        assert_eq!(k.len(), 1);
+        assert_eq!(k.get("reads").map(|v| v[abi::reads::proc::BYTES]), Some(7));
+    }
     use crate::abi::{fadvise, mmap, pagecache, reads};
 
     fn proc(tgid: u32, reads: u64) -> ProcSample {
@@ -470,7 +700,7 @@ mod tests {
         ProcSample {
             tgid,
             comm: format!("p{tgid}"),
-            families: [("reads".to_string(), v)].into(),
+            families: [("reads", v)].into_iter().collect(),
             ..Default::default()
         }
     }
@@ -482,14 +712,14 @@ mod tests {
         m[mmap::proc::ASKED] = 1100;
         let exec = ProcSample {
             tgid: 1,
-            families: [("mmap".to_string(), m)].into(),
+            families: [("mmap", m)].into_iter().collect(),
             ..Default::default()
         };
         let mut f = vec![0; abi::FADVISE.nproc];
         f[fadvise::advice::DONTNEED * fadvise::result::N] = 37;
         let io = ProcSample {
             tgid: 2,
-            families: [("fadvise".to_string(), f)].into(),
+            families: [("fadvise", f)].into_iter().collect(),
             ..Default::default()
         };
         assert_eq!(io.activity(), 37);

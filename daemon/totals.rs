@@ -278,12 +278,9 @@ impl Totals {
     /// Adds one tick: every process the drain took (before any cut).
     pub fn add(&mut self, s: &Sample) {
         self.ticks += 1;
-        let mut without_procs = s.clone();
-        without_procs.procs.clear();
         // Files are for the history (`iomonctl files --since`); the totals
         // keep their counts of what was cut and not named.
-        without_procs.files.clear();
-        self.sum.merge(&without_procs, 0);
+        self.sum.merge_counts(s);
         for p in &s.procs {
             let e = self.procs.entry(p.tgid).or_insert_with(|| ProcTotal {
                 totals: ProcSample {
@@ -297,12 +294,12 @@ impl Totals {
         }
         self.names.add(&s.procs, s.end_ms, &mut self.truncated);
         self.expire(s.end_ms);
-        self.last = Some(s.clone());
     }
 
     /// The tick's Sample as stored, after its top-K cut (added with
-    /// [`Totals::add`] before it): what `snapshot` shows as the last
-    /// interval; the processes the cut left out are counted.
+    /// [`Totals::add`] before it, which does not keep it: a Sample before
+    /// its cut can hold every process of the host): what `snapshot` shows
+    /// as the last interval; the processes the cut left out are counted.
     pub fn set_last(&mut self, s: &Sample) {
         self.truncated.sample_procs += s.procs_truncated;
         self.last = Some(s.clone());
@@ -357,7 +354,7 @@ mod tests {
         ProcSample {
             tgid,
             comm: comm.into(),
-            families: [("reads".to_string(), v)].into(),
+            families: [("reads", v)].into_iter().collect(),
             ..Default::default()
         }
     }

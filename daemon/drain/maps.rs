@@ -116,17 +116,19 @@ fn batch_unsupported(e: &std::io::Error) -> bool {
     )
 }
 
-/// Reads every key of a per-CPU array: in one batch call where the kernel
-/// has it, else key by key.
-pub fn read_percpu_array(
+/// Keys `start .. start + nkeys` of a per-CPU array, each summed over the
+/// CPUs: in one batch where the kernel has batch lookups, else key by key
+/// (`batch` remembers which).
+pub fn read_percpu_array_range(
     map: &libbpf_rs::MapHandle,
     name: &'static str,
+    start: usize,
     nkeys: usize,
     ncpus: usize,
     batch: &mut Batch,
 ) -> Result<Vec<u64>, MapError> {
     if *batch != Batch::No {
-        match read_percpu_array_batch(map, name, nkeys, ncpus) {
+        match read_percpu_array_batch(map, name, start, nkeys, ncpus) {
             Err(MapError::Read { source, .. })
                 if *batch == Batch::Unknown && batch_unsupported(&source) =>
             {
@@ -141,7 +143,7 @@ pub fn read_percpu_array(
     }
     let mut vals = vec![0u8; ncpus * 8];
     let mut out = Vec::with_capacity(nkeys);
-    for key in 0..nkeys as u32 {
+    for key in start as u32..(start + nkeys) as u32 {
         // SAFETY: vals holds one per-CPU value of the map (ncpus u64s).
         let ret = unsafe {
             libbpf_sys::bpf_map_lookup_elem(
@@ -169,6 +171,7 @@ pub fn read_percpu_array(
 fn read_percpu_array_batch(
     map: &libbpf_rs::MapHandle,
     name: &'static str,
+    start: usize,
     nkeys: usize,
     ncpus: usize,
 ) -> Result<Vec<u64>, MapError> {
@@ -176,6 +179,13 @@ fn read_percpu_array_batch(
     let mut vals = vec![0u8; nkeys * ncpus * 8];
     let mut out_batch = 0u32;
     let mut count = nkeys as u32;
+    // The batch starts after `in_batch` (the key before the first).
+    let mut before = start.saturating_sub(1) as u32;
+    let in_ptr: *mut std::ffi::c_void = if start == 0 {
+        std::ptr::null_mut()
+    } else {
+        (&mut before as *mut u32).cast()
+    };
     let opts = libbpf_sys::bpf_map_batch_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
         ..Default::default()
@@ -185,7 +195,7 @@ fn read_percpu_array_batch(
     let ret = unsafe {
         libbpf_sys::bpf_map_lookup_batch(
             map.as_fd().as_raw_fd(),
-            std::ptr::null_mut(),
+            in_ptr,
             (&mut out_batch as *mut u32).cast(),
             keys.as_mut_ptr().cast(),
             vals.as_mut_ptr().cast(),
@@ -325,8 +335,30 @@ fn read_procs_batch(
     fault: Option<InjectedFault>,
 ) -> ProcRead {
     let batch = fault.map_or(capacity.clamp(1, 4096), |f| f.batch.max(1));
-    let mut keys = vec![0u32; batch as usize];
-    let mut vals = vec![0u8; batch as usize * PROC_VALUE_SIZE];
+    // The buffers are kept for the next tick: fresh ones, a megabyte at
+    // the default capacity, cost a page fault per page every tick.
+    PROC_BUFS.with_borrow_mut(|(keys, vals)| {
+        keys.resize(batch as usize, 0);
+        vals.resize(batch as usize * PROC_VALUE_SIZE, 0);
+        read_procs_batch_into(map, capacity, delete, fault, batch, keys, vals)
+    })
+}
+
+thread_local! {
+    static PROC_BUFS: std::cell::RefCell<(Vec<u32>, Vec<u8>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+fn read_procs_batch_into(
+    map: &libbpf_rs::MapHandle,
+    capacity: u32,
+    delete: bool,
+    fault: Option<InjectedFault>,
+    batch: u32,
+    keys: &mut [u32],
+    vals: &mut [u8],
+) -> ProcRead {
     let mut out = ProcRead::default();
     let mut in_batch = 0u32;
     let mut out_batch = 0u32;
@@ -400,16 +432,6 @@ fn read_procs_batch(
 pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {
     use libbpf_rs::MapCore;
     map.keys().count() as u64
-}
-
-/// The layout of the per-process vector: (family name, offset, length) of
-/// every family with per-process fields.
-pub fn proc_layout() -> Vec<(&'static str, usize, usize)> {
-    abi::SCHEMAS
-        .iter()
-        .filter(|s| s.nproc > 0)
-        .map(|s| (s.name, s.proc_base, s.nproc))
-        .collect()
 }
 
 #[cfg(test)]

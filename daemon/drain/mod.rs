@@ -105,19 +105,12 @@ fn alive(tgid: u32) -> bool {
 }
 
 /// A raw entry as a ProcSample: the families that saw it.
-fn to_proc_sample(r: RawProc, layout: &[(&'static str, usize, usize)]) -> ProcSample {
-    let mut families = std::collections::BTreeMap::new();
-    for (name, base, len) in layout {
-        let v = &r.v[(*base).min(r.v.len())..(base + len).min(r.v.len())];
-        if v.iter().any(|x| *x != 0) {
-            families.insert(name.to_string(), v.to_vec());
-        }
-    }
+fn to_proc_sample(r: RawProc) -> ProcSample {
     ProcSample {
         tgid: r.tgid,
         comm: r.comm,
         targets: r.targets,
-        families,
+        families: crate::sample::ProcFields::from_flat(r.v),
     }
 }
 
@@ -198,7 +191,6 @@ pub struct Drain {
     attached: Vec<&'static str>,
     /// Histograms not measured on this kernel: left out, not zero.
     unmeasured: Vec<(&'static str, usize)>,
-    proc_layout: Vec<(&'static str, usize, usize)>,
     fault: Option<InjectedFault>,
     /// The targets, by kernel slot; the ones to apply after the next tick.
     targets: Vec<Option<TargetSlot>>,
@@ -246,7 +238,6 @@ impl Drain {
             ahead_ms: 0,
             attached,
             unmeasured: Vec::new(),
-            proc_layout: maps::proc_layout(),
             fault: None,
             targets: vec![None; tgt::SLOTS],
             pending_targets: None,
@@ -261,7 +252,8 @@ impl Drain {
             last_prune: Instant::now(),
             last_files_error: None,
         };
-        let (c, h) = d.read_host()?;
+        let all: Vec<usize> = (0..SLOTS).collect();
+        let (c, h) = d.read_slots(&all)?;
         d.prev_counters = c;
         d.prev_hists = h;
         // Start from empty per-process and per-file maps, writing to the
@@ -335,6 +327,7 @@ impl Drain {
     /// the kernel's target map when anything changed.
     fn update_targets(&mut self) -> Result<(), DrainError> {
         let mut changed = false;
+        let was_active = self.active_slots();
         if let Some(list) = self.pending_targets.take() {
             // A target that stays keeps its slot; new ones take free slots.
             let mut next: Vec<Option<TargetSlot>> = vec![None; tgt::SLOTS];
@@ -390,6 +383,25 @@ impl Drain {
         }
         if changed {
             use libbpf_rs::{MapCore, MapFlags};
+            // A slot that starts being counted starts from what it holds
+            // now (read before the kernel counts the target there; what an
+            // earlier target left in it is no one's).
+            let fresh: Vec<usize> = self
+                .active_slots()
+                .into_iter()
+                .filter(|s| *s != 0 && !was_active.contains(s))
+                .collect();
+            if !fresh.is_empty() {
+                if let Ok((c, h)) = self.read_slots(&fresh) {
+                    let (cn, hn) = (abi::COUNTERS_NR, abi::HISTS_NR * hist::BUCKETS);
+                    for s in fresh {
+                        self.prev_counters[s * cn..(s + 1) * cn]
+                            .copy_from_slice(&c[s * cn..(s + 1) * cn]);
+                        self.prev_hists[s * hn..(s + 1) * hn]
+                            .copy_from_slice(&h[s * hn..(s + 1) * hn]);
+                    }
+                }
+            }
             self.targets_gen += 1;
             let slots: Vec<Option<Resolved>> = self
                 .targets
@@ -416,22 +428,52 @@ impl Drain {
         self.batch_procs = Batch::No;
     }
 
-    fn read_host(&mut self) -> Result<(Vec<u64>, Vec<u64>), DrainError> {
-        let c = maps::read_percpu_array(
-            &self.maps.counters,
-            "counters",
-            SLOTS * abi::COUNTERS_NR,
-            self.ncpus,
-            &mut self.batch_arrays,
-        )?;
-        let h = maps::read_percpu_array(
-            &self.maps.hists,
-            "hists",
-            SLOTS * abi::HISTS_NR * hist::BUCKETS,
-            self.ncpus,
-            &mut self.batch_arrays,
-        )?;
+    /// The counters' slots in use: the host's and each counted target's
+    /// (reading an array costs per key: unused target slots are not read).
+    fn active_slots(&self) -> Vec<usize> {
+        let mut v = vec![0];
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.as_ref().is_some_and(|t| t.resolved.is_ok()) {
+                v.push(1 + i);
+            }
+        }
+        v
+    }
+
+    /// The host-wide maps: every slot in `slots` read, the others as they
+    /// were last read (so their deltas are 0).
+    fn read_slots(&mut self, slots: &[usize]) -> Result<(Vec<u64>, Vec<u64>), DrainError> {
+        let (cn, hn) = (abi::COUNTERS_NR, abi::HISTS_NR * hist::BUCKETS);
+        let mut c = self.prev_counters.clone();
+        c.resize(SLOTS * cn, 0);
+        let mut h = self.prev_hists.clone();
+        h.resize(SLOTS * hn, 0);
+        for &slot in slots {
+            let v = maps::read_percpu_array_range(
+                &self.maps.counters,
+                "counters",
+                slot * cn,
+                cn,
+                self.ncpus,
+                &mut self.batch_arrays,
+            )?;
+            c[slot * cn..(slot + 1) * cn].copy_from_slice(&v);
+            let v = maps::read_percpu_array_range(
+                &self.maps.hists,
+                "hists",
+                slot * hn,
+                hn,
+                self.ncpus,
+                &mut self.batch_arrays,
+            )?;
+            h[slot * hn..(slot + 1) * hn].copy_from_slice(&v);
+        }
         Ok((c, h))
+    }
+
+    fn read_host(&mut self) -> Result<(Vec<u64>, Vec<u64>), DrainError> {
+        let slots = self.active_slots();
+        self.read_slots(&slots)
     }
 
     /// Writes both `maps_gen` entries: from the next event on, programs
@@ -710,7 +752,7 @@ impl Drain {
         }
         let procs: Vec<ProcSample> = raw
             .into_iter()
-            .map(|r| to_proc_sample(r, &self.proc_layout))
+            .map(to_proc_sample)
             .filter(|p| !p.is_empty())
             .collect();
         let procs_seen = procs.len() as u64;
@@ -820,19 +862,15 @@ mod tests {
 
     #[test]
     fn proc_samples_keep_only_families_that_saw_the_process() {
-        let layout = maps::proc_layout();
         let mut v = vec![0; abi::PROC_NR];
         let reads = abi::READS.proc_base + abi::reads::proc::CALLS;
         v[reads] = 3;
-        let p = to_proc_sample(
-            RawProc {
-                tgid: 7,
-                comm: "cat".into(),
-                targets: 0,
-                v,
-            },
-            &layout,
-        );
+        let p = to_proc_sample(RawProc {
+            tgid: 7,
+            comm: "cat".into(),
+            targets: 0,
+            v,
+        });
         assert_eq!(p.families.len(), 1);
         assert_eq!(p.get("reads", abi::reads::proc::CALLS), 3);
     }

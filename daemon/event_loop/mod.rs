@@ -382,9 +382,21 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Re-renders the HTTP pages from the totals.
+    /// A tick happened: the HTTP pages are rendered again when asked for.
     fn publish(&mut self) {
-        let Some(h) = &mut self.http else { return };
+        if let Some(h) = &mut self.http {
+            h.ticked(self.last_tick, self.interval);
+        }
+    }
+
+    /// Renders the pages requests wait for (once per tick and page).
+    fn render_wanted(&mut self) {
+        let Some(h) = &self.http else { return };
+        let wanted = h.wanted();
+        if wanted.is_empty() {
+            return;
+        }
+        let t = Instant::now();
         let procs_seen = self.totals.last.as_ref().map_or(0, |s| s.procs_seen);
         let files_seen = self
             .totals
@@ -402,7 +414,10 @@ impl Daemon {
             interval: self.interval,
             maps: crate::http::map_gauges(self.drain.maps(), procs_seen, files_seen),
         };
-        h.publish(&view);
+        if let Some(h) = &mut self.http {
+            h.render(&view, &wanted);
+        }
+        self.drain.last_parts.publish_us += t.elapsed().as_micros() as u64;
     }
 
     fn status_line(&self) -> String {
@@ -458,7 +473,7 @@ impl Daemon {
                 if let Some(t) = h.next_deadline() {
                     deadline = deadline.min(t);
                 }
-                if h.has_ready() {
+                if h.has_ready() || !h.wanted().is_empty() {
                     deadline = now;
                 }
             }
@@ -472,7 +487,8 @@ impl Daemon {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
-                    BARRIER => self.finish_tick_if_ready(),
+                    // Finished after the events (one long step a turn).
+                    BARRIER => {}
                     CONTROL => self.control.accept(self.poll.registry()),
                     t if self.control.owns(t) => {
                         let incoming = self.control.ready(
@@ -494,14 +510,21 @@ impl Daemon {
                 // goes first as soon as it is due.
                 self.tick_if_due();
             }
+            // At most one long step per loop turn (finishing a tick,
+            // rendering pages, flushing the store), each after the clients
+            // that were waiting: a request never waits behind two of them.
+            // (A lost barrier wake-up costs at most one turn.)
+            let mut long = self.finish_tick_if_ready();
+            if !long && self.http.as_ref().is_some_and(|h| !h.wanted().is_empty()) {
+                self.render_wanted();
+                long = true;
+            }
             if let Some(h) = &mut self.http {
                 h.poll_ready(self.poll.registry(), self.next_tick);
             }
-            // A lost wake-up costs at most one loop turn.
-            self.finish_tick_if_ready();
             self.tick_if_due();
             let now = Instant::now();
-            if now >= self.next_flush {
+            if !long && now >= self.next_flush {
                 if let Some(st) = &mut self.store {
                     st.flush(now_ms());
                 }
@@ -540,7 +563,11 @@ impl Daemon {
         h.begin_shutdown(self.poll.registry());
         let deadline = Instant::now() + limit;
         let mut events = Events::with_capacity(256);
-        while h.connections() > 0 && Instant::now() < deadline {
+        loop {
+            let Some(h) = &mut self.http else { return };
+            if h.connections() == 0 || Instant::now() >= deadline {
+                break;
+            }
             let wait = if h.has_ready() {
                 Duration::ZERO
             } else {
@@ -555,9 +582,13 @@ impl Daemon {
                     h.on_event(self.poll.registry(), ev.token());
                 }
             }
+            // A response still waiting for its page gets it.
+            self.render_wanted();
+            let Some(h) = &mut self.http else { return };
             // No more ticks: only the shutdown deadline bounds it.
             h.poll_ready(self.poll.registry(), deadline);
         }
+        let Some(h) = &mut self.http else { return };
         if h.connections() > 0 {
             log::info!(
                 "http: {} connections still open at shutdown, closed",
@@ -642,16 +673,20 @@ impl Daemon {
         }
     }
 
-    /// Finishes the begun tick if its grace period has passed.
-    fn finish_tick_if_ready(&mut self) {
+    /// Finishes the begun tick if its grace period has passed; whether it
+    /// did.
+    fn finish_tick_if_ready(&mut self) -> bool {
         let Some(r) = self.barrier.as_mut().and_then(BarrierThread::done) else {
-            return;
+            return false;
         };
-        let Some(b) = self.begun.take() else { return };
+        let Some(b) = self.begun.take() else {
+            return false;
+        };
         let t = Instant::now();
         let waited = r.map_err(crate::drain::DrainError::Barrier);
         let sample = self.drain.finish(b, waited);
         self.complete_tick(sample, t);
+        true
     }
 
     /// Waits for the pending grace period on this thread (shutting down).
@@ -688,10 +723,9 @@ impl Daemon {
             st.append(&sample);
         }
         self.drain.last_parts.store_us = t.elapsed().as_micros() as u64;
-        let t = Instant::now();
         self.publish();
         let parts = &mut self.drain.last_parts;
-        parts.publish_us = t.elapsed().as_micros() as u64;
+        parts.publish_us = 0;
         parts.blocked_us = since.elapsed().max(self.begin_blocked).as_micros() as u64;
         self.begin_blocked = Duration::ZERO;
         if self.startup.tick_lines {

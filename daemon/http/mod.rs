@@ -10,9 +10,11 @@
 //! - [`LoopTimer`] gives hyper sleeps whose deadlines the loop folds into
 //!   its poll timeout (hyper's header-read timeout cuts slowloris clients).
 //!
-//! Pages are rendered once per tick from the in-memory totals
-//! ([`HttpServer::publish`]); a scrape never touches BPF maps or changes
-//! state, so any number of scrapers cost the same.
+//! Pages are rendered from the in-memory totals when a request first asks
+//! for one after a tick ([`HttpServer::wanted`], [`HttpServer::render`]):
+//! once per tick and page, so any number of scrapers cost the same, and a
+//! tick nobody scrapes costs no rendering. A scrape never touches BPF maps
+//! or changes state.
 
 mod mio_io;
 mod pages;
@@ -33,10 +35,10 @@ use hyper::server::conn::http1;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
-use crate::exposition::{self, Format, SelfStats};
+use crate::exposition::{self, SelfStats};
 use mio_io::{LoopTimer, MioIo, ReadyQueue, TokenWaker};
 use pages::{landing, PageService, Pages};
-pub use pages::{map_gauges, View};
+pub use pages::{map_gauges, Page, View};
 
 /// Connections at once, at most; more are accepted and closed at once.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -110,8 +112,22 @@ impl HttpServer {
         self.conns.len()
     }
 
-    /// Re-renders the pages (once per tick).
-    pub fn publish(&mut self, v: &View) {
+    /// A tick happened: the pages are rendered again when asked for.
+    pub fn ticked(&mut self, last_tick: Option<Instant>, interval: Duration) {
+        let mut p = self.pages.borrow_mut();
+        p.invalidate();
+        p.last_tick = last_tick;
+        p.interval = interval;
+    }
+
+    /// Pages requests are waiting for (the event loop renders them with
+    /// [`HttpServer::render`]).
+    pub fn wanted(&self) -> Vec<Page> {
+        self.pages.borrow().wanted.clone()
+    }
+
+    /// Renders these pages and wakes the requests waiting for them.
+    pub fn render(&mut self, v: &View, pages: &[Page]) {
         let self_stats = SelfStats::read();
         let inputs = exposition::Inputs {
             totals: v.totals,
@@ -124,13 +140,17 @@ impl HttpServer {
             self_stats: &self_stats,
         };
         let mut p = self.pages.borrow_mut();
-        p.prometheus = Bytes::from(exposition::render(&inputs, Format::Prometheus));
-        p.openmetrics = Bytes::from(exposition::render(&inputs, Format::OpenMetrics));
-        p.prometheus_gz = None;
-        p.openmetrics_gz = None;
-        p.landing = Bytes::from(landing(&v.probes));
-        p.last_tick = v.last_tick;
-        p.interval = v.interval;
+        for page in pages {
+            let b = match page {
+                Page::Metrics(f) => Bytes::from(exposition::render(&inputs, *f)),
+                Page::Landing => Bytes::from(landing(&v.probes)),
+            };
+            p.set(*page, b);
+        }
+        p.wanted.retain(|w| !pages.contains(w));
+        for w in std::mem::take(&mut p.waiters) {
+            w.wake();
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

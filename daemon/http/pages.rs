@@ -1,6 +1,7 @@
-//! The pages iomond serves: /metrics (rendered once per tick from the
-//! in-memory totals, in both text formats, gzip on demand), /healthz and
-//! the landing page. A scrape never touches BPF maps or changes state.
+//! The pages iomond serves: /metrics (rendered from the in-memory totals
+//! when first asked for after a tick, once per tick and format, gzip on
+//! demand: a tick nobody scrapes costs no rendering), /healthz and the
+//! landing page. A scrape never touches BPF maps or changes state.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -64,16 +65,56 @@ pub fn map_gauges(maps: &crate::probes::Maps, procs_seen: u64, files_seen: u64) 
     v
 }
 
+/// The pages of the last tick; `None`: not rendered since it (the event
+/// loop renders what requests are waiting for, see [`Pages::wanted`]).
 #[derive(Default)]
 pub(super) struct Pages {
-    pub(super) prometheus: Bytes,
-    pub(super) openmetrics: Bytes,
+    pub(super) prometheus: Option<Bytes>,
+    pub(super) openmetrics: Option<Bytes>,
     pub(super) prometheus_gz: Option<Bytes>,
     pub(super) openmetrics_gz: Option<Bytes>,
-    pub(super) landing: Bytes,
+    pub(super) landing: Option<Bytes>,
     pub(super) started: Option<Instant>,
     pub(super) last_tick: Option<Instant>,
     pub(super) interval: Duration,
+    /// Pages requests wait for, and their connections' wakers.
+    pub(super) wanted: Vec<Page>,
+    pub(super) waiters: Vec<std::task::Waker>,
+}
+
+/// A page rendered from the totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Metrics(Format),
+    Landing,
+}
+
+impl Pages {
+    /// The page's bytes if rendered since the last tick.
+    fn get(&self, page: Page) -> Option<Bytes> {
+        match page {
+            Page::Metrics(Format::Prometheus) => self.prometheus.clone(),
+            Page::Metrics(Format::OpenMetrics) => self.openmetrics.clone(),
+            Page::Landing => self.landing.clone(),
+        }
+    }
+
+    pub(super) fn set(&mut self, page: Page, b: Bytes) {
+        match page {
+            Page::Metrics(Format::Prometheus) => self.prometheus = Some(b),
+            Page::Metrics(Format::OpenMetrics) => self.openmetrics = Some(b),
+            Page::Landing => self.landing = Some(b),
+        }
+    }
+
+    /// A tick happened: every page is to be rendered again when asked.
+    pub(super) fn invalidate(&mut self) {
+        self.prometheus = None;
+        self.openmetrics = None;
+        self.prometheus_gz = None;
+        self.openmetrics_gz = None;
+        self.landing = None;
+    }
 }
 
 impl Pages {
@@ -113,7 +154,39 @@ fn accepts_gzip(req: &Request<Incoming>) -> bool {
         })
 }
 
-pub(super) fn respond(req: &Request<Incoming>, pages: &RefCell<Pages>) -> Response<Full<Bytes>> {
+/// What a request asks for, read once from its head.
+pub(super) struct Asked {
+    method_ok: bool,
+    path: String,
+    format: Format,
+    gz: bool,
+}
+
+impl Asked {
+    pub(super) fn of(req: &Request<Incoming>) -> Asked {
+        let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        Asked {
+            method_ok: req.method() == Method::GET || req.method() == Method::HEAD,
+            path: req.uri().path().to_string(),
+            format: Format::negotiate(accept),
+            gz: accepts_gzip(req),
+        }
+    }
+
+    /// The rendered page it needs, if any.
+    fn page(&self) -> Option<Page> {
+        if !self.method_ok {
+            return None;
+        }
+        match self.path.as_str() {
+            "/metrics" => Some(Page::Metrics(self.format)),
+            "/" => Some(Page::Landing),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn respond(asked: &Asked, pages: &RefCell<Pages>) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -123,27 +196,23 @@ pub(super) fn respond(req: &Request<Incoming>, pages: &RefCell<Pages>) -> Respon
         );
         r
     };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    if !asked.method_ok {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    match req.uri().path() {
+    match asked.path.as_str() {
         "/metrics" => {
-            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            let format = Format::negotiate(accept);
-            let gz = accepts_gzip(req);
+            let (format, gz) = (asked.format, asked.gz);
             let mut p = pages.borrow_mut();
+            let text = p.get(Page::Metrics(format)).unwrap_or_default();
             let body = match (format, gz) {
-                (Format::Prometheus, false) => p.prometheus.clone(),
-                (Format::OpenMetrics, false) => p.openmetrics.clone(),
+                (_, false) => text,
                 (Format::Prometheus, true) => {
-                    let text = p.prometheus.clone();
                     p.prometheus_gz.get_or_insert_with(|| gzip(&text)).clone()
                 }
                 (Format::OpenMetrics, true) => {
-                    let text = p.openmetrics.clone();
                     p.openmetrics_gz.get_or_insert_with(|| gzip(&text)).clone()
                 }
             };
@@ -171,7 +240,9 @@ pub(super) fn respond(req: &Request<Incoming>, pages: &RefCell<Pages>) -> Respon
             )
         }
         "/" => {
-            let mut r = Response::new(Full::new(pages.borrow().landing.clone()));
+            let mut r = Response::new(Full::new(
+                pages.borrow().landing.clone().unwrap_or_default(),
+            ));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
@@ -227,9 +298,41 @@ pub(super) struct PageService {
 impl hyper::service::Service<Request<Incoming>> for PageService {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Future = PageFuture;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        std::future::ready(Ok(respond(&req, &self.pages)))
+        PageFuture {
+            asked: Asked::of(&req),
+            pages: self.pages.clone(),
+        }
+    }
+}
+
+/// A response, ready once the page it needs is rendered for this tick:
+/// until then the request is listed in `wanted` and its connection woken
+/// when the event loop has rendered it.
+pub(super) struct PageFuture {
+    asked: Asked,
+    pages: Rc<RefCell<Pages>>,
+}
+
+impl std::future::Future for PageFuture {
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if let Some(page) = self.asked.page() {
+            let mut p = self.pages.borrow_mut();
+            if p.get(page).is_none() {
+                if !p.wanted.contains(&page) {
+                    p.wanted.push(page);
+                }
+                p.waiters.push(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+        }
+        std::task::Poll::Ready(Ok(respond(&self.asked, &self.pages)))
     }
 }

@@ -246,10 +246,10 @@ pub mod v2 {
                 .procs
                 .into_iter()
                 .map(|p| {
-                    let mut families = BTreeMap::new();
+                    let mut families = crate::sample::ProcFields::default();
                     let mut put = |name: &str, v: Vec<u64>| {
                         if v.iter().any(|x| *x != 0) {
-                            families.insert(name.to_string(), v);
+                            families.insert(name, v);
                         }
                     };
                     put("fadvise", flat(&p.fadvise));
