@@ -33,6 +33,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * it). The kernel's page size, as a shift; its HZ, 0 when unknown. */
 const volatile u32 page_shift = 12;
 const volatile u32 kernel_hz = 0;
+/* Pages of a target's file read back within this long after they were
+ * evicted are refaults (0: not looked for). */
+const volatile u64 refault_window_ns = 0;
 
 /* Syscalls that read files through the page cache (filemap_read). */
 #if defined(__TARGET_ARCH_x86)
@@ -343,11 +346,15 @@ static __always_inline void *files_map(void)
 
 static const struct iomon_file zero_file = {};
 
-/* Adds n to a per-file field of every target in `tm`; a read or a DONTNEED
- * also marks the file as the targets' (for its evictions). */
-__noinline int file_add_fn(u32 tm, u64 ino, u32 dev, u32 field, u64 n)
+/* Adds n to a per-file field of every target in `tm`, and n2 to field2
+ * (IOMON_F_NR: none); a read, a fault or a DONTNEED also marks the file as
+ * the targets' (for its evictions and refaults). */
+__noinline int file_add_fn(u64 tm_dev, u64 ino, u32 fields, u64 n, u64 n2)
 {
-	if (!tm || !n || field >= IOMON_F_NR)
+	/* Packed: a BPF function takes five arguments at most. */
+	u32 tm = tm_dev >> 32, dev = (u32)tm_dev;
+	u32 field = fields & 0xff, field2 = fields >> 8;
+	if (!tm || field >= IOMON_F_NR)
 		return 0;
 	void *files = files_map();
 	if (!files)
@@ -365,26 +372,20 @@ __noinline int file_add_fn(u32 tm, u64 ino, u32 dev, u32 field, u64 n)
 			count_slot(0, IOMON_C_CORE_FILE_DROPPED, 1);
 			continue;
 		}
-		/* A constant index per field: the verifier checks each. */
-		switch (field) {
-		case IOMON_F_ASKED:
-			__sync_fetch_and_add(&v->v[IOMON_F_ASKED], n);
-			break;
-		case IOMON_F_MISSED:
-			__sync_fetch_and_add(&v->v[IOMON_F_MISSED], n);
-			break;
-		case IOMON_F_EVICTED:
-			__sync_fetch_and_add(&v->v[IOMON_F_EVICTED], n);
-			break;
-		case IOMON_F_DONTNEED_COVERED:
-			__sync_fetch_and_add(&v->v[IOMON_F_DONTNEED_COVERED], n);
-			break;
-		default:
-			__sync_fetch_and_add(&v->v[IOMON_F_DONTNEED_DROPPED], n);
-			break;
+		/* Masked after a barrier (see proc_add): IOMON_F_NR is a power
+		 * of two. */
+		u64 f = field;
+		asm volatile("" : "+r"(f));
+		f &= IOMON_F_NR - 1;
+		__sync_fetch_and_add(&v->v[f], n);
+		if (field2 < IOMON_F_NR) {
+			u64 g = field2;
+			asm volatile("" : "+r"(g));
+			g &= IOMON_F_NR - 1;
+			__sync_fetch_and_add(&v->v[g], n2);
 		}
 	}
-	if (field == IOMON_F_EVICTED)
+	if (field == IOMON_F_EVICTED || field >= IOMON_F_REFAULT_RECLAIM)
 		return 0;
 	struct file_key fk = { .ino = ino, .dev = dev };
 	struct file_seen *seen = bpf_map_lookup_elem(&target_file_set, &fk);
@@ -401,17 +402,52 @@ __noinline int file_add_fn(u32 tm, u64 ino, u32 dev, u32 field, u64 n)
 	}
 	return 0;
 }
+_Static_assert((IOMON_F_NR & (IOMON_F_NR - 1)) == 0, "IOMON_F_NR is a power of two");
+
 /* Per-file numbers are the targets' only: no call for anyone else. */
-#define file_add(tm, ino, dev, field, n)                                     \
+#define file_add2(tm, ino, dev, field, n, field2, n2)                        \
 	do {                                                                  \
 		u32 file_tm_ = (tm);                                          \
 		if (file_tm_)                                                 \
-			file_add_fn(file_tm_, ino, dev, field, n);            \
+			file_add_fn((u64)file_tm_ << 32 | (u32)(dev), ino,    \
+				    (field) | (field2) << 8, n, n2);          \
 	} while (0)
+#define file_add(tm, ino, dev, field, n) file_add2(tm, ino, dev, field, n, IOMON_F_NR, 0)
 
-/* Pages of a file removed from the page cache: the evictions of the
- * targets that read it or advised on it. */
-static __always_inline void file_evicted(u64 ino, u32 dev, u64 n)
+/* Blocks of targets' files with pages out of the cache (see struct
+ * iomon_evicted). Bounded by max_entries (userspace sets it from
+ * files.refault_blocks before load); when full, a new block's pages are
+ * not remembered and counted (IOMON_C_CORE_REFAULT_DROPPED); the drain
+ * removes blocks older than the refault window. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct iomon_evicted_key);
+	__type(value, struct iomon_evicted);
+} evicted_blocks SEC(".maps");
+
+static const struct iomon_evicted zero_evicted = {};
+
+/* The bits of pages [s, s + n) of a block, word `w`. */
+static __always_inline u64 block_bits(u32 w, u64 s, u64 n)
+{
+	u64 lo = w * 64ULL, hi = lo + 64;
+	u64 a = s > lo ? s : lo;
+	u64 b = s + n < hi ? s + n : hi;
+	if (b <= a)
+		return 0;
+	u64 width = b - a;
+	u64 m = width >= 64 ? ~0ULL : ((1ULL << width) - 1);
+	return m << (a - lo);
+}
+
+/* Pages of a file left the page cache: the evictions, by cause, of the
+ * targets whose file it is (that read it, faulted on it or advised on it
+ * in the last hour) and of `own` (the targets whose DONTNEED call drops
+ * them: a file they only wrote, a merge's output, is theirs too), and
+ * which pages went, for their refaults. `cause`: the pagecache family's
+ * (reclaim, fadvise, truncate, other, unknown). */
+static __always_inline void file_evicted(u64 ino, u32 dev, u64 index, u64 n, u32 cause, u32 own)
 {
 	u32 zero = 0;
 	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
@@ -419,8 +455,76 @@ static __always_inline void file_evicted(u64 ino, u32 dev, u64 n)
 		return;
 	struct file_key fk = { .ino = ino, .dev = dev };
 	struct file_seen *seen = bpf_map_lookup_elem(&target_file_set, &fk);
-	if (seen)
-		file_add(seen->targets, ino, dev, IOMON_F_EVICTED, n);
+	if (!seen && !own)
+		return;
+	u32 fc = cause < 3 ? cause : 3;
+	u32 tm = (seen ? seen->targets : 0) | own;
+	file_add2(tm, ino, dev, IOMON_F_EVICTED, n, IOMON_F_EVICTED_RECLAIM + fc, n);
+	if (!refault_window_ns || n > IOMON_EVICTED_BLOCK)
+		return;
+	struct iomon_evicted_key k = {
+		.ino = ino, .dev = dev, .block = index / IOMON_EVICTED_BLOCK,
+	};
+	u64 s = index % IOMON_EVICTED_BLOCK;
+	if (s + n > IOMON_EVICTED_BLOCK)
+		n = IOMON_EVICTED_BLOCK - s;
+	struct iomon_evicted *v = bpf_map_lookup_elem(&evicted_blocks, &k);
+	if (!v) {
+		bpf_map_update_elem(&evicted_blocks, &k, &zero_evicted, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&evicted_blocks, &k);
+		if (!v) {
+			count_slot(0, IOMON_C_CORE_REFAULT_DROPPED, n);
+			return;
+		}
+	}
+	v->when_ns = bpf_ktime_get_ns();
+	v->cause = fc;
+	v->targets = tm;
+	/* Not atomic (5.10 has no atomic or): a bit lost to two CPUs evicting
+	 * pages of one block at once is a refault not seen. */
+	for (int w = 0; w < IOMON_EVICTED_BLOCK / 64; w++)
+		v->out[w] |= block_bits(w, s, n);
+}
+
+/* Bits set in x. */
+static __always_inline u64 bits_in(u64 x)
+{
+	x = x - ((x >> 1) & 0x5555555555555555ULL);
+	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (x * 0x0101010101010101ULL) >> 56;
+}
+
+/* Pages of a file came (back) into the page cache, added by a task of
+ * targets `tm`: those evicted within the refault window are its refaults,
+ * by the eviction's cause. */
+static __always_inline void file_refault(u32 tm, u64 ino, u32 dev, u64 index, u64 n)
+{
+	if (!tm || !refault_window_ns || n > IOMON_EVICTED_BLOCK)
+		return;
+	struct iomon_evicted_key k = {
+		.ino = ino, .dev = dev, .block = index / IOMON_EVICTED_BLOCK,
+	};
+	struct iomon_evicted *v = bpf_map_lookup_elem(&evicted_blocks, &k);
+	if (!v)
+		return;
+	u64 s = index % IOMON_EVICTED_BLOCK;
+	if (s + n > IOMON_EVICTED_BLOCK)
+		n = IOMON_EVICTED_BLOCK - s;
+	u64 back = 0, left = 0;
+	for (int w = 0; w < IOMON_EVICTED_BLOCK / 64; w++) {
+		u64 m = v->out[w] & block_bits(w, s, n);
+		back += bits_in(m);
+		v->out[w] &= ~m;
+		left |= v->out[w];
+	}
+	bool recent = bpf_ktime_get_ns() - v->when_ns <= refault_window_ns;
+	u32 cause = v->cause & 3;
+	u32 targets = v->targets;
+	if (!left)
+		bpf_map_delete_elem(&evicted_blocks, &k);
+	if (back && recent)
+		file_add(targets, ino, dev, IOMON_F_REFAULT_RECLAIM + cause, back);
 }
 
 /* A process's name: its main thread's (a thread may name itself). */
@@ -590,14 +694,6 @@ __noinline u32 targets_match(void)
 		}
 	}
 	return mask;
-}
-
-/* Whether any target is configured. */
-static __always_inline bool targets_configured(void)
-{
-	u32 zero = 0;
-	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
-	return c && c->nr;
 }
 
 /* The targets the current thread counts for (0 when none are configured):

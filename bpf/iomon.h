@@ -61,7 +61,43 @@ enum iomon_file_field {
 	IOMON_F_EVICTED = 2,          /* pages removed from the cache (by anyone) */
 	IOMON_F_DONTNEED_COVERED = 3, /* pages the target's DONTNEED calls covered */
 	IOMON_F_DONTNEED_DROPPED = 4, /* ... and dropped */
-	IOMON_F_NR = 5,
+	/* Evicted, by cause (reclaim, fadvise, truncate, other: as the
+	 * pagecache family tells them; unknown causes, before 5.15, are
+	 * other). Sum = EVICTED. */
+	IOMON_F_EVICTED_RECLAIM = 5,
+	IOMON_F_EVICTED_FADVISE = 6,
+	IOMON_F_EVICTED_TRUNCATE = 7,
+	IOMON_F_EVICTED_OTHER = 8,
+	IOMON_F_DONTNEED_CALLS = 9,   /* the target's DONTNEED calls on it */
+	IOMON_F_MAP_ASKED = 10,       /* pages the target's faults on its mappings looked up */
+	IOMON_F_MAP_MISSED = 11,      /* ... of those, read in */
+	/* Pages read back into the cache within the refault window after
+	 * they were evicted, by the eviction's cause. */
+	IOMON_F_REFAULT_RECLAIM = 12,
+	IOMON_F_REFAULT_FADVISE = 13,
+	IOMON_F_REFAULT_TRUNCATE = 14,
+	IOMON_F_REFAULT_OTHER = 15,
+	IOMON_F_NR = 16,
+};
+
+/* Pages of a target's file that left the page cache, for refault
+ * detection: per block of IOMON_EVICTED_BLOCK pages of a file, which of
+ * its pages are out, and when, why and for which targets the last of them
+ * went (a block's pages leave together in practice: a DONTNEED over a
+ * range, reclaim of a file's cold tail). */
+#define IOMON_EVICTED_BLOCK 512
+struct iomon_evicted_key {
+	unsigned long long ino;
+	unsigned long long block;     /* page index / IOMON_EVICTED_BLOCK */
+	unsigned int dev;
+	unsigned int pad;
+};
+
+struct iomon_evicted {
+	unsigned long long when_ns;   /* bpf_ktime_get_ns() at the last eviction */
+	unsigned int cause;           /* 0 reclaim, 1 fadvise, 2 truncate, 3 other */
+	unsigned int targets;         /* the file's targets then */
+	unsigned long long out[IOMON_EVICTED_BLOCK / 64]; /* a bit per page evicted */
 };
 
 struct iomon_file {
@@ -91,6 +127,8 @@ struct iomon_abi {
 	struct iomon_targets targets;
 	struct iomon_file_key file_key;
 	struct iomon_file file;
+	struct iomon_evicted_key evicted_key;
+	struct iomon_evicted evicted;
 };
 
 #endif /* IOMON_H */

@@ -34,6 +34,7 @@ Examples:
   iomonctl snapshot                        rates over the last interval and totals
   iomonctl top --by misses -n 5            who misses the page cache most
   iomonctl files --since 1h --target banyand --by dontneed
+  iomonctl banyandb --since 1h             is the page cache working for BanyanDB?
   iomonctl history --since 1h --metric hit-ratio
   iomonctl history -s yesterday -e today --step 1h -o csv
   iomonctl strategy set accumulate         (root or the admin group)
@@ -144,7 +145,8 @@ enum Command {
         /// Start of the window.
         #[arg(long, short = 's', value_name = "TIME", default_value = "1h")]
         since: String,
-        /// Rank by pages: misses, evicted or dontneed (advised away).
+        /// Rank by pages: misses (reads' and faults'), evicted, dontneed
+        /// (advised away) or refaults (read back soon after eviction).
         #[arg(long, default_value = "misses", value_parser = parse_files_by)]
         by: FilesBy,
         /// How many.
@@ -153,6 +155,29 @@ enum Command {
         /// Only a target's files.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+    },
+    /// Is the page cache working for BanyanDB? Over a window of the
+    /// history: per engine and group, the hit ratios of index and data
+    /// files (reads and faults apart), what DONTNEED dropped and how much
+    /// of it was read back, index pages evicted by reclaim, the memory
+    /// cgroup's file cache and refaults, the DONTNEED threshold; then the
+    /// files with the most misses and refaults; the answer in words.
+    Banyandb {
+        /// Start of the window.
+        #[arg(long, short = 's', value_name = "TIME", default_value = "1h")]
+        since: String,
+        /// How many files in each top list.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        n: u32,
+        /// Only a target's files.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Read a stopped iomond's history store instead of asking the
+        /// daemon (the naming and the refault window are then unknown).
+        #[arg(long, value_name = "PATH", conflicts_with = "watch")]
+        store: Option<PathBuf>,
+        #[command(flatten)]
+        watch: Watch,
     },
     /// Each probe family and program: attached or not and why, run stats.
     Probes,
@@ -215,7 +240,10 @@ fn parse_metric(s: &str) -> Result<Series, String> {
 }
 
 fn parse_files_by(s: &str) -> Result<FilesBy, String> {
-    FilesBy::parse(s).ok_or_else(|| "one of: misses, evicted, dontneed".to_string())
+    FilesBy::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = FilesBy::ALL.iter().map(|b| b.name()).collect();
+        format!("one of: {}", names.join(", "))
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -278,6 +306,7 @@ fn live(
         })?;
         match response {
             Response::Top(r) => Ok(render::top(&r, out)),
+            Response::BanyanDb(r) => Ok(render::banyandb(&r, out)),
             Response::Snapshot(r) => match &args.command {
                 Command::Snapshot {
                     target: Some(t), ..
@@ -359,7 +388,21 @@ fn from_store(path: &std::path::Path, request: &Request, now: u64) -> Result<Res
                 families,
             }))
         }
-        _ => Err("--store answers history and top only".into()),
+        Request::BanyanDb {
+            since_ms,
+            n,
+            target,
+        } => {
+            let h = copy
+                .store
+                .range(*since_ms, now, None)
+                .map_err(|e| iomon::error_chain(&e))?;
+            let mut r =
+                iomon::report::build(&h.points, *since_ms, now, target.as_deref(), *n as usize);
+            r.answer = r.words();
+            Ok(Response::BanyanDb(Box::new(r)))
+        }
+        _ => Err("--store answers history, top and banyandb only".into()),
     }
 }
 
@@ -418,6 +461,32 @@ fn main() -> ExitCode {
             return live(&args, *every, *iterations, Vec::new(), 0, |_| {
                 Request::Snapshot
             })
+        }
+        Command::Banyandb {
+            watch:
+                Watch {
+                    watch: Some(every),
+                    iterations,
+                },
+            since,
+            n,
+            target,
+            ..
+        } => {
+            // The window slides: --since is taken back from each screen's
+            // now.
+            let back = match parse_past("--since", since, now) {
+                Ok(t) => now.saturating_sub(t),
+                Err(e) => return fail(EXIT_USAGE, e),
+            };
+            let (n, target) = (*n, target.clone());
+            return live(&args, *every, *iterations, Vec::new(), 0, move |_| {
+                Request::BanyanDb {
+                    since_ms: iomon::now_ms().saturating_sub(back),
+                    n,
+                    target: target.clone(),
+                }
+            });
         }
         _ => {}
     }
@@ -521,6 +590,16 @@ fn main() -> ExitCode {
             },
             Err(e) => return fail(EXIT_USAGE, e),
         },
+        Command::Banyandb {
+            since, n, target, ..
+        } => match parse_past("--since", since, now) {
+            Ok(since_ms) => Request::BanyanDb {
+                since_ms,
+                n: *n,
+                target: target.clone(),
+            },
+            Err(e) => return fail(EXIT_USAGE, e),
+        },
         Command::Strategy {
             op: StrategyOp::Get,
         } => Request::GetStrategy,
@@ -542,7 +621,9 @@ fn main() -> ExitCode {
     };
 
     let store = match &args.command {
-        Command::History { store, .. } | Command::Top { store, .. } => store.as_deref(),
+        Command::History { store, .. }
+        | Command::Top { store, .. }
+        | Command::Banyandb { store, .. } => store.as_deref(),
         _ => None,
     };
     let response = match store {
@@ -578,6 +659,7 @@ fn main() -> ExitCode {
         },
         Response::Top(r) => render::top(&r, out),
         Response::Files(r) => render::files(&r, out),
+        Response::BanyanDb(r) => render::banyandb(&r, out),
         Response::History(r) => {
             let (metric, target, counts) = match &args.command {
                 Command::History {

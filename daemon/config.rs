@@ -262,6 +262,17 @@ pub struct FilesSection {
     /// Files kept per target and interval in the history, by each of
     /// missed, evicted, DONTNEED and read pages; 0 keeps none.
     pub top: usize,
+    /// Pages of a target's file read back within this long after they
+    /// were evicted are refaults (by the eviction's cause); 0s: not
+    /// looked for.
+    pub refault_window: Span,
+    /// Blocks (of 512 pages: 2 MiB with 4 KiB pages) of targets' files
+    /// with pages out of the cache the kernel remembers for their
+    /// refaults; what does not fit is counted (iomon_refault_dropped).
+    pub refault_blocks: u32,
+    /// BanyanDB's on-disk layout (see /usr/share/iomon/banyandb-layout.toml);
+    /// unset: the one iomond is built with.
+    pub banyandb_layout: Option<PathBuf>,
 }
 
 impl Default for FilesSection {
@@ -269,6 +280,9 @@ impl Default for FilesSection {
         FilesSection {
             data_dirs: vec![PathBuf::from("/var/lib/banyandb")],
             top: 5,
+            refault_window: Span::secs(300),
+            refault_blocks: 16_384,
+            banyandb_layout: None,
         }
     }
 }
@@ -493,6 +507,28 @@ impl Config {
                 key: "files.top",
                 message: format!("{} is outside 0..100", self.files.top),
             });
+        }
+        if self.files.refault_window.0 > std::time::Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Value {
+                key: "files.refault_window",
+                message: format!("{} is over a day", self.files.refault_window),
+            });
+        }
+        if !(64..=1 << 22).contains(&self.files.refault_blocks) {
+            return Err(ConfigError::Value {
+                key: "files.refault_blocks",
+                message: format!("{} is outside 64..4194304", self.files.refault_blocks),
+            });
+        }
+        if let Some(p) = &self.files.banyandb_layout {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Value {
+                key: "files.banyandb_layout",
+                message: format!("cannot read {}: {e}", p.display()),
+            })?;
+            crate::banyandb::Layout::parse(&text).map_err(|e| ConfigError::Value {
+                key: "files.banyandb_layout",
+                message: format!("{}: {e}", p.display()),
+            })?;
         }
         for d in &self.files.data_dirs {
             if !d.is_absolute() {

@@ -173,6 +173,8 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         family::write_out(&family::target_metrics(&per_target), &mut o);
     }
 
+    banyandb_metrics(s, &mut o);
+
     let comms = t.comm_series();
     if !comms.is_empty() {
         for f in family::ALL {
@@ -275,6 +277,162 @@ pub fn render(inp: &Inputs, format: Format) -> String {
     );
     o.gauge("process_start_time_seconds", &[], ss.start_time_seconds);
     o.finish()
+}
+
+/// The BanyanDB view: the targets' files by engine, group and class
+/// (label `kind`: index, data, other), each series only where the family
+/// that counts it was attached; the BanyanDB processes' memory cgroups and
+/// the host's file cache.
+fn banyandb_metrics(s: &crate::sample::Sample, o: &mut Out) {
+    use crate::banyandb::field;
+    let on = |f: &str| s.section(f).is_some();
+    let labels = |r: &crate::banyandb::Row| -> Vec<(&'static str, String)> {
+        vec![
+            ("target", r.target.clone()),
+            ("engine", r.engine.clone()),
+            ("group", r.group.clone()),
+            ("kind", r.class().name().to_string()),
+        ]
+    };
+    /// A series: an extra label, the field, a field subtracted from it.
+    type Part<'a> = (Option<(&'a str, &'a str)>, usize, Option<usize>);
+    type Series<'a> = (&'a str, &'a str, &'a str, Vec<Part<'a>>);
+    // (metric, family it needs, help, [(extra label, field, minus field)]).
+    let mut series: Vec<Series> = vec![
+        (
+            "iomon_banyandb_read_pages",
+            "pagecache",
+            "Pages of BanyanDB's files the targets' buffered reads asked for, by result (hit, miss).",
+            vec![
+                (Some(("result", "hit")), field::ASKED, Some(field::MISSED)),
+                (Some(("result", "miss")), field::MISSED, None),
+            ],
+        ),
+        (
+            "iomon_banyandb_fault_pages",
+            "mmap",
+            "Pages of BanyanDB's files the targets' page faults on mappings looked up, by result (hit, miss: read in).",
+            vec![
+                (Some(("result", "hit")), field::MAP_ASKED, Some(field::MAP_MISSED)),
+                (Some(("result", "miss")), field::MAP_MISSED, None),
+            ],
+        ),
+        (
+            "iomon_banyandb_dontneed_calls",
+            "fadvise",
+            "The targets' POSIX_FADV_DONTNEED calls on BanyanDB's files.",
+            vec![(None, field::DONTNEED_CALLS, None)],
+        ),
+        (
+            "iomon_banyandb_dontneed_covered_pages",
+            "fadvise",
+            "Pages of BanyanDB's files the targets' DONTNEED calls covered.",
+            vec![(None, field::DONTNEED_COVERED, None)],
+        ),
+        (
+            "iomon_banyandb_dontneed_dropped_pages",
+            "fadvise",
+            "Pages of BanyanDB's files the targets' DONTNEED calls dropped from the page cache.",
+            vec![(None, field::DONTNEED_DROPPED, None)],
+        ),
+    ];
+    let by_cause = |base: usize| -> Vec<Part> {
+        field::CAUSES
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Some(("cause", *c)), base + i, None))
+            .collect()
+    };
+    series.push((
+        "iomon_banyandb_evicted_pages",
+        "pagecache",
+        "Pages of BanyanDB's files (the targets' in the last hour) removed from the page cache, by cause (reclaim, fadvise, truncate, other).",
+        by_cause(field::EVICTED_BY),
+    ));
+    series.push((
+        "iomon_banyandb_refault_pages",
+        "pagecache",
+        "Pages of BanyanDB's files the targets read back within files.refault_window after they were evicted, by the eviction's cause.",
+        by_cause(field::REFAULT_BY),
+    ));
+    for (name, family, help, parts) in series {
+        if !on(family) || s.banyandb.is_empty() {
+            continue;
+        }
+        o.family(name, Kind::Counter, help);
+        for r in &s.banyandb {
+            let base = labels(r);
+            for (extra, f, minus) in &parts {
+                let mut l: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if let Some(e) = extra {
+                    l.push(*e);
+                }
+                let v = r
+                    .get(*f)
+                    .saturating_sub(minus.map(|m| r.get(m)).unwrap_or(0));
+                o.counter(name, &l, v);
+            }
+        }
+    }
+    if !s.memcg.is_empty() {
+        type Gauge = (
+            &'static str,
+            &'static str,
+            fn(&crate::banyandb::memcg::MemcgSample) -> Option<u64>,
+        );
+        let gauges: [Gauge; 6] = [
+            ("iomon_memcg_memory_max_bytes", "memory.max of a BanyanDB process's cgroup (absent: max, no limit).", |m| m.max_bytes),
+            ("iomon_memcg_memory_current_bytes", "memory.current of a BanyanDB process's cgroup.", |m| Some(m.current_bytes)),
+            ("iomon_memcg_file_bytes", "File cache of a BanyanDB process's cgroup (memory.stat file).", |m| Some(m.file_bytes)),
+            ("iomon_memcg_active_file_bytes", "Active file cache of the cgroup (memory.stat active_file).", |m| Some(m.active_file_bytes)),
+            ("iomon_memcg_inactive_file_bytes", "Inactive file cache of the cgroup (memory.stat inactive_file).", |m| Some(m.inactive_file_bytes)),
+            ("iomon_banyandb_dontneed_threshold_bytes", "The size above which BanyanDB drops a merged part with DONTNEED, as it derives it: 1 % of (memory.max x --allowed-percent), at least 10 MiB, 64 MiB when the limit cannot be read.", |m| Some(m.threshold_bytes)),
+        ];
+        for (name, help, get) in gauges {
+            o.family(name, Kind::Gauge, help);
+            for m in &s.memcg {
+                if let Some(v) = get(m) {
+                    o.gauge(name, &[("cgroup", &m.cgroup)], v as f64);
+                }
+            }
+        }
+        for (name, help, get) in [
+            ("iomon_memcg_workingset_refault_file_pages", "The cgroup's file pages refaulted, as the kernel counts them (memory.stat workingset_refault_file), since iomond started.", (|m| m.refault_file) as fn(&crate::banyandb::memcg::MemcgSample) -> u64),
+            ("iomon_memcg_workingset_activate_file_pages", "The cgroup's refaulted file pages activated at once (memory.stat workingset_activate_file), since iomond started.", |m| m.activate_file),
+        ] {
+            o.family(name, Kind::Counter, help);
+            for m in &s.memcg {
+                o.counter(name, &[("cgroup", &m.cgroup)], get(m));
+            }
+        }
+    }
+    if let Some(h) = &s.host_mem {
+        o.family(
+            "iomon_host_file_pages",
+            Kind::Gauge,
+            "The host's file cache (/proc/vmstat nr_active_file, nr_inactive_file).",
+        );
+        o.gauge(
+            "iomon_host_file_pages",
+            &[("state", "active")],
+            h.active_file as f64,
+        );
+        o.gauge(
+            "iomon_host_file_pages",
+            &[("state", "inactive")],
+            h.inactive_file as f64,
+        );
+        o.family(
+            "iomon_host_workingset_refault_file_pages",
+            Kind::Counter,
+            "File pages refaulted host-wide (/proc/vmstat workingset_refault_file), since iomond started.",
+        );
+        o.counter(
+            "iomon_host_workingset_refault_file_pages",
+            &[],
+            h.refault_file,
+        );
+    }
 }
 
 /// Probe status: configured, available on this kernel, the route in use,

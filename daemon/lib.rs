@@ -9,12 +9,16 @@
 //!   generated from the family declarations), [`promtext`] (the Prometheus
 //!   text writer);
 //! - [`family`]: each probe family, the unit of extension;
+//! - [`banyandb`]: BanyanDB's on-disk layout, roots and memory cgroup, and
+//!   its view of the targets' files;
 //! - [`sample`]: one interval of every family;
 //! - [`probes`]: what the kernel has, routes, loading and attaching;
 //! - [`drain`]: the kernel's maps into a Sample, every tick;
 //! - [`file_paths`]: the paths of the targets' files (the kernel knows
 //!   device and inode);
 //! - [`totals`] (since start) and [`store`] (history);
+//! - [`report`]: "is the page cache working for BanyanDB?" over a window
+//!   of the history;
 //! - [`proto`] (the control socket's wire, shared with iomonctl),
 //!   [`exposition`] (Prometheus text), [`control`] (the socket server) and
 //!   [`http`] (hyper on the mio loop);
@@ -22,6 +26,7 @@
 //!   runs it all.
 
 pub mod abi;
+pub mod banyandb;
 pub mod config;
 pub mod control;
 pub mod drain;
@@ -35,6 +40,7 @@ pub mod logging;
 pub mod probes;
 pub mod promtext;
 pub mod proto;
+pub mod report;
 pub mod sample;
 pub mod store;
 pub mod totals;

@@ -22,7 +22,7 @@ use crate::sample::{FileSample, FilesBy, ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
 pub use crate::totals::Truncated;
 
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).
@@ -67,6 +67,13 @@ pub enum Request {
         n: u32,
         since_ms: u64,
         /// Only this target's files.
+        target: Option<String>,
+    },
+    /// Is the page cache working for BanyanDB? Since `since_ms` (from the
+    /// history store), with the top `n` files by misses and by refaults.
+    BanyanDb {
+        since_ms: u64,
+        n: u32,
         target: Option<String>,
     },
 }
@@ -127,6 +134,8 @@ pub struct StatusReport {
     /// per-process map was full).
     pub proc_dropped: u64,
     pub targets: Vec<TargetStatus>,
+    /// Naming BanyanDB's files, the refault memory, the memory cgroups.
+    pub banyandb: crate::report::Status,
     pub warnings: Vec<String>,
 }
 
@@ -173,6 +182,7 @@ pub enum Response {
         daemon: String,
     },
     Status(Box<StatusReport>),
+    BanyanDb(Box<crate::report::Report>),
     Snapshot(Box<SnapshotReport>),
     Top(TopReport),
     History(HistoryReport),

@@ -16,8 +16,10 @@ use crate::abi;
 use crate::family::{self, Section, Sections};
 
 /// Version of the Sample encoding (the store and the socket protocol check
-/// it). 3 is the last bump for families: sections are keyed by name.
-pub const SAMPLE_VERSION: u32 = 3;
+/// it). 3 is the last bump for families: sections are keyed by name; 4
+/// adds the BanyanDB view (files' kinds, rows by engine, group and class,
+/// the memory cgroups).
+pub const SAMPLE_VERSION: u32 = 4;
 
 /// Per-process numbers of one interval (or of a merged range): each
 /// family's per-process fields, laid out as declared, for the families
@@ -262,27 +264,7 @@ impl ProcSample {
 }
 
 /// Per-file page counts of a target (`struct iomon_file`), by index.
-pub mod file {
-    /// Pages the target's buffered reads asked for.
-    pub const ASKED: usize = 0;
-    /// ... of those, missed.
-    pub const MISSED: usize = 1;
-    /// Pages of the file removed from the page cache (by anyone).
-    pub const EVICTED: usize = 2;
-    /// Pages the target's POSIX_FADV_DONTNEED calls covered.
-    pub const DONTNEED_COVERED: usize = 3;
-    /// ... and dropped.
-    pub const DONTNEED_DROPPED: usize = 4;
-    pub const NR: usize = 5;
-    /// Names, as in JSON and CSV.
-    pub const NAMES: [&str; NR] = [
-        "asked",
-        "missed",
-        "evicted",
-        "dontneed_covered",
-        "dontneed_dropped",
-    ];
-}
+pub use crate::banyandb::field as file;
 
 /// A target's file over one interval (or summed over several).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +278,9 @@ pub struct FileSample {
     pub path: Option<String>,
     /// Pages, by [`file`] index.
     pub pages: Vec<u64>,
+    /// What it is in BanyanDB's layout, when its path is under a BanyanDB
+    /// process's roots or a data directory.
+    pub kind: Option<crate::banyandb::FileKind>,
 }
 
 impl FileSample {
@@ -308,14 +293,13 @@ impl FileSample {
         format!("{}:{}", self.dev >> 20, self.dev & 0xf_ffff)
     }
 
-    fn same(&self, o: &FileSample) -> bool {
-        self.target == o.target && self.dev == o.dev && self.ino == o.ino
-    }
-
     pub fn merge(&mut self, o: &FileSample) {
         family::add_slice(&mut self.pages, &o.pages);
         if o.path.is_some() {
             self.path.clone_from(&o.path);
+        }
+        if o.kind.is_some() {
+            self.kind.clone_from(&o.kind);
         }
     }
 }
@@ -327,16 +311,24 @@ pub enum FilesBy {
     Misses,
     Evicted,
     Dontneed,
+    /// Pages read back soon after they were evicted.
+    Refaults,
 }
 
 impl FilesBy {
-    pub const ALL: [FilesBy; 3] = [FilesBy::Misses, FilesBy::Evicted, FilesBy::Dontneed];
+    pub const ALL: [FilesBy; 4] = [
+        FilesBy::Misses,
+        FilesBy::Evicted,
+        FilesBy::Dontneed,
+        FilesBy::Refaults,
+    ];
 
     pub fn parse(s: &str) -> Option<FilesBy> {
         match s {
             "misses" | "missed" => Some(FilesBy::Misses),
             "evicted" | "evictions" => Some(FilesBy::Evicted),
             "dontneed" => Some(FilesBy::Dontneed),
+            "refaults" | "refaulted" => Some(FilesBy::Refaults),
             _ => None,
         }
     }
@@ -346,15 +338,21 @@ impl FilesBy {
             FilesBy::Misses => "misses",
             FilesBy::Evicted => "evicted",
             FilesBy::Dontneed => "dontneed",
+            FilesBy::Refaults => "refaults",
         }
     }
 
+    /// Misses count reads' and faults' (a memory-mapped index misses by
+    /// faults); refaults, whatever evicted the pages.
     pub fn key(self, f: &FileSample) -> u64 {
-        f.get(match self {
-            FilesBy::Misses => file::MISSED,
-            FilesBy::Evicted => file::EVICTED,
-            FilesBy::Dontneed => file::DONTNEED_COVERED,
-        })
+        match self {
+            FilesBy::Misses => f.get(file::MISSED) + f.get(file::MAP_MISSED),
+            FilesBy::Evicted => f.get(file::EVICTED),
+            FilesBy::Dontneed => f.get(file::DONTNEED_COVERED),
+            FilesBy::Refaults => (0..file::CAUSES.len())
+                .map(|c| f.get(file::REFAULT_BY + c))
+                .sum(),
+        }
     }
 
     /// Sorts by this key (descending, then by file).
@@ -369,10 +367,18 @@ impl FilesBy {
 
 /// Merges files (by target and file), summing their pages.
 pub fn merge_files(into: &mut Vec<FileSample>, from: &[FileSample]) {
+    let mut at: std::collections::HashMap<(String, u32, u64), usize> = into
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ((f.target.clone(), f.dev, f.ino), i))
+        .collect();
     for f in from {
-        match into.iter_mut().find(|g| g.same(f)) {
-            Some(g) => g.merge(f),
-            None => into.push(f.clone()),
+        match at.entry((f.target.clone(), f.dev, f.ino)) {
+            std::collections::hash_map::Entry::Occupied(e) => into[*e.get()].merge(f),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(into.len());
+                into.push(f.clone());
+            }
         }
     }
 }
@@ -485,6 +491,13 @@ pub struct Sample {
     pub files_truncated: u64,
     /// Target files of the interval whose path was not found.
     pub files_unresolved: u64,
+    /// The targets' files by BanyanDB engine, group and class (all of the
+    /// interval's, before the files' cut).
+    pub banyandb: Vec<crate::banyandb::Row>,
+    /// The memory cgroups of the BanyanDB processes among the targets, and
+    /// the host's file cache.
+    pub memcg: Vec<crate::banyandb::memcg::MemcgSample>,
+    pub host_mem: Option<crate::banyandb::memcg::HostMem>,
 }
 
 impl Sample {
@@ -563,6 +576,12 @@ impl Sample {
         self.files_truncated += o.files_truncated;
         self.files_unresolved += o.files_unresolved;
         self.procs_seen = self.procs_seen.max(o.procs_seen);
+        crate::banyandb::merge_rows(&mut self.banyandb, &o.banyandb);
+        crate::banyandb::memcg::merge(&mut self.memcg, &o.memcg);
+        if let Some(h) = &o.host_mem {
+            let mine = self.host_mem.get_or_insert_with(Default::default);
+            mine.merge(h);
+        }
         self.proc_read_errors += o.proc_read_errors;
     }
 
@@ -592,13 +611,16 @@ impl Sample {
         targets.sort_unstable();
         targets.dedup();
         for t in targets {
-            for field in [
-                file::MISSED,
-                file::EVICTED,
-                file::DONTNEED_COVERED,
-                file::ASKED,
-            ] {
-                let key = |i: usize| all[i].get(field);
+            let asked = |f: &FileSample| f.get(file::ASKED) + f.get(file::MAP_ASKED);
+            let keys: [&dyn Fn(&FileSample) -> u64; 5] = [
+                &|f| FilesBy::Misses.key(f),
+                &|f| FilesBy::Evicted.key(f),
+                &|f| FilesBy::Dontneed.key(f),
+                &|f| FilesBy::Refaults.key(f),
+                &asked,
+            ];
+            for by in keys {
+                let key = |i: usize| by(&all[i]);
                 let mut idx: Vec<usize> = (0..all.len())
                     .filter(|i| all[*i].target == t && key(*i) > 0)
                     .collect();
@@ -647,6 +669,12 @@ impl Sample {
                 .files
                 .iter()
                 .filter(|f| f.target == target)
+                .cloned()
+                .collect(),
+            banyandb: self
+                .banyandb
+                .iter()
+                .filter(|r| r.target == target)
                 .cloned()
                 .collect(),
             ..self.clone()

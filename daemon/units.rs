@@ -142,6 +142,22 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// Bytes in binary units for people: `512 B`, `1.5 GiB`.
+pub fn format_bytes(n: f64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} {}", U[i])
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
 /// A size written as `256MiB`, `1GiB`, `512KiB` or a number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);

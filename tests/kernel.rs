@@ -7,6 +7,8 @@
 //! (each route loaded alone), and print a `MATRIX` line per route that the
 //! kernel matrix (`scripts/vm-test`) collects.
 
+#[path = "kernel/banyandb.rs"]
+mod banyandb;
 mod common;
 
 use std::fs::File;
@@ -1423,9 +1425,62 @@ fn bpf_per_file_misses_evictions_and_dontneed_are_exact_for_two_cold_files() {
             path.display()
         );
         assert_eq!(f.get(file::MISSED), 0);
+        assert_eq!(f.get(file::DONTNEED_CALLS), 2, "{}", path.display());
+        assert_eq!(
+            f.get(file::EVICTED_BY + file::FADVISE),
+            *pages,
+            "{}: evicted, by fadvise",
+            path.display()
+        );
+    }
+    // Read back: all of the first file, a quarter of the second (without
+    // readahead, so exactly those pages come back): the refaults of what
+    // DONTNEED dropped, exact.
+    let quarter = files[1].3 / 4;
+    assert_eq!(
+        fadvise(files[1].0.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM),
+        0
+    );
+    let s = run(&mut drain, &|| {
+        read_exactly(&files[0].0, files[0].3 as usize * page_size());
+        for i in 0..quarter as usize {
+            let mut b = [0u8; 1];
+            // SAFETY: b is valid for one byte.
+            let n = unsafe {
+                libc::pread(
+                    files[1].0.as_raw_fd(),
+                    b.as_mut_ptr().cast(),
+                    1,
+                    (i * 2 * page_size()) as i64,
+                )
+            };
+            assert_eq!(n, 1);
+        }
+    });
+    for ((_, path, (dev, ino), _), want) in files.iter().zip([files[0].3, quarter]) {
+        let f = s
+            .files
+            .iter()
+            .find(|f| f.dev == *dev && f.ino == *ino)
+            .unwrap_or_else(|| panic!("{} not among {:?}", path.display(), s.files));
+        let refaults: Vec<u64> = (0..4).map(|c| f.get(file::REFAULT_BY + c)).collect();
+        assert_eq!(
+            refaults,
+            vec![0, want, 0, 0],
+            "{}: read back {want} pages DONTNEED dropped",
+            path.display()
+        );
+        assert_eq!(f.get(file::MISSED), want, "{}", path.display());
+        eprintln!(
+            "files: {} read back {want} pages after DONTNEED: refaulted (fadvise) {}",
+            path.display(),
+            f.get(file::REFAULT_BY + file::FADVISE)
+        );
     }
     assert_eq!(
-        s.core(abi::core::FILE_DROPPED) + s.core(abi::core::FILE_SET_DROPPED),
+        s.core(abi::core::FILE_DROPPED)
+            + s.core(abi::core::FILE_SET_DROPPED)
+            + s.core(abi::core::REFAULT_DROPPED),
         0
     );
 }

@@ -117,8 +117,9 @@ static __always_inline void dontneed_done(u32 tm, struct iomon_proc *p, s32 fd, 
 	proc_add(p, IOMON_P_FADVISE_DONTNEED_COVERED, covered);
 	proc_add(p, IOMON_P_FADVISE_DONTNEED_DROPPED, dropped);
 	if (ino) {
-		file_add(tm, ino, dev, IOMON_F_DONTNEED_COVERED, covered);
-		file_add(tm, ino, dev, IOMON_F_DONTNEED_DROPPED, dropped);
+		file_add2(tm, ino, dev, IOMON_F_DONTNEED_COVERED, covered, IOMON_F_DONTNEED_DROPPED,
+			  dropped);
+		file_add(tm, ino, dev, IOMON_F_DONTNEED_CALLS, 1);
 	}
 	u64 rest = covered > dropped ? covered - dropped : 0;
 	if (!rest)

@@ -119,6 +119,7 @@ static __always_inline void mm_ask(struct thread_state *t, u64 ino, u32 dev, u64
 		proc_add(p, IOMON_P_MMAP_ASKED, asked);
 	if (missed)
 		proc_add(p, IOMON_P_MMAP_MISSED, missed);
+	file_add2(tm, ino, dev, IOMON_F_MAP_ASKED, asked, IOMON_F_MAP_MISSED, missed);
 }
 
 /* Fault-around: the kernel maps the cached pages around a faulting address
@@ -152,9 +153,17 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 				end = fe;
 		}
 	}
-	bool again = t && t->mmap.mm_dev == dev && t->mmap.mm_ino == ino &&
-		     t->mmap.mm_first == start && t->mmap.mm_last == end;
-	mm_ask(t, ino, dev, start, end + 1, again ? 0 : end + 1 - start);
+	/* Pages the thread's last lookup of this file covered are not asked
+	 * again: the same window repeated (the page was not there, the
+	 * handler read it in, the access faults again), or windows that
+	 * overlap (fault-around aligns its window to the page table, not to
+	 * the file: a mapping that does not start on that alignment has
+	 * consecutive windows share pages; the kernel skips those already
+	 * mapped). */
+	u64 asked = end + 1 - start;
+	if (t && t->mmap.mm_dev == dev && t->mmap.mm_ino == ino)
+		asked -= overlap(start, end + 1, t->mmap.mm_first, t->mmap.mm_last + 1);
+	mm_ask(t, ino, dev, start, end + 1, asked);
 	if (t) {
 		t->mmap.mm_dev = dev;
 		t->mmap.mm_ino = ino;
@@ -192,6 +201,14 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 	}
 	mm_ask(t, ino, dev, s, e, asked);
 	if (t) {
+		if (asked) {
+			/* What the handler looked up: fault-around retried
+			 * after it (or a retried fault) does not ask again. */
+			t->mmap.mm_dev = dev;
+			t->mmap.mm_ino = ino;
+			t->mmap.mm_first = s;
+			t->mmap.mm_last = e - 1;
+		}
 		t->mmap.flt_dev = dev;
 		t->mmap.flt_ino = ino;
 		t->mmap.flt_index = index;
@@ -228,6 +245,7 @@ static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u
 		count(tm, IOMON_C_MMAP_MISSED_SYNC, n);
 		proc_add(p, IOMON_P_MMAP_ASKED, n - 1);
 		proc_add(p, IOMON_P_MMAP_MISSED, n);
+		file_add2(tm, ino, dev, IOMON_F_MAP_ASKED, n - 1, IOMON_F_MAP_MISSED, n);
 		return;
 	}
 	if (f >= s && f < e) {
@@ -238,6 +256,7 @@ static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u
 			struct iomon_proc *p = proc_entry(tm);
 			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
 			proc_add(p, IOMON_P_MMAP_MISSED, 1);
+			file_add(tm, ino, dev, IOMON_F_MAP_MISSED, 1);
 		}
 		/* the rest of the folio: below and above the faulting page */
 		ra_lo = f - s;

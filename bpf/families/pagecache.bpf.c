@@ -18,9 +18,12 @@
  * the targets whose file it is. */
 static __always_inline void pc_on_delete(struct page_cache_event *e)
 {
+	u32 cause = pce_cause(e);
 	count(0, IOMON_C_PAGECACHE_DELETED, e->n);
-	file_evicted(e->ino, e->dev, e->n);
-	count(pce_targets(e), IOMON_C_PAGECACHE_EVICTED + pce_cause(e), e->n);
+	u32 tm = pce_targets(e);
+	file_evicted(e->ino, e->dev, e->index, e->n, cause,
+		     cause == IOMON_PAGECACHE_CAUSE_FADVISE ? tm : 0);
+	count(tm, IOMON_C_PAGECACHE_EVICTED + cause, e->n);
 }
 
 /* ------------------------------------------------- route tracepoint */
@@ -33,7 +36,9 @@ static __always_inline void pc_on_add(struct page_cache_event *e)
 {
 	u64 n = e->n, index = e->index, ino = e->ino;
 	u32 dev = e->dev;
-	count(pce_targets(e), IOMON_C_PAGECACHE_ADDED, n);
+	u32 tm = pce_targets(e);
+	count(tm, IOMON_C_PAGECACHE_ADDED, n);
+	file_refault(tm, ino, dev, index, n);
 	if (!is_read_syscall(pce_syscall(e)))
 		return;
 	struct thread_state *t = pce_thread(e, true);
@@ -215,6 +220,7 @@ static __always_inline void pc_on_add_in_read(struct page_cache_event *e)
 	struct thread_state *t = pce_thread(e, false);
 	u32 tm = pce_targets(e);
 	count(tm, IOMON_C_PAGECACHE_ADDED, n);
+	file_refault(tm, ino, dev, index, n);
 	if (!t || !t->pagecache.rd_active || t->pagecache.rd_dev != dev || t->pagecache.rd_ino != ino)
 		return;
 	u64 s = index, end = index + n;

@@ -20,6 +20,22 @@ pub(super) fn file_json(f: &FileSample) -> Value {
     for (i, name) in file::NAMES.iter().enumerate() {
         m.insert((*name).into(), json!(f.get(i)));
     }
+    // What it is in BanyanDB's layout (null: under no BanyanDB root).
+    m.insert(
+        "banyandb".into(),
+        match &f.kind {
+            Some(k) if !k.engine.is_empty() => json!({
+                "engine": k.engine,
+                "group": k.group,
+                "segment": k.segment,
+                "shard": k.shard,
+                "part": k.part,
+                "kind": k.kind,
+                "class": k.class().name(),
+            }),
+            _ => Value::Null,
+        },
+    );
     Value::Object(m)
 }
 

@@ -4,6 +4,7 @@
 //! their bucket bounds, derived ratios beside them. CSV has a header line
 //! and one row per item.
 
+mod banyandb;
 mod files;
 mod history;
 mod probes;
@@ -19,6 +20,7 @@ use iomon::family::{self, Scope};
 use iomon::probes::FamilyState;
 use iomon::sample::{ProcSample, Sample};
 
+pub use banyandb::banyandb;
 use files::file_json;
 pub use files::files;
 pub use history::{all_series, find_series, history, history_of_target, series_arg, Per};
@@ -57,18 +59,7 @@ fn pct(r: Option<f64>) -> String {
 }
 
 fn bytes(n: f64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{v:.0} {}", U[i])
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
+    iomon::units::format_bytes(n)
 }
 
 fn us(v: Option<u64>) -> String {

@@ -126,6 +126,51 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
             },
         ));
     }
+    let b = &r.banyandb;
+    let n = &b.naming;
+    v.push((
+        "banyandb".into(),
+        if n.processes == 0 && n.data_dirs.is_empty() {
+            "no BanyanDB process among the targets, no files.data_dirs".into()
+        } else {
+            format!(
+                "{} processes, data directories {}; {} files named ({} entries walked, {} passes{})",
+                n.processes,
+                if n.data_dirs.is_empty() {
+                    "none".into()
+                } else {
+                    n.data_dirs.join(" ")
+                },
+                n.known,
+                n.walked,
+                n.passes,
+                if n.walking { ", walking" } else { "" }
+            )
+        },
+    ));
+    v.push((
+        "refaults".into(),
+        format!(
+            "window {}, {} blocks of evicted pages remembered of {}",
+            iomon::units::format_duration(std::time::Duration::from_millis(b.refault_window_ms)),
+            b.evicted_blocks,
+            b.evicted_blocks_max
+        ),
+    ));
+    for m in &b.memcg {
+        v.push((
+            format!("cgroup {}", m.cgroup),
+            format!(
+                "memory.max {}, file cache {}, DONTNEED threshold {} ({})",
+                m.max_bytes
+                    .map(|x| iomon::units::format_bytes(x as f64))
+                    .unwrap_or_else(|| "max".into()),
+                iomon::units::format_bytes(m.file_bytes as f64),
+                iomon::units::format_bytes(m.threshold_bytes as f64),
+                m.threshold_rule
+            ),
+        ));
+    }
     let t = &r.truncated;
     v.push((
         "bounds".into(),

@@ -62,6 +62,7 @@ pub fn take(
             ino,
             path: None,
             pages,
+            kind: None,
         });
     }
     (out, None)
@@ -88,6 +89,49 @@ pub fn prune_set(set: &MapHandle, before_ns: u64) -> usize {
     removed
 }
 
+/// `struct iomon_evicted`: when_ns is its first u64.
+fn evicted_when(v: &[u8]) -> u64 {
+    v.get(0..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_ne_bytes)
+}
+
+/// Removes the blocks whose last eviction is older than `before_ns`
+/// (CLOCK_MONOTONIC) from the map of evicted blocks: a refault after the
+/// window is none. Returns (blocks left, blocks removed). Batch lookups
+/// where the kernel has them, else key by key.
+pub fn expire_evicted(map: &MapHandle, before_ns: u64) -> (u64, u64) {
+    let (mut left, mut removed) = (0, 0);
+    let mut stale: Vec<Vec<u8>> = Vec::new();
+    let (ks, vs) = (map.key_size() as usize, map.value_size() as usize);
+    match super::maps::hash_entries(map, ks, vs, map.max_entries()) {
+        Some(entries) => {
+            for (k, v) in entries {
+                if evicted_when(&v) < before_ns {
+                    stale.push(k);
+                } else {
+                    left += 1;
+                }
+            }
+        }
+        None => {
+            for k in map.keys() {
+                match map.lookup(&k, MapFlags::ANY) {
+                    Ok(Some(v)) if evicted_when(&v) < before_ns => stale.push(k),
+                    Ok(Some(_)) => left += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    for k in stale {
+        if map.delete(&k).is_ok() {
+            removed += 1;
+        }
+    }
+    (left, removed)
+}
+
 /// CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
@@ -106,8 +150,8 @@ mod tests {
         k.extend(2u32.to_ne_bytes());
         assert_eq!(decode_key(&k), Some((77, 8 << 20 | 1, 2)));
         assert_eq!(decode_key(&k[..15]), None);
-        let v: Vec<u8> = (1..=5u64).flat_map(u64::to_ne_bytes).collect();
-        assert_eq!(decode_value(&v), Some(vec![1, 2, 3, 4, 5]));
-        assert_eq!(decode_value(&v[..39]), None);
+        let v: Vec<u8> = (1..=file::NR as u64).flat_map(u64::to_ne_bytes).collect();
+        assert_eq!(decode_value(&v), Some((1..=file::NR as u64).collect()));
+        assert_eq!(decode_value(&v[..8 * file::NR - 1]), None);
     }
 }

@@ -427,6 +427,67 @@ fn read_procs_batch_into(
     out
 }
 
+/// Every entry of a hash map (keys of `key_size` bytes, values of
+/// `value_size`), copied in batches; `None` where the kernel has no batch
+/// lookups for it (the caller walks it key by key).
+pub fn hash_entries(
+    map: &libbpf_rs::MapHandle,
+    key_size: usize,
+    value_size: usize,
+    capacity: u32,
+) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let batch = capacity.clamp(1, 1024);
+    let mut keys = vec![0u8; batch as usize * key_size];
+    let mut vals = vec![0u8; batch as usize * value_size];
+    let mut in_batch = vec![0u8; key_size.max(8)];
+    let mut out_batch = vec![0u8; key_size.max(8)];
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let mut first = true;
+    // Bounded: a walk of `capacity` entries in batches, with room to spare.
+    for _ in 0..(capacity / batch + 2) * 2 {
+        let mut count = batch;
+        // SAFETY: buffers hold `batch` keys and values of the sizes given,
+        // and the batch tokens are at least a key (hash maps' token).
+        let ret = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_fd().as_raw_fd(),
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    in_batch.as_mut_ptr().cast()
+                },
+                out_batch.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                vals.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        for i in 0..count.min(batch) as usize {
+            out.push((
+                keys[i * key_size..(i + 1) * key_size].to_vec(),
+                vals[i * value_size..(i + 1) * value_size].to_vec(),
+            ));
+        }
+        if ret != 0 {
+            let err = os_err(ret);
+            return match err.raw_os_error() {
+                Some(libc::ENOENT) => Some(out),
+                _ if first && batch_unsupported(&err) => None,
+                // A failure half-way: what was read is returned.
+                _ => Some(out),
+            };
+        }
+        in_batch.copy_from_slice(&out_batch);
+        first = false;
+    }
+    Some(out)
+}
+
 /// Counts the entries of a map by walking its keys (for the
 /// entries-vs-capacity gauges; not on the drain path).
 pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {

@@ -206,8 +206,13 @@ pub struct Drain {
     /// Time the last drain took, and its parts.
     pub last_duration: Duration,
     pub last_parts: TickParts,
-    /// When the set of targets' files was last pruned.
+    /// When the set of targets' files was last pruned (and old evicted
+    /// blocks removed).
     last_prune: Instant,
+    /// The refault window (0: refaults not looked for), and the evicted
+    /// blocks left at the last expiry.
+    refault_window_ns: u64,
+    pub evicted_blocks: u64,
     last_files_error: Option<Instant>,
 }
 
@@ -250,6 +255,8 @@ impl Drain {
             last_duration: Duration::ZERO,
             last_parts: TickParts::default(),
             last_prune: Instant::now(),
+            refault_window_ns: 0,
+            evicted_blocks: 0,
             last_files_error: None,
         };
         let all: Vec<usize> = (0..SLOTS).collect();
@@ -278,6 +285,13 @@ impl Drain {
             }
         }
         Ok(d)
+    }
+
+    /// The refault window the programs were loaded with: blocks of
+    /// evicted pages older than it are removed once a minute.
+    pub fn with_refault_window(mut self, ns: u64) -> Drain {
+        self.refault_window_ns = ns;
+        self
     }
 
     /// Histograms to leave out (not measured on this kernel).
@@ -520,8 +534,15 @@ impl Drain {
     ) -> Vec<crate::sample::FileSample> {
         if self.last_prune.elapsed() >= Duration::from_secs(60) {
             self.last_prune = Instant::now();
-            let before = files::monotonic_ns().saturating_sub(files::FORGET_AFTER_NS);
-            files::prune_set(&self.maps.file_set, before);
+            let now = files::monotonic_ns();
+            files::prune_set(
+                &self.maps.file_set,
+                now.saturating_sub(files::FORGET_AFTER_NS),
+            );
+            if self.refault_window_ns > 0 {
+                let before = now.saturating_sub(self.refault_window_ns);
+                self.evicted_blocks = files::expire_evicted(&self.maps.evicted_blocks, before).0;
+            }
         }
         let (taken, error) = match from {
             Some(old) => {

@@ -164,6 +164,8 @@ pub struct Daemon {
     begun: Option<Begun>,
     begin_blocked: Duration,
     file_paths: FilePaths,
+    /// The memory cgroups' own counters and the host's.
+    memcg: crate::banyandb::memcg::Reader,
     totals: Totals,
     store: Option<Store>,
     control: ControlServer,
@@ -210,6 +212,8 @@ impl Daemon {
         let probes = Probes::load(&LoadOptions {
             enabled: cfg.probes.enabled(),
             proc_capacity: cfg.daemon.proc_capacity,
+            refault_window_ns: cfg.files.refault_window.0.as_nanos() as u64,
+            refault_blocks: cfg.files.refault_blocks,
             ..Default::default()
         })?;
         let mut warnings = Vec::new();
@@ -249,7 +253,8 @@ impl Daemon {
             cfg.daemon.proc_capacity,
             cfg.daemon.strategy.into(),
         )?
-        .with_unmeasured(probes.unmeasured_hists());
+        .with_unmeasured(probes.unmeasured_hists())
+        .with_refault_window(cfg.files.refault_window.0.as_nanos() as u64);
         drain.apply_targets_now(cfg.targets.matchers())?;
         for t in drain.target_status() {
             match &t.inactive {
@@ -281,6 +286,13 @@ impl Daemon {
             drain.not_before(newest + 1);
         }
 
+        // The BanyanDB layout the config names (checked when it was read).
+        let layout = match &cfg.files.banyandb_layout {
+            Some(p) => std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| crate::banyandb::Layout::parse(&t).ok()),
+            None => None,
+        };
         let poll = Poll::new().map_err(StartError::Poll)?;
         let barrier = match start_barrier(&poll, &drain) {
             Ok(b) => Some(b),
@@ -347,7 +359,18 @@ impl Daemon {
             )
             .with_series(&pinned_names(&cfg), cfg.metrics.max_series),
             next_flush: now + cfg.store.flush_interval.0,
-            file_paths: FilePaths::new(cfg.files.data_dirs.clone()),
+            file_paths: {
+                let mut fp = FilePaths::new(cfg.files.data_dirs.clone());
+                if let Some(l) = &layout {
+                    fp.set_layout(l.clone());
+                }
+                fp
+            },
+            memcg: crate::banyandb::memcg::Reader::new(
+                crate::probes::targets::cgroup2_mount(),
+                crate::banyandb::memcg::cgroup1_memory_mount(),
+                std::path::PathBuf::from("/proc/vmstat"),
+            ),
             cfg,
             startup,
             poll,
@@ -412,7 +435,12 @@ impl Daemon {
             page_size_bytes: 1 << self.probes.page_shift,
             last_tick: self.last_tick,
             interval: self.interval,
-            maps: crate::http::map_gauges(self.drain.maps(), procs_seen, files_seen),
+            maps: crate::http::map_gauges(
+                self.drain.maps(),
+                procs_seen,
+                files_seen,
+                self.drain.evicted_blocks,
+            ),
         };
         if let Some(h) = &mut self.http {
             h.render(&view, &wanted);
@@ -469,6 +497,9 @@ impl Daemon {
             if let Some((w, _)) = self.next_watchdog {
                 deadline = deadline.min(w);
             }
+            if self.file_paths.walking() {
+                deadline = now;
+            }
             if let Some(h) = &self.http {
                 if let Some(t) = h.next_deadline() {
                     deadline = deadline.min(t);
@@ -517,6 +548,11 @@ impl Daemon {
             let mut long = self.finish_tick_if_ready();
             if !long && self.http.as_ref().is_some_and(|h| !h.wanted().is_empty()) {
                 self.render_wanted();
+                long = true;
+            }
+            if !long && self.file_paths.walking() {
+                // A pass naming files goes on a bounded step a turn.
+                self.file_paths.walk_step();
                 long = true;
             }
             if let Some(h) = &mut self.http {
@@ -710,7 +746,36 @@ impl Daemon {
             .filter(|p| p.targets != 0)
             .map(|p| p.tgid)
             .collect();
+        self.file_paths.learn_processes(&pids);
         sample.files_unresolved = self.file_paths.resolve(&mut sample.files, &pids);
+        // The BanyanDB view: every file of the tick, before the cut; the
+        // memory cgroups of its processes and the host's.
+        sample.banyandb = crate::banyandb::rows(
+            sample
+                .files
+                .iter()
+                .map(|f| (f.target.as_str(), f.kind.as_ref(), f.pages.as_slice())),
+        );
+        let mut cgroups: Vec<String> = Vec::new();
+        for (pid, percent, bytes) in self.file_paths.banyandb_processes() {
+            let Some(cg) = crate::banyandb::memcg::cgroup_of(std::path::Path::new("/proc"), pid)
+            else {
+                continue;
+            };
+            let cg_name = cg.name();
+            if cgroups.contains(&cg_name) {
+                continue;
+            }
+            if let Some(m) = self.memcg.cgroup(&cg, percent, bytes) {
+                sample.memcg.push(m);
+            }
+            cgroups.push(cg_name);
+            if cgroups.len() >= crate::banyandb::memcg::MAX_CGROUPS {
+                break;
+            }
+        }
+        self.memcg.keep_only(&cgroups);
+        sample.host_mem = self.memcg.host();
         // Every process counts in the totals; the Sample keeps its top-K
         // (and every target's process) for the store and the views, and
         // each target's top files.

@@ -114,6 +114,11 @@ impl Daemon {
                 since_ms,
                 target,
             } => self.files(by, n as usize, since_ms, target.as_deref()),
+            Request::BanyanDb {
+                since_ms,
+                n,
+                target,
+            } => self.banyandb(since_ms, n as usize, target.as_deref()),
         };
         self.control.reply(self.poll.registry(), inc.token, &resp);
     }
@@ -235,6 +240,29 @@ impl Daemon {
         })
     }
 
+    /// Is the page cache working for BanyanDB, since `since`.
+    fn banyandb(&self, since: u64, n: usize, target: Option<&str>) -> Response {
+        let now = now_ms();
+        let Some(st) = &self.store else {
+            return failed("banyandb needs the history store (store.enabled = false)");
+        };
+        let h = match st.range(since, now, None) {
+            Ok(h) => h,
+            Err(e) => return failed(&e.to_string()),
+        };
+        if let Some(t) = target {
+            let known = self.drain.target_status().iter().any(|s| s.name == t);
+            if !known && !h.points.iter().any(|p| p.targets.contains_key(t)) {
+                return self.no_target(t, "now or in this window");
+            }
+        }
+        let mut r = crate::report::build(&h.points, since, now, target, n);
+        r.refault_window_ms = self.cfg.files.refault_window.0.as_millis() as u64;
+        r.naming = Some(self.file_paths.status());
+        r.answer = r.words();
+        Response::BanyanDb(Box::new(r))
+    }
+
     pub fn status(&self) -> StatusReport {
         let mut warnings = self.warnings.clone();
         if let Some(st) = &self.store {
@@ -253,6 +281,30 @@ impl Daemon {
             warnings.push(format!(
                 "{proc_dropped} per-process events were not recorded: more processes were active in one interval than the kernel's per-process map holds (daemon.proc_capacity = {}); host-wide numbers are whole",
                 self.cfg.daemon.proc_capacity
+            ));
+        }
+        let naming = self.file_paths.status();
+        for d in &naming.missing_dirs {
+            let hint = if d.starts_with("/tmp/") || d.starts_with("/home/") {
+                " (under /tmp or /home a unit with PrivateTmp= or ProtectHome= cannot see it, as the packaged one: give BanyanDB root paths elsewhere)"
+            } else {
+                ""
+            };
+            warnings.push(format!(
+                "{d} does not exist here: a BanyanDB process's flags or files.data_dirs name it{hint}"
+            ));
+        }
+        if naming.cmdline_unreadable > 0 {
+            warnings.push(format!(
+                "{} target processes' command lines could not be read: their BanyanDB roots are unknown",
+                naming.cmdline_unreadable
+            ));
+        }
+        let refault_dropped = self.totals.sum.core(crate::abi::core::REFAULT_DROPPED);
+        if refault_dropped > 0 {
+            warnings.push(format!(
+                "{refault_dropped} evicted pages were not remembered for refaults: the kernel's map of evicted blocks was full (files.refault_blocks = {})",
+                self.cfg.files.refault_blocks
             ));
         }
         let ahead = self.drain.ahead_ms();
@@ -293,6 +345,18 @@ impl Daemon {
             truncated: self.totals.truncated,
             proc_dropped,
             targets: self.drain.target_status(),
+            banyandb: crate::report::Status {
+                naming,
+                refault_window_ms: self.cfg.files.refault_window.0.as_millis() as u64,
+                evicted_blocks: self.drain.evicted_blocks,
+                evicted_blocks_max: self.cfg.files.refault_blocks as u64,
+                memcg: self
+                    .totals
+                    .last
+                    .as_ref()
+                    .map(|s| s.memcg.clone())
+                    .unwrap_or_default(),
+            },
             warnings,
         }
     }

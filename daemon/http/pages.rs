@@ -36,7 +36,12 @@ pub struct View<'a> {
 }
 
 /// Entries-vs-capacity of the BPF maps, for the gauges.
-pub fn map_gauges(maps: &crate::probes::Maps, procs_seen: u64, files_seen: u64) -> Vec<MapGauge> {
+pub fn map_gauges(
+    maps: &crate::probes::Maps,
+    procs_seen: u64,
+    files_seen: u64,
+    evicted_blocks: u64,
+) -> Vec<MapGauge> {
     use libbpf_rs::MapCore;
     let mut v = vec![
         (
@@ -53,6 +58,13 @@ pub fn map_gauges(maps: &crate::probes::Maps, procs_seen: u64, files_seen: u64) 
             "target_file_set".to_string(),
             crate::drain::count_entries(&maps.file_set),
             u64::from(maps.file_set.max_entries()),
+        ),
+        (
+            // As of the last minute's expiry (counting 16,384 entries on
+            // every scrape would cost more than the rest).
+            "evicted_blocks".to_string(),
+            evicted_blocks,
+            u64::from(maps.evicted_blocks.max_entries()),
         ),
     ];
     for (name, m) in &maps.others {

@@ -40,6 +40,9 @@ pub const PROC_COMM_LEN: usize = 16;
 pub const PROC_VALUES_AT: usize = PROC_COMM_LEN + 16;
 pub const PROC_VALUE_SIZE: usize = PROC_VALUES_AT + 8 * abi::PROC_CAP;
 const _: () = assert!(std::mem::size_of::<skel::types::iomon_proc>() == PROC_VALUE_SIZE);
+// The per-file numbers: the kernel's IOMON_F_NR u64s, named in Rust.
+const _: () =
+    assert!(std::mem::size_of::<skel::types::iomon_file>() == 8 * crate::banyandb::field::NR);
 
 /// Programs every family relies on (per-process names, targets), declared
 /// in `bpf/core.toml`; attached whenever any family is.
@@ -62,6 +65,7 @@ const DRAIN_MAPS: &[&str] = &[
     "files_b",
     "files_maps",
     "target_file_set",
+    "evicted_blocks",
 ];
 
 /// Every map some route names: created only when such a route is loaded.
@@ -168,6 +172,8 @@ pub struct Maps {
     pub files: [MapHandle; 2],
     /// The files targets touched (for their evictions).
     pub file_set: MapHandle,
+    /// Blocks of targets' files with evicted pages (for their refaults).
+    pub evicted_blocks: MapHandle,
     /// Every other map that was created, for the entries-vs-capacity
     /// gauges.
     pub others: Vec<(String, MapHandle)>,
@@ -180,6 +186,11 @@ pub struct LoadOptions {
     pub enabled: Vec<&'static str>,
     /// Capacity of the per-process map.
     pub proc_capacity: u32,
+    /// Pages of a target's file read back within this long after they
+    /// were evicted are refaults (0: not looked for).
+    pub refault_window_ns: u64,
+    /// Blocks of targets' files with evicted pages the kernel remembers.
+    pub refault_blocks: u32,
     /// tracefs mount point.
     pub tracefs: PathBuf,
     /// Routes not to use, as `family:route` (tests and benchmarks force
@@ -196,6 +207,8 @@ impl Default for LoadOptions {
                 .map(|f| f.name())
                 .collect(),
             proc_capacity: 10240,
+            refault_window_ns: 300 * 1_000_000_000,
+            refault_blocks: 16_384,
             tracefs: PathBuf::from(TRACEFS),
             exclude_routes: Vec::new(),
         }
@@ -335,8 +348,9 @@ fn route_programs(kernel: &Kernel, route: &Route) -> Vec<abi::Program> {
 fn open_object(
     routes: &[&'static Route],
     kernel: &Kernel,
-    proc_capacity: u32,
+    opts: &LoadOptions,
 ) -> Result<OpenObject, ProbeError> {
+    let proc_capacity = opts.proc_capacity;
     let mut open = ObjectBuilder::default()
         .open_memory(OBJECT)
         .map_err(ProbeError::Open)?;
@@ -370,6 +384,10 @@ fn open_object(
             map.set_max_entries(proc_capacity.max(1))
                 .map_err(ProbeError::Open)?;
         }
+        if name == "evicted_blocks" {
+            map.set_max_entries(opts.refault_blocks.max(1))
+                .map_err(ProbeError::Open)?;
+        }
         if name.ends_with(".rodata") {
             if let Some(data) = map.initial_value_mut() {
                 let mut set = |off: usize, v: u32| {
@@ -385,10 +403,19 @@ fn open_object(
                     std::mem::offset_of!(skel::types::rodata, kernel_hz),
                     kernel.hz.map_or(0, |(hz, _)| hz),
                 );
-                let off = std::mem::offset_of!(skel::types::rodata, iomon_hooks);
-                if let Some(d) = data.get_mut(off..off + 8) {
-                    d.copy_from_slice(&hooks.to_ne_bytes());
-                }
+                let mut set64 = |off: usize, v: u64| {
+                    if let Some(d) = data.get_mut(off..off + 8) {
+                        d.copy_from_slice(&v.to_ne_bytes());
+                    }
+                };
+                set64(
+                    std::mem::offset_of!(skel::types::rodata, iomon_hooks),
+                    hooks,
+                );
+                set64(
+                    std::mem::offset_of!(skel::types::rodata, refault_window_ns),
+                    opts.refault_window_ns,
+                );
             }
         }
     }
@@ -464,7 +491,7 @@ impl Probes {
                     _ => None,
                 })
                 .collect();
-            let loaded = open_object(&routes, &kernel, opts.proc_capacity)?.load();
+            let loaded = open_object(&routes, &kernel, opts)?.load();
             let object = match loaded {
                 Ok(o) => o,
                 Err(all_err) => {
@@ -482,7 +509,7 @@ impl Probes {
                             continue;
                         };
                         let r = *r;
-                        if let Err(e) = open_object(&[r], &kernel, opts.proc_capacity)?.load() {
+                        if let Err(e) = open_object(&[r], &kernel, opts)?.load() {
                             culprit = true;
                             let why = format!("the kernel refused route {}: {}", r.name, short(&e));
                             log::warn!("probe family {}: {why}", f.name());
@@ -722,6 +749,7 @@ impl Probes {
             targets: handle("targets")?,
             files: [handle("files_a")?, handle("files_b")?],
             file_set: handle("target_file_set")?,
+            evicted_blocks: handle("evicted_blocks")?,
             others,
         })
     }

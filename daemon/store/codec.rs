@@ -12,6 +12,7 @@ use crate::sample::Sample;
 /// A stored Sample larger than this is refused on decode.
 pub const MAX_VALUE: u64 = 4 << 20;
 const TAG: u8 = crate::sample::SAMPLE_VERSION as u8;
+const TAG_V3: u8 = 3;
 const TAG_V2: u8 = 2;
 const TAG_V1: u8 = 1;
 
@@ -33,6 +34,10 @@ pub fn encode_sample(s: &Sample) -> Vec<u8> {
 pub fn decode_sample(bytes: &[u8]) -> Option<Sample> {
     match bytes.split_first() {
         Some((&TAG, rest)) => codec().deserialize(rest).ok(),
+        Some((&TAG_V3, rest)) => codec()
+            .deserialize::<v3::Sample>(rest)
+            .ok()
+            .map(Sample::from),
         Some((&TAG_V2, rest)) => codec()
             .deserialize::<v2::Sample>(rest)
             .ok()
@@ -43,6 +48,90 @@ pub fn decode_sample(bytes: &[u8]) -> Option<Sample> {
             .map(v2::Sample::from)
             .map(Sample::from),
         _ => None,
+    }
+}
+
+/// Sample encoding 3 (sections keyed by family name, before the BanyanDB
+/// view), kept to read stores written by it. Never written; never to be
+/// edited.
+pub mod v3 {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::family::Sections;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct ProcSample {
+        pub tgid: u32,
+        pub comm: String,
+        pub targets: u32,
+        pub families: BTreeMap<String, Vec<u64>>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct FileSample {
+        pub target: String,
+        pub dev: u32,
+        pub ino: u64,
+        pub path: Option<String>,
+        pub pages: Vec<u64>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Sample {
+        pub start_ms: u64,
+        pub end_ms: u64,
+        pub sections: Sections,
+        pub procs: Vec<ProcSample>,
+        pub procs_seen: u64,
+        pub proc_read_errors: u64,
+        pub procs_truncated: u64,
+        pub targets: BTreeMap<String, Sections>,
+        pub target_slots: Vec<String>,
+        pub files: Vec<FileSample>,
+        pub files_truncated: u64,
+        pub files_unresolved: u64,
+    }
+
+    impl From<Sample> for crate::sample::Sample {
+        fn from(s: Sample) -> Self {
+            crate::sample::Sample {
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                sections: s.sections,
+                procs: s
+                    .procs
+                    .into_iter()
+                    .map(|p| crate::sample::ProcSample {
+                        tgid: p.tgid,
+                        comm: p.comm,
+                        targets: p.targets,
+                        families: p.families.into_iter().collect(),
+                    })
+                    .collect(),
+                procs_seen: s.procs_seen,
+                proc_read_errors: s.proc_read_errors,
+                procs_truncated: s.procs_truncated,
+                targets: s.targets,
+                target_slots: s.target_slots,
+                files: s
+                    .files
+                    .into_iter()
+                    .map(|f| crate::sample::FileSample {
+                        target: f.target,
+                        dev: f.dev,
+                        ino: f.ino,
+                        path: f.path,
+                        pages: f.pages,
+                        kind: None,
+                    })
+                    .collect(),
+                files_truncated: s.files_truncated,
+                files_unresolved: s.files_unresolved,
+                ..Default::default()
+            }
+        }
     }
 }
 
@@ -281,6 +370,7 @@ pub mod v2 {
                 files: Vec::new(),
                 files_truncated: 0,
                 files_unresolved: 0,
+                ..Default::default()
             }
         }
     }

@@ -38,9 +38,33 @@ impl Daemon {
         config: Option<&str>,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
+        Daemon::start_wrapped(name, extra, config, env, &[], None)
+    }
+
+    /// `start_env` with iomond run by `wrapper` (e.g. setpriv and its
+    /// options), its state directory owned by `owner` when given.
+    pub fn start_wrapped(
+        name: &str,
+        extra: &[&str],
+        config: Option<&str>,
+        env: &[(&str, &std::ffi::OsStr)],
+        wrapper: &[&str],
+        owner: Option<u32>,
+    ) -> Daemon {
         let dir = disk_dir(&format!("e2e-{name}")).keep();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid))
+                .expect("chown the state directory");
+        }
         let socket = dir.join("iomond.sock");
-        let mut cmd = Command::new(IOMOND);
+        let mut cmd = match wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(IOMOND);
+                c
+            }
+            None => Command::new(IOMOND),
+        };
         cmd.arg("--dev").arg("--state-dir").arg(&dir);
         if !extra.contains(&"--interval") {
             cmd.arg("--interval").arg("250ms");
@@ -50,6 +74,9 @@ impl Daemon {
         if let Some(c) = config {
             let p = dir.join("iomond.toml");
             std::fs::write(&p, c).unwrap();
+            if let Some(uid) = owner {
+                std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+            }
             cmd.arg("--config").arg(p);
         }
         let metrics = extra

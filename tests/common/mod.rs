@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+pub mod banyand;
 pub mod daemon;
 
 static KERNEL: Mutex<()> = Mutex::new(());
