@@ -76,10 +76,11 @@ END {
 	}
 }' "$out"/before.events.* "$out"/after.events.*
 # programs: rows "family program runs ns/run" (the kernel's BPF run stats;
-# newer revisions add a column with the default targets set).
+# newer revisions add columns with the default targets set and with the
+# benchmark a target; the first is compared).
 awk '
 FNR == 1 { side = FILENAME; sub(/.*\//, "", side); sub(/\..*/, "", side) }
-(NF == 4 || NF == 5) && $3 ~ /^[0-9]+$/ && $4 ~ /^[0-9.]+$/ { v[side, $2] = v[side, $2] " " $4; progs[$2] = $1 }
+NF >= 4 && NF <= 6 && $3 ~ /^[0-9]+$/ && $4 ~ /^[0-9.]+$/ { v[side, $2] = v[side, $2] " " $4; progs[$2] = $1 }
 function med(list,   n, a, i, j, t) {
 	n = split(list, a, " ")
 	for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }

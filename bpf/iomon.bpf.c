@@ -428,17 +428,103 @@ struct {
 
 static const struct iomon_evicted zero_evicted = {};
 
-/* The bits of pages [s, s + n) of a block, word `w`. */
-static __always_inline u64 block_bits(u32 w, u64 s, u64 n)
+/* The bits of pages [s, e) of a block (0 <= s < e <= 512) in its word
+ * `w` (a constant: the loops below are unrolled, each word's index known
+ * to the verifier). */
+static __always_inline u64 block_bits(u32 w, u64 s, u64 e)
 {
 	u64 lo = w * 64ULL, hi = lo + 64;
-	u64 a = s > lo ? s : lo;
-	u64 b = s + n < hi ? s + n : hi;
-	if (b <= a)
+	if (e <= lo || s >= hi)
 		return 0;
-	u64 width = b - a;
-	u64 m = width >= 64 ? ~0ULL : ((1ULL << width) - 1);
-	return m << (a - lo);
+	u64 a = s > lo ? s - lo : 0;
+	u64 b = e < hi ? e - lo : 64;
+	u64 below_b = b >= 64 ? ~0ULL : (1ULL << (b & 63)) - 1;
+	return below_b & (~0ULL << (a & 63));
+}
+
+/* Bits set in x. */
+static __always_inline u64 bits_in(u64 x)
+{
+	x = x - ((x >> 1) & 0x5555555555555555ULL);
+	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (x * 0x0101010101010101ULL) >> 56;
+}
+
+/* Pages [index, index + n) of a file (n at most a block's; the part past
+ * the index's block is not remembered) left the page cache for targets
+ * `tm` (low half of dev_tm; the device is the high half), with `cause`:
+ * remembered in their block for refaults. A global function: the
+ * verifier checks it once on its own (inlined into the delete program,
+ * 5.10's gives up on the paths it multiplies). */
+__noinline int evicted_record(u64 ino, u64 dev_tm, u64 index, u64 n, u32 cause)
+{
+	u32 dev = dev_tm >> 32, tm = (u32)dev_tm;
+	if (!n || n > IOMON_EVICTED_BLOCK)
+		return 0;
+	struct iomon_evicted_key k = {
+		.ino = ino, .dev = dev, .block = index / IOMON_EVICTED_BLOCK,
+	};
+	u64 s = index % IOMON_EVICTED_BLOCK;
+	u64 e = s + n;
+	if (e > IOMON_EVICTED_BLOCK)
+		e = IOMON_EVICTED_BLOCK;
+	struct iomon_evicted *v = bpf_map_lookup_elem(&evicted_blocks, &k);
+	if (!v) {
+		bpf_map_update_elem(&evicted_blocks, &k, &zero_evicted, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&evicted_blocks, &k);
+		if (!v) {
+			count_slot(0, IOMON_C_CORE_REFAULT_DROPPED, e - s);
+			return 0;
+		}
+	}
+	v->when_ns = bpf_ktime_get_ns();
+	v->cause = cause & 3;
+	v->targets = tm;
+	/* Not atomic (5.10 has no atomic or): a bit lost to two CPUs evicting
+	 * pages of one block at once is a refault not seen. */
+#pragma unroll
+	for (u32 w = 0; w < IOMON_EVICTED_BLOCK / 64; w++)
+		v->out[w] |= block_bits(w, s, e);
+	return 0;
+}
+
+/* Pages [index, index + n) of a file came (back) into the page cache:
+ * those evicted within the refault window are refaults. Returns them as
+ * targets << 32 | cause << 16 | pages (0: none), for the caller to count:
+ * a call from here to file_add_fn would make a third frame, and 5.10's
+ * verifier refuses the add programs' combined stack (over 512 bytes).
+ * Global, as evicted_record. */
+__noinline u64 refault_take(u64 ino, u64 dev, u64 index, u64 n)
+{
+	if (!n || n > IOMON_EVICTED_BLOCK)
+		return 0;
+	struct iomon_evicted_key k = {
+		.ino = ino, .dev = dev, .block = index / IOMON_EVICTED_BLOCK,
+	};
+	struct iomon_evicted *v = bpf_map_lookup_elem(&evicted_blocks, &k);
+	if (!v)
+		return 0;
+	u64 s = index % IOMON_EVICTED_BLOCK;
+	u64 e = s + n;
+	if (e > IOMON_EVICTED_BLOCK)
+		e = IOMON_EVICTED_BLOCK;
+	u64 back = 0, left = 0;
+#pragma unroll
+	for (u32 w = 0; w < IOMON_EVICTED_BLOCK / 64; w++) {
+		u64 m = v->out[w] & block_bits(w, s, e);
+		back += bits_in(m);
+		v->out[w] &= ~m;
+		left |= v->out[w];
+	}
+	bool recent = bpf_ktime_get_ns() - v->when_ns <= refault_window_ns;
+	u32 cause = v->cause & 3;
+	u32 targets = v->targets;
+	if (!left)
+		bpf_map_delete_elem(&evicted_blocks, &k);
+	if (!back || !recent || !targets)
+		return 0;
+	return (u64)targets << 32 | cause << 16 | back;
 }
 
 /* Pages of a file left the page cache: the evictions, by cause, of the
@@ -460,71 +546,19 @@ static __always_inline void file_evicted(u64 ino, u32 dev, u64 index, u64 n, u32
 	u32 fc = cause < 3 ? cause : 3;
 	u32 tm = (seen ? seen->targets : 0) | own;
 	file_add2(tm, ino, dev, IOMON_F_EVICTED, n, IOMON_F_EVICTED_RECLAIM + fc, n);
-	if (!refault_window_ns || n > IOMON_EVICTED_BLOCK)
-		return;
-	struct iomon_evicted_key k = {
-		.ino = ino, .dev = dev, .block = index / IOMON_EVICTED_BLOCK,
-	};
-	u64 s = index % IOMON_EVICTED_BLOCK;
-	if (s + n > IOMON_EVICTED_BLOCK)
-		n = IOMON_EVICTED_BLOCK - s;
-	struct iomon_evicted *v = bpf_map_lookup_elem(&evicted_blocks, &k);
-	if (!v) {
-		bpf_map_update_elem(&evicted_blocks, &k, &zero_evicted, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&evicted_blocks, &k);
-		if (!v) {
-			count_slot(0, IOMON_C_CORE_REFAULT_DROPPED, n);
-			return;
-		}
-	}
-	v->when_ns = bpf_ktime_get_ns();
-	v->cause = fc;
-	v->targets = tm;
-	/* Not atomic (5.10 has no atomic or): a bit lost to two CPUs evicting
-	 * pages of one block at once is a refault not seen. */
-	for (int w = 0; w < IOMON_EVICTED_BLOCK / 64; w++)
-		v->out[w] |= block_bits(w, s, n);
-}
-
-/* Bits set in x. */
-static __always_inline u64 bits_in(u64 x)
-{
-	x = x - ((x >> 1) & 0x5555555555555555ULL);
-	x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
-	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
-	return (x * 0x0101010101010101ULL) >> 56;
+	if (refault_window_ns)
+		evicted_record(ino, (u64)dev << 32 | tm, index, n, fc);
 }
 
 /* Pages of a file came (back) into the page cache, added by a task of
- * targets `tm`: those evicted within the refault window are its refaults,
- * by the eviction's cause. */
+ * targets `tm` (none: not looked for). */
 static __always_inline void file_refault(u32 tm, u64 ino, u32 dev, u64 index, u64 n)
 {
-	if (!tm || !refault_window_ns || n > IOMON_EVICTED_BLOCK)
+	if (!tm || !refault_window_ns)
 		return;
-	struct iomon_evicted_key k = {
-		.ino = ino, .dev = dev, .block = index / IOMON_EVICTED_BLOCK,
-	};
-	struct iomon_evicted *v = bpf_map_lookup_elem(&evicted_blocks, &k);
-	if (!v)
-		return;
-	u64 s = index % IOMON_EVICTED_BLOCK;
-	if (s + n > IOMON_EVICTED_BLOCK)
-		n = IOMON_EVICTED_BLOCK - s;
-	u64 back = 0, left = 0;
-	for (int w = 0; w < IOMON_EVICTED_BLOCK / 64; w++) {
-		u64 m = v->out[w] & block_bits(w, s, n);
-		back += bits_in(m);
-		v->out[w] &= ~m;
-		left |= v->out[w];
-	}
-	bool recent = bpf_ktime_get_ns() - v->when_ns <= refault_window_ns;
-	u32 cause = v->cause & 3;
-	u32 targets = v->targets;
-	if (!left)
-		bpf_map_delete_elem(&evicted_blocks, &k);
-	if (back && recent)
-		file_add(targets, ino, dev, IOMON_F_REFAULT_RECLAIM + cause, back);
+	u64 r = refault_take(ino, dev, index, n);
+	if (r)
+		file_add(r >> 32, ino, dev, IOMON_F_REFAULT_RECLAIM + ((r >> 16) & 3), r & 0xffff);
 }
 
 /* A process's name: its main thread's (a thread may name itself). */
