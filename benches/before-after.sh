@@ -7,6 +7,7 @@
 # drain's time per size.
 #
 #   benches/before-after.sh [REV] [ROUNDS]     # default: the last release tag or HEAD~1, 4 rounds
+#   BEFORE_AFTER_KEEP=/tmp/ba benches/before-after.sh REV   # and keep the raw tables
 #
 # Needs root (BPF). The earlier revision is built in a git worktree under
 # target/before-after (left there for the next run).
@@ -27,8 +28,15 @@ bench_of() { # dir -> path of its probes bench binary
 before=$(bench_of "$wt")
 after=$(bench_of .)
 [ -x "$before" ] && [ -x "$after" ] || { echo "before-after: could not build both benchmarks" >&2; exit 1; }
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+# BEFORE_AFTER_KEEP=DIR keeps each run's raw output there (the events
+# tables with bpftrace's columns, the programs tables' other columns).
+if [ -n "${BEFORE_AFTER_KEEP:-}" ]; then
+	out=$BEFORE_AFTER_KEEP
+	mkdir -p "$out"
+else
+	out=$(mktemp -d)
+	trap 'rm -rf "$out"' EXIT
+fi
 echo "before: $(git -C "$wt" log -1 --format='%h %s' | cut -c1-70)"
 echo "after:  $(git log -1 --format='%h %s' | cut -c1-70)$(git diff --quiet || echo ' (+ uncommitted)')"
 for r in $(seq "$rounds"); do

@@ -256,6 +256,25 @@ fn row<'a>(rows: &'a [Row], k: &(String, String, Class)) -> &'a Row {
         .unwrap_or_else(|| panic!("no row for {k:?} among {rows:#?}"))
 }
 
+/// The file outside the roots, by itself: read cold, every page asked and
+/// missed once.
+fn outside_exact(s: &Sample, p: &Path, pages: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    let (dev, ino) = (iomon::file_paths::kernel_dev(m.dev()), m.ino());
+    let f = s
+        .files
+        .iter()
+        .find(|f| f.target == "banyand" && f.dev == dev && f.ino == ino)
+        .unwrap_or_else(|| panic!("{} not among {:?}", p.display(), s.files));
+    assert_eq!(
+        (f.get(field::ASKED), f.get(field::MISSED)),
+        (pages, pages),
+        "{}: read cold once",
+        p.display()
+    );
+}
+
 /// iomon's rows against what the workload did: reads and DONTNEED exact,
 /// faults' hit ratios within 0.03, refaults as told.
 fn check(rows: &[Row], e: &Expect, refaults: &BTreeMap<(String, String, Class), u64>, what: &str) {
@@ -268,11 +287,21 @@ fn check(rows: &[Row], e: &Expect, refaults: &BTreeMap<(String, String, Class), 
             r.get(field::DONTNEED_COVERED),
             r.get(field::DONTNEED_DROPPED),
         );
-        assert_eq!(
-            got,
-            (d.asked, d.missed, d.calls, d.covered, d.dropped),
-            "{what} {k:?}: (asked, missed, DONTNEED calls, covered, dropped)"
-        );
+        let want = (d.asked, d.missed, d.calls, d.covered, d.dropped);
+        if k.0.is_empty() {
+            // Outside every root: the workload's outside.bin (checked
+            // exactly by file, `outside_exact`) and whatever else the
+            // process read there (on a loaded 5.10 guest, once, a page).
+            assert!(
+                got.0 >= want.0 && got.1 >= want.1 && (got.2, got.3, got.4) == (want.2, want.3, want.4),
+                "{what} {k:?}: (asked, missed, DONTNEED calls, covered, dropped) {got:?}, at least {want:?}"
+            );
+        } else {
+            assert_eq!(
+                got, want,
+                "{what} {k:?}: (asked, missed, DONTNEED calls, covered, dropped)"
+            );
+        }
         let want_refault = refaults.get(k).copied().unwrap_or(0);
         // Before 5.15 an eviction's cause cannot be told: DONTNEED's are
         // `other` there.
@@ -355,6 +384,11 @@ fn bpf_banyandb_numbers_by_engine_group_and_kind_equal_the_workloads() {
     }
     let r = rows(&mut paths, &s, b.pid, &tree.root);
     check(&r, &cold, &no_refaults, "cold");
+    outside_exact(
+        &s,
+        &dir.join("outside.bin"),
+        tree.pages(&dir.join("outside.bin")) as u64,
+    );
     assert!(
         r.iter()
             .any(|x| x.engine == "measure" && x.group == "g1" && x.class() == Class::Other),
@@ -595,7 +629,17 @@ fn bpf_banyandb_under_a_memory_limit_index_is_reclaimed_and_refaults_move_with_t
             b.run(&format!("read {}", p.display()));
         }
     });
-    let kernel_refaults = memcg_stat(&cg.dir, "workingset_refault_file") - refault_before;
+    // The kernel flushes a cgroup's statistics lazily (on 6.12 a read of
+    // memory.stat may skip the flush; a worker flushes every 2 s): once,
+    // in the full 6.12 guest run, it still read the old value here.
+    let mut kernel_refaults = 0;
+    for _ in 0..40 {
+        kernel_refaults = memcg_stat(&cg.dir, "workingset_refault_file") - refault_before;
+        if kernel_refaults > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let rows = rows(&mut paths, &s, b.pid, &root);
     let idx = row(&rows, &("measure".into(), "g1".into(), Class::Index));
     let reclaimed = idx.get(field::EVICTED_BY + field::RECLAIM);
@@ -615,7 +659,15 @@ fn bpf_banyandb_under_a_memory_limit_index_is_reclaimed_and_refaults_move_with_t
     // Same direction, same order of magnitude: the kernel counts a refault
     // where it kept a shadow entry of the evicted page, iomon where it
     // remembered the page within its window; both see the index come back.
-    assert!(kernel_refaults > 0, "the cgroup's own counter moved");
+    let stat = std::fs::read_to_string(cg.dir.join("memory.stat")).unwrap_or_default();
+    assert!(
+        kernel_refaults > 0,
+        "the cgroup's own counter moved (iomon: reclaimed {reclaimed}, refaulted {refaulted}); memory.stat: {}",
+        stat.lines()
+            .filter(|l| l.starts_with("workingset") || l.starts_with("file ") || l.starts_with("pgscan ") || l.starts_with("pgsteal "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let ratio = refaulted as f64 / kernel_refaults as f64;
     assert!(
         (0.1..=10.0).contains(&ratio),
