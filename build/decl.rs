@@ -394,8 +394,14 @@ pub fn validate(d: &Decl) -> Result<(), String> {
             }
         }
         for n in &r.needs {
-            if !n.starts_with("helper:") {
-                return Err(format!("route {}: need {n:?} is not helper:NAME", r.name));
+            let arch_ok = n
+                .strip_prefix("arch:")
+                .is_some_and(|a| ["x86_64", "aarch64"].contains(&a));
+            if !n.starts_with("helper:") && !arch_ok {
+                return Err(format!(
+                    "route {}: need {n:?} is not helper:NAME or arch:x86_64|aarch64",
+                    r.name
+                ));
             }
         }
         for m in &r.maps {
@@ -616,6 +622,7 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p-q\", event = \"kprobe:f\" }]", "not a C name"),
             ("[[route]]\nname = \"tp\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]", "named twice"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"bpf_x\"]", "helper:NAME"),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"arch:mips\"]", "arch:x86_64|aarch64"),
             ("bogus = 1", "unknown field"),
         ];
         for (extra, want) in cases {
@@ -636,6 +643,14 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             "order = 10\nthread = \"struct { u64 s, e; } r[2];\"",
         );
         assert!(parse("demo", &ok).is_ok());
+        let arch = format!(
+            "{MINIMAL}\n[[route]]\nname = \"k\"\nprograms = [{{ prog = \"p\", event = \"kprobe:f\" }}]\nneeds = [\"arch:aarch64\", \"helper:task_pt_regs\"]"
+        );
+        assert!(
+            parse("demo", &arch).is_ok(),
+            "{:?}",
+            parse("demo", &arch).err()
+        );
         let e = parse("demo", &MINIMAL.replace("order = 10", "")).unwrap_err();
         assert!(e.contains("needs `order`"), "{e}");
         let e = parse(

@@ -285,6 +285,14 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
         }
     }
     for need in route.needs {
+        if let Some(a) = need.strip_prefix("arch:") {
+            if a != std::env::consts::ARCH {
+                push(Gap::Lacks(format!(
+                    "a route for {a} only (on {} its functions are not on the syscall's path)",
+                    std::env::consts::ARCH
+                )));
+            }
+        }
         if let Some(h) = need.strip_prefix("helper:") {
             if !kernel.has_helper(h) {
                 let since = match h {
