@@ -863,7 +863,15 @@ mod tests {
             if left == 0 && !fp.walking() {
                 break;
             }
-            assert!(steps < 1_000, "never named");
+            // A step stops at WALK_BUDGET entries or STEP_TIME, whichever
+            // comes first: how many steps the tree takes depends on the
+            // machine (666-950 here in a debug build, over 1,000 once
+            // under CI's load); that every step moves on does not.
+            assert!(
+                left == 0 || fp.status().walked > walked || !fp.walking(),
+                "step {steps} read nothing"
+            );
+            assert!(steps < 120_000, "never named");
             if left == 0 {
                 // Named; the pass goes on in the loop's steps.
                 fp.walk_step();
@@ -893,7 +901,7 @@ mod tests {
         let mut steps = 0;
         while fp.resolve(&mut files, &[]) > 0 {
             steps += 1;
-            assert!(steps < 100, "the new part is never named");
+            assert!(steps < 10_000, "the new part is never named");
         }
         let reread = fp.status().walked - walked;
         assert!(reread < 1_000, "{reread} entries read for one new part");
