@@ -600,46 +600,69 @@ fn bpf_banyandb_under_a_memory_limit_index_is_reclaimed_and_refaults_move_with_t
         cg.dir.join("memory.stat").exists(),
         "a cgroup v2 memory controller"
     );
-    let dir = disk_dir("banyandb-memcg");
-    let root = dir.join("root");
-    // Four parts: 2 MiB of primary index each, 48 MiB of field values.
-    let mut index = Vec::new();
-    let mut data = Vec::new();
-    for id in 0..4u64 {
-        let part = root.join(format!("measure/data/g1/{SEG}/shard-0/{id:016x}"));
-        std::fs::create_dir_all(&part).unwrap();
-        for (name, size, list) in [
-            ("primary.bin", 2usize << 20, &mut index),
-            ("fv.bin", 48 << 20, &mut data),
-        ] {
-            let p = part.join(name);
-            make_file(&p, size);
-            evict(&std::fs::File::open(&p).unwrap());
-            list.push(p);
+    // The whole run twice at most: in 2 of 5 full runs of the 6.12 guest
+    // the cgroup's workingset_refault_file did not move at all (iomon saw
+    // its 2,048 refaults; 5.10, 6.1 and 6.18 have never shown it), cause
+    // not found (MGLRU counts a refault only where the shadow's memcg is
+    // the folio's); a second run must show it, and the retry is printed.
+    let mut attempt = 0;
+    let (_dir, root, b, mut paths, s, kernel_refaults) = loop {
+        attempt += 1;
+        let dir = disk_dir("banyandb-memcg");
+        let root = dir.join("root");
+        // Four parts: 2 MiB of primary index each, 48 MiB of field values.
+        let mut index = Vec::new();
+        let mut data = Vec::new();
+        for id in 0..4u64 {
+            let part = root.join(format!("measure/data/g1/{SEG}/shard-0/{id:016x}"));
+            std::fs::create_dir_all(&part).unwrap();
+            for (name, size, list) in [
+                ("primary.bin", 2usize << 20, &mut index),
+                ("fv.bin", 48 << 20, &mut data),
+            ] {
+                let p = part.join(name);
+                make_file(&p, size);
+                evict(&std::fs::File::open(&p).unwrap());
+                list.push(p);
+            }
         }
-    }
-    let r = root.to_str().unwrap().to_string();
-    let mut b = Banyand::start(&["--measure-root-path", &r], Some(&cg.dir));
-    let mut paths = FilePaths::new(Vec::new());
-    let refault_before = memcg_stat(&cg.dir, "workingset_refault_file");
-    // The index read once (inactive), then the data streamed through a
-    // limit four times smaller, then the index again.
-    let s = window(&mut drain, || {
-        for p in index.iter().chain(&data).chain(&index) {
-            b.run(&format!("read {}", p.display()));
+        let r = root.to_str().unwrap().to_string();
+        let mut b = Banyand::start(&["--measure-root-path", &r], Some(&cg.dir));
+        let paths = FilePaths::new(Vec::new());
+        let refault_before = memcg_stat(&cg.dir, "workingset_refault_file");
+        // The index read once (inactive), then the data streamed through a
+        // limit four times smaller, then the index again.
+        let s = window(&mut drain, || {
+            for p in index.iter().chain(&data).chain(&index) {
+                b.run(&format!("read {}", p.display()));
+            }
+        });
+        // The kernel flushes a cgroup's statistics lazily (on 6.12 a read of
+        // memory.stat may skip the flush; a worker flushes every 2 s): once,
+        // in the full 6.12 guest run, it still read the old value here.
+        let mut kernel_refaults = 0;
+        for _ in 0..40 {
+            kernel_refaults = memcg_stat(&cg.dir, "workingset_refault_file") - refault_before;
+            if kernel_refaults > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    });
-    // The kernel flushes a cgroup's statistics lazily (on 6.12 a read of
-    // memory.stat may skip the flush; a worker flushes every 2 s): once,
-    // in the full 6.12 guest run, it still read the old value here.
-    let mut kernel_refaults = 0;
-    for _ in 0..40 {
-        kernel_refaults = memcg_stat(&cg.dir, "workingset_refault_file") - refault_before;
-        if kernel_refaults > 0 {
-            break;
+        if kernel_refaults == 0 && attempt == 1 {
+            eprintln!(
+                "RETRY banyandb memcg: the cgroup's workingset_refault_file did not move; memory.stat: {}",
+                std::fs::read_to_string(cg.dir.join("memory.stat"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("workingset") || l.starts_with("file "))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            drop(b);
+            continue;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        break (dir, root, b, paths, s, kernel_refaults);
+    };
     let rows = rows(&mut paths, &s, b.pid, &root);
     let idx = row(&rows, &("measure".into(), "g1".into(), Class::Index));
     let reclaimed = idx.get(field::EVICTED_BY + field::RECLAIM);
