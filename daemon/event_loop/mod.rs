@@ -1,8 +1,9 @@
 //! The daemon: one thread, one `mio::Poll`. Sources: signals, the control
 //! socket (listener and connections), the HTTP listeners, and the drain's
 //! barrier (a thread that only waits for an RCU grace period, so that this
-//! one never does: see `drain::barrier`); the drain tick, the store flush
-//! and the systemd watchdog are deadlines on the monotonic clock that set
+//! one never does: see `drain::barrier`) and the store's writer (its
+//! commits wait for the disk: see `store::writer`); the drain tick, the
+//! store flush and the systemd watchdog are deadlines on the monotonic clock that set
 //! the poll timeout, so a burst of clients or a signal never pushes a tick
 //! back. A tick is two steps with the loop serving clients between them:
 //! begin (read the host-wide maps, flip the interval maps, ask for the
@@ -21,7 +22,7 @@ mod requests;
 
 use crate::config::Config;
 use crate::control::{ControlServer, ListenOptions};
-use crate::drain::{Barrier, BarrierThread, Begun, Drain, Strategy};
+use crate::drain::{Barrier, BarrierThread, Begun, Drain, Finishing, Strategy};
 use crate::file_paths::FilePaths;
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
@@ -162,6 +163,8 @@ pub struct Daemon {
     /// A tick begun, waiting for its grace period, and how long beginning
     /// it held the loop.
     begun: Option<Begun>,
+    /// A tick past its grace period, read a bounded part per loop turn.
+    finishing: Option<Finishing>,
     begin_blocked: Duration,
     file_paths: FilePaths,
     /// The memory cgroups' own counters and the host's.
@@ -186,6 +189,10 @@ pub struct Daemon {
     warnings: Vec<String>,
     stopping: bool,
 }
+
+/// Reading per loop turn while a tick finishes: a request that meets a
+/// tick waits about this long, not for the whole tick.
+const FINISH_STEP: Duration = Duration::from_millis(1);
 
 /// The barrier thread, waking the loop through `BARRIER`.
 fn start_barrier(poll: &Poll, drain: &Drain) -> io::Result<BarrierThread> {
@@ -379,6 +386,7 @@ impl Daemon {
             drain,
             barrier,
             begun: None,
+            finishing: None,
             begin_blocked: Duration::ZERO,
             store,
             control,
@@ -475,7 +483,7 @@ impl Daemon {
     /// period).
     fn tick_if_due(&mut self) {
         let now = Instant::now();
-        if now >= self.next_tick && self.begun.is_none() {
+        if now >= self.next_tick && self.begun.is_none() && self.finishing.is_none() {
             self.last_lag = now - self.next_tick;
             self.begin_tick();
             self.schedule_next_tick(now);
@@ -489,7 +497,9 @@ impl Daemon {
             let now = Instant::now();
             // A tick waiting for its grace period is finished first; the
             // next one cannot begin before.
-            let mut deadline = if self.begun.is_some() {
+            let mut deadline = if self.finishing.is_some() {
+                now
+            } else if self.begun.is_some() {
                 self.next_flush
             } else {
                 self.next_tick.min(self.next_flush)
@@ -560,9 +570,13 @@ impl Daemon {
             }
             self.tick_if_due();
             let now = Instant::now();
+            if let Some(st) = &mut self.store {
+                st.poll_flush();
+            }
             if !long && now >= self.next_flush {
+                // The commit (an fsync or two) runs on the store's thread.
                 if let Some(st) = &mut self.store {
-                    st.flush(now_ms());
+                    st.flush_in_background(now_ms());
                 }
                 self.next_flush = now + self.cfg.store.flush_interval.0;
                 self.control.sweep(self.poll.registry());
@@ -577,9 +591,13 @@ impl Daemon {
         notify(self.startup.systemd, &[sd_notify::NotifyState::Stopping]);
         log::info!("stopping: final drain");
         if let Some(b) = self.begun.take() {
-            let t = Instant::now();
             let waited = self.wait_barrier();
-            let sample = self.drain.finish(b, waited);
+            self.finishing = Some(self.drain.finish_begin(b, waited));
+        }
+        if let Some(mut f) = self.finishing.take() {
+            while !self.drain.finish_step(&mut f, Duration::MAX) {}
+            let t = Instant::now();
+            let sample = self.drain.finish_end(f);
             self.complete_tick(sample, t);
         }
         self.tick();
@@ -709,19 +727,33 @@ impl Daemon {
         }
     }
 
-    /// Finishes the begun tick if its grace period has passed; whether it
-    /// did.
+    /// Goes on with the tick past its grace period: a bounded part of it
+    /// per loop turn (about [`FINISH_STEP`] of reading; the Sample, the
+    /// totals and the store in the last). Whether it did anything.
     fn finish_tick_if_ready(&mut self) -> bool {
-        let Some(r) = self.barrier.as_mut().and_then(BarrierThread::done) else {
+        if self.finishing.is_none() {
+            let Some(r) = self.barrier.as_mut().and_then(BarrierThread::done) else {
+                return false;
+            };
+            let Some(b) = self.begun.take() else {
+                return false;
+            };
+            let waited = r.map_err(crate::drain::DrainError::Barrier);
+            self.finishing = Some(self.drain.finish_begin(b, waited));
+        }
+        let Some(mut f) = self.finishing.take() else {
             return false;
         };
-        let Some(b) = self.begun.take() else {
-            return false;
-        };
+        if !self.drain.finish_step(&mut f, FINISH_STEP) {
+            self.finishing = Some(f);
+            return true;
+        }
+        let longest = f.longest_step();
         let t = Instant::now();
-        let waited = r.map_err(crate::drain::DrainError::Barrier);
-        let sample = self.drain.finish(b, waited);
+        let sample = self.drain.finish_end(f);
         self.complete_tick(sample, t);
+        let parts = &mut self.drain.last_parts;
+        parts.blocked_us = parts.blocked_us.max(longest.as_micros() as u64);
         true
     }
 

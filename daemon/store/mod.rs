@@ -22,20 +22,22 @@ mod codec;
 mod recovery;
 mod retention;
 mod rollup;
+mod writer;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::sample::Sample;
 pub use codec::{decode_sample, encode_sample, v1, v2};
 use recovery::aside_path;
+use retention::Retention;
 use rollup::merge_into;
+use writer::{Job, Outcome, Writer};
 
 /// Where the store is and how it is doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +116,8 @@ pub enum StoreError {
     },
     #[error("history store I/O failed")]
     Db(#[source] redb::Error),
+    #[error("the history store's writer thread stopped (a bug: please report it); committing on the event loop from now on")]
+    WriterGone,
     #[error("the range ends ({}) before it starts ({}): ask for an end after the start", crate::units::format_utc(*until_ms), crate::units::format_utc(*since_ms))]
     BadRange { since_ms: u64, until_ms: u64 },
 }
@@ -149,15 +153,35 @@ impl Tier {
     }
 }
 
+/// A value queued for the disk: its tier, its key (ms), the encoded Sample.
+type Entry = (Tier, u64, Vec<u8>);
+
+/// What the database holds, kept by whoever commits (the writer thread
+/// while a commit is in flight).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Ledger {
+    /// Bytes of keys and values held, all tiers.
+    live_bytes: u64,
+    counts: [u64; 3],
+}
+
 pub struct Store {
     dir: PathBuf,
-    db: Database,
+    /// Shared with the writer thread for the commit in flight only.
+    db: Arc<Database>,
     opts: StoreOptions,
     /// Rollup buckets in progress: (bucket start, merged Sample).
     open_minute: Option<(u64, Sample)>,
     open_hour: Option<(u64, Sample)>,
-    /// Samples not yet committed because the disk refused them.
-    pending: VecDeque<(Tier, u64, Vec<u8>)>,
+    /// Samples not committed yet (queued since the last flush, or refused
+    /// by the disk).
+    pending: VecDeque<Entry>,
+    /// Handed to the writer thread, not known to be committed yet.
+    in_flight: Option<Arc<Vec<Entry>>>,
+    /// Started by the first background flush (`None` until then, and for
+    /// good if it stopped: then flushes commit on the caller's thread).
+    writer: Option<Writer>,
+    writer_failed: bool,
     /// Newest key written per tier: timestamps never go backwards in a tier.
     newest: [u64; 3],
     pub write_errors: u64,
@@ -166,9 +190,7 @@ pub struct Store {
     /// further writes until then).
     reopen: bool,
     pub moved_aside: Option<PathBuf>,
-    /// Bytes of keys and values held, all tiers.
-    live_bytes: u64,
-    counts: [u64; 3],
+    ledger: Ledger,
 }
 
 impl Store {
@@ -203,18 +225,20 @@ impl Store {
         };
         let mut store = Store {
             dir: dir.to_path_buf(),
-            db,
+            db: Arc::new(db),
             opts,
             open_minute: None,
             open_hour: None,
             pending: VecDeque::new(),
+            in_flight: None,
+            writer: None,
+            writer_failed: false,
             newest: [0; 3],
             write_errors: 0,
             in_error: false,
             reopen: false,
             moved_aside,
-            live_bytes: 0,
-            counts: [0; 3],
+            ledger: Ledger::default(),
         };
         store.scan()?;
         store.rebuild_open_buckets()?;
@@ -224,16 +248,16 @@ impl Store {
     /// Counts entries and live bytes, and finds the newest key per tier.
     fn scan(&mut self) -> Result<(), StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
-        self.live_bytes = 0;
+        self.ledger.live_bytes = 0;
         for tier in Tier::ALL {
             let t = tx.open_table(tier.table()).map_err(db_err)?;
-            self.counts[tier as usize] = t.len().map_err(db_err)?;
+            self.ledger.counts[tier as usize] = t.len().map_err(db_err)?;
             if let Some((k, _)) = t.last().map_err(db_err)? {
                 self.newest[tier as usize] = k.value();
             }
             for item in t.iter().map_err(db_err)? {
                 let (_, v) = item.map_err(db_err)?;
-                self.live_bytes += 8 + v.value().len() as u64;
+                self.ledger.live_bytes += 8 + v.value().len() as u64;
             }
         }
         Ok(())
@@ -290,64 +314,142 @@ impl Store {
         }
     }
 
-    fn write_pending(&mut self, durability: Durability) {
-        if !self.try_reopen() {
-            self.write_errors += 1;
-            return;
+    /// Commits what is queued durably (fsync), then applies retention and
+    /// the size cap, on this thread, after the commit in flight if there
+    /// is one: done when it returns (shutdown, tests, a copy's store).
+    pub fn flush(&mut self, now_ms: u64) {
+        if let Some(r) = self.writer.as_mut().and_then(Writer::wait) {
+            self.settle(r);
         }
-        let result = (|| -> Result<(u64, [u64; 3]), StoreError> {
-            let mut tx = self.db.begin_write().map_err(db_err)?;
-            tx.set_durability(durability).map_err(db_err)?;
-            let mut added = 0u64;
-            let mut counts = [0u64; 3];
-            for tier in Tier::ALL {
-                let mut t = tx.open_table(tier.table()).map_err(db_err)?;
-                for (_, ms, value) in self.pending.iter().filter(|(t, _, _)| *t == tier) {
-                    let old = t.insert(*ms, value.as_slice()).map_err(db_err)?;
-                    match old {
-                        Some(old) => {
-                            added = (added + value.len() as u64)
-                                .saturating_sub(old.value().len() as u64)
-                        }
-                        None => {
-                            added += 8 + value.len() as u64;
-                            counts[tier as usize] += 1;
-                        }
-                    }
-                }
-            }
-            tx.commit().map_err(db_err)?;
-            Ok((added, counts))
-        })();
-        match result {
-            Ok((added, counts)) => {
-                self.pending.clear();
-                self.live_bytes += added;
-                for (c, n) in self.counts.iter_mut().zip(counts) {
-                    *c += n;
-                }
-                if self.in_error {
-                    log::info!("history store {}: writing again", self.dir.display());
-                    self.in_error = false;
-                }
-            }
-            Err(e) => {
-                self.note_error("write", e);
-                while self.pending.len() > MAX_PENDING {
-                    self.pending.pop_front();
-                }
-            }
+        if let Some(job) = self.job(now_ms) {
+            let r = job.run();
+            self.settle(Ok(r));
         }
     }
 
-    /// Commits durably (fsync). Also applies retention and the size cap.
-    pub fn flush(&mut self, now_ms: u64) {
-        self.write_pending(Durability::Immediate);
-        if self.in_error {
+    /// The same on the store's writer thread: returns at once, and
+    /// [`Store::poll_flush`] takes the outcome at a later loop turn. While
+    /// a commit is in flight, what was queued since waits for the next
+    /// flush. Queries see everything in between.
+    pub fn flush_in_background(&mut self, now_ms: u64) {
+        self.poll_flush();
+        if self.writer.as_ref().is_some_and(Writer::busy) {
             return;
         }
-        if let Err(e) = self.enforce_retention(now_ms) {
+        if self.writer.is_none() && !self.writer_failed {
+            match Writer::start() {
+                Ok(w) => self.writer = Some(w),
+                Err(e) => {
+                    log::warn!(
+                        "history store {}: could not start its writer thread ({e}); committing on the event loop",
+                        self.dir.display()
+                    );
+                    self.writer_failed = true;
+                }
+            }
+        }
+        let Some(job) = self.job(now_ms) else {
+            return;
+        };
+        let job = match self.writer.as_mut() {
+            Some(w) => match w.submit(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    self.settle(Err(StoreError::WriterGone));
+                    job
+                }
+            },
+            None => job,
+        };
+        let r = job.run();
+        self.settle(Ok(r));
+    }
+
+    /// Takes the outcome of a background flush if it is done (cheap: call
+    /// it every loop turn).
+    pub fn poll_flush(&mut self) {
+        if let Some(r) = self.writer.as_mut().and_then(Writer::done) {
+            self.settle(r);
+        }
+    }
+
+    /// The next commit: everything queued moves in flight. `None` when the
+    /// database needed reopening and could not be reopened.
+    fn job(&mut self, now_ms: u64) -> Option<Job> {
+        if !self.try_reopen() {
+            self.write_errors += 1;
+            return None;
+        }
+        let entries = Arc::new(self.pending.drain(..).collect::<Vec<Entry>>());
+        self.in_flight = Some(Arc::clone(&entries));
+        Some(Job {
+            db: Arc::clone(&self.db),
+            entries,
+            retention: Retention::new(&self.opts, now_ms),
+            ledger: self.ledger,
+        })
+    }
+
+    /// What a commit did, applied: the ledger, the errors; entries that
+    /// were not written go back to the head of the queue.
+    fn settle(&mut self, r: Result<Outcome, StoreError>) {
+        let entries = self.in_flight.take();
+        let o = match r {
+            Ok(o) => o,
+            Err(e) => {
+                if matches!(e, StoreError::WriterGone) && !self.writer_failed {
+                    log::error!("history store {}: {e}", self.dir.display());
+                    self.writer = None;
+                    self.writer_failed = true;
+                }
+                Outcome {
+                    ledger: self.ledger,
+                    written: Err(e),
+                    retained: Ok(()),
+                }
+            }
+        };
+        if let Err(e) = o.written {
+            if let Some(entries) = entries {
+                let entries = Arc::try_unwrap(entries).unwrap_or_else(|a| (*a).clone());
+                for e in entries.into_iter().rev() {
+                    self.pending.push_front(e);
+                }
+            }
+            self.note_error("write", e);
+            while self.pending.len() > MAX_PENDING {
+                self.pending.pop_front();
+            }
+            return;
+        }
+        self.ledger = o.ledger;
+        if self.in_error {
+            log::info!("history store {}: writing again", self.dir.display());
+            self.in_error = false;
+        }
+        if let Err(e) = o.retained {
             self.note_error("retention", e);
+            return;
+        }
+        // The file does not shrink by itself: compact when it is over the
+        // cap although the live data fits (rare; on this thread, with no
+        // commit in flight: compaction needs the database to itself).
+        let fits = Retention::new(&self.opts, 0).fits(&self.ledger);
+        if fits && self.size_on_disk() > self.opts.max_bytes {
+            let Some(db) = Arc::get_mut(&mut self.db) else {
+                return;
+            };
+            match db.compact() {
+                Ok(_) => log::info!(
+                    "history store {}: compacted to {} bytes",
+                    self.dir.display(),
+                    self.size_on_disk()
+                ),
+                Err(e) => log::warn!(
+                    "history store {}: compaction failed: {e}",
+                    self.dir.display()
+                ),
+            }
         }
     }
 
@@ -360,7 +462,7 @@ impl Store {
 
     /// Bytes of keys and values held (what the size cap bounds).
     pub fn live_bytes(&self) -> u64 {
-        self.live_bytes
+        self.ledger.live_bytes
     }
 
     pub fn oldest_ms(&self) -> Option<u64> {
@@ -378,7 +480,7 @@ impl Store {
     }
 
     fn newest_ms(&self) -> Option<u64> {
-        (self.counts[Tier::Raw as usize] > 0).then_some(self.newest[Tier::Raw as usize])
+        (self.ledger.counts[Tier::Raw as usize] > 0).then_some(self.newest[Tier::Raw as usize])
     }
 
     pub fn status(&self) -> StoreStatus {
@@ -394,7 +496,7 @@ impl Store {
 
     /// Entries in a tier (committed).
     pub fn len(&self, tier: Tier) -> usize {
-        self.counts[tier as usize] as usize
+        self.ledger.counts[tier as usize] as usize
     }
 
     pub fn set_raw_resolution(&mut self, ms: u64) {
@@ -454,19 +556,42 @@ impl Store {
                 }
             }
         };
+        // Keys read here that are in flight too (committed between the
+        // commit's start and this read) are not scanned twice.
+        let mut committed = std::collections::HashSet::new();
         {
             let tx = self.db.begin_read().map_err(db_err)?;
             let t = tx.open_table(tier.table()).map_err(db_err)?;
+            let first_in_flight = self
+                .in_flight
+                .iter()
+                .flat_map(|v| v.iter())
+                .filter(|(t, _, _)| *t == tier)
+                .map(|(_, ms, _)| *ms)
+                .min()
+                .unwrap_or(u64::MAX);
             for item in t.range(since_ms..until_ms).map_err(db_err)? {
                 let (k, v) = item.map_err(db_err)?;
                 let Some(s) = decode_sample(v.value()) else {
                     continue;
                 };
+                if k.value() >= first_in_flight {
+                    committed.insert(k.value());
+                }
                 scan(k.value(), &s, &mut points);
             }
         }
-        // Not committed yet: the rollup in progress, and ticks the disk
-        // refused.
+        // Not committed yet, oldest first: the commit in flight (what it
+        // has written already was in the read above), what is queued, the
+        // rollup in progress.
+        let queued = self.in_flight.iter().flat_map(|v| v.iter());
+        for (t, ms, v) in queued.chain(self.pending.iter()) {
+            if *t == tier && *ms >= since_ms && *ms < until_ms && !committed.contains(ms) {
+                if let Some(s) = decode_sample(v) {
+                    scan(*ms, &s, &mut points);
+                }
+            }
+        }
         let open = match tier {
             Tier::Minute => self.open_minute.as_ref(),
             Tier::Hour => self.open_hour.as_ref(),
@@ -475,13 +600,6 @@ impl Store {
         if let Some((ms, s)) = open {
             if *ms >= since_ms && *ms < until_ms {
                 scan(*ms, s, &mut points);
-            }
-        }
-        for (t, ms, v) in &self.pending {
-            if *t == tier && *ms >= since_ms && *ms < until_ms {
-                if let Some(s) = decode_sample(v) {
-                    scan(*ms, &s, &mut points);
-                }
             }
         }
         if let Some((_, done)) = cur.take() {
@@ -682,6 +800,90 @@ mod tests {
             st.range(5, 4, None),
             Err(StoreError::BadRange { .. })
         ));
+    }
+
+    /// Polls until the background commit is settled (at most 10 s).
+    fn settled(st: &mut Store) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while st.in_flight.is_some() {
+            assert!(std::time::Instant::now() < deadline, "commit never settled");
+            st.poll_flush();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_background_flush_commits_on_its_thread_and_queries_see_each_sample_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(&dir.path().join("db"), opts()).unwrap();
+        for i in 0..30 {
+            st.append(&sample(T0 + i * 10_000, 1));
+        }
+        st.flush_in_background(T0 + 300_000);
+        assert!(st.writer.as_ref().is_some_and(Writer::busy));
+        // Queued after the hand-over: waits for the next flush.
+        st.append(&sample(T0 + 300_000, 1));
+        // Before, during and after the commit: 31 Samples, each once.
+        let all = |st: &Store| total(&st.range(T0, T0 + 400_000, Some(10_000)).unwrap());
+        assert_eq!(all(&st), 31);
+        settled(&mut st);
+        assert_eq!(st.len(Tier::Raw), 30);
+        assert_eq!(all(&st), 31);
+        st.flush_in_background(T0 + 310_000);
+        settled(&mut st);
+        assert_eq!(st.len(Tier::Raw), 31);
+        assert_eq!(all(&st), 31);
+        assert_eq!(st.write_errors, 0);
+        assert!(st.live_bytes() > 0);
+    }
+
+    #[test]
+    fn a_commit_done_but_not_yet_settled_is_not_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(&dir.path().join("db"), opts()).unwrap();
+        for i in 0..10 {
+            st.append(&sample(T0 + i * 10_000, 1));
+        }
+        // The writer thread's side done, the loop's not yet: the entries
+        // are in the database and still in flight.
+        let job = st.job(T0 + 100_000).unwrap();
+        let outcome = job.run();
+        st.append(&sample(T0 + 100_000, 1));
+        let all = |st: &Store| total(&st.range(T0, T0 + 200_000, Some(10_000)).unwrap());
+        assert_eq!(all(&st), 11);
+        st.settle(Ok(outcome));
+        assert_eq!((st.len(Tier::Raw), all(&st)), (10, 11));
+    }
+
+    #[test]
+    fn a_commit_lost_with_its_thread_goes_back_to_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(&dir.path().join("db"), opts()).unwrap();
+        for i in 0..10 {
+            st.append(&sample(T0 + i * 10_000, 1));
+        }
+        let job = st.job(T0 + 100_000).unwrap();
+        st.append(&sample(T0 + 100_000, 1));
+        drop(job);
+        st.settle(Err(StoreError::WriterGone));
+        assert_eq!(st.write_errors, 1);
+        assert!(st.writer_failed, "no thread is started again");
+        let keys: Vec<u64> = st
+            .pending
+            .iter()
+            .filter(|(t, _, _)| *t == Tier::Raw)
+            .map(|(_, ms, _)| *ms)
+            .collect();
+        assert_eq!(keys.first(), Some(&T0), "oldest first");
+        assert_eq!(keys.len(), 11);
+        // Flushes commit on the caller's thread from now on.
+        st.flush_in_background(T0 + 110_000);
+        assert!(st.in_flight.is_none());
+        assert_eq!(st.len(Tier::Raw), 11);
+        assert_eq!(
+            total(&st.range(T0, T0 + 200_000, Some(10_000)).unwrap()),
+            11
+        );
     }
 
     #[test]

@@ -126,10 +126,13 @@ impl Store {
             Some(db) => db,
             None => return false,
         };
-        drop(std::mem::replace(&mut self.db, placeholder));
+        drop(std::mem::replace(
+            &mut self.db,
+            std::sync::Arc::new(placeholder),
+        ));
         match Database::builder().set_cache_size(4 << 20).create(&path) {
             Ok(db) => {
-                self.db = db;
+                self.db = std::sync::Arc::new(db);
                 self.reopen = false;
                 let _ = self.scan();
                 true

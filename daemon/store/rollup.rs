@@ -11,7 +11,7 @@ impl Store {
     /// The rollups of the current minute and hour, from the raw samples.
     pub(super) fn rebuild_open_buckets(&mut self) -> Result<(), StoreError> {
         let newest = self.newest[Tier::Raw as usize];
-        if self.counts[Tier::Raw as usize] == 0 {
+        if self.ledger.counts[Tier::Raw as usize] == 0 {
             return Ok(());
         }
         let hour = newest - newest % HOUR_MS;
