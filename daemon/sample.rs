@@ -588,17 +588,32 @@ impl Sample {
     /// Keeps the `k` busiest processes, and every process of a target
     /// whatever its rank; counts the others in `procs_truncated`.
     pub fn cut_procs(&mut self, k: usize) {
-        let mut all = std::mem::take(&mut self.procs);
-        top_k(&mut all, TopBy::Activity, usize::MAX);
-        let mut kept = 0;
-        for p in all {
-            if kept < k || p.targets != 0 {
-                kept += 1;
-                self.procs.push(p);
-            } else {
-                self.procs_truncated += 1;
-            }
+        let all = std::mem::take(&mut self.procs);
+        // Each key once; the k best found without sorting all of them (a
+        // tick can hold every process of the host), then only those sorted.
+        let mut rank: Vec<(std::cmp::Reverse<u64>, u32, usize)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (std::cmp::Reverse(p.activity()), p.tgid, i))
+            .collect();
+        if rank.len() > k && k > 0 {
+            rank.select_nth_unstable(k - 1);
         }
+        rank.truncate(k);
+        let mut keep = vec![false; all.len()];
+        for (_, _, i) in &rank {
+            keep[*i] = true;
+        }
+        // Every target's process stays, whatever its rank.
+        let n = all.len();
+        self.procs = all
+            .into_iter()
+            .zip(keep)
+            .filter(|(p, kept)| *kept || p.targets != 0)
+            .map(|(p, _)| p)
+            .collect();
+        self.procs_truncated += (n - self.procs.len()) as u64;
+        top_k(&mut self.procs, TopBy::Activity, usize::MAX);
     }
 
     /// Keeps, per target, the `k` files that missed most, the `k` most

@@ -334,14 +334,10 @@ fn read_procs_batch(
     delete: bool,
     fault: Option<InjectedFault>,
 ) -> ProcRead {
-    let batch = fault.map_or(capacity.clamp(1, 4096), |f| f.batch.max(1));
-    // The buffers are kept for the next tick: fresh ones, a megabyte at
-    // the default capacity, cost a page fault per page every tick.
-    PROC_BUFS.with_borrow_mut(|(keys, vals)| {
-        keys.resize(batch as usize, 0);
-        vals.resize(batch as usize * PROC_VALUE_SIZE, 0);
-        read_procs_batch_into(map, capacity, delete, fault, batch, keys, vals)
-    })
+    let mut r = ProcReader::new(capacity, delete, fault, capacity);
+    let mut out = ProcRead::default();
+    while !r.step(map, &mut out, usize::MAX) {}
+    out
 }
 
 thread_local! {
@@ -350,43 +346,100 @@ thread_local! {
     };
 }
 
-fn read_procs_batch_into(
-    map: &libbpf_rs::MapHandle,
+/// A walk over a per-process map in batches, resumable: the event loop
+/// reads a bounded part per turn (the map is one no program writes to any
+/// more, so the walk sees it as it was left).
+#[derive(Debug, Clone)]
+pub struct ProcReader {
     capacity: u32,
     delete: bool,
     fault: Option<InjectedFault>,
     batch: u32,
-    keys: &mut [u32],
-    vals: &mut [u8],
-) -> ProcRead {
-    let mut out = ProcRead::default();
-    let mut in_batch = 0u32;
-    let mut out_batch = 0u32;
-    let mut first = true;
-    let opts = libbpf_sys::bpf_map_batch_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-        ..Default::default()
-    };
-    // Bounded: each call returns at least one entry or ends the walk, and the
-    // map never holds more than `capacity`; the cap is a safety net against a
-    // map refilled as fast as it is drained.
-    for round in 0..(capacity / batch + 2) * 4 {
-        if fault.is_some_and(|f| round as usize >= f.fail_after) {
+    first: bool,
+    in_batch: u32,
+    round: u32,
+    done: bool,
+}
+
+impl ProcReader {
+    /// `batch`: entries per call into the kernel (at most 4,096).
+    pub fn new(capacity: u32, delete: bool, fault: Option<InjectedFault>, batch: u32) -> Self {
+        ProcReader {
+            capacity,
+            delete,
+            fault,
+            batch: fault.map_or(batch.clamp(1, 4096), |f| f.batch.max(1)),
+            first: true,
+            in_batch: 0,
+            round: 0,
+            done: false,
+        }
+    }
+
+    /// Reads batches into `out` until at least `at_least` entries were
+    /// added or the walk ended; whether it ended (at its end, or on an
+    /// error, which is in `out`).
+    pub fn step(
+        &mut self,
+        map: &libbpf_rs::MapHandle,
+        out: &mut ProcRead,
+        at_least: usize,
+    ) -> bool {
+        if self.done {
+            return true;
+        }
+        // The buffers are kept for the next tick: fresh ones, a megabyte at
+        // the default capacity, cost a page fault per page every tick.
+        PROC_BUFS.with_borrow_mut(|(keys, vals)| {
+            keys.resize(self.batch as usize, 0);
+            vals.resize(self.batch as usize * PROC_VALUE_SIZE, 0);
+            let start = out.procs.len();
+            while !self.done && out.procs.len() - start < at_least {
+                self.done = self.round_into(map, out, keys, vals);
+            }
+        });
+        self.done
+    }
+
+    /// One call into the kernel; whether the walk ended.
+    fn round_into(
+        &mut self,
+        map: &libbpf_rs::MapHandle,
+        out: &mut ProcRead,
+        keys: &mut [u32],
+        vals: &mut [u8],
+    ) -> bool {
+        // Bounded: each call returns at least one entry or ends the walk,
+        // and the map never holds more than `capacity`; the cap is a safety
+        // net against a map refilled as fast as it is drained.
+        if self.round >= (self.capacity / self.batch + 2) * 4 {
+            return true;
+        }
+        if self
+            .fault
+            .is_some_and(|f| self.round as usize >= f.fail_after)
+        {
             out.error = Some(MapError::Read {
                 map: "procs",
                 source: std::io::Error::other("injected fault"),
             });
-            return out;
+            return true;
         }
-        let mut count = batch;
-        let in_ptr = if first {
+        self.round += 1;
+        let opts = libbpf_sys::bpf_map_batch_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+            ..Default::default()
+        };
+        let mut count = self.batch;
+        let mut out_batch = 0u32;
+        let in_ptr = if self.first {
             std::ptr::null_mut()
         } else {
-            (&mut in_batch as *mut u32).cast()
+            (&mut self.in_batch as *mut u32).cast()
         };
         // SAFETY: buffers hold `batch` keys and values of the map's sizes.
         let ret = unsafe {
-            let f = if delete {
+            let f = if self.delete {
                 libbpf_sys::bpf_map_lookup_and_delete_batch
             } else {
                 libbpf_sys::bpf_map_lookup_batch
@@ -403,7 +456,7 @@ fn read_procs_batch_into(
         };
         // Entries returned with an error are still the caller's (deleted
         // from the kernel already).
-        for i in 0..(count.min(batch) as usize) {
+        for i in 0..(count.min(self.batch) as usize) {
             if let Some(p) = decode_proc(
                 keys[i],
                 &vals[i * PROC_VALUE_SIZE..(i + 1) * PROC_VALUE_SIZE],
@@ -419,12 +472,12 @@ fn read_procs_batch_into(
                     source: err,
                 });
             }
-            return out;
+            return true;
         }
-        in_batch = out_batch;
-        first = false;
+        self.in_batch = out_batch;
+        self.first = false;
+        false
     }
-    out
 }
 
 /// Every entry of a hash map (keys of `key_size` bytes, values of

@@ -155,6 +155,40 @@ impl Begun {
     }
 }
 
+/// A tick's second step in progress: the maps programs left, read a
+/// bounded part per event-loop turn ([`Drain::finish_step`]).
+pub struct Finishing {
+    begun: Begun,
+    switch: Duration,
+    files_from: Option<usize>,
+    files_error: Option<String>,
+    /// The per-process map left by the programs (`None`: not flipped).
+    procs_from: Option<usize>,
+    /// The walk over it, in steps (drain strategy, batches known to work);
+    /// `None` while `one_go` says it is read in one go at the first step.
+    reader: Option<maps::ProcReader>,
+    one_go: bool,
+    read: maps::ProcRead,
+    /// What was read, as the Sample's processes (converted as read).
+    procs: Vec<ProcSample>,
+    /// Why the per-process map was not (wholly) read.
+    proc_error: Option<DrainError>,
+    /// Time spent in the steps, and the longest one.
+    spent: Duration,
+    longest: Duration,
+}
+
+impl Finishing {
+    /// The longest the loop spent in one step of it so far.
+    pub fn longest_step(&self) -> Duration {
+        self.longest
+    }
+}
+
+/// Per-process entries read per call into the kernel when finishing in
+/// steps (about 0.1 µs each in the kernel, a few times that to decode).
+const STEP_BATCH: u32 = 512;
+
 /// What a tick took, part by part (`iomonctl status`): the switch (the
 /// grace period after the flip, waited for off the event loop), reading
 /// the maps, appending to the store, publishing the pages, and the
@@ -723,28 +757,35 @@ impl Drain {
 
     /// The second step of a tick, once the grace period after
     /// [`Drain::begin`] has passed (`waited`: how long it took, or why it
-    /// failed): the Sample of the interval that ends now, with every
-    /// process taken (the caller adds them all to the totals, then cuts the
-    /// Sample to its top-K for the store). Without a grace period the maps
-    /// left are not read (their entries are taken at a later tick, and the
-    /// failure is counted).
+    /// failed), in one go: the Sample of the interval that ends now, with
+    /// every process taken (the caller adds them all to the totals, then
+    /// cuts the Sample to its top-K for the store). Without a grace period
+    /// the maps left are not read (their entries are taken at a later
+    /// tick, and the failure is counted).
     pub fn finish(&mut self, b: Begun, waited: Result<Duration, DrainError>) -> Sample {
-        let Begun {
-            counters,
-            hists,
-            procs_from,
-            files_from,
-            flip_error,
-            t0,
-            read: host_read,
-        } = b;
+        let mut f = self.finish_begin(b, waited);
+        while !self.finish_step(&mut f, Duration::MAX) {}
+        self.finish_end(f)
+    }
+
+    /// [`Drain::finish`] in steps: this starts it, [`Drain::finish_step`]
+    /// reads a bounded part at a time, [`Drain::finish_end`] makes the
+    /// Sample.
+    pub fn finish_begin(
+        &mut self,
+        mut b: Begun,
+        waited: Result<Duration, DrainError>,
+    ) -> Finishing {
         let switch = match &waited {
             Ok(d) => *d,
             Err(_) => Duration::ZERO,
         };
-        let t1 = Instant::now();
         let (procs_from, files_from, flip_error) = match waited {
-            Ok(_) => (procs_from, files_from, flip_error.map(DrainError::Flip)),
+            Ok(_) => (
+                b.procs_from,
+                b.files_from,
+                b.flip_error.take().map(DrainError::Flip),
+            ),
             Err(e) => {
                 // Not safe to read now. Their entries are not lost: the
                 // next flip sends programs back into them, and they are
@@ -753,7 +794,104 @@ impl Drain {
             }
         };
         let files_error = flip_error.as_ref().map(|e| crate::error_chain(e));
-        let (raw, proc_error) = self.take_procs(procs_from, flip_error);
+        let mut f = Finishing {
+            begun: b,
+            switch,
+            files_from,
+            files_error,
+            procs_from,
+            reader: None,
+            one_go: false,
+            read: maps::ProcRead::default(),
+            procs: Vec::new(),
+            proc_error: None,
+            spent: Duration::ZERO,
+            longest: Duration::ZERO,
+        };
+        let stepped = self.strategy == Strategy::Drain
+            && procs_from.is_some()
+            && self.prev_procs.is_empty()
+            && self.batch_procs == Batch::Yes;
+        if stepped {
+            f.reader = Some(maps::ProcReader::new(
+                self.proc_capacity,
+                true,
+                self.fault,
+                STEP_BATCH,
+            ));
+        } else {
+            // Read in one go at the first step (key by key, the first
+            // read that learns whether batches work, the accumulate
+            // strategy, the first drain after it).
+            f.proc_error = flip_error;
+            f.one_go = true;
+        }
+        f
+    }
+
+    /// Reads for about `budget` (at least one batch); whether everything
+    /// the tick needs is read.
+    pub fn finish_step(&mut self, f: &mut Finishing, budget: Duration) -> bool {
+        let t = Instant::now();
+        let done = match (f.reader.as_mut(), f.procs_from) {
+            (Some(r), Some(from)) => {
+                let map = &self.maps.procs[from];
+                let mut done = false;
+                while !done && t.elapsed() < budget {
+                    done = r.step(map, &mut f.read, 1);
+                }
+                done
+            }
+            _ => {
+                if std::mem::take(&mut f.one_go) {
+                    let err = f.proc_error.take();
+                    let (raw, e) = self.take_procs(f.procs_from, err);
+                    f.read.procs = raw;
+                    f.proc_error = e;
+                }
+                true
+            }
+        };
+        f.procs.extend(
+            f.read
+                .procs
+                .drain(..)
+                .map(to_proc_sample)
+                .filter(|p| !p.is_empty()),
+        );
+        if done {
+            if let Some(e) = f.read.error.take() {
+                f.proc_error = Some(e.into());
+            }
+            f.reader = None;
+        }
+        let d = t.elapsed();
+        f.spent += d;
+        f.longest = f.longest.max(d);
+        done
+    }
+
+    /// The Sample of the interval that ends now, once
+    /// [`Drain::finish_step`] said everything is read.
+    pub fn finish_end(&mut self, f: Finishing) -> Sample {
+        let t1 = Instant::now();
+        let Finishing {
+            begun,
+            switch,
+            files_from,
+            files_error,
+            procs,
+            proc_error,
+            spent,
+            longest,
+            ..
+        } = f;
+        let Begun {
+            counters,
+            hists,
+            read: host_read,
+            ..
+        } = begun;
         let proc_read_errors = u64::from(proc_error.is_some());
         if let Some(e) = proc_error {
             self.proc_read_errors += 1;
@@ -765,17 +903,12 @@ impl Drain {
                 log::error!(
                     "drain: reading the per-process map failed ({}); host-wide numbers are whole, {} processes read before the failure are kept, the rest are counted next tick ({} failures so far)",
                     crate::error_chain(&e),
-                    raw.len(),
+                    procs.len(),
                     self.proc_read_errors
                 );
                 self.last_error_log = Some(Instant::now());
             }
         }
-        let procs: Vec<ProcSample> = raw
-            .into_iter()
-            .map(to_proc_sample)
-            .filter(|p| !p.is_empty())
-            .collect();
         let procs_seen = procs.len() as u64;
         let files = self.take_files(files_from, files_error.as_deref());
 
@@ -827,14 +960,15 @@ impl Drain {
         if let Err(e) = self.update_targets() {
             log::error!("{}", crate::error_chain(&e));
         }
-        let read = host_read + t1.elapsed();
+        let end = t1.elapsed();
+        let read = host_read + spent + end;
         self.last_parts = TickParts {
             switch_us: switch.as_micros() as u64,
             read_us: read.as_micros() as u64,
+            blocked_us: longest.max(end).as_micros() as u64,
             ..Default::default()
         };
         self.last_duration = read;
-        let _ = t0;
         sample
     }
 
