@@ -152,18 +152,16 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 
 /* ------------------------------------------- routes fentry and kprobe */
 
-/* A buffered read starts: it asks for the pages of [ki_pos, ki_pos +
- * count) up to end of file; read-ahead waiting there is a miss now. */
-static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *iter)
+/* A buffered read starts: it asks for the pages of [pos, pos + len) up
+ * to end of file; read-ahead waiting there is a miss now. */
+static __always_inline void pc_read_begin_at(struct file *file, u64 pos, u64 len)
 {
-	struct address_space *mapping = BPF_CORE_READ(iocb, ki_filp, f_mapping);
+	struct address_space *mapping = BPF_CORE_READ(file, f_mapping);
 	u64 ino;
 	u32 dev;
 	if (!file_of_probed(mapping, &ino, &dev))
 		return;
 	s64 isize = BPF_CORE_READ(mapping, host, i_size);
-	u64 pos = BPF_CORE_READ(iocb, ki_pos);
-	u64 len = BPF_CORE_READ(iter, count);
 	struct thread_state *t = thread_state(true);
 	if (t)
 		t->pagecache.rd_active = 0;
@@ -201,6 +199,34 @@ static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *i
 	t->pagecache.rd_first = index;
 	t->pagecache.rd_last = last;
 	t->pagecache.rd_active = 1;
+}
+
+/* read(2) and the like: filemap_read() (generic_file_buffered_read()
+ * before 5.12) asks for [ki_pos, ki_pos + count). */
+static __always_inline void pc_read_begin(struct kiocb *iocb, struct iov_iter *iter)
+{
+	pc_read_begin_at(BPF_CORE_READ(iocb, ki_filp), BPF_CORE_READ(iocb, ki_pos),
+			 BPF_CORE_READ(iter, count));
+}
+
+/* splice(2), sendfile(2) and copy_file_range(2) between file systems, 6.5
+ * on: filemap_splice_read() reads from *ppos at most len bytes, and no
+ * more than the pipe has room for (as it works it out itself). Before
+ * 6.5 these went through filemap_read(), seen above. */
+static __always_inline void pc_splice_begin(struct file *in, loff_t *ppos,
+					    struct pipe_inode_info *pipe, u64 len)
+{
+	loff_t pos = 0;
+	if (bpf_probe_read_kernel(&pos, sizeof(pos), ppos) || pos < 0)
+		return;
+	u32 head = BPF_CORE_READ(pipe, head);
+	u32 tail = BPF_CORE_READ(pipe, tail);
+	u32 max = BPF_CORE_READ(pipe, max_usage);
+	u32 used = head - tail;
+	u64 room = max > used ? (u64)(max - used) << page_shift : 0;
+	if (len > room)
+		len = room;
+	pc_read_begin_at(in, pos, len);
 }
 
 static __always_inline void pc_read_end(void)
@@ -255,6 +281,21 @@ int BPF_PROG(pc_read_exit)
 	return 0;
 }
 
+SEC("fentry/filemap_splice_read")
+int BPF_PROG(pc_splice_entry, struct file *in, loff_t *ppos, struct pipe_inode_info *pipe,
+	     size_t len)
+{
+	pc_splice_begin(in, ppos, pipe, len);
+	return 0;
+}
+
+SEC("fexit/filemap_splice_read")
+int BPF_PROG(pc_splice_exit)
+{
+	pc_read_end();
+	return 0;
+}
+
 SEC("fentry/generic_file_buffered_read")
 int BPF_PROG(pc_read_entry_gfbr, struct kiocb *iocb, struct iov_iter *iter)
 {
@@ -278,6 +319,21 @@ int BPF_KPROBE(pc_read_kprobe, struct kiocb *iocb, struct iov_iter *iter)
 
 SEC("kretprobe/filemap_read")
 int BPF_KRETPROBE(pc_read_kretprobe)
+{
+	pc_read_end();
+	return 0;
+}
+
+SEC("kprobe/filemap_splice_read")
+int BPF_KPROBE(pc_splice_kprobe, struct file *in, loff_t *ppos, struct pipe_inode_info *pipe,
+	       size_t len)
+{
+	pc_splice_begin(in, ppos, pipe, len);
+	return 0;
+}
+
+SEC("kretprobe/filemap_splice_read")
+int BPF_KRETPROBE(pc_splice_kretprobe)
 {
 	pc_read_end();
 	return 0;
