@@ -586,8 +586,8 @@ fn bpf_page_cache_counts_sendfile_and_splice_reads() {
     let pages = (SIZE / page_size()) as u64;
     make_file(&path, SIZE);
     let f = File::open(&path).unwrap();
-    let ways: [(&str, fn(&File) -> usize); 2] =
-        [("sendfile", sendfile_all), ("splice", splice_all)];
+    type Reader = fn(&File) -> usize;
+    let ways: [(&str, Reader); 2] = [("sendfile", sendfile_all), ("splice", splice_all)];
     for route in routes_here("pagecache") {
         let (_p, mut drain) = load_route("pagecache", route);
         for (way, read) in ways {
