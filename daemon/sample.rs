@@ -34,22 +34,32 @@ pub struct ProcSample {
     pub families: ProcFields,
 }
 
-/// A process's per-process fields, by family. In memory one flat vector
-/// laid out as the kernel's `struct iomon_proc` (a tick takes every process
-/// of the host: no allocation per family, adding is one loop); encoded as a
+/// A process's per-process fields, by family. In memory one flat array
+/// laid out as the kernel's `struct iomon_proc`, inline (a tick takes every
+/// process of the host and adds each to the totals: no allocation, and no
+/// pointer to follow, per process; adding is one loop); encoded as a
 /// map from the family's name to its fields, as it always was (the store
 /// and the wire read and write the same bytes). A family this build does
 /// not know (a newer iomon's) is carried along as it came.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcFields {
-    /// Every known family's fields at its `proc_base` (`abi::PROC_NR`),
-    /// zero where absent.
-    v: Vec<u64>,
+    /// Every known family's fields at its `proc_base`, zero where absent.
+    v: [u64; abi::PROC_NR],
     /// Per known family (index in `abi::SCHEMAS`): how many of its fields
     /// are present (0: the family did not see the process; fewer than
     /// declared: the data is older than the fields after).
     len: [u8; MAX_SCHEMAS],
     other: BTreeMap<String, Vec<u64>>,
+}
+
+impl Default for ProcFields {
+    fn default() -> Self {
+        ProcFields {
+            v: [0; abi::PROC_NR],
+            len: [0; MAX_SCHEMAS],
+            other: BTreeMap::new(),
+        }
+    }
 }
 
 /// Room for this many declarations (build.rs and a test hold them to it).
@@ -62,8 +72,10 @@ fn schema_index(name: &str) -> Option<usize> {
 
 impl ProcFields {
     /// From the kernel's flat vector: the families with a non-zero field.
-    pub fn from_flat(mut v: Vec<u64>) -> ProcFields {
-        v.resize(abi::PROC_NR, 0);
+    pub fn from_flat(flat: Vec<u64>) -> ProcFields {
+        let mut v = [0; abi::PROC_NR];
+        let n = flat.len().min(abi::PROC_NR);
+        v[..n].copy_from_slice(&flat[..n]);
         let mut len = [0u8; MAX_SCHEMAS];
         for (i, s) in abi::SCHEMAS.iter().enumerate() {
             if s.nproc > 0
@@ -86,7 +98,6 @@ impl ProcFields {
         match schema_index(family) {
             Some(i) => {
                 let s = abi::SCHEMAS[i];
-                self.v.resize(abi::PROC_NR, 0);
                 let n = fields.len().min(s.nproc);
                 self.v[s.proc_base..s.proc_base + n].copy_from_slice(&fields[..n]);
                 self.v[s.proc_base + n..s.proc_base + s.nproc].fill(0);
@@ -137,9 +148,6 @@ impl ProcFields {
 
     /// Adds `o`, field by field.
     pub fn merge(&mut self, o: &ProcFields) {
-        if o.v.len() > self.v.len() {
-            self.v.resize(o.v.len(), 0);
-        }
         for (i, s) in abi::SCHEMAS.iter().enumerate() {
             if o.len[i] == 0 {
                 continue;
