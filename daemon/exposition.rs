@@ -107,12 +107,18 @@ impl SelfStats {
     }
 }
 
+/// A histogram's buckets: (upper bound, `None` for +Inf; count, not
+/// cumulative).
+pub type Buckets<'a> = &'a [(Option<f64>, u64)];
+
 pub struct Inputs<'a> {
     pub totals: &'a Totals,
     pub probes: &'a [FamilyStatus],
     pub store: Option<&'a StoreStatus>,
     pub drain_seconds: f64,
     pub drain_lag_seconds: f64,
+    /// The event loop's turn times (buckets, sum); `None` outside a daemon.
+    pub loop_turns: Option<(Buckets<'a>, f64)>,
     pub page_size_bytes: u64,
     pub maps: &'a [MapGauge],
     pub self_stats: &'a SelfStats,
@@ -203,6 +209,14 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         "How late the last drain started after its deadline.",
     );
     o.gauge("iomon_drain_lag_seconds", &[], inp.drain_lag_seconds);
+    if let Some((buckets, sum)) = inp.loop_turns {
+        o.family(
+            "iomon_loop_turn_seconds",
+            Kind::Histogram,
+            "Time each turn of the event loop kept it from serving clients (a request arriving meanwhile waits for the rest of the turn).",
+        );
+        o.histogram("iomon_loop_turn_seconds", &[], buckets, sum);
+    }
     o.family(
         "iomon_proc_read_errors",
         Kind::Counter,
@@ -560,6 +574,7 @@ mod tests {
                 store: None,
                 drain_seconds: 0.0,
                 drain_lag_seconds: 0.0,
+                loop_turns: None,
                 page_size_bytes: 4096,
                 maps: &[],
                 self_stats: &self_stats,

@@ -246,6 +246,46 @@ fn metrics_once(conn: &mut Option<TcpStream>) -> bool {
     }
 }
 
+/// `iomon_loop_turn_seconds` from a fresh scrape: (le, cumulative count)
+/// per bucket; empty from a daemon without it.
+fn loop_turns() -> Vec<(String, u64)> {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", PORT)) else {
+        return Vec::new();
+    };
+    let req = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n";
+    let mut body = String::new();
+    if s.write_all(req).is_err() || s.read_to_string(&mut body).is_err() {
+        return Vec::new();
+    }
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("iomon_loop_turn_seconds_bucket{le=\"")?;
+            let (le, n) = rest.split_once("\"} ")?;
+            Some((le.to_string(), n.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// Turns between two scrapes of the histogram: how many, and how many
+/// over each bound of interest.
+fn turns_between(a: &[(String, u64)], b: &[(String, u64)]) -> String {
+    let at = |v: &[(String, u64)], le: &str| v.iter().find(|(l, _)| l == le).map(|(_, n)| *n);
+    let (Some(ta), Some(tb)) = (at(a, "+Inf"), at(b, "+Inf")) else {
+        return "not exported by this daemon".into();
+    };
+    let over = |le: &str| {
+        let under = at(b, le).unwrap_or(0) - at(a, le).unwrap_or(0);
+        (tb - ta) - under
+    };
+    format!(
+        "{} turns, over 1 ms: {}, over 3 ms: {}, over 10 ms: {}",
+        tb - ta,
+        over("0.001"),
+        over("0.003"),
+        over("0.01")
+    )
+}
+
 /// The tick lines this reads, of both generations of the daemon.
 fn parse_self_check() {
     let new = "tick 0.3s | x | procs 12 | drain read 310us store 45us publish 120us, loop blocked 480us at most, switch 9800us off the loop";
@@ -279,6 +319,7 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
     }
     // Requests back to back across tick boundaries, the daemon idle (no
     // processes filled yet).
+    let turns_before = loop_turns();
     let stop = Arc::new(AtomicBool::new(false));
     let s1 = stop.clone();
     let m = std::thread::spawn(move || {
@@ -313,6 +354,10 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
     }
     stop.store(true, Ordering::Relaxed);
     let mut mv = m.join().unwrap_or_default();
+    // The page is rendered once a tick: the next tick's has the turns
+    // of the requests.
+    let _ = d.lines.recv_timeout(Duration::from_secs(2));
+    let turns_after = loop_turns();
     println!("requests back to back for {secs} s across {ticks} ticks, the daemon idle (ms):");
     let over = |v: &[f64], ms: f64| v.iter().filter(|x| **x > ms).count();
     println!(
@@ -336,6 +381,10 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
             over(&sv, 3.0)
         );
     }
+    println!(
+        "  the daemon's own loop turns meanwhile (iomon_loop_turn_seconds): {}",
+        turns_between(&turns_before, &turns_after)
+    );
     println!(
         "{:>7} {:>6} {:>22} {:>22} {:>11} {:>11} {:>11} {:>22}",
         "procs",

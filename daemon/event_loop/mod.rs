@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 mod requests;
+mod turns;
 
 use crate::config::Config;
 use crate::control::{ControlServer, ListenOptions};
@@ -166,6 +167,8 @@ pub struct Daemon {
     /// A tick past its grace period, read a bounded part per loop turn.
     finishing: Option<Finishing>,
     begin_blocked: Duration,
+    /// How long each loop turn kept clients waiting.
+    turns: turns::Turns,
     file_paths: FilePaths,
     /// The memory cgroups' own counters and the host's.
     memcg: crate::banyandb::memcg::Reader,
@@ -388,6 +391,7 @@ impl Daemon {
             begun: None,
             finishing: None,
             begin_blocked: Duration::ZERO,
+            turns: turns::Turns::default(),
             store,
             control,
             http,
@@ -440,6 +444,7 @@ impl Daemon {
             store: self.store.as_ref().map(Store::status),
             drain_seconds: self.drain.last_duration.as_secs_f64(),
             drain_lag_seconds: self.last_lag.as_secs_f64(),
+            loop_turns: self.turns.buckets(),
             page_size_bytes: 1 << self.probes.page_shift,
             last_tick: self.last_tick,
             interval: self.interval,
@@ -525,6 +530,7 @@ impl Daemon {
                 }
                 return Err(e);
             }
+            let busy_from = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
                     SIGNALS => self.on_signals(),
@@ -587,6 +593,7 @@ impl Daemon {
                     self.next_watchdog = Some((now + period, period));
                 }
             }
+            self.turns.observe(busy_from.elapsed());
         }
         notify(self.startup.systemd, &[sd_notify::NotifyState::Stopping]);
         log::info!("stopping: final drain");

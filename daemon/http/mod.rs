@@ -135,6 +135,7 @@ impl HttpServer {
             store: v.store.as_ref(),
             drain_seconds: v.drain_seconds,
             drain_lag_seconds: v.drain_lag_seconds,
+            loop_turns: Some((&v.loop_turns.0, v.loop_turns.1)),
             page_size_bytes: v.page_size_bytes,
             maps: &v.maps,
             self_stats: &self_stats,

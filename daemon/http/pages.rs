@@ -29,6 +29,8 @@ pub struct View<'a> {
     pub store: Option<StoreStatus>,
     pub drain_seconds: f64,
     pub drain_lag_seconds: f64,
+    /// The event loop's turn times: buckets and sum.
+    pub loop_turns: (Vec<(Option<f64>, u64)>, f64),
     pub page_size_bytes: u64,
     pub last_tick: Option<Instant>,
     pub interval: Duration,
