@@ -502,6 +502,7 @@ fn routes(rounds: usize) {
     let f = fixture();
     for (fam, wls) in [
         ("fadvise", &["fadvise", "getppid"][..]),
+        ("reads", &["pread1", "getppid"][..]),
         ("pagecache", &["read4k"][..]),
         ("mmap", &["mmap-small"][..]),
         ("writeback", &["write4k"][..]),
