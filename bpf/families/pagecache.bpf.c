@@ -13,6 +13,19 @@
  * asks for them (then a miss too) or forgotten.
  */
 
+/* Whether the current task is one of DAMON's kdamond threads (a kernel
+ * thread named "kdamond.N", reclaiming with PF_MEMALLOC for a pageout
+ * scheme). Asked only of reclaim by kernel threads other than kswapd. */
+static __always_inline bool is_kdamond(u32 flags)
+{
+	if (!(flags & PF_KTHREAD) || (flags & PF_KSWAPD))
+		return false;
+	char comm[8] = {};
+	bpf_get_current_comm(comm, sizeof(comm));
+	return comm[0] == 'k' && comm[1] == 'd' && comm[2] == 'a' && comm[3] == 'm' &&
+	       comm[4] == 'o' && comm[5] == 'n' && comm[6] == 'd';
+}
+
 /* Its part of a page-cache delete (every route): evictions, by cause, for
  * the targets of the task removing them (kswapd's are nobody's), and for
  * the targets whose file it is. */
@@ -20,6 +33,8 @@ static __always_inline void pc_on_delete(struct page_cache_event *e)
 {
 	u32 cause = pce_cause(e);
 	count(0, IOMON_C_PAGECACHE_DELETED, e->n);
+	if (cause == IOMON_PAGECACHE_CAUSE_RECLAIM && is_kdamond(pce_flags(e)))
+		count(0, IOMON_C_PAGECACHE_EVICTED_DAMON, e->n);
 	u32 tm = pce_targets(e);
 	file_evicted(e->ino, e->dev, e->index, e->n, cause,
 		     cause == IOMON_PAGECACHE_CAUSE_FADVISE ? tm : 0);

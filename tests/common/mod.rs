@@ -157,8 +157,9 @@ impl Drop for Mapping {
     }
 }
 
-/// Fraction of the file's pages that are resident, from mincore.
-pub fn resident_fraction(f: &File, size: usize) -> f64 {
+/// How many of the first `size` bytes' pages of the file are resident,
+/// from mincore.
+pub fn resident_pages(f: &File, size: usize) -> u64 {
     let pages = size.div_ceil(page_size());
     let mut vec = vec![0u8; pages];
     let m = Mapping::new(f, size);
@@ -166,7 +167,12 @@ pub fn resident_fraction(f: &File, size: usize) -> f64 {
     // page into vec, which has that many.
     let rc = unsafe { libc::mincore(m.addr, size, vec.as_mut_ptr()) };
     assert_eq!(rc, 0, "mincore");
-    vec.iter().filter(|b| *b & 1 == 1).count() as f64 / pages as f64
+    vec.iter().filter(|b| *b & 1 == 1).count() as u64
+}
+
+/// Fraction of the file's pages that are resident, from mincore.
+pub fn resident_fraction(f: &File, size: usize) -> f64 {
+    resident_pages(f, size) as f64 / size.div_ceil(page_size()) as f64
 }
 
 /// Evicts every other `chunk`-aligned chunk of the file (chunks of 2 MiB:
