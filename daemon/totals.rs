@@ -66,7 +66,8 @@ struct Names {
 const HALF_LIFE_MS: f64 = 300_000.0;
 
 impl Names {
-    fn add(&mut self, procs: &[ProcSample], now_ms: u64, t: &mut Truncated) {
+    /// Adds one tick: each name's sum over the tick's processes.
+    fn add(&mut self, inc: &HashMap<String, ProcSample>, now_ms: u64, t: &mut Truncated) {
         let decay = if self.last_ms == 0 {
             1.0
         } else {
@@ -76,38 +77,38 @@ impl Names {
         for e in self.table.values_mut() {
             e.recent *= decay;
         }
-        let mut inc: BTreeMap<&str, ProcSample> = BTreeMap::new();
-        for p in procs {
-            inc.entry(p.comm.as_str()).or_default().merge(p);
-        }
-        for (name, d) in &inc {
-            let e = self
-                .table
-                .entry(name.to_string())
-                .or_insert_with(|| NameEntry {
+        for (name, d) in inc {
+            let e = match self.table.get_mut(name.as_str()) {
+                Some(e) => e,
+                None => self.table.entry(name.clone()).or_insert_with(|| NameEntry {
                     totals: ProcSample {
-                        comm: name.to_string(),
+                        comm: name.clone(),
                         ..Default::default()
                     },
                     last_seen_ms: now_ms,
                     recent: 0.0,
-                });
+                }),
+            };
             e.totals.merge(d);
-            e.totals.comm = name.to_string();
             e.last_seen_ms = now_ms;
             e.recent += d.activity() as f64;
         }
         if self.max > 0 {
             self.choose_series(now_ms, t);
             for (name, d) in inc {
-                let key = if self.series.contains_key(name) {
-                    name
+                let key = if self.series.contains_key(name.as_str()) {
+                    name.as_str()
                 } else {
                     OTHER
                 };
-                let s = self.series.entry(key.to_string()).or_default();
-                s.merge(&d);
-                s.comm = key.to_string();
+                match self.series.get_mut(key) {
+                    Some(s) => s.merge(d),
+                    None => {
+                        let mut s = d.clone();
+                        s.comm = key.to_string();
+                        self.series.insert(key.to_string(), s);
+                    }
+                }
             }
         }
         // The table's bound: the names seen least recently go (never a
@@ -164,14 +165,28 @@ impl Names {
         // The busiest names without one get one: into free room, or in
         // place of a named series less than half as busy (hysteresis: two
         // names of similar activity do not swap every tick).
-        let mut candidates: Vec<(f64, String)> = self
+        // Of the names without one, only the busiest can get one: each
+        // goes into free room (at most `max`) or replaces a named series
+        // (at most `max` times: once every original is replaced, the
+        // weakest is a name taken before, at least as busy). So 2 * max + 1
+        // candidates are enough; they are selected, not all sorted.
+        let by_rank =
+            |a: &(f64, &String), b: &(f64, &String)| b.0.total_cmp(&a.0).then(a.1.cmp(b.1));
+        let mut ranked: Vec<(f64, &String)> = self
             .table
             .iter()
             .filter(|(k, _)| !self.series.contains_key(*k) && k.as_str() != OTHER)
-            .map(|(k, e)| (e.recent, k.clone()))
+            .map(|(k, e)| (e.recent, k))
             .filter(|(r, _)| *r > 0.0)
             .collect();
-        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let keep = 2 * self.max + 1;
+        if ranked.len() > keep {
+            ranked.select_nth_unstable_by(keep, by_rank);
+            ranked.truncate(keep);
+        }
+        ranked.sort_by(by_rank);
+        let candidates: Vec<(f64, String)> =
+            ranked.into_iter().map(|(r, k)| (r, k.clone())).collect();
         for (recent, name) in candidates {
             let named = self.series.keys().filter(|k| self.is_named(k)).count();
             if named < self.max {
@@ -220,8 +235,25 @@ pub struct Totals {
     max_procs: usize,
     idle_ttl_ms: u64,
     names: Names,
+    /// The tick being added (see [`Totals::add_procs`]).
+    pending: Pending,
     pub truncated: Truncated,
 }
+
+/// A tick's processes added so far: each per-process total is updated at
+/// once (nothing shows one but their count), each name's sum waits here
+/// until [`Totals::add`], so the per-name series and the host's sums move
+/// together.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    /// How many of the tick's processes were added.
+    procs: usize,
+    names: HashMap<String, ProcSample>,
+}
+
+/// `last_seen_ms` of a process seen in the tick being added; set to the
+/// tick's end when it is.
+const SEEN_NOW: u64 = u64::MAX;
 
 impl Totals {
     pub fn new(started_ms: u64, max_procs: usize, idle_ttl_ms: u64) -> Totals {
@@ -242,6 +274,7 @@ impl Totals {
                 idle_ttl_ms,
                 ..Default::default()
             },
+            pending: Pending::default(),
             truncated: Truncated::default(),
         }
     }
@@ -276,24 +309,52 @@ impl Totals {
     }
 
     /// Adds one tick: every process the drain took (before any cut).
+    /// The processes may have been added before, in order, as they were
+    /// read ([`Totals::add_procs`]); the rest are added here.
     pub fn add(&mut self, s: &Sample) {
+        let from = self.pending.procs.min(s.procs.len());
+        self.add_procs(&s.procs[from..]);
         self.ticks += 1;
         // Files are for the history (`iomonctl files --since`); the totals
         // keep their counts of what was cut and not named.
         self.sum.merge_counts(s);
-        for p in &s.procs {
+        self.names
+            .add(&self.pending.names, s.end_ms, &mut self.truncated);
+        // Emptied, keeping its room: a tick's names are much the last's.
+        self.pending.names.clear();
+        self.pending.procs = 0;
+        self.expire(s.end_ms);
+    }
+
+    /// Adds the next of the tick's processes (the tick's Sample, when
+    /// [`Totals::add`] comes, lists them first, in this order): a tick of
+    /// 10,000 processes is added in parts, between the event loop's turns.
+    pub fn add_procs(&mut self, procs: &[ProcSample]) {
+        self.pending.procs += procs.len();
+        for p in procs {
             let e = self.procs.entry(p.tgid).or_insert_with(|| ProcTotal {
                 totals: ProcSample {
                     tgid: p.tgid,
                     ..Default::default()
                 },
-                last_seen_ms: s.end_ms,
+                last_seen_ms: SEEN_NOW,
             });
             e.totals.merge(p);
-            e.last_seen_ms = s.end_ms;
+            e.last_seen_ms = SEEN_NOW;
+            match self.pending.names.get_mut(p.comm.as_str()) {
+                Some(n) => n.merge(p),
+                None => {
+                    let mut n = p.clone();
+                    n.tgid = 0;
+                    self.pending.names.insert(p.comm.clone(), n);
+                }
+            }
         }
-        self.names.add(&s.procs, s.end_ms, &mut self.truncated);
-        self.expire(s.end_ms);
+    }
+
+    /// How many of the tick's processes were added so far.
+    pub fn procs_added(&self) -> usize {
+        self.pending.procs
     }
 
     /// The tick's Sample as stored, after its top-K cut (added with
@@ -308,8 +369,12 @@ impl Totals {
     fn expire(&mut self, now_ms: u64) {
         let before = self.procs.len();
         let ttl = self.idle_ttl_ms;
-        self.procs
-            .retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) <= ttl);
+        self.procs.retain(|_, p| {
+            if p.last_seen_ms == SEEN_NOW {
+                p.last_seen_ms = now_ms;
+            }
+            now_ms.saturating_sub(p.last_seen_ms) <= ttl
+        });
         if self.procs.len() > self.max_procs {
             // Forget the least recently active.
             let mut by_age: Vec<(u64, u32)> = self
@@ -445,6 +510,81 @@ mod tests {
                 .unwrap()
                 .get("reads", reads::proc::CALLS),
             5000
+        );
+    }
+
+    #[test]
+    fn among_many_names_the_busiest_get_the_series() {
+        // 200 names, each as busy as its number: the series go to the
+        // busiest, in free room and then in place of quieter ones, though
+        // only 2 * max + 1 candidates are ranked each tick.
+        let mut t = Totals::new(0, 1000, 1_000_000).with_series(&[], 3);
+        t.add(&Sample {
+            end_ms: 1000,
+            procs: vec![proc(1, "early", 1)],
+            ..Default::default()
+        });
+        let procs: Vec<ProcSample> = (0..200u32)
+            .map(|i| proc(10 + i, &format!("n{i:03}"), 1 + i as u64))
+            .collect();
+        for tick in 0..3u64 {
+            t.add(&Sample {
+                end_ms: 2000 + tick * 1000,
+                procs: procs.clone(),
+                ..Default::default()
+            });
+        }
+        let m = series(&t);
+        let named: Vec<&String> = m.keys().filter(|k| *k != OTHER).collect();
+        assert_eq!(named, ["n197", "n198", "n199"], "{m:?}");
+        // Every count of the three ticks is in exactly one series; the
+        // quiet name's series was replaced (and ended with its one count).
+        assert_eq!(m.values().sum::<u64>(), (1..=200u64).sum::<u64>() * 3);
+        assert_eq!(t.truncated.name_series, 1);
+    }
+
+    #[test]
+    fn a_tick_added_in_parts_equals_it_added_at_once_and_shows_only_when_whole() {
+        let procs: Vec<ProcSample> = (0..50u32)
+            .map(|i| proc(100 + i, &format!("n{}", i % 7), 1 + i as u64))
+            .collect();
+        let tick = |end_ms| Sample {
+            end_ms,
+            procs: procs.clone(),
+            ..sample(end_ms, &[])
+        };
+        let mut whole = Totals::new(0, 100, 1_000_000).with_series(&["n3".into()], 3);
+        let mut parts = whole.clone();
+        for end_ms in [1000, 2000] {
+            whole.add(&tick(end_ms));
+            let before = series(&parts);
+            for chunk in procs.chunks(16) {
+                parts.add_procs(chunk);
+                assert_eq!(series(&parts), before, "series move only with the tick");
+            }
+            assert_eq!(parts.procs_added(), procs.len());
+            parts.add(&tick(end_ms));
+            assert_eq!(parts.procs_added(), 0);
+        }
+        assert_eq!(series(&parts), series(&whole));
+        assert_eq!(parts.sum, whole.sum);
+        for i in 0..7 {
+            let name = format!("n{i}");
+            assert_eq!(parts.name_totals(&name), whole.name_totals(&name), "{name}");
+        }
+        for p in &procs {
+            let (a, b) = (parts.proc(p.tgid).unwrap(), whole.proc(p.tgid).unwrap());
+            assert_eq!(a.totals, b.totals);
+            assert_eq!((a.last_seen_ms, b.last_seen_ms), (2000, 2000));
+        }
+        // Part of a tick added, then the whole Sample: the rest is added.
+        parts.add_procs(&procs[..10]);
+        whole.add(&tick(3000));
+        parts.add(&tick(3000));
+        assert_eq!(series(&parts), series(&whole));
+        assert_eq!(
+            parts.proc(100).unwrap().totals,
+            whole.proc(100).unwrap().totals
         );
     }
 

@@ -183,6 +183,11 @@ impl Finishing {
     pub fn longest_step(&self) -> Duration {
         self.longest
     }
+
+    /// The processes read so far, in the order the Sample will list them.
+    pub fn procs(&self) -> &[ProcSample] {
+        &self.procs
+    }
 }
 
 /// Per-process entries read per call into the kernel when finishing in

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use super::{notify, tick_line, Daemon};
 use crate::drain::BarrierThread;
 
-/// Reading per loop turn while a tick finishes: a request that meets a
-/// tick waits about this long, not for the whole tick.
+/// Reading per loop turn while a tick finishes (and adding what was read
+/// to the totals): a request that meets a tick waits about this long, not
+/// for the whole tick.
 const FINISH_STEP: Duration = Duration::from_millis(1);
 
 impl Daemon {
@@ -59,7 +60,12 @@ impl Daemon {
         let Some(mut f) = self.finishing.take() else {
             return false;
         };
-        if !self.drain.finish_step(&mut f, FINISH_STEP) {
+        let done = self.drain.finish_step(&mut f, FINISH_STEP);
+        // What this step read goes to the totals now, not all in the
+        // tick's last turn.
+        let from = self.totals.procs_added().min(f.procs().len());
+        self.totals.add_procs(&f.procs()[from..]);
+        if !done {
             self.finishing = Some(f);
             return true;
         }
