@@ -144,15 +144,7 @@ pub struct Begun {
     procs_from: Option<usize>,
     files_from: Option<usize>,
     flip_error: Option<libbpf_rs::Error>,
-    t0: Instant,
     read: Duration,
-}
-
-impl Begun {
-    /// When the tick began.
-    pub fn started(&self) -> Instant {
-        self.t0
-    }
 }
 
 /// A tick's second step in progress: the maps programs left, read a
@@ -173,9 +165,10 @@ pub struct Finishing {
     procs: Vec<ProcSample>,
     /// Why the per-process map was not (wholly) read.
     proc_error: Option<DrainError>,
-    /// Time spent in the steps, and the longest one.
+    /// Time spent in the steps, the longest one and the last one.
     spent: Duration,
     longest: Duration,
+    last: Duration,
 }
 
 impl Finishing {
@@ -187,6 +180,14 @@ impl Finishing {
     /// The processes read so far, in the order the Sample will list them.
     pub fn procs(&self) -> &[ProcSample] {
         &self.procs
+    }
+
+    /// Work the caller did in the same loop turn as the last step (adding
+    /// what it read to the totals): the step counts as that much longer.
+    pub fn extend_last_step(&mut self, extra: Duration) {
+        self.last += extra;
+        self.spent += extra;
+        self.longest = self.longest.max(self.last);
     }
 }
 
@@ -740,7 +741,6 @@ impl Drain {
             procs_from,
             files_from,
             flip_error,
-            t0,
             read: t0.elapsed(),
         })
     }
@@ -812,6 +812,7 @@ impl Drain {
             proc_error: None,
             spent: Duration::ZERO,
             longest: Duration::ZERO,
+            last: Duration::ZERO,
         };
         let stepped = self.strategy == Strategy::Drain
             && procs_from.is_some()
@@ -873,6 +874,7 @@ impl Drain {
         let d = t.elapsed();
         f.spent += d;
         f.longest = f.longest.max(d);
+        f.last = d;
         done
     }
 

@@ -62,9 +62,11 @@ impl Daemon {
         };
         let done = self.drain.finish_step(&mut f, FINISH_STEP);
         // What this step read goes to the totals now, not all in the
-        // tick's last turn.
+        // tick's last turn (and the turn is that much longer).
+        let t = Instant::now();
         let from = self.totals.procs_added().min(f.procs().len());
         self.totals.add_procs(&f.procs()[from..]);
+        f.extend_last_step(t.elapsed());
         if !done {
             self.finishing = Some(f);
             return true;

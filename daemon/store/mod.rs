@@ -434,7 +434,7 @@ impl Store {
         // The file does not shrink by itself: compact when it is over the
         // cap although the live data fits (rare; on this thread, with no
         // commit in flight: compaction needs the database to itself).
-        let fits = Retention::new(&self.opts, 0).fits(&self.ledger);
+        let fits = self.ledger.live_bytes <= self.opts.max_bytes / AMPLIFICATION;
         if fits && self.size_on_disk() > self.opts.max_bytes {
             let Some(db) = Arc::get_mut(&mut self.db) else {
                 return;

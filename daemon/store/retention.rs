@@ -54,12 +54,6 @@ impl Retention {
         }
         Ok(())
     }
-
-    /// Whether the live data fits the cap (then a file over the cap is
-    /// compacted).
-    pub(super) fn fits(&self, ledger: &Ledger) -> bool {
-        ledger.live_bytes <= self.budget
-    }
 }
 
 /// The key of the `n`th oldest entry of a tier (u64::MAX past the end).
