@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -55,7 +56,25 @@ struct Conn {
     fut: ConnFuture,
     waker: Waker,
     activity: Rc<RefCell<Instant>>,
+    /// The socket's descriptor (owned by `fut`'s stream).
+    fd: RawFd,
+    /// Shutting down: a second descriptor of the socket, which keeps it
+    /// open after hyper closes its own (see [`Lingering`]).
+    dup: Option<std::net::TcpStream>,
 }
+
+/// A connection hyper finished while shutting down, whose client had sent
+/// more than was answered (a pipelining scraper): closing a socket with
+/// unread input makes the kernel send a reset, which can destroy the
+/// responses the client has not read yet. Its input is read and dropped
+/// until the client closes, or [`LINGER`] passes.
+struct Lingering {
+    socket: std::net::TcpStream,
+    until: Instant,
+}
+
+/// How long a finished connection's unread input is drained at shutdown.
+const LINGER: Duration = Duration::from_secs(2);
 
 pub struct HttpServer {
     listeners: Vec<(TcpListener, Token, SocketAddr)>,
@@ -67,6 +86,8 @@ pub struct HttpServer {
     timer: LoopTimer,
     /// Connections closed at once because of the cap.
     pub refused: u64,
+    shutting_down: bool,
+    lingering: Vec<Lingering>,
 }
 
 impl HttpServer {
@@ -101,6 +122,8 @@ impl HttpServer {
             queue: Arc::new(ReadyQueue::default()),
             timer: LoopTimer::default(),
             refused: 0,
+            shutting_down: false,
+            lingering: Vec::new(),
         })
     }
 
@@ -108,8 +131,10 @@ impl HttpServer {
         self.listeners.iter().map(|(_, _, a)| *a).collect()
     }
 
+    /// Open connections, those draining a client's input at shutdown
+    /// included.
     pub fn connections(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.lingering.len()
     }
 
     /// A tick happened: the pages are rendered again when asked for.
@@ -201,6 +226,7 @@ impl HttpServer {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let fd = stream.as_raw_fd();
             let activity = Rc::new(RefCell::new(Instant::now()));
             let io = MioIo {
                 stream,
@@ -225,6 +251,8 @@ impl HttpServer {
                     fut: Box::pin(conn),
                     waker,
                     activity,
+                    fd,
+                    dup: None,
                 },
             );
             self.poll_conn(token);
@@ -242,8 +270,22 @@ impl HttpServer {
                 if let Err(e) = res {
                     log::debug!("http: connection ended: {e}");
                 }
-                // Dropping the stream closes it and takes it out of epoll.
-                self.conns.remove(&token);
+                // Dropping the stream closes it and takes it out of epoll
+                // (shutting down, once the second descriptor is closed
+                // too: an event for the token meanwhile finds no
+                // connection and is ignored).
+                if let Some(c) = self.conns.remove(&token) {
+                    let Conn { fut, dup, .. } = c;
+                    drop(fut);
+                    if let Some(socket) = dup.filter(unread_input) {
+                        // Whatever hyper did, the client sees the end.
+                        let _ = socket.shutdown(std::net::Shutdown::Write);
+                        self.lingering.push(Lingering {
+                            socket,
+                            until: Instant::now() + LINGER,
+                        });
+                    }
+                }
             }
         }
     }
@@ -251,6 +293,11 @@ impl HttpServer {
     /// Fires due timers, polls woken connections, closes idle ones.
     pub fn poll_ready(&mut self, _registry: &Registry, until: Instant) {
         self.timer.fire(Instant::now());
+        if !self.lingering.is_empty() {
+            let now = Instant::now();
+            self.lingering
+                .retain(|l| now < l.until && !matches!(discard_input(&l.socket), Input::Closed));
+        }
         // Bounded: a connection that keeps waking itself is polled once per
         // round here, and again at the next loop iteration; and nothing is
         // polled past `until` (the next tick): the rest stays queued, and
@@ -301,9 +348,15 @@ impl HttpServer {
             let _ = registry.deregister(l);
         }
         self.listeners.clear();
+        self.shutting_down = true;
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             if let Some(c) = self.conns.get_mut(&t) {
+                // SAFETY: `c.fd` is the descriptor of the stream `c.fut`
+                // owns, open while the connection is in the map; it is
+                // only borrowed here, to make a second one.
+                let fd = unsafe { BorrowedFd::borrow_raw(c.fd) };
+                c.dup = fd.try_clone_to_owned().ok().map(std::net::TcpStream::from);
                 c.fut.as_mut().graceful_shutdown();
             }
             self.poll_conn(t);
@@ -317,5 +370,71 @@ impl HttpServer {
         }
         self.listeners.clear();
         self.conns.clear();
+        self.lingering.clear();
+    }
+}
+
+/// What reading a socket's pending input found.
+#[derive(Debug, PartialEq, Eq)]
+enum Input {
+    /// Nothing to read now.
+    None,
+    /// Input was read (and dropped).
+    Some,
+    /// The client closed its side, or the socket failed.
+    Closed,
+}
+
+/// Reads and drops what the client sent and nobody will answer (the
+/// socket is non-blocking: the descriptor shares the stream's flags).
+fn discard_input(mut s: &std::net::TcpStream) -> Input {
+    let mut buf = [0u8; 4096];
+    let mut got = Input::None;
+    // Bounded: at most 64 KiB per call.
+    for _ in 0..16 {
+        match io::Read::read(&mut s, &mut buf) {
+            Ok(0) => return Input::Closed,
+            Ok(_) => got = Input::Some,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Input::Closed,
+        }
+    }
+    got
+}
+
+/// Whether a finished connection's client had sent input nobody read:
+/// then it lingers (see [`Lingering`]).
+fn unread_input(s: &std::net::TcpStream) -> bool {
+    discard_input(s) == Input::Some
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn unread_input_is_drained_and_the_clients_close_seen() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        assert_eq!(discard_input(&server), Input::None, "nothing sent yet");
+        assert!(!unread_input(&server));
+        // A pipelining client: more than one call reads (64 KiB).
+        client.write_all(&vec![b'x'; 100_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(unread_input(&server));
+        // The rest of it, in bounded calls.
+        let mut calls = 0;
+        while discard_input(&server) == Input::Some {
+            calls += 1;
+            assert!(calls < 100);
+        }
+        assert_eq!(discard_input(&server), Input::None);
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(discard_input(&server), Input::Closed);
     }
 }
