@@ -312,8 +312,7 @@ impl Totals {
     /// The processes may have been added before, in order, as they were
     /// read ([`Totals::add_procs`]); the rest are added here.
     pub fn add(&mut self, s: &Sample) {
-        let from = self.pending.procs.min(s.procs.len());
-        self.add_procs(&s.procs[from..]);
+        self.add_read(&s.procs);
         self.ticks += 1;
         // Files are for the history (`iomonctl files --since`); the totals
         // keep their counts of what was cut and not named.
@@ -326,10 +325,16 @@ impl Totals {
         self.expire(s.end_ms);
     }
 
-    /// Adds the next of the tick's processes (the tick's Sample, when
-    /// [`Totals::add`] comes, lists them first, in this order): a tick of
-    /// 10,000 processes is added in parts, between the event loop's turns.
-    pub fn add_procs(&mut self, procs: &[ProcSample]) {
+    /// Adds those of the tick's processes read so far (`read`, in the
+    /// order the tick's Sample will list them) that are not added yet: a
+    /// tick of 10,000 processes is added in parts, between the event
+    /// loop's turns.
+    pub fn add_read(&mut self, read: &[ProcSample]) {
+        let from = self.pending.procs.min(read.len());
+        self.add_procs(&read[from..]);
+    }
+
+    fn add_procs(&mut self, procs: &[ProcSample]) {
         self.pending.procs += procs.len();
         for p in procs {
             let e = self.procs.entry(p.tgid).or_insert_with(|| ProcTotal {
@@ -558,8 +563,8 @@ mod tests {
         for end_ms in [1000, 2000] {
             whole.add(&tick(end_ms));
             let before = series(&parts);
-            for chunk in procs.chunks(16) {
-                parts.add_procs(chunk);
+            for end in (16..procs.len() + 16).step_by(16) {
+                parts.add_read(&procs[..end.min(procs.len())]);
                 assert_eq!(series(&parts), before, "series move only with the tick");
             }
             assert_eq!(parts.procs_added(), procs.len());
@@ -578,7 +583,7 @@ mod tests {
             assert_eq!((a.last_seen_ms, b.last_seen_ms), (2000, 2000));
         }
         // Part of a tick added, then the whole Sample: the rest is added.
-        parts.add_procs(&procs[..10]);
+        parts.add_read(&procs[..10]);
         whole.add(&tick(3000));
         parts.add(&tick(3000));
         assert_eq!(series(&parts), series(&whole));

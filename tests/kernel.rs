@@ -1412,8 +1412,6 @@ fn bpf_dontneed_drops_what_it_covers_and_explains_the_rest() {
         );
         // Not cached when the call came to them: evicted before it.
         assert_eq!(d.kept[fa::reason::NOT_CACHED], pages - d.dropped, "{what}");
-        assert_eq!(d.dropped + d.kept[fa::reason::NOT_CACHED], pages);
-        assert!(pages - d.dropped <= pages - d.resident.0 + d.file_reclaimed);
         eprintln!(
             "dontneed ({route}): cached 64 MiB: covered {} dropped {}; {}",
             d.covered,

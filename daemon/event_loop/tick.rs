@@ -64,8 +64,7 @@ impl Daemon {
         // What this step read goes to the totals now, not all in the
         // tick's last turn (and the turn is that much longer).
         let t = Instant::now();
-        let from = self.totals.procs_added().min(f.procs().len());
-        self.totals.add_procs(&f.procs()[from..]);
+        self.totals.add_read(f.procs());
         f.extend_last_step(t.elapsed());
         if !done {
             self.finishing = Some(f);
