@@ -17,6 +17,22 @@
 #define PMD_PAGES 512
 #define XA_CHUNK_MASK 63
 
+/* 6.18 on, a fault maps a cached large folio whole: fault-around maps
+ * every folio it reaches entire ("mm/filemap: map entire large folio
+ * faultaround") and the fault handler's folio is mapped entire too ("try
+ * to map the entire file folio in finish_fault()"). Before, only a
+ * PMD-sized folio was, by one huge page-table entry; the rest page by
+ * page, within the window. Read-only data, so the verifier drops the
+ * branch a kernel does not take. */
+extern u32 LINUX_KERNEL_VERSION __kconfig;
+#define MAPS_WHOLE_FOLIOS (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 18, 0))
+
+/* Whether a fault maps folio `n` pages long whole. */
+static __always_inline bool mapped_whole(u64 n)
+{
+	return n >= PMD_PAGES || (MAPS_WHOLE_FOLIOS && n > 1);
+}
+
 /* Slot `index` of an xarray node, a large folio's sibling slots resolved
  * to its first (xa_is_sibling: an internal entry below 256). */
 static __always_inline unsigned long xa_slot(struct xa_node *node, u32 shift, u64 index)
@@ -127,27 +143,32 @@ static __always_inline void mm_ask(struct thread_state *t, u64 ino, u32 dev, u64
  * up; a thread that repeats the same lookup (the page was not there, the
  * fault handler read it in, the access faults again) asks once. */
 static __always_inline void mm_around(struct address_space *mapping, u64 ino, u32 dev,
-				      u64 start, u64 end)
+				      u64 start, u64 end, bool counted)
 {
 	if (end < start)
 		return;
 	struct thread_state *t = thread_state(true);
 	u32 tm = targets_of(t);
-	count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_AROUND, 1);
-	/* Fault-around maps a large folio whole (6.18+: "map entire large
-	 * folio faultaround"; a PMD-sized one by one huge page table entry),
-	 * beyond the window the event reports: widen the window to the
-	 * folios at its ends. Kernels without folios have no large ones in
-	 * the page cache here. */
+	if (!counted)
+		count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_AROUND, 1);
+	/* Fault-around maps a large folio whole (mapped_whole()), beyond
+	 * the window the event reports: widen the window to the folios at
+	 * its ends. Before 6.18 only a PMD-sized first folio is (alone, by
+	 * one huge entry). Kernels without folios have no large ones in the
+	 * page cache here. */
 	if (bpf_core_type_exists(struct folio)) {
 		struct folio *fs_folio, *fe_folio;
 		cache_folios(mapping, start, end, &fs_folio, &fe_folio);
 		if (fs_folio) {
 			u64 fs = BPF_CORE_READ(fs_folio, index);
-			if (fs <= start)
+			u64 n = folio_pages(fs_folio);
+			if (mapped_whole(n) && fs <= start) {
 				start = fs;
+				if (!MAPS_WHOLE_FOLIOS && fs + n - 1 >= end)
+					end = fs + n - 1;
+			}
 		}
-		if (fe_folio) {
+		if (fe_folio && MAPS_WHOLE_FOLIOS) {
 			u64 fe = BPF_CORE_READ(fe_folio, index) + folio_pages(fe_folio) - 1;
 			if (fe >= end)
 				end = fe;
@@ -184,13 +205,14 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 		       index >= t->mmap.mm_first && index <= t->mmap.mm_last;
 	u64 s = index, e = index + 1;
 	u64 asked = covered ? 0 : 1;
-	/* A cached PMD-sized folio: the fault maps it whole with one huge
-	 * entry (the part fault-around already looked up aside). */
+	/* A cached folio the fault maps whole (mapped_whole(): PMD-sized,
+	 * or any large one from 6.18), the part fault-around already looked
+	 * up aside. */
 	if (bpf_core_type_exists(struct folio)) {
 		struct folio *fo = cache_folio(mapping, index);
 		if (fo) {
 			u64 n = folio_pages(fo);
-			if (n >= PMD_PAGES) {
+			if (mapped_whole(n)) {
 				s = BPF_CORE_READ(fo, index);
 				e = s + n;
 				asked = n;
@@ -232,9 +254,9 @@ static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u
 	u64 e = s + n;
 	u64 f = t->mmap.flt_index;
 	u64 ra_lo = 0, ra_hi = 0;
-	if (f >= s && f < e && n >= PMD_PAGES) {
-		/* Read in whole and mapped whole by this fault (one huge page
-		 * table entry): every page of it asked, and missed. */
+	if (f >= s && f < e && mapped_whole(n)) {
+		/* Read in whole and mapped whole by this fault: every page of
+		 * it asked, and missed. */
 		struct iomon_proc *p = proc_entry(tm);
 		if (!t->mmap.flt_major) {
 			t->mmap.flt_major = 1;
@@ -279,20 +301,120 @@ static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u
 
 /* ------------------------------------------------- route tracepoint */
 
+/* The tracepoint of fault-around fires after it mapped its window page
+ * by page, not when it mapped a PMD-sized folio by one huge entry (it
+ * returns early). That mapping is seen where the fault adds the folio's
+ * pages to the process's file RSS (rss_stat), at the address the fault
+ * began at (page_fault_user: x86_64 only). The fault's state between the
+ * two, per CPU (fault-around does not sleep): one entry per CPU. */
+struct mm_user_fault {
+	u32 tid;	/* 0: none pending */
+	u32 counted;	/* fault-around counted at rss_stat */
+	u64 addr;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct mm_user_fault);
+} mm_user_faults SEC(".maps");
+
+static __always_inline struct mm_user_fault *user_fault(void)
+{
+	u32 k = 0;
+	return bpf_map_lookup_elem(&mm_user_faults, &k);
+}
+
 SEC("tp_btf/mm_filemap_map_pages")
 int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	     unsigned long end)
 {
+	struct mm_user_fault *uf = user_fault();
+	bool counted = false;
+	if (uf && uf->tid == (u32)bpf_get_current_pid_tgid()) {
+		counted = uf->counted;
+		uf->tid = 0;
+	}
 	u64 ino;
 	u32 dev;
 	if (file_of(mapping, &ino, &dev))
-		mm_around(mapping, ino, dev, start, end);
+		mm_around(mapping, ino, dev, start, end, counted);
+	return 0;
+}
+
+/* A user page fault begins: only a read of an absent page can map page
+ * cache by fault-around (error code: bit 0 protection, bit 1 write). */
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(mm_user_fault, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	struct mm_user_fault *uf = user_fault();
+	if (!uf)
+		return 0;
+	uf->tid = (error_code & 3) ? 0 : (u32)bpf_get_current_pid_tgid();
+	uf->counted = 0;
+	uf->addr = address;
+	return 0;
+}
+
+struct vma_file_at {
+	u64 addr;
+	struct address_space *mapping;
+	u64 index;
+};
+
+static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
+{
+	struct vma_file_at *a = ctx;
+	struct file *file = BPF_CORE_READ(vma, vm_file);
+	if (!file)
+		return 0;
+	a->mapping = BPF_CORE_READ(file, f_mapping);
+	a->index = ((a->addr - BPF_CORE_READ(vma, vm_start)) >> 12) + BPF_CORE_READ(vma, vm_pgoff);
+	return 0;
+}
+
+/* The fault's file pages are mapped (member 0: MM_FILEPAGES, the same in
+ * every kernel). A PMD-sized cached folio at the address was mapped by
+ * fault-around whole: asked like fault-around's window. If it was mapped
+ * page by page instead, the tracepoint that follows finds the same folio
+ * already asked and the fault counted. */
+SEC("tp_btf/rss_stat")
+int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
+{
+	struct mm_user_fault *uf = user_fault();
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	if (!uf || uf->tid != tid || uf->counted)
+		return 0;
+	if (member != 0) {
+		uf->tid = 0;
+		return 0;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->mm != mm)
+		return 0;
+	struct vma_file_at a = { .addr = uf->addr };
+	if (bpf_find_vma(task, a.addr, vma_file_cb, &a, 0) || !a.mapping)
+		return 0;
+	struct folio *fo = cache_folio(a.mapping, a.index);
+	if (!fo || folio_pages(fo) < PMD_PAGES)
+		return 0;
+	u64 ino;
+	u32 dev;
+	if (!file_of_probed(a.mapping, &ino, &dev))
+		return 0;
+	uf->counted = 1;
+	mm_around(a.mapping, ino, dev, a.index, a.index, false);
 	return 0;
 }
 
 SEC("tp_btf/mm_filemap_fault")
 int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
 {
+	/* The handler maps what it looked up: not fault-around's. */
+	struct mm_user_fault *uf = user_fault();
+	if (uf)
+		uf->tid = 0;
 	u64 ino;
 	u32 dev;
 	if (file_of(mapping, &ino, &dev))
@@ -313,7 +435,7 @@ static __always_inline void mm_map_pages_probed(struct vm_fault *vmf, u64 start,
 	u64 ino;
 	u32 dev;
 	if (file_of_probed(mapping, &ino, &dev))
-		mm_around(mapping, ino, dev, start, end);
+		mm_around(mapping, ino, dev, start, end, false);
 }
 
 static __always_inline void mm_fault_probed(struct vm_fault *vmf)

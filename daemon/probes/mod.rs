@@ -288,7 +288,7 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
         if let Some(a) = need.strip_prefix("arch:") {
             if a != std::env::consts::ARCH {
                 push(Gap::Lacks(format!(
-                    "a route for {a} only (on {} its functions are not on the syscall's path)",
+                    "a route for {a} only (this is {})",
                     std::env::consts::ARCH
                 )));
             }
@@ -298,6 +298,7 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
                 let since = match h {
                     "task_pt_regs" => " (Linux 5.15+)",
                     "task_storage_get" | "get_current_task_btf" => " (Linux 5.11+)",
+                    "find_vma" => " (Linux 5.17+)",
                     _ => "",
                 };
                 push(Gap::Lacks(format!(
