@@ -74,10 +74,15 @@ function med(side, cfg, w,   n, i, j, t, a) {
 }
 END {
 	print "\nns added per call over no probes, median of " rounds " rounds: before -> after (after/before where both are over 5 ns)"
-	split("fadvise:fadvise fadvise:getppid reads:pread1 reads:getppid pagecache:read4k pagecache:pread1 mmap:mmap-small mmap:mmap-page writeback:write4k default:fadvise default:read4k default:write4k default:getppid", pairs, " ")
+	split("fadvise:fadvise fadvise:getppid reads:pread1 reads:getppid pagecache:read4k pagecache:pread1 mmap:mmap-small mmap:mmap-page mmap:anon-fault writeback:write4k default:fadvise default:read4k default:write4k default:getppid default:anon-fault", pairs, " ")
 	for (i = 1; i in pairs; i++) {
 		split(pairs[i], fw, ":"); cfg = "iomon:" fw[1]; w = fw[2]
-		if (!((cfg) in cfgs)) continue
+		if (!((cfg) in cfgs) || !cnt["after", cfg, w]) continue
+		# A workload the earlier revision did not have: its side is n/a.
+		if (!cnt["before", cfg, w]) {
+			printf "  %-16s %-11s      n/a -> %+8.1f  -\n", cfg, w, med("after", cfg, w)
+			continue
+		}
 		b = med("before", cfg, w); a = med("after", cfg, w)
 		r = (b > 5 && a > 5) ? sprintf("%.2f", a / b) : "-"
 		printf "  %-16s %-11s %+8.1f -> %+8.1f  %s\n", cfg, w, b, a, r

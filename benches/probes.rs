@@ -3,7 +3,7 @@
 //! and a release build; bpftrace for the comparison.
 //!
 //!   cargo bench --bench probes -- all                 # everything below
-//!   cargo bench --bench probes -- events [--rounds 5]
+//!   cargo bench --bench probes -- events [--rounds 5] [--workloads a,b] [--configs none,iomon:mmap]
 //!   cargo bench --bench probes -- routes [--rounds 5]  # each family's routes against each other
 //!   cargo bench --bench probes -- programs            # ns inside each BPF program
 //!   cargo bench --bench probes -- drain [--rounds 5]
@@ -63,7 +63,7 @@ fn main() {
     }
     let _ = iomon::probes::ensure_tracefs(Path::new("/sys/kernel/tracing"));
     match what {
-        "events" => events(rounds),
+        "events" => events(rounds, stropt("--workloads"), stropt("--configs")),
         "routes" => routes(rounds),
         "programs" => programs(),
         "drain" => drain(rounds, &[1_000, 10_000, 50_000]),
@@ -71,7 +71,7 @@ fn main() {
         "lag" => lag(opt("--samples", 20) as usize),
         "tick" => tick::tick(opt("--secs", 10), stropt("--iomond").map(PathBuf::from)),
         "all" => {
-            events(rounds);
+            events(rounds, None, None);
             programs();
             drain(rounds, &[1_000, 10_000, 50_000]);
             tick::tick(opt("--secs", 10), None);
@@ -202,6 +202,36 @@ fn touch_mapped(f: &File, pages: u64) {
     }
 }
 
+/// Writes the first byte of `pages` fresh anonymous pages, 64 MiB at a
+/// time, with huge pages refused: one page fault each.
+fn touch_anon(pages: u64) {
+    let mut left = pages;
+    while left > 0 {
+        let n = left.min(FILE_PAGES);
+        left -= n;
+        // SAFETY: a fresh private anonymous mapping, unmapped below;
+        // writes stay inside it.
+        unsafe {
+            let len = n as usize * 4096;
+            let a = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(a, libc::MAP_FAILED);
+            libc::madvise(a, len, libc::MADV_NOHUGEPAGE);
+            let p = a as *mut u8;
+            for off in (0..len).step_by(4096) {
+                std::ptr::write_volatile(p.add(off), 1);
+            }
+            libc::munmap(a, len);
+        }
+    }
+}
+
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "getppid",
@@ -261,6 +291,12 @@ const WORKLOADS: &[Workload] = &[
         what: "the same on a file cached in 4 KiB folios: one fault-around per 16 pages (per page)",
         iters: 8 * FILE_PAGES,
         run: |f, n| touch_mapped(&f.small, n),
+    },
+    Workload {
+        name: "anon-fault",
+        what: "first write to an anonymous page, 4 KiB pages (host tax on page faults, per page)",
+        iters: 8 * FILE_PAGES,
+        run: |_, n| touch_anon(n),
     },
     Workload {
         name: "write4k",
@@ -576,44 +612,52 @@ fn ns_per_call(f: &Fixture, w: &Workload) -> f64 {
     t.elapsed().as_nanos() as f64 / w.iters as f64
 }
 
-fn events(rounds: usize) {
+fn events(rounds: usize, only: Option<String>, only_configs: Option<String>) {
     let f = fixture();
-    let cfgs = configs();
+    let picked = |list: &Option<String>, name: &str| {
+        list.as_ref()
+            .is_none_or(|l| l.split(',').any(|x| x == name))
+    };
+    let wls: Vec<&Workload> = WORKLOADS.iter().filter(|w| picked(&only, w.name)).collect();
+    let cfgs: Vec<Config> = configs()
+        .into_iter()
+        .filter(|c| matches!(c, Config::None) || picked(&only_configs, &c.name()))
+        .collect();
     // results[config][workload] = ns per call, one per round
-    let mut res = vec![vec![Vec::new(); WORKLOADS.len()]; cfgs.len()];
+    let mut res = vec![vec![Vec::new(); wls.len()]; cfgs.len()];
     println!(
         "events: {} configs x {} workloads x {rounds} rounds, alternating",
         cfgs.len(),
-        WORKLOADS.len()
+        wls.len()
     );
     for round in 0..rounds {
         // Rotate the order so that no config always runs first.
         for k in 0..cfgs.len() {
             let ci = (k + round) % cfgs.len();
             let a = attach(&cfgs[ci]);
-            for (wi, w) in WORKLOADS.iter().enumerate() {
+            for (wi, w) in wls.iter().enumerate() {
                 res[ci][wi].push(ns_per_call(&f, w));
             }
             detach(a);
         }
         eprintln!("  round {} done", round + 1);
     }
-    let base: Vec<f64> = (0..WORKLOADS.len())
+    let base: Vec<f64> = (0..wls.len())
         .map(|wi| median(&mut res[0][wi].clone()))
         .collect();
-    for w in WORKLOADS {
+    for w in &wls {
         println!("  {:<10} {}", w.name, w.what);
     }
     println!("\nns per call: median [min-max] over {rounds} rounds; +added vs none");
     print!("{:<22}", "config");
-    for w in WORKLOADS {
+    for w in &wls {
         print!(" {:>26}", w.name);
     }
     println!();
-    let mut added = vec![vec![0.0; WORKLOADS.len()]; cfgs.len()];
+    let mut added = vec![vec![0.0; wls.len()]; cfgs.len()];
     for (ci, c) in cfgs.iter().enumerate() {
         print!("{:<22}", c.name());
-        for wi in 0..WORKLOADS.len() {
+        for wi in 0..wls.len() {
             let mut v = res[ci][wi].clone();
             let med = median(&mut v);
             let (lo, hi) = (v[0], v[v.len() - 1]);
@@ -637,7 +681,9 @@ fn events(rounds: usize) {
         ("mmap", "mmap-small"),
         ("writeback", "write4k"),
     ] {
-        let wi = WORKLOADS.iter().position(|w| w.name == wl).unwrap();
+        let Some(wi) = wls.iter().position(|w| w.name == wl) else {
+            continue;
+        };
         if let (Some(i), Some(b)) = (
             find(&format!("iomon:{fam}")),
             find(&format!("bpftrace:{fam}")),
@@ -653,7 +699,9 @@ fn events(rounds: usize) {
     // Events per call, counted by iomon itself, to turn ns per call into ns
     // per event where a call is not one event.
     for (id, wl) in [("mmap", "mmap-small"), ("writeback", "write4k")] {
-        let w = WORKLOADS.iter().find(|w| w.name == wl).unwrap();
+        let Some(w) = wls.iter().find(|w| w.name == wl) else {
+            continue;
+        };
         let p = Probes::load(&LoadOptions {
             enabled: vec![id],
             ..Default::default()
@@ -681,7 +729,9 @@ fn events(rounds: usize) {
             _ => sec.get(abi::writeback::DIRTIED).unwrap_or(0),
         };
         let per = events as f64 / w.iters as f64;
-        let wi = WORKLOADS.iter().position(|x| x.name == wl).unwrap();
+        let Some(wi) = wls.iter().position(|x| x.name == wl) else {
+            continue;
+        };
         if let Some(i) = find(&format!("iomon:{id}")) {
             println!(
                 "  {:<10} {wl}: {per:.3} events per call (host-wide, counted by iomon) -> {:+.1} ns per event",
