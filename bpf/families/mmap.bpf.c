@@ -11,8 +11,11 @@
  */
 
 /* Pages added in a fault arrive after its fault event and before the fault
- * returns; a thread's marker older than this is stale. */
-#define FAULT_WINDOW_NS (100ULL * 1000 * 1000)
+ * returns (before its I/O, but allocating them can stall in reclaim: a
+ * read-ahead of two PMD-sized folios took over 100 ms in an emulated arm64
+ * guest); a thread's marker older than this is stale. Its next fault or
+ * read replaces it sooner. */
+#define FAULT_WINDOW_NS (1000ULL * 1000 * 1000)
 
 #define PMD_PAGES 512
 #define XA_CHUNK_MASK 63
