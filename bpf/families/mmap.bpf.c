@@ -314,7 +314,14 @@ struct mm_user_fault {
 	u32 tid;	/* 0: none pending */
 	u32 counted;	/* fault-around counted at rss_stat */
 	u64 addr;
+	u64 faults;	/* the thread's faults then: one more once it ended */
 };
+
+/* The faults a thread has finished (counted when each ends). */
+static __always_inline u64 faults_done(struct task_struct *task)
+{
+	return task->min_flt + task->maj_flt;
+}
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -335,7 +342,8 @@ int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	struct mm_user_fault *uf = user_fault();
 	bool counted = false;
 	if (uf && uf->tid == (u32)bpf_get_current_pid_tgid()) {
-		counted = uf->counted;
+		counted = uf->counted &&
+			  faults_done(bpf_get_current_task_btf()) == uf->faults;
 		uf->tid = 0;
 	}
 	u64 ino;
@@ -351,12 +359,17 @@ SEC("tp_btf/page_fault_user")
 int BPF_PROG(mm_user_fault, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
+	/* Most faults are writes: they return here, and an earlier fault's
+	 * entry left in the slot is seen to be over (faults_done). */
+	if (error_code & 3)
+		return 0;
 	struct mm_user_fault *uf = user_fault();
 	if (!uf)
 		return 0;
-	uf->tid = (error_code & 3) ? 0 : (u32)bpf_get_current_pid_tgid();
+	uf->tid = (u32)bpf_get_current_pid_tgid();
 	uf->counted = 0;
 	uf->addr = address;
+	uf->faults = faults_done(bpf_get_current_task_btf());
 	return 0;
 }
 
@@ -385,17 +398,19 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 SEC("tp_btf/rss_stat")
 int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 {
+	/* Anonymous pages (most RSS changes) return here. */
+	if (member != 0)
+		return 0;
 	struct mm_user_fault *uf = user_fault();
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	if (!uf || uf->tid != tid || uf->counted)
 		return 0;
-	if (member != 0) {
+	/* Only inside that fault: an unmap later (RSS down) is not it. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->mm != mm || faults_done(task) != uf->faults) {
 		uf->tid = 0;
 		return 0;
 	}
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (task->mm != mm)
-		return 0;
 	struct vma_file_at a = { .addr = uf->addr };
 	if (bpf_find_vma(task, a.addr, vma_file_cb, &a, 0) || !a.mapping)
 		return 0;
