@@ -171,62 +171,41 @@ fn fixture() -> Fixture {
 
 const FILE_PAGES: u64 = (FILE_SIZE / 4096) as u64;
 
-/// First touch of `pages` pages of `f`, through fresh read-only mappings
-/// of the whole file (one per pass over it).
-fn touch_mapped(f: &File, pages: u64) {
+/// First touch of `pages` pages, 64 MiB at a time, each pass through a
+/// fresh mapping: of `file`, read (fault-around or a fault per page), or
+/// without one, anonymous memory written (a page fault per page, huge
+/// pages refused).
+fn touch_mapped(file: Option<&File>, pages: u64) {
+    let (prot, flags, fd) = match file {
+        Some(f) => (libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd()),
+        None => (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        ),
+    };
     let mut left = pages;
     while left > 0 {
         let n = left.min(FILE_PAGES);
         left -= n;
-        // SAFETY: a read-only mapping of the file, unmapped below; reads
-        // stay inside it.
+        // SAFETY: a fresh mapping, unmapped below; accesses stay inside
+        // it, and only an anonymous one is written.
         unsafe {
             let len = n as usize * 4096;
-            let a = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
+            let a = libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0);
             assert_ne!(a, libc::MAP_FAILED);
-            let p = a as *const u8;
+            if file.is_none() {
+                libc::madvise(a, len, libc::MADV_NOHUGEPAGE);
+            }
+            let p = a as *mut u8;
             let mut s = 0u64;
             for off in (0..len).step_by(4096) {
-                s += std::ptr::read_volatile(p.add(off)) as u64;
+                match file {
+                    Some(_) => s += std::ptr::read_volatile(p.add(off)) as u64,
+                    None => std::ptr::write_volatile(p.add(off), 1),
+                }
             }
             std::hint::black_box(s);
-            libc::munmap(a, len);
-        }
-    }
-}
-
-/// Writes the first byte of `pages` fresh anonymous pages, 64 MiB at a
-/// time, with huge pages refused: one page fault each.
-fn touch_anon(pages: u64) {
-    let mut left = pages;
-    while left > 0 {
-        let n = left.min(FILE_PAGES);
-        left -= n;
-        // SAFETY: a fresh private anonymous mapping, unmapped below;
-        // writes stay inside it.
-        unsafe {
-            let len = n as usize * 4096;
-            let a = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(a, libc::MAP_FAILED);
-            libc::madvise(a, len, libc::MADV_NOHUGEPAGE);
-            let p = a as *mut u8;
-            for off in (0..len).step_by(4096) {
-                std::ptr::write_volatile(p.add(off), 1);
-            }
             libc::munmap(a, len);
         }
     }
@@ -284,19 +263,19 @@ const WORKLOADS: &[Workload] = &[
         name: "mmap-page",
         what: "first touch of a cached page through a file mapping, large folios (per page)",
         iters: 8 * FILE_PAGES,
-        run: |f, n| touch_mapped(&f.file, n),
+        run: |f, n| touch_mapped(Some(&f.file), n),
     },
     Workload {
         name: "mmap-small",
         what: "the same on a file cached in 4 KiB folios: one fault-around per 16 pages (per page)",
         iters: 8 * FILE_PAGES,
-        run: |f, n| touch_mapped(&f.small, n),
+        run: |f, n| touch_mapped(Some(&f.small), n),
     },
     Workload {
         name: "anon-fault",
         what: "first write to an anonymous page, 4 KiB pages (host tax on page faults, per page)",
         iters: 8 * FILE_PAGES,
-        run: |_, n| touch_anon(n),
+        run: |_, n| touch_mapped(None, n),
     },
     Workload {
         name: "write4k",
