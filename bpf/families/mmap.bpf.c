@@ -18,6 +18,7 @@
 #define FAULT_WINDOW_NS (1000ULL * 1000 * 1000)
 
 #define PMD_PAGES 512
+#define EBUSY 16
 #define XA_CHUNK_MASK 63
 
 /* 6.18 on, a fault maps a cached large folio whole: fault-around maps
@@ -412,7 +413,13 @@ int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 		return 0;
 	}
 	struct vma_file_at a = { .addr = uf->addr };
-	if (bpf_find_vma(task, a.addr, vma_file_cb, &a, 0) || !a.mapping)
+	long err = bpf_find_vma(task, a.addr, vma_file_cb, &a, 0);
+	if (err == -EBUSY) {
+		/* mmap_lock taken for a change (trylock): not lost silently. */
+		count(targets_of(NULL), IOMON_C_MMAP_UNCHECKED, 1);
+		return 0;
+	}
+	if (err || !a.mapping)
 		return 0;
 	struct folio *fo = cache_folio(a.mapping, a.index);
 	if (!fo || folio_pages(fo) < PMD_PAGES)
