@@ -318,17 +318,18 @@ struct mm_user_fault {
 	u64 faults;	/* the thread's faults then: one more once it ended */
 };
 
-/* The faults a thread has finished (counted when each ends). */
-static __always_inline u64 faults_done(struct task_struct *task)
-{
-	return task->min_flt + task->maj_flt;
-}
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, struct mm_user_fault);
 } mm_user_faults SEC(".maps");
+
+/* The faults a thread has finished (counted when each ends). */
+static __always_inline u64 faults_done(struct task_struct *task)
+{
+	return task->min_flt + task->maj_flt;
+}
 
 static __always_inline struct mm_user_fault *user_fault(void)
 {
@@ -387,7 +388,8 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 	if (!file)
 		return 0;
 	a->mapping = BPF_CORE_READ(file, f_mapping);
-	a->index = ((a->addr - BPF_CORE_READ(vma, vm_start)) >> 12) + BPF_CORE_READ(vma, vm_pgoff);
+	a->index = ((a->addr - BPF_CORE_READ(vma, vm_start)) >> page_shift) +
+		   BPF_CORE_READ(vma, vm_pgoff);
 	return 0;
 }
 
