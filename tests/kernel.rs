@@ -81,6 +81,8 @@ fn load_route(family: &'static str, route: &str) -> (Probes, Drain) {
 /// At least one: every family attaches on every kernel iomon supports. A
 /// route whose programs are all in one already here is left out (it is
 /// that route minus a hook: `fentry` where `fentry-splice` attaches).
+/// With `IOMON_TEST_ROUTES=first` (CI's arm64 guests, `scripts/vm-test
+/// --first-route`), only the best: the route `iomond` takes there.
 fn routes_here(family: &'static str) -> Vec<&'static str> {
     let f = family::by_name(family).unwrap();
     let mut here: Vec<&'static str> = Vec::new();
@@ -118,12 +120,24 @@ fn routes_here(family: &'static str) -> Vec<&'static str> {
             FamilyState::Attached => here.push(r.name),
             other => eprintln!("{family}: route {} not on this kernel: {other:?}", r.name),
         }
+        if first_route_only() && !here.is_empty() {
+            eprintln!(
+                "{family}: IOMON_TEST_ROUTES=first: only route {} here",
+                here[0]
+            );
+            break;
+        }
     }
     assert!(
         !here.is_empty(),
         "{family}: no route attaches on this kernel"
     );
     here
+}
+
+/// `IOMON_TEST_ROUTES=first`: test each family on its best route only.
+fn first_route_only() -> bool {
+    std::env::var("IOMON_TEST_ROUTES").is_ok_and(|v| v == "first")
 }
 
 fn me() -> u32 {
@@ -1108,15 +1122,18 @@ fn bpf_writeback_counts_dirtied_and_written_pages() {
 
 /// A target's sections over the next two ticks (the second takes what
 /// landed between the first's reads), and the per-process refusals.
-fn target_over_two_ticks(drain: &mut Drain, target: &str) -> (Sample, u64) {
+/// Also the per-process events refused, and the threads whose state the
+/// kernel would not give (host-wide: a cause of an inexact target).
+fn target_over_two_ticks(drain: &mut Drain, target: &str) -> (Sample, u64, u64) {
     let mut sum = Sample::default();
-    let mut refused = 0;
+    let (mut refused, mut stateless) = (0, 0);
     for _ in 0..2 {
         let s = drain.tick().unwrap();
         refused += s.core(abi::core::PROC_DROPPED);
+        stateless += s.core(abi::core::THREAD_STATE_MISSING);
         sum.merge(&s.for_target(target).expect("target active"), usize::MAX);
     }
-    (sum, refused)
+    (sum, refused, stateless)
 }
 
 /// What a worker reading `pages` pages cold and advising DONTNEED
@@ -1168,10 +1185,13 @@ fn bpf_a_named_target_is_exact_while_100_processes_read() {
     assert!(resident_fraction(&f, SIZE) < 0.01);
     drain.tick().unwrap();
     Worker::spawn(Some(c"iomon-target"), &f, SIZE, 3).run_among_readers(&dir.join("other"));
-    let (t, refused) = target_over_two_ticks(&mut drain, "t");
+    let (t, refused, stateless) = target_over_two_ticks(&mut drain, "t");
     assert!(refused > 0, "the load overflowed the per-process map");
-    assert_worker_exact(&t, pages, (SIZE >> 20) as u64, 3, "comm target");
-    eprintln!("comm target under 300 readers: {pages} pages asked and missed, 3 DONTNEED, {refused} per-process events refused");
+    // Seen once in CI: 4,092 pages asked of 4,096. Named in the message
+    // so that the next one says whether a thread went without its state.
+    let what = format!("comm target ({stateless} events without thread state, host-wide)");
+    assert_worker_exact(&t, pages, (SIZE >> 20) as u64, 3, &what);
+    eprintln!("comm target under 300 readers: {pages} pages asked and missed, 3 DONTNEED, {refused} per-process events refused, {stateless} events without thread state");
 }
 
 /// A fresh cgroup v2 leaf, removed (after its processes exit) on drop.
