@@ -61,7 +61,11 @@ fn main() {
         eprintln!("probes bench: needs root (loads BPF)");
         std::process::exit(1);
     }
-    let _ = iomon::probes::ensure_tracefs(Path::new("/sys/kernel/tracing"));
+    // Mounted for the classic tracepoints where missing, and unmounted
+    // again at the end if the benchmark mounted it (as the tests do).
+    let tracefs = Path::new("/sys/kernel/tracing");
+    let tracefs_before = tracefs.join("events").is_dir();
+    let _ = iomon::probes::ensure_tracefs(tracefs);
     match what {
         "events" => events(rounds, stropt("--workloads"), stropt("--configs")),
         "routes" => routes(rounds),
@@ -83,6 +87,11 @@ fn main() {
                 "probes bench: unknown benchmark {other}; events, routes, programs, drain, tick, footprint, lag or all"
             );
             std::process::exit(2);
+        }
+    }
+    if !tracefs_before && tracefs.join("events").is_dir() {
+        if let Err(e) = nix::mount::umount2(tracefs, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("probes bench: could not unmount the tracefs it mounted: {e}");
         }
     }
 }

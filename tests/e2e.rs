@@ -95,6 +95,8 @@ fn bpf_privilege_problems_are_told_apart_from_what_the_kernel_lacks() {
     else {
         return;
     };
+    // Mounted as at boot: this iomond may not mount it.
+    _k.mount_tracefs();
     let out = Command::new("setpriv")
         .args(["--inh-caps=-all", "--bounding-set=-all,+bpf"])
         .arg(IOMOND)

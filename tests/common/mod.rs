@@ -14,11 +14,52 @@ pub mod daemon;
 
 static KERNEL: Mutex<()> = Mutex::new(());
 
+/// Where the probes (and iomond) mount tracefs when it is not mounted.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// A BPF test's hold on the kernel: the tests that load BPF run one at a
+/// time. Loading classic tracepoints mounts tracefs where it is missing (a
+/// host without systemd, a guest); dropped, the guard unmounts it again if
+/// it was not mounted when the test began: no test leaves a mount behind.
+/// Declared first in a test, it drops last (after the probes and daemons).
+pub struct KernelGuard {
+    _lock: MutexGuard<'static, ()>,
+    tracefs_before: bool,
+}
+
+impl KernelGuard {
+    /// Mounts tracefs where it is missing, as systemd does at boot: for a
+    /// test whose iomond runs without CAP_SYS_ADMIN (which cannot mount
+    /// it). Unmounted again when the guard drops.
+    pub fn mount_tracefs(&self) {
+        iomon::probes::ensure_tracefs(Path::new(TRACEFS))
+            .unwrap_or_else(|e| panic!("tracefs at {TRACEFS}: {e:?}"));
+    }
+}
+
+fn tracefs_mounted() -> bool {
+    Path::new(TRACEFS).join("events").is_dir()
+}
+
+impl Drop for KernelGuard {
+    fn drop(&mut self) {
+        if !self.tracefs_before && tracefs_mounted() {
+            // Lazily: a daemon the test started may still be exiting.
+            if let Err(e) = nix::mount::umount2(TRACEFS, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("could not unmount the tracefs this test mounted at {TRACEFS}: {e}");
+            }
+        }
+    }
+}
+
 /// Serializes the tests that load BPF (they count this process's own
 /// events) and skips them, saying why, where BPF cannot be used. With
 /// `IOMON_REQUIRE_BPF=1` (as in CI) a skip is a failure instead.
-pub fn bpf_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
-    let guard = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+pub fn bpf_or_skip(test: &str) -> Option<KernelGuard> {
+    let guard = KernelGuard {
+        _lock: KERNEL.lock().unwrap_or_else(|e| e.into_inner()),
+        tracefs_before: tracefs_mounted(),
+    };
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let why = if !root {

@@ -22,6 +22,8 @@ fn bpf_banyandb_answers_for_a_banyand_found_by_its_command_line() {
     else {
         return;
     };
+    // Mounted as at boot: this iomond runs without CAP_SYS_ADMIN.
+    _k.mount_tracefs();
     let dir = disk_dir("e2e-banyandb");
     let root = dir.join("root");
     let part = root.join(format!("measure/data/g1/{SEG}/shard-0/00000000000000a0"));
