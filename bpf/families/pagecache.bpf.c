@@ -109,7 +109,20 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	u64 gen;
 	struct ra_window *w = ra_lookup(t, &fk, &gen);
 
-	/* 1. Settle the pages this thread added during this chunk. */
+	/* 1. Settle the pages this thread added during this chunk. Pages
+	 * added below `index` were asked by a chunk whose event never came:
+	 * filemap_get_pages() returns without it when it hands back part of a
+	 * batch (its last folio still being read in) or a folio it created
+	 * itself. Below the end of this thread's previous read of the file
+	 * they were asked already (`below_asked`); above it, by a first chunk
+	 * of this read that went unseen (`below_new`): misses either way.
+	 * (Where a mapping's smallest folio spans pages, from 6.12 on XFS with
+	 * blocks larger than a page, a read's first folio may start below it:
+	 * those pages count as asked too.) */
+	u64 below_asked = 0, below_new = 0;
+	u64 prev_end = t->pagecache.rd_dev == dev && t->pagecache.rd_ino == ino ? t->pagecache.rd_last + 1 : 0;
+	if (prev_end > index)
+		prev_end = index;
 	if (t->pagecache.pend_nr && t->pagecache.pend_dev == dev && t->pagecache.pend_ino == ino) {
 		for (int i = 0; i < 4; i++) {
 			if (i >= t->pagecache.pend_nr)
@@ -117,8 +130,10 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 			u64 s = t->pagecache.pend[i].start, e = t->pagecache.pend[i].end;
 			u64 in = overlap(s, e, index, last + 1);
 			missed_sync += in;
+			below_asked += overlap(s, e, 0, prev_end);
+			below_new += overlap(s, e, prev_end, index);
 			u64 beyond = overlap(s, e, last + 1, ~0ULL);
-			readahead += (e - s) - in;
+			readahead += beyond;
 			if (beyond) {
 				u64 bs = s > last + 1 ? s : last + 1;
 				if (!w)
@@ -136,8 +151,10 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 	 * brought in for it: a miss too, counted once, then forgotten. */
 	bool cont = t->pagecache.rd_dev == dev && t->pagecache.rd_ino == ino && t->pagecache.rd_last == last &&
 		    index > t->pagecache.rd_prev;
+	/* In a continuation every page below `index` was asked already. */
+	missed_sync += below_asked + below_new;
 	if (!cont) {
-		u64 asked = last - index + 1;
+		u64 asked = last - index + 1 + below_new;
 		count(tm, IOMON_C_PAGECACHE_ASKED, asked);
 		if (w)
 			missed_ra = ra_consume(w, index, last + 1);
