@@ -882,13 +882,26 @@ fn bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients() {
         "--step",
         "250ms",
     ]);
-    let durations: Vec<u64> = hist["points"]
+    let spans: Vec<(u64, u64)> = hist["points"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["end_ms"].as_u64().unwrap() - p["start_ms"].as_u64().unwrap())
+        .map(|p| {
+            (
+                p["start_ms"].as_u64().unwrap(),
+                p["end_ms"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert!(durations.len() >= 30, "{durations:?}");
+    let durations: Vec<u64> = spans.iter().map(|(s, e)| e - s).collect();
+    // The points cover the whole window (the slowloris client alone is
+    // kept 9 s or more), nothing missing between them: under load two
+    // ticks may share a 250 ms step (a point of 500 ms), so their number
+    // is not the measure.
+    let window = spans.last().unwrap().1 - spans[0].0;
+    let covered: u64 = durations.iter().sum();
+    assert!(window >= 9_000, "history covers {window} ms: {spans:?}");
+    assert_eq!(covered, window, "points with gaps between them: {spans:?}");
     // A loop blocked by an HTTP client would hold a tick for seconds (the
     // slowloris client alone is kept for the 10 s header timeout). Other
     // tests share these 2 cores and this disk, so one tick may start up to an
