@@ -63,7 +63,7 @@ fn main() {
     }
     // Mounted for the classic tracepoints where missing, and unmounted
     // again at the end if the benchmark mounted it (as the tests do).
-    let tracefs = Path::new("/sys/kernel/tracing");
+    let tracefs = Path::new(iomon::probes::TRACEFS);
     let tracefs_before = tracefs.join("events").is_dir();
     let _ = iomon::probes::ensure_tracefs(tracefs);
     match what {

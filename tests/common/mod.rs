@@ -15,7 +15,7 @@ pub mod daemon;
 static KERNEL: Mutex<()> = Mutex::new(());
 
 /// Where the probes (and iomond) mount tracefs when it is not mounted.
-const TRACEFS: &str = "/sys/kernel/tracing";
+use iomon::probes::TRACEFS;
 
 /// A BPF test's hold on the kernel: the tests that load BPF run one at a
 /// time. Loading classic tracepoints mounts tracefs where it is missing (a
