@@ -116,7 +116,8 @@ enum Command {
         /// End of the range [default: now].
         #[arg(long, short = 'e', value_name = "TIME")]
         until: Option<String>,
-        /// Width of each point, e.g. 10s, 1m, 1h [default: about 60 points].
+        /// Width of each point, e.g. 10s, 1m, 1h (at the daemon's interval
+        /// itself, one point per Sample) [default: about 60 points].
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         step: Option<Duration>,
         /// What the table charts (json/csv give every metric): any series

@@ -895,9 +895,9 @@ fn bpf_metrics_survive_idle_slow_pipelined_and_oversized_clients() {
         .collect();
     let durations: Vec<u64> = spans.iter().map(|(s, e)| e - s).collect();
     // The points cover the whole window (the slowloris client alone is
-    // kept 9 s or more), nothing missing between them: under load two
-    // ticks may share a 250 ms step (a point of 500 ms), so their number
-    // is not the measure.
+    // kept 9 s or more), nothing missing between them: a tick held past
+    // a whole interval makes one longer Sample, so their number is not the
+    // measure.
     let window = spans.last().unwrap().1 - spans[0].0;
     let covered: u64 = durations.iter().sum();
     assert!(window >= 9_000, "history covers {window} ms: {spans:?}");

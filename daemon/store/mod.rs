@@ -517,7 +517,8 @@ impl Store {
 
     /// Samples in [since, until), from the coarsest tier whose resolution
     /// is at most `step` (the finest tier if the step is finer still),
-    /// merged to `step` (buckets aligned to multiples of it), oldest first.
+    /// merged to `step` (buckets aligned to multiples of it), oldest first;
+    /// at the raw resolution itself each Sample is a point.
     /// Without a step, one that gives at most about 500 points.
     pub fn range(
         &self,
@@ -539,13 +540,17 @@ impl Store {
             .find(|t| self.resolution(*t) <= step)
             .unwrap_or(Tier::Raw);
         let step = step.max(self.resolution(tier));
+        // At the raw tier's own resolution every Sample is a point: ticks
+        // jitter around their phase, so buckets of one interval would now
+        // and then hold two Samples and leave the next bucket empty.
+        let each = tier == Tier::Raw && step == self.resolution(tier);
         let mut points: Vec<Sample> = Vec::new();
         let mut cur: Option<(u64, Sample)> = None;
         let top = self.opts.top_k;
         let mut scan = |ms: u64, s: &Sample, points: &mut Vec<Sample>| {
             // Buckets on multiples of the step (not of the query's start):
             // the same Samples give the same points whenever it is asked.
-            let bucket = ms - ms % step;
+            let bucket = if each { ms } else { ms - ms % step };
             match &mut cur {
                 Some((b, acc)) if *b == bucket => acc.merge(s, top),
                 _ => {
@@ -781,6 +786,22 @@ mod tests {
         assert_eq!(h.resolution_ms, HOUR_MS);
         assert_eq!(h.points.len(), 2);
         assert_eq!(total(&h), 720);
+
+        // Ticks jitter: two Samples starting in one interval's bucket are
+        // still two points at the raw resolution, merged only when asked
+        // for a coarser step.
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut j = Store::open(&dir2.path().join("db"), opts()).unwrap();
+        for start in [T0 + 9_990, T0 + 10_005, T0 + 19_999, T0 + 30_010] {
+            j.append(&sample(start, 1));
+        }
+        j.flush(T0 + 40_000);
+        let each = j.range(T0, T0 + 40_000, Some(10_000)).unwrap();
+        assert_eq!(each.points.len(), 4);
+        assert_eq!(total(&each), 4);
+        let merged = j.range(T0, T0 + 40_000, Some(20_000)).unwrap();
+        assert_eq!(merged.points.len(), 2);
+        assert_eq!(total(&merged), 4);
 
         // Step finer than the finest tier: the raw resolution is used.
         let fine = st.range(T0, T0 + 60_000, Some(1)).unwrap();
