@@ -418,8 +418,16 @@ fn bpf_banyandb_numbers_by_engine_group_and_kind_equal_the_workloads() {
             warm.add(&tree, b.run(&format!("fault {}", p.display())), true);
         }
     });
+    // Almost all hits: a host's proactive reclaim (DAMON's pageout, on
+    // this CI host) may have taken a page the cold pass read (failed once:
+    // 3 pages). check() holds iomon to what mincore saw either way.
     for d in warm.reads.values() {
-        assert_eq!(d.missed, 0);
+        assert!(
+            d.missed * 100 <= d.asked,
+            "warm pass: {} of {} pages not cached",
+            d.missed,
+            d.asked
+        );
     }
     check(
         &rows(&mut paths, &s, b.pid, &tree.root),
