@@ -20,6 +20,7 @@ use crate::hist;
 use crate::promtext::{Kind, Out};
 
 // The registration line of each family: its module.
+pub mod block;
 pub mod fadvise;
 pub mod mmap;
 pub mod pagecache;
