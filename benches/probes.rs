@@ -119,7 +119,54 @@ struct Fixture {
     small: File,
     /// Scratch file for the write workload.
     scratch: File,
+    /// A loop device over a file in memory, opened O_DIRECT: a block
+    /// request per read that costs microseconds, not a disk's latency.
+    disk: LoopDev,
     dir: PathBuf,
+}
+
+/// A loop device over a 64 MiB file in /dev/shm, detached and its file
+/// removed on drop.
+struct LoopDev {
+    dev: File,
+    name: String,
+    backing: PathBuf,
+}
+
+impl LoopDev {
+    fn new() -> LoopDev {
+        let backing = PathBuf::from(format!("/dev/shm/iomon-bench-{}", std::process::id()));
+        File::create(&backing)
+            .and_then(|f| f.set_len(FILE_SIZE as u64))
+            .expect("loop backing file in /dev/shm");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("losetup (util-linux)");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        use std::os::unix::fs::OpenOptionsExt;
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&name)
+            .expect("open the loop device O_DIRECT");
+        LoopDev { dev, name, backing }
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup")
+            .args(["--detach", &self.name])
+            .status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
 }
 
 fn fixture() -> Fixture {
@@ -174,6 +221,7 @@ fn fixture() -> Fixture {
         file,
         small,
         scratch,
+        disk: LoopDev::new(),
         dir,
     }
 }
@@ -287,6 +335,24 @@ const WORKLOADS: &[Workload] = &[
         run: |_, n| touch_mapped(None, n),
     },
     Workload {
+        name: "direct4k",
+        what: "4 KiB O_DIRECT read of a loop device over memory (one block request)",
+        iters: 40_000,
+        run: |f, n| {
+            let layout = std::alloc::Layout::from_size_align(4096, 4096).expect("layout");
+            // SAFETY: a non-zero size; null is checked; freed below.
+            let b = unsafe { std::alloc::alloc(layout) };
+            assert!(!b.is_null());
+            for i in 0..n {
+                let off = ((i * 4096) % FILE_SIZE as u64) as i64;
+                // SAFETY: b is valid for 4096 bytes.
+                unsafe { libc::pread(f.disk.dev.as_raw_fd(), b.cast(), 4096, off) };
+            }
+            // SAFETY: allocated above with this layout.
+            unsafe { std::alloc::dealloc(b, layout) };
+        },
+    },
+    Workload {
         name: "write4k",
         what: "4 KiB buffered write to a new page (dirties one folio); truncated every 16 MiB",
         iters: 40_000,
@@ -379,6 +445,13 @@ tracepoint:writeback:writeback_pages_written { @written = sum(args->pages); }
 tracepoint:writeback:writeback_single_inode { @inodes = count(); }
 tracepoint:writeback:balance_dirty_pages { @throttled[pid, comm] = count(); }";
 
+/// biolatency's way (bcc's tracepoint mode): issue time by device and
+/// sector, latency and requests by operation at completion; what each
+/// process submitted, where its bio gets a request.
+const BT_BLOCK: &str = "tracepoint:block:block_rq_issue { @start[args->dev, args->sector] = nsecs; }
+tracepoint:block:block_rq_complete /@start[args->dev, args->sector]/ { @usecs[args->rwbs] = hist((nsecs - @start[args->dev, args->sector]) / 1000); @req[args->rwbs] = count(); delete(@start[args->dev, args->sector]); }
+tracepoint:block:block_getrq { @submitted[pid, comm] = sum(args->nr_sector * 512); }";
+
 fn configs() -> Vec<Config> {
     let mut v = vec![Config::None];
     for f in family::ALL {
@@ -399,6 +472,7 @@ fn configs() -> Vec<Config> {
         v.push(Config::Bpftrace("pagecache", BT_PAGECACHE));
         v.push(Config::Bpftrace("mmap", BT_MMAP));
         v.push(Config::Bpftrace("writeback", BT_WRITEBACK));
+        v.push(Config::Bpftrace("block", BT_BLOCK));
     } else {
         eprintln!("bpftrace not found: no comparison (apt-get install bpftrace)");
     }
@@ -668,6 +742,7 @@ fn events(rounds: usize, only: Option<String>, only_configs: Option<String>) {
         ("pagecache", "read4k"),
         ("mmap", "mmap-small"),
         ("writeback", "write4k"),
+        ("block", "direct4k"),
     ] {
         let Some(wi) = wls.iter().position(|w| w.name == wl) else {
             continue;
