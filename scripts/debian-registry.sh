@@ -38,12 +38,20 @@ fetch_kernel() { # suite [flavour] -> the directory holding boot/ of the suite's
 		sed -n "s/^ *Depends: \(linux-image-[0-9][^ ]*-$flavour\)\$/\1/p" | grep -v -- -unsigned | head -n 1)
 	[ -n "$pkg" ] || { echo "vm-test: no $flavour kernel in $suite for $debarch" >&2; return 1; }
 	dir=$kcache/$pkg
+	# A cache from before extra/ (the loop driver) is fetched again.
+	[ -d "$dir/extra" ] || rm -rf "$dir"
 	if [ ! -d "$dir/boot" ]; then
 		rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
 		# shellcheck disable=SC2086
 		(cd "$dir.tmp" && apt-get $opts download "$pkg" >/dev/null 2>&1)
 		deb=$(ls "$dir.tmp"/*.deb)
 		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir.tmp" ./boot
+		# Every flavour: the loop driver (a module in Debian's kernels), for
+		# a block device only the tests use.
+		mkdir -p "$dir.tmp/x" "$dir.tmp/extra"
+		dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir.tmp/x" --wildcards '*/drivers/block/loop.ko*' 2>/dev/null || true
+		find "$dir.tmp/x" -name 'loop.ko*' -exec mv {} "$dir.tmp/extra/" \;
+		rm -rf "$dir.tmp/x"
 		if [ "$flavour" != "cloud-$debarch" ]; then
 			# usr/lib/modules since trixie, lib/modules before.
 			dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir.tmp" --wildcards './usr/lib/modules/*' './lib/modules/*' 2>/dev/null || true

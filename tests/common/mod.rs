@@ -402,3 +402,72 @@ pub fn spawn_cats(n: usize, path: &std::path::Path) {
         c.wait().unwrap();
     }
 }
+
+/// A block device only this test uses: `IOMON_TEST_BLOCK_DEV` where set
+/// (the kernel matrix gives its guests a second NVMe namespace), else a
+/// loop device over a 64 MiB file in /dev/shm, detached on drop.
+pub struct ScratchDisk {
+    pub path: PathBuf,
+    /// Its name in /sys/block.
+    pub name: String,
+    backing: Option<PathBuf>,
+}
+
+impl ScratchDisk {
+    pub fn new() -> ScratchDisk {
+        if let Some(p) = std::env::var_os("IOMON_TEST_BLOCK_DEV") {
+            let path = PathBuf::from(p);
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            return ScratchDisk {
+                path,
+                name,
+                backing: None,
+            };
+        }
+        let backing = PathBuf::from(format!("/dev/shm/iomon-test-{}.img", std::process::id()));
+        File::create(&backing)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("a file in /dev/shm for the loop device");
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("losetup (util-linux)");
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&backing);
+            panic!(
+                "no block device for the test: losetup failed ({}); set IOMON_TEST_BLOCK_DEV to a device only it may use",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        ScratchDisk {
+            path,
+            name,
+            backing: Some(backing),
+        }
+    }
+
+    /// `/sys/block/<name>/stat`: reads, reads merged, sectors read, ms
+    /// reading, writes, writes merged, sectors written, ...
+    pub fn stat(&self) -> Vec<u64> {
+        std::fs::read_to_string(format!("/sys/block/{}/stat", self.name))
+            .expect("the device's stat")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for ScratchDisk {
+    fn drop(&mut self) {
+        if let Some(b) = &self.backing {
+            let _ = std::process::Command::new("losetup")
+                .arg("--detach")
+                .arg(&self.path)
+                .status();
+            let _ = std::fs::remove_file(b);
+        }
+    }
+}
