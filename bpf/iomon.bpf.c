@@ -330,6 +330,42 @@ __noinline int hist_add_fn(u32 tm, u32 hist, u64 ns)
 }
 #define hist_add(tm, hist, ns) hist_add_fn(tm, hist, ns)
 
+/* The row of `key` in a family's rows map (declared `rows`), created at
+ * the key's first event; NULL, and the event counted in
+ * IOMON_C_CORE_ROWS_DROPPED, when the map is full. */
+static __always_inline u64 *row_of(void *map, u32 key, const void *zero)
+{
+	u64 *r = bpf_map_lookup_elem(map, &key);
+	if (!r) {
+		/* EEXIST when another CPU inserted it first: fine, look it up. */
+		bpf_map_update_elem(map, &key, zero, BPF_NOEXIST);
+		r = bpf_map_lookup_elem(map, &key);
+		if (!r)
+			count_slot(0, IOMON_C_CORE_ROWS_DROPPED, 1);
+	}
+	return r;
+}
+
+/* Adds n to element i of a row of `len` elements (atomic: rows are shared
+ * by every CPU). The bound is checked after a compiler barrier, on the
+ * register the index is used from (see proc_add). */
+static __always_inline void row_add(u64 *r, u64 i, u64 len, u64 n)
+{
+	asm volatile("" : "+r"(i));
+	if (r && i < len)
+		__sync_fetch_and_add(&r[i], n);
+}
+
+/* A family's counter `idx` (IOMON_C_<FAM>_*) and histogram `h`
+ * (IOMON_H_<FAM>_*) in one of its rows. */
+#define row_count(FAM, r, idx, n)                                            \
+	row_add((r), (idx) - IOMON_ROW_##FAM##_C0, IOMON_ROW_##FAM##_LEN, (n))
+#define row_hist(FAM, r, h, ns)                                              \
+	row_add((r),                                                          \
+		IOMON_ROW_##FAM##_NC + ((h) - IOMON_ROW_##FAM##_H0) * IOMON_HIST_BUCKETS + \
+			log2_bucket((ns) / 1000),                             \
+		IOMON_ROW_##FAM##_LEN, 1)
+
 /* The low bit of a maps_gen entry: which map of an interval pair is
  * written. */
 static __always_inline u32 maps_slot(u32 which)

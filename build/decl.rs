@@ -34,7 +34,30 @@ pub struct Decl {
     /// which calls the hooks of the routes loaded.
     #[serde(default)]
     pub shared: Vec<SharedDecl>,
+    /// The family's counters and histograms also kept per key (a block
+    /// device): a row per key in a bounded map `<name>_rows`.
+    pub rows: Option<RowsDecl>,
 }
+
+/// Rows of a family's numbers per key: `label` names the key in metrics
+/// (`iomon_<label>_...{<label>="..."}`) and JSON; `max` bounds the kernel's
+/// map (a key past it is counted in core's `rows_dropped`, in no row).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RowsDecl {
+    pub label: String,
+    pub max: u32,
+    /// What a key is, so that the daemon can name it (`ROW_KEYS`).
+    pub key: String,
+}
+
+/// Kinds of row keys the daemon can name: `dev_t`, a block device as the
+/// kernel encodes it (named as /sys/dev/block names it).
+pub const ROW_KEYS: &[&str] = &["dev_t"];
+
+/// The most rows a family may declare (each is a map entry of the
+/// family's counters and histograms).
+pub const MAX_ROWS: u32 = 1024;
 
 /// An event more than one family counts: one program runs on it and
 /// calls each loaded route's hook (a C function taking `struct
@@ -413,6 +436,16 @@ pub fn validate(d: &Decl) -> Result<(), String> {
     if !core && d.route.is_empty() {
         return Err("a family needs at least one route".into());
     }
+    if let Some(r) = &d.rows {
+        if core || !ident_ok(&r.label) || r.max == 0 || r.max > MAX_ROWS {
+            return Err(format!(
+                "rows: a family's, with a [a-z0-9_] label and 1 <= max <= {MAX_ROWS}"
+            ));
+        }
+        if !ROW_KEYS.contains(&r.key.as_str()) {
+            return Err(format!("rows: key {:?} is not one of {ROW_KEYS:?}", r.key));
+        }
+    }
     if !core && !d.shared.is_empty() {
         return Err("only core declares shared events".into());
     }
@@ -624,6 +657,9 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"bpf_x\"]", "helper:NAME"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"arch:mips\"]", "arch:x86_64|aarch64"),
             ("bogus = 1", "unknown field"),
+            ("[rows]\nlabel = \"device\"\nmax = 0\nkey = \"dev_t\"", "1 <= max <= 1024"),
+            ("[rows]\nlabel = \"device\"\nmax = 8\nkey = \"inode\"", "key \"inode\""),
+            ("[rows]\nlabel = \"dev ice\"\nmax = 8\nkey = \"dev_t\"", "[a-z0-9_] label"),
         ];
         for (extra, want) in cases {
             let e = with(extra).expect_err(extra);
@@ -651,6 +687,13 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             "{:?}",
             parse("demo", &arch).err()
         );
+        assert!(with("[rows]\nlabel = \"device\"\nmax = 64\nkey = \"dev_t\"").is_ok());
+        let e = parse(
+            "core",
+            "name = \"core\"\nabout = \"c\"\n[rows]\nlabel = \"device\"\nmax = 8\nkey = \"dev_t\"",
+        )
+        .unwrap_err();
+        assert!(e.contains("a family's"), "{e}");
         let e = parse("demo", &MINIMAL.replace("order = 10", "")).unwrap_err();
         assert!(e.contains("needs `order`"), "{e}");
         let e = parse(

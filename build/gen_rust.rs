@@ -164,7 +164,10 @@ pub fn schema(families: &[Family]) -> String {
                     })
                     .collect();
                 let needs: Vec<String> = rt.needs.iter().map(|n| lit(n)).collect();
-                let maps: Vec<String> = rt.maps.iter().map(|n| lit(n)).collect();
+                // A family's rows map is its routes' alone: created only
+                // when one of them is loaded.
+                let rows_map = d.rows.as_ref().map(|_| format!("{}_rows", d.name));
+                let maps: Vec<String> = rt.maps.iter().chain(&rows_map).map(|n| lit(n)).collect();
                 let hooks: Vec<String> = rt.hooks.iter().map(|h| lit(&h.call)).collect();
                 format!(
                     "Route {{ name: {}, programs: &[{}], needs: &[{}], maps: &[{}], hooks: &[{}] }}",
@@ -201,7 +204,7 @@ pub fn schema(families: &[Family]) -> String {
             .collect();
         let _ = writeln!(
             r,
-            "pub static {stat}: Schema = Schema {{\n    name: {},\n    about: {},\n    order: {},\n    default_on: {},\n    counters: &[{}],\n    ncounters: {off},\n    hists: &[{}],\n    proc: &[{}],\n    nproc: {poff},\n    series: &[{}],\n    routes: &[{}],\n    shared: &[{}],\n    counter_base: {},\n    hist_base: {},\n    proc_base: {},\n}};\n",
+            "pub static {stat}: Schema = Schema {{\n    name: {},\n    about: {},\n    order: {},\n    default_on: {},\n    counters: &[{}],\n    ncounters: {off},\n    hists: &[{}],\n    proc: &[{}],\n    nproc: {poff},\n    series: &[{}],\n    routes: &[{}],\n    shared: &[{}],\n    rows: {},\n    counter_base: {},\n    hist_base: {},\n    proc_base: {},\n}};\n",
             lit(&d.name),
             lit(&d.about),
             d.order.unwrap_or(0),
@@ -212,6 +215,16 @@ pub fn schema(families: &[Family]) -> String {
             list(&series),
             list(&routes),
             list(&shared),
+            match &d.rows {
+                Some(r) => format!(
+                    "Some(Rows {{ label: {}, max: {}, key: {}, map: {} }})",
+                    lit(&r.label),
+                    r.max,
+                    lit(&r.key),
+                    lit(&format!("{}_rows", d.name))
+                ),
+                None => "None".into(),
+            },
             f.counter_base,
             f.hist_base,
             f.proc_base,

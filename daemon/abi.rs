@@ -34,10 +34,25 @@ pub struct Schema {
     pub routes: &'static [Route],
     /// Events several families hook into (`core` only): one program each.
     pub shared: &'static [Shared],
+    /// Its counters and histograms also kept per key (a block device).
+    pub rows: Option<Rows>,
     /// Where the family's slots start in the kernel's maps.
     pub counter_base: usize,
     pub hist_base: usize,
     pub proc_base: usize,
+}
+
+/// A family's rows: its numbers per key, in the kernel map `map` (u32 key,
+/// the family's counters then its histograms' buckets, cumulative).
+#[derive(Debug)]
+pub struct Rows {
+    /// The key's label in metrics and JSON.
+    pub label: &'static str,
+    /// The map's bound.
+    pub max: u32,
+    /// What a key is (`dev_t`: a block device), for its name.
+    pub key: &'static str,
+    pub map: &'static str,
 }
 
 /// A counter or per-process field.

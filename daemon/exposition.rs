@@ -179,6 +179,22 @@ pub fn render(inp: &Inputs, format: Format) -> String {
         family::write_out(&family::target_metrics(&per_target), &mut o);
     }
 
+    // Families' rows (the block family's per device): the host's numbers
+    // per key, under iomon_<label>_*; declared counters and histograms only.
+    for f in family::ALL {
+        let (Some(rows), Some(keyed)) = (&f.schema.rows, s.rows.get(f.name())) else {
+            continue;
+        };
+        let per_key: Vec<(&str, Vec<family::MetricOut>)> = keyed
+            .iter()
+            .map(|(k, sec)| {
+                let m = family::section_metrics(f.schema, sec, family::Scope::Host);
+                (k.as_str(), m)
+            })
+            .collect();
+        family::write_out(&family::row_metrics(rows.label, &per_key), &mut o);
+    }
+
     banyandb_metrics(s, &mut o);
 
     let comms = t.comm_series();

@@ -18,8 +18,8 @@ use crate::family::{self, Section, Sections};
 /// Version of the Sample encoding (the store and the socket protocol check
 /// it). 3 is the last bump for families: sections are keyed by name; 4
 /// adds the BanyanDB view (files' kinds, rows by engine, group and class,
-/// the memory cgroups).
-pub const SAMPLE_VERSION: u32 = 4;
+/// the memory cgroups); 5 families' rows (per key: a block device).
+pub const SAMPLE_VERSION: u32 = 5;
 
 /// Per-process numbers of one interval (or of a merged range): each
 /// family's per-process fields, laid out as declared, for the families
@@ -506,6 +506,11 @@ pub struct Sample {
     /// the host's file cache.
     pub memcg: Vec<crate::banyandb::memcg::MemcgSample>,
     pub host_mem: Option<crate::banyandb::memcg::HostMem>,
+    /// Families' numbers per key (declared `rows`: the block family's per
+    /// device), by family, then key name; a key with nothing in the
+    /// interval has none. The host's: no target has rows. Last, so that
+    /// encoding 4 is this without it (see the store's codec).
+    pub rows: BTreeMap<String, BTreeMap<String, Section>>,
 }
 
 impl Sample {
@@ -591,6 +596,12 @@ impl Sample {
             mine.merge(h);
         }
         self.proc_read_errors += o.proc_read_errors;
+        for (family, rows) in &o.rows {
+            let mine = self.rows.entry(family.clone()).or_default();
+            for (key, s) in rows {
+                mine.entry(key.clone()).or_default().merge(s);
+            }
+        }
     }
 
     /// Keeps the `k` busiest processes, and every process of a target
@@ -688,6 +699,8 @@ impl Sample {
                 .cloned()
                 .collect(),
             targets: BTreeMap::new(),
+            // Rows are the host's (a device is no target's).
+            rows: BTreeMap::new(),
             files: self
                 .files
                 .iter()

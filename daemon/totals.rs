@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::family::Section;
 use crate::sample::{top_k, ProcSample, Sample, TopBy};
 
 /// The name of the per-name series that holds every name without its own.
@@ -255,6 +256,38 @@ struct Pending {
 /// tick's end when it is.
 const SEEN_NOW: u64 = u64::MAX;
 
+/// A family's rows kept in the totals: at most this many times its
+/// kernel bound (keys come and go: loop devices, hot-plugged disks).
+const ROWS_KEPT: usize = 4;
+
+/// The key the rows folded past [`ROWS_KEPT`] are summed under.
+pub const ROWS_OTHER: &str = "_other";
+
+/// Keeps each family's rows in the totals bounded: past its bound, the
+/// rows the latest Sample `s` did not touch are summed under
+/// [`ROWS_OTHER`] (their series end; the sum goes on).
+fn fold_rows(rows: &mut BTreeMap<String, BTreeMap<String, Section>>, s: &Sample) {
+    for (family, kept) in rows.iter_mut() {
+        let cap = crate::abi::schema(family)
+            .and_then(|f| f.rows.as_ref())
+            .map_or(usize::MAX, |r| r.max as usize * ROWS_KEPT);
+        if kept.len() <= cap {
+            continue;
+        }
+        let fresh = s.rows.get(family);
+        let stale: Vec<String> = kept
+            .keys()
+            .filter(|k| *k != ROWS_OTHER && fresh.is_none_or(|f| !f.contains_key(*k)))
+            .cloned()
+            .collect();
+        for k in stale {
+            if let Some(sec) = kept.remove(&k) {
+                kept.entry(ROWS_OTHER.to_string()).or_default().merge(&sec);
+            }
+        }
+    }
+}
+
 impl Totals {
     pub fn new(started_ms: u64, max_procs: usize, idle_ttl_ms: u64) -> Totals {
         Totals {
@@ -317,6 +350,7 @@ impl Totals {
         // Files are for the history (`iomonctl files --since`); the totals
         // keep their counts of what was cut and not named.
         self.sum.merge_counts(s);
+        fold_rows(&mut self.sum.rows, s);
         self.names
             .add(&self.pending.names, s.end_ms, &mut self.truncated);
         // Emptied, keeping its room: a tick's names are much the last's.
@@ -417,6 +451,38 @@ mod tests {
     use super::*;
     use crate::abi::{self, reads};
     use crate::family::Section;
+
+    #[test]
+    fn rows_past_four_times_the_bound_fold_into_other_and_keep_every_count() {
+        let max = abi::BLOCK.rows.as_ref().unwrap().max as usize;
+        let mut t = Totals::new(0, 100, 60_000);
+        let row = |n: u64| Section {
+            counters: vec![n; abi::BLOCK.ncounters],
+            hists: Vec::new(),
+        };
+        let n = max * ROWS_KEPT + 10;
+        for i in 0..n {
+            let mut s = Sample {
+                start_ms: i as u64 * 1000,
+                end_ms: i as u64 * 1000 + 1000,
+                ..Default::default()
+            };
+            s.rows
+                .entry("block".into())
+                .or_default()
+                .insert(format!("loop{i}"), row(1));
+            t.add(&s);
+        }
+        let kept = &t.sum.rows["block"];
+        assert!(kept.len() <= max * ROWS_KEPT + 1, "{}", kept.len());
+        assert!(
+            kept.contains_key(&format!("loop{}", n - 1)),
+            "the latest stays"
+        );
+        let total: u64 = kept.values().map(|s| s.get(0).unwrap()).sum();
+        assert_eq!(total, n as u64, "folded, never dropped");
+        assert!(kept[ROWS_OTHER].get(0).unwrap() > 0);
+    }
 
     fn proc(tgid: u32, comm: &str, reads: u64) -> ProcSample {
         let mut v = vec![0; abi::READS.nproc];

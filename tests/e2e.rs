@@ -622,13 +622,18 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_whitespace().next())
     {
-        let covered = ["iomon_target_", "iomon_process_", "process_"]
-            .iter()
-            .find(|p| name.starts_with(*p))
-            .map_or_else(
-                || readme.contains(&format!("`{name}`")),
-                |p| readme.contains(&format!("`{p}*`")),
-            );
+        let covered = [
+            "iomon_target_",
+            "iomon_device_",
+            "iomon_process_",
+            "process_",
+        ]
+        .iter()
+        .find(|p| name.starts_with(*p))
+        .map_or_else(
+            || readme.contains(&format!("`{name}`")),
+            |p| readme.contains(&format!("`{p}*`")),
+        );
         assert!(covered, "README.md's metric catalogue lacks {name}");
     }
     let prom_accept = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";

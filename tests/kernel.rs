@@ -2070,3 +2070,94 @@ fn bpf_block_counts_own_direct_io_exactly_and_every_completion_once() {
         eprintln!("MATRIX family=block route={route} exact=yes read_p99_us={p99}");
     }
 }
+
+#[test]
+fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
+    let Some(_k) =
+        bpf_or_skip("bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat")
+    else {
+        return;
+    };
+    use iomon::abi::block as bk;
+    use std::os::unix::fs::OpenOptionsExt;
+    const READS: u64 = 120;
+    const WRITES: u64 = 80;
+    let disk = ScratchDisk::new();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&disk.path)
+        .unwrap();
+    for route in routes_here("block") {
+        let (_p, mut drain) = load_route("block", route);
+        direct_io(&f, 2, 2);
+        drain.tick().unwrap();
+        let before = disk.stat();
+        direct_io(&f, READS, WRITES);
+        let mut s = Sample::default();
+        for _ in 0..2 {
+            s.merge(&drain.tick().unwrap(), usize::MAX);
+        }
+        let after = disk.stat();
+        let d = |i: usize| after[i] - before[i];
+        let row = s
+            .rows
+            .get("block")
+            .and_then(|r| r.get(&disk.name))
+            .unwrap_or_else(|| panic!("route {route}: no row for {}: {:?}", disk.name, s.rows));
+        let get = |i: usize| row.get(i).unwrap_or(0);
+        let (read, write) = (bk::op::READ, bk::op::WRITE);
+        // The device's own account, and this process's workload: equal.
+        assert_eq!(
+            (d(0), d(4)),
+            (READS, WRITES),
+            "route {route}: {} stat",
+            disk.name
+        );
+        assert_eq!(
+            get(bk::REQUESTS + read),
+            d(0),
+            "route {route}: read requests"
+        );
+        assert_eq!(
+            get(bk::REQUESTS + write),
+            d(4),
+            "route {route}: write requests"
+        );
+        assert_eq!(
+            get(bk::BYTES + read),
+            d(2) * 512,
+            "route {route}: bytes read"
+        );
+        assert_eq!(
+            get(bk::BYTES + write),
+            d(6) * 512,
+            "route {route}: bytes written"
+        );
+        assert_eq!(get(bk::SUBMITTED + read), READS, "route {route}: read bios");
+        assert_eq!(get(bk::UNMATCHED), 0, "route {route}: every issue seen");
+        let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());
+        let reads_timed: u64 = row
+            .hist(bk::hist::READ_LATENCY)
+            .map_or(0, |h| h.iter().sum());
+        assert_eq!(
+            timed,
+            READS + WRITES,
+            "route {route}: latency histogram count"
+        );
+        assert_eq!(
+            reads_timed, READS,
+            "route {route}: read latency histogram count"
+        );
+        // The host's numbers hold the device's.
+        let h = s.section("block").unwrap();
+        assert!(h.get(bk::REQUESTS + read).unwrap() >= READS);
+        eprintln!(
+            "block ({route}): {}: {READS} reads, {WRITES} writes; its row and /sys/block/{}/stat agree exactly",
+            disk.path.display(),
+            disk.name
+        );
+        eprintln!("MATRIX family=block route={route} device_rows=exact");
+    }
+}

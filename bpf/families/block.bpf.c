@@ -94,8 +94,11 @@ int blk_issue(struct trace_event_raw_block_rq *ctx)
 	}
 	if (v->insert_ns && !v->issue_ns) {
 		u64 ns = now - v->insert_ns;
+		u64 *r = row_of(&block_rows, k.dev, &zero_block_row);
 		count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
 		hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
+		row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, ns);
 	}
 	v->issue_ns = now;
 	return 0;
@@ -105,10 +108,16 @@ static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int
 					 char c1)
 {
 	u32 op = blk_op(c0, c1, nr_sector);
+	u64 bytes = (u64)nr_sector << 9;
+	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
-	count(0, IOMON_C_BLOCK_BYTES + op, (u64)nr_sector << 9);
-	if (error)
+	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_REQUESTS + op, 1);
+	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
+	if (error) {
 		count(0, IOMON_C_BLOCK_ERRORS + op, 1);
+		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
+	}
 	struct blk_key k = { .dev = dev, .sector = sector };
 	struct blk_times *v = bpf_map_lookup_elem(&block_inflight, &k);
 	u64 issued = v ? v->issue_ns : 0;
@@ -116,14 +125,19 @@ static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int
 		bpf_map_delete_elem(&block_inflight, &k);
 	if (!issued) {
 		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
+		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
 		return 0;
 	}
 	u64 ns = bpf_ktime_get_ns() - issued;
 	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
 	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
+	row_count(BLOCK, r, IOMON_C_BLOCK_LATENCY_NS, ns);
+	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, ns);
 	if (op == IOMON_BLOCK_OP_READ) {
 		count(0, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
 		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, ns);
+		row_count(BLOCK, r, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, ns);
 	}
 	return 0;
 }
@@ -142,15 +156,18 @@ int blk_complete(void *ctx)
 
 /* A bio reaching a request-based device, in the task that submitted it: a
  * new request, or merged into one. */
-static __always_inline int blk_submitted(u32 nr_sector, char c0, char c1)
+static __always_inline int blk_submitted(u32 dev, u32 nr_sector, char c0, char c1)
 {
 	u32 op = blk_op(c0, c1, nr_sector);
 	u64 bytes = (u64)nr_sector << 9;
 	u32 tm = targets_of(NULL);
+	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(tm, IOMON_C_BLOCK_SUBMITTED + op, 1);
+	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED + op, 1);
 	if (!bytes)
 		return 0;
 	count(tm, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
 	if (op == IOMON_BLOCK_OP_READ)
 		proc_add(proc_entry(tm), IOMON_P_BLOCK_READ_BYTES, bytes);
 	else if (op == IOMON_BLOCK_OP_WRITE)
@@ -163,20 +180,20 @@ int blk_getrq(void *ctx)
 {
 	if (bpf_core_type_exists(struct trace_event_raw_block_bio)) {
 		struct trace_event_raw_block_bio *b = ctx;
-		return blk_submitted(b->nr_sector, b->rwbs[0], b->rwbs[1]);
+		return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 	}
 	struct trace_event_raw_block_get_rq___5_10 *b = ctx;
-	return blk_submitted(b->nr_sector, b->rwbs[0], b->rwbs[1]);
+	return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 }
 
 static __always_inline int blk_merged(void *ctx)
 {
 	if (bpf_core_type_exists(struct trace_event_raw_block_bio)) {
 		struct trace_event_raw_block_bio *b = ctx;
-		return blk_submitted(b->nr_sector, b->rwbs[0], b->rwbs[1]);
+		return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 	}
 	struct trace_event_raw_block_bio_merge___5_10 *b = ctx;
-	return blk_submitted(b->nr_sector, b->rwbs[0], b->rwbs[1]);
+	return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 }
 
 SEC("tracepoint/block/block_bio_backmerge")

@@ -117,6 +117,24 @@ pub fn sample_json(s: &Sample, scope: Scope) -> Value {
         }
         m.insert("targets".into(), Value::Object(t));
     }
+    // Families' rows, the host's: {"block": {"device": {"vda": {...}}}}.
+    if !s.rows.is_empty() {
+        let mut r = Map::new();
+        for f in family::ALL {
+            let (Some(decl), Some(keyed)) = (&f.schema.rows, s.rows.get(f.name())) else {
+                continue;
+            };
+            let by_key: Map<String, Value> = keyed
+                .iter()
+                .map(|(k, sec)| {
+                    let v = family::named(f.schema, f.derived, sec, Scope::Host);
+                    (k.clone(), v)
+                })
+                .collect();
+            r.insert(f.name().into(), json!({ decl.label: by_key }));
+        }
+        m.insert("rows".into(), Value::Object(r));
+    }
     if !s.files.is_empty() || s.files_truncated > 0 || s.files_unresolved > 0 {
         m.insert(
             "files".into(),

@@ -12,7 +12,7 @@ use super::{csv_field, json, pct, sample_json, target_names, us, Output};
 
 /// Per family: its rows as (metric, last interval, since start), or
 /// `None` when the family was not attached.
-type FamilyPairs = Vec<(&'static str, Option<Vec<(String, Shown, Shown)>>)>;
+type FamilyPairs = Vec<(String, Option<Vec<(String, Shown, Shown)>>)>;
 
 /// Each family's rows for the last interval and since start, side by side,
 /// with the last interval's length in seconds. The table and CSV format the
@@ -21,20 +21,31 @@ fn snapshot_pairs(r: &SnapshotReport, scope: Scope) -> (f64, FamilyPairs) {
     let last = r.last.clone().unwrap_or_default();
     let secs = (last.duration_ms() as f64 / 1000.0).max(0.001);
     let empty = family::Section::default();
-    let fams = family::ALL
-        .iter()
-        .map(|f| {
-            let name = f.name();
-            let rows = r.totals.section(name).map(|tt| {
-                let l = family::rows(f, last.section(name).unwrap_or(&empty), scope);
-                l.into_iter()
-                    .zip(family::rows(f, tt, scope))
-                    .map(|((metric, lv), (_, tv))| (metric, lv, tv))
-                    .collect()
-            });
-            (name, rows)
-        })
-        .collect();
+    let pairs = |f: &family::Family, l: &family::Section, t: &family::Section| {
+        family::rows(f, l, scope)
+            .into_iter()
+            .zip(family::rows(f, t, scope))
+            .map(|((metric, lv), (_, tv))| (metric, lv, tv))
+            .collect::<Vec<_>>()
+    };
+    let mut fams = Vec::new();
+    for f in family::ALL {
+        let name = f.name();
+        let rows = r
+            .totals
+            .section(name)
+            .map(|tt| pairs(f, last.section(name).unwrap_or(&empty), tt));
+        fams.push((name.to_string(), rows));
+        // Its rows (per device: the host's), what they counted at all.
+        for (key, tt) in r.totals.rows.get(name).into_iter().flatten() {
+            let l = last.rows.get(name).and_then(|m| m.get(key));
+            let counted: Vec<_> = pairs(f, l.unwrap_or(&empty), tt)
+                .into_iter()
+                .filter(|(_, _, tv)| !matches!(tv, Shown::Count(None | Some(0))))
+                .collect();
+            fams.push((format!("{name} {key}"), Some(counted)));
+        }
+    }
     (secs, fams)
 }
 
@@ -45,21 +56,21 @@ fn snapshot_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, Strin
     let mut rows = Vec::new();
     for (name, pairs) in fams {
         let Some(pairs) = pairs else {
-            rows.push((name.into(), "unavailable".into(), "".into(), "".into()));
+            rows.push((name, "unavailable".into(), "".into(), "".into()));
             continue;
         };
         for (metric, lv, tv) in pairs {
             rows.push(match (lv, tv) {
                 (Shown::Count(lv), Shown::Count(tv)) => (
-                    name.into(),
+                    name.clone(),
                     metric,
                     lv.map(|v| format!("{:.2}", v as f64 / secs))
                         .unwrap_or_else(|| "n/a".into()),
                     count(tv),
                 ),
-                (Shown::Ratio(lv), Shown::Ratio(tv)) => (name.into(), metric, pct(lv), pct(tv)),
-                (Shown::Micros(lv), Shown::Micros(tv)) => (name.into(), metric, us(lv), us(tv)),
-                _ => (name.into(), metric, "".into(), "".into()),
+                (Shown::Ratio(lv), Shown::Ratio(tv)) => (name.clone(), metric, pct(lv), pct(tv)),
+                (Shown::Micros(lv), Shown::Micros(tv)) => (name.clone(), metric, us(lv), us(tv)),
+                _ => (name.clone(), metric, "".into(), "".into()),
             });
         }
     }
@@ -87,7 +98,7 @@ fn snapshot_csv_rows(r: &SnapshotReport, scope: Scope) -> Vec<(String, String, S
                 _ => (None, None),
             };
             rows.push((
-                name.into(),
+                name.clone(),
                 metric,
                 a.unwrap_or_default(),
                 b.unwrap_or_default(),

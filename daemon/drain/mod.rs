@@ -19,6 +19,8 @@
 pub mod barrier;
 mod files;
 mod maps;
+mod rows;
+mod targets;
 mod timeline;
 
 use std::collections::HashMap;
@@ -141,6 +143,8 @@ pub struct TargetStatus {
 pub struct Begun {
     counters: Vec<u64>,
     hists: Vec<u64>,
+    /// Families' rows, read with the host-wide maps.
+    rows: Vec<(usize, rows::Read)>,
     procs_from: Option<usize>,
     files_from: Option<usize>,
     flip_error: Option<libbpf_rs::Error>,
@@ -216,6 +220,8 @@ pub struct Drain {
     prev_counters: Vec<u64>,
     prev_hists: Vec<u64>,
     prev_procs: HashMap<u32, RawProc>,
+    /// The previous read of families' rows.
+    rows: rows::Rows,
     strategy: Strategy,
     /// The `maps_gen` entries as last written: per-process, per-file (the
     /// low bit says which map of each pair programs write to).
@@ -275,6 +281,7 @@ impl Drain {
             prev_counters: Vec::new(),
             prev_hists: Vec::new(),
             prev_procs: HashMap::new(),
+            rows: rows::Rows::default(),
             strategy,
             gens: [0, 0],
             barrier,
@@ -303,6 +310,17 @@ impl Drain {
         let (c, h) = d.read_slots(&all)?;
         d.prev_counters = c;
         d.prev_hists = h;
+        // The rows' baseline too.
+        let reads: Vec<_> = d
+            .maps
+            .rows
+            .iter()
+            .map(|(s, m)| (*s, rows::read(s, m)))
+            .collect();
+        for (s, read) in reads {
+            let kind = s.rows.as_ref().map_or("", |r| r.key);
+            d.rows.sections(s, read, None, |k| rows::name(kind, k), &[]);
+        }
         // Start from empty per-process and per-file maps, writing to the
         // first (the maps are new: no program can be in them yet).
         d.write_gens().map_err(DrainError::Flip)?;
@@ -345,133 +363,6 @@ impl Drain {
     #[doc(hidden)]
     pub fn inject_proc_read_fault(&mut self, fault: Option<InjectedFault>) {
         self.fault = fault;
-    }
-
-    /// The targets to count for, from the next tick on (the current
-    /// interval stays with the targets it started with). At most
-    /// [`tgt::SLOTS`]; the rest are ignored (the config refuses more).
-    pub fn set_targets(&mut self, targets: Vec<(String, Matcher)>) {
-        self.pending_targets = Some(targets);
-    }
-
-    /// Applies the targets now (at start: before the first interval).
-    pub fn apply_targets_now(&mut self, targets: Vec<(String, Matcher)>) -> Result<(), DrainError> {
-        self.pending_targets = Some(targets);
-        self.update_targets()
-    }
-
-    /// Each target and whether it is counted.
-    pub fn target_status(&self) -> Vec<TargetStatus> {
-        self.targets
-            .iter()
-            .flatten()
-            .map(|t| TargetStatus {
-                name: t.name.clone(),
-                matches: match &t.matcher {
-                    Matcher::Comm(c) => format!("comm {c}"),
-                    Matcher::Cgroup(c) => format!("cgroup {c}"),
-                    Matcher::Pid(p) => format!("pid {p}"),
-                },
-                inactive: t.resolved.as_ref().err().cloned(),
-            })
-            .collect()
-    }
-
-    /// Applies pending targets and looks for inactive cgroups again; writes
-    /// the kernel's target map when anything changed.
-    fn update_targets(&mut self) -> Result<(), DrainError> {
-        let mut changed = false;
-        let was_active = self.active_slots();
-        if let Some(list) = self.pending_targets.take() {
-            // A target that stays keeps its slot; new ones take free slots.
-            let mut next: Vec<Option<TargetSlot>> = vec![None; tgt::SLOTS];
-            let mut fresh = Vec::new();
-            for (name, matcher) in list {
-                match self.targets.iter().position(|t| {
-                    t.as_ref()
-                        .is_some_and(|t| t.name == name && t.matcher == matcher)
-                }) {
-                    Some(i) => next[i] = self.targets[i].take(),
-                    None => fresh.push((name, matcher)),
-                }
-            }
-            // A slot just given up is taken last: events counted in the
-            // moment between the last read and the switch land in the slot's
-            // next interval, which should not be a different target's.
-            let vacated: Vec<bool> = self.targets.iter().map(Option::is_some).collect();
-            for (name, matcher) in fresh {
-                let free = |i: &usize| next[*i].is_none();
-                let slot = (0..tgt::SLOTS)
-                    .filter(free)
-                    .find(|i| !vacated[*i])
-                    .or_else(|| (0..tgt::SLOTS).find(free));
-                if let Some(i) = slot {
-                    let resolved = matcher.resolve(self.cgroup_root.as_deref());
-                    next[i] = Some(TargetSlot {
-                        name,
-                        matcher,
-                        resolved,
-                    });
-                }
-            }
-            changed = true;
-            self.targets = next;
-        }
-        // A cgroup is looked up again every tick: one that did not exist
-        // may have been created, and a service's cgroup is a new one (a
-        // new id) after each restart.
-        for t in self.targets.iter_mut().flatten() {
-            if !matches!(t.matcher, Matcher::Cgroup(_)) && t.resolved.is_ok() {
-                continue;
-            }
-            let r = t.matcher.resolve(self.cgroup_root.as_deref());
-            if r.as_ref().ok() != t.resolved.as_ref().ok() {
-                match (&r, &t.resolved) {
-                    (Ok(res), _) => log::info!("target {}: counted as {res:?}", t.name),
-                    (Err(e), Ok(_)) => log::info!("target {}: no longer counted: {e}", t.name),
-                    _ => {}
-                }
-                changed = true;
-            }
-            t.resolved = r;
-        }
-        if changed {
-            use libbpf_rs::{MapCore, MapFlags};
-            // A slot that starts being counted starts from what it holds
-            // now (read before the kernel counts the target there; what an
-            // earlier target left in it is no one's).
-            let fresh: Vec<usize> = self
-                .active_slots()
-                .into_iter()
-                .filter(|s| *s != 0 && !was_active.contains(s))
-                .collect();
-            if !fresh.is_empty() {
-                if let Ok((c, h)) = self.read_slots(&fresh) {
-                    let (cn, hn) = (abi::COUNTERS_NR, abi::HISTS_NR * hist::BUCKETS);
-                    for s in fresh {
-                        self.prev_counters[s * cn..(s + 1) * cn]
-                            .copy_from_slice(&c[s * cn..(s + 1) * cn]);
-                        self.prev_hists[s * hn..(s + 1) * hn]
-                            .copy_from_slice(&h[s * hn..(s + 1) * hn]);
-                    }
-                }
-            }
-            self.targets_gen += 1;
-            let slots: Vec<Option<Resolved>> = self
-                .targets
-                .iter()
-                .map(|t| t.as_ref().and_then(|t| t.resolved.as_ref().ok().copied()))
-                .collect();
-            self.maps
-                .targets
-                .update(
-                    &0u32.to_ne_bytes(),
-                    &tgt::encode(&slots, self.targets_gen),
-                    MapFlags::ANY,
-                )
-                .map_err(DrainError::Targets)?;
-        }
-        Ok(())
     }
 
     /// For tests: read maps key by key, as on kernels without batch
@@ -716,6 +607,14 @@ impl Drain {
     pub fn begin(&mut self) -> Result<Begun, DrainError> {
         let t0 = Instant::now();
         let (counters, hists) = self.read_host()?;
+        let rows = self
+            .maps
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| self.attached.contains(&s.name))
+            .map(|(i, (s, m))| (i, rows::read(s, m)))
+            .collect();
         let (procs_from, files_from) = (self.procs_slot(), self.files_slot());
         let flip_procs = self.strategy == Strategy::Drain;
         let prev = self.gens;
@@ -738,6 +637,7 @@ impl Drain {
         Ok(Begun {
             counters,
             hists,
+            rows,
             procs_from,
             files_from,
             flip_error,
@@ -896,6 +796,7 @@ impl Drain {
         let Begun {
             counters,
             hists,
+            rows: rows_read,
             read: host_read,
             ..
         } = begun;
@@ -945,6 +846,20 @@ impl Drain {
             ..Default::default()
         };
         sample.sections = self.sections_of(0, &dc, &dh);
+        for (i, read) in rows_read {
+            let (schema, map) = (self.maps.rows[i].0, &self.maps.rows[i].1);
+            let kind = schema.rows.as_ref().map_or("", |r| r.key);
+            let secs = self.rows.sections(
+                schema,
+                read,
+                Some(map),
+                |k| rows::name(kind, k),
+                &self.unmeasured,
+            );
+            if !secs.is_empty() {
+                sample.rows.insert(schema.name.to_string(), secs);
+            }
+        }
         for (i, t) in self.targets.iter().enumerate() {
             if let Some(t) = t {
                 if t.resolved.is_ok() {

@@ -425,16 +425,32 @@ pub fn write_out(families: &[MetricOut], o: &mut Out) {
 /// The same metrics for targets: `iomon_target_<name>` with a `target`
 /// label first, each family once with every target's series.
 pub fn target_metrics(per_target: &[(&str, Vec<MetricOut>)]) -> Vec<MetricOut> {
+    labelled(
+        "target",
+        "Counted for a target (see [targets]).",
+        per_target,
+    )
+}
+
+/// A family's metrics per row key: `iomon_<label>_<name>` with the key
+/// under `label` first (`iomon_device_block_requests_total{device="vda"}`).
+pub fn row_metrics(label: &str, per_key: &[(&str, Vec<MetricOut>)]) -> Vec<MetricOut> {
+    labelled(label, &format!("Per {label}."), per_key)
+}
+
+/// Metrics of several scopes as one family each: `iomon_<label>_<name>`,
+/// with the scope's name as the first label.
+fn labelled(label: &str, help: &str, per: &[(&str, Vec<MetricOut>)]) -> Vec<MetricOut> {
     let mut out: Vec<MetricOut> = Vec::new();
-    for (target, families) in per_target {
+    for (scope, families) in per {
         for m in families {
-            let name = format!("iomon_target_{}", m.name.trim_start_matches("iomon_"));
+            let name = format!("iomon_{label}_{}", m.name.trim_start_matches("iomon_"));
             let idx = match out.iter().position(|o| o.name == name) {
                 Some(i) => i,
                 None => {
                     out.push(MetricOut {
                         name,
-                        help: format!("{} Counted for a target (see [targets]).", m.help),
+                        help: format!("{} {help}", m.help),
                         kind: m.kind,
                         series: Vec::new(),
                     });
@@ -442,7 +458,7 @@ pub fn target_metrics(per_target: &[(&str, Vec<MetricOut>)]) -> Vec<MetricOut> {
                 }
             };
             for (labels, value) in &m.series {
-                let mut l = vec![("target".to_string(), target.to_string())];
+                let mut l = vec![(label.to_string(), scope.to_string())];
                 l.extend(labels.iter().cloned());
                 out[idx].series.push((l, value.clone()));
             }
@@ -809,6 +825,27 @@ mod tests {
             let miss = format!("{}_total{{comm=\"x\",result=\"miss\"}} 4", hm.proc_metric);
             assert!(text.contains(&hit) && text.contains(&miss), "{text}");
         }
+    }
+
+    #[test]
+    fn rows_are_exported_per_key_under_the_label_with_the_key_first() {
+        let mut c = vec![0; abi::BLOCK.ncounters];
+        c[abi::block::REQUESTS + abi::block::op::READ] = 7;
+        let sec = Section {
+            counters: c,
+            hists: Vec::new(),
+        };
+        let per_key = vec![("vda", section_metrics(&abi::BLOCK, &sec, Scope::Host))];
+        let out = row_metrics("device", &per_key);
+        let m = out
+            .iter()
+            .find(|m| m.name == "iomon_device_block_requests")
+            .expect("requests per device");
+        let (labels, v) = &m.series[abi::block::op::READ];
+        assert_eq!(labels[0], ("device".to_string(), "vda".to_string()));
+        assert_eq!(labels[1], ("op".to_string(), "read".to_string()));
+        assert!(matches!(v, MetricValue::Counter(n) if *n == 7.0));
+        assert!(m.help.ends_with("Per device."), "{}", m.help);
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub struct Maps {
     /// Every other map that was created, for the entries-vs-capacity
     /// gauges.
     pub others: Vec<(String, MapHandle)>,
+    /// The rows maps of the loaded families that declare rows.
+    pub rows: Vec<(&'static crate::abi::Schema, MapHandle)>,
 }
 
 /// Options fixed before the object is loaded.
@@ -760,6 +762,16 @@ impl Probes {
             file_set: handle("target_file_set")?,
             evicted_blocks: handle("evicted_blocks")?,
             others,
+            // Created only with one of the family's routes (a map that was
+            // not has no fd).
+            rows: crate::abi::SCHEMAS
+                .iter()
+                .filter_map(|s| {
+                    let rows = s.rows.as_ref()?;
+                    let m = self.object.maps().find(|m| m.name() == rows.map)?;
+                    Some((*s, MapHandle::try_from(&m).ok()?))
+                })
+                .collect(),
         })
     }
 }

@@ -12,6 +12,7 @@ use crate::sample::Sample;
 /// A stored Sample larger than this is refused on decode.
 pub const MAX_VALUE: u64 = 4 << 20;
 const TAG: u8 = crate::sample::SAMPLE_VERSION as u8;
+const TAG_V4: u8 = 4;
 const TAG_V3: u8 = 3;
 const TAG_V2: u8 = 2;
 const TAG_V1: u8 = 1;
@@ -34,6 +35,14 @@ pub fn encode_sample(s: &Sample) -> Vec<u8> {
 pub fn decode_sample(bytes: &[u8]) -> Option<Sample> {
     match bytes.split_first() {
         Some((&TAG, rest)) => codec().deserialize(rest).ok(),
+        // Encoding 4 is 5 without the families' rows, its last field: an
+        // empty map (length 0, one byte) appended makes it one.
+        Some((&TAG_V4, rest)) => {
+            let mut v5 = Vec::with_capacity(rest.len() + 1);
+            v5.extend_from_slice(rest);
+            v5.push(0);
+            codec().deserialize(&v5).ok()
+        }
         Some((&TAG_V3, rest)) => codec()
             .deserialize::<v3::Sample>(rest)
             .ok()
@@ -457,6 +466,30 @@ mod tests {
             end_ms: 6,
             ..Default::default()
         };
+        assert_eq!(decode_sample(&encode_sample(&s)), Some(s));
+    }
+
+    #[test]
+    fn version_4_samples_decode_without_rows_and_rows_round_trip() {
+        let mut s = Sample {
+            start_ms: 5,
+            end_ms: 6,
+            procs_seen: 3,
+            ..Default::default()
+        };
+        // Encoding 4: this Sample's bytes without the (empty) rows map.
+        let mut v4 = encode_sample(&s);
+        assert_eq!(v4.pop(), Some(0), "rows are the last field");
+        v4[0] = TAG_V4;
+        assert_eq!(decode_sample(&v4), Some(s.clone()));
+        let row = crate::family::Section {
+            counters: vec![1, 2],
+            hists: vec![vec![0, 3]],
+        };
+        s.rows
+            .entry("block".into())
+            .or_default()
+            .insert("vda".into(), row);
         assert_eq!(decode_sample(&encode_sample(&s)), Some(s));
     }
 
