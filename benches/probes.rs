@@ -126,7 +126,8 @@ struct Fixture {
 }
 
 /// A loop device over a 64 MiB file in /dev/shm, detached and its file
-/// removed on drop.
+/// removed on drop; or the device `IOMON_TEST_BLOCK_DEV` names (the
+/// kernel matrix's guests set one up), left as it is.
 struct LoopDev {
     dev: File,
     name: String,
@@ -135,6 +136,19 @@ struct LoopDev {
 
 impl LoopDev {
     fn new() -> LoopDev {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(p) = std::env::var_os("IOMON_TEST_BLOCK_DEV") {
+            let dev = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&p)
+                .expect("open IOMON_TEST_BLOCK_DEV O_DIRECT");
+            return LoopDev {
+                dev,
+                name: String::new(),
+                backing: PathBuf::new(),
+            };
+        }
         let backing = PathBuf::from(format!("/dev/shm/iomon-bench-{}", std::process::id()));
         File::create(&backing)
             .and_then(|f| f.set_len(FILE_SIZE as u64))
@@ -150,7 +164,6 @@ impl LoopDev {
             String::from_utf8_lossy(&out.stderr)
         );
         let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        use std::os::unix::fs::OpenOptionsExt;
         let dev = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
@@ -162,6 +175,9 @@ impl LoopDev {
 
 impl Drop for LoopDev {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let _ = Command::new("losetup")
             .args(["--detach", &self.name])
             .status();
@@ -604,6 +620,7 @@ fn routes(rounds: usize) {
         ("pagecache", &["read4k"][..]),
         ("mmap", &["mmap-small"][..]),
         ("writeback", &["write4k"][..]),
+        ("block", &["direct4k"][..]),
     ] {
         let here: Vec<&'static str> = family::by_name(fam)
             .unwrap()

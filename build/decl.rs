@@ -167,6 +167,9 @@ pub struct ProgDecl {
     /// table names some syscalls apart: fadvise64_64). The program's
     /// `SEC()` must name the same.
     pub event_arm64: Option<String>,
+    /// For a `tp_btf` event: the struct its first argument must point to
+    /// (`request`); a kernel whose event passes another lacks the route.
+    pub arg: Option<String>,
 }
 
 /// Hooks are bits of one u64 in the programs' read-only data.
@@ -404,6 +407,15 @@ pub fn validate(d: &Decl) -> Result<(), String> {
             if !ident_ok(&p.prog) {
                 return Err(format!(
                     "route {}: program {:?} is not a C name [a-z0-9_]",
+                    r.name, p.prog
+                ));
+            }
+            if p.arg
+                .as_deref()
+                .is_some_and(|a| !ident_ok(a) || !p.event.starts_with("tp_btf:"))
+            {
+                return Err(format!(
+                    "route {}: program {}: `arg` is a [a-z0-9_] struct name, for a tp_btf event",
                     r.name, p.prog
                 ));
             }
@@ -657,6 +669,7 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"bpf_x\"]", "helper:NAME"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"arch:mips\"]", "arch:x86_64|aarch64"),
             ("bogus = 1", "unknown field"),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", arg = \"request\" }]", "for a tp_btf event"),
             ("[rows]\nlabel = \"device\"\nmax = 0\nkey = \"dev_t\"", "1 <= max <= 1024"),
             ("[rows]\nlabel = \"device\"\nmax = 8\nkey = \"inode\"", "key \"inode\""),
             ("[rows]\nlabel = \"dev ice\"\nmax = 8\nkey = \"dev_t\"", "[a-z0-9_] label"),

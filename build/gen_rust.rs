@@ -157,9 +157,10 @@ pub fn schema(families: &[Family]) -> String {
                     .iter()
                     .map(|p| {
                         format!(
-                            "Program {{ name: {}, event: {} }}",
+                            "Program {{ name: {}, event: {}, arg: {} }}",
                             lit(&p.prog),
-                            lit(&p.event)
+                            lit(&p.event),
+                            opt(p.arg.as_deref())
                         )
                     })
                     .collect();

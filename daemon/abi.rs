@@ -154,6 +154,7 @@ impl Way {
         Program {
             name: self.prog,
             event: self.event,
+            arg: self.arg,
         }
     }
 }
@@ -186,6 +187,9 @@ pub struct Program {
     /// `tracepoint:<category>:<event>`, `tp_btf:<event>`, `fentry:<fn>`,
     /// `fexit:<fn>`, `kprobe:<fn>` or `kretprobe:<fn>`.
     pub event: &'static str,
+    /// For a typed tracepoint: the struct its first argument must point
+    /// to (a kernel that passes another there lacks the route).
+    pub arg: Option<&'static str>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/schema.rs"));

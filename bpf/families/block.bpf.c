@@ -201,3 +201,162 @@ int blk_backmerge(void *ctx) { return blk_merged(ctx); }
 
 SEC("tracepoint/block/block_bio_frontmerge")
 int blk_frontmerge(void *ctx) { return blk_merged(ctx); }
+
+/* Route tp_btf (5.11+, where these events pass the request or the bio
+ * first): the same counts, a request in flight known by its address. */
+
+/* Requests between insert or issue and completion, by address. Bounded
+ * by max_entries, an LRU for the same reasons as block_inflight. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u64);
+	__type(value, struct blk_times);
+} block_rq_times SEC(".maps");
+
+/* Before 5.19 a request names its disk itself. */
+struct request___rq_disk {
+	struct gendisk *rq_disk;
+} __attribute__((preserve_access_index));
+
+#define BLK_REQ_OP_MASK 0xff
+
+/* The operation from a request's or bio's flags, as the tracepoints'
+ * rwbs would say it (blk_fill_rwbs): an empty preflush write is a flush. */
+static __always_inline u32 blk_op_flags(u32 opf, u64 bytes)
+{
+	u32 op = opf & BLK_REQ_OP_MASK;
+	u32 preflush = 1U << bpf_core_enum_value(enum req_flag_bits, __REQ_PREFLUSH);
+	if (op == 1 && (opf & preflush) && !bytes)
+		return IOMON_BLOCK_OP_FLUSH;
+	switch (op) {
+	case 0:
+		return IOMON_BLOCK_OP_READ;
+	case 1:
+	case 7: /* REQ_OP_WRITE_SAME, before 5.18 */
+		return IOMON_BLOCK_OP_WRITE;
+	case 2:
+		return IOMON_BLOCK_OP_FLUSH;
+	case 3:
+	case 5: /* REQ_OP_SECURE_ERASE */
+		return IOMON_BLOCK_OP_DISCARD;
+	default:
+		return IOMON_BLOCK_OP_OTHER;
+	}
+}
+
+/* The disk of a request, as the kernel encodes dev_t (MAJOR << 20 |
+ * MINOR), or 0. */
+static __always_inline u32 blk_rq_dev(struct request *rq)
+{
+	struct gendisk *disk;
+	struct request___rq_disk *old = (void *)rq;
+	if (bpf_core_field_exists(old->rq_disk))
+		disk = BPF_CORE_READ(old, rq_disk);
+	else
+		disk = BPF_CORE_READ(rq, q, disk);
+	if (!disk)
+		return 0;
+	return (u32)BPF_CORE_READ(disk, major) << 20 | (u32)BPF_CORE_READ(disk, first_minor);
+}
+
+SEC("tp_btf/block_rq_insert")
+int BPF_PROG(blk_insert_btf, struct request *rq)
+{
+	u64 k = (u64)rq;
+	struct blk_times v = { .insert_ns = bpf_ktime_get_ns() };
+	bpf_map_update_elem(&block_rq_times, &k, &v, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(blk_issue_btf, struct request *rq)
+{
+	u64 k = (u64)rq;
+	u64 now = bpf_ktime_get_ns();
+	struct blk_times *v = bpf_map_lookup_elem(&block_rq_times, &k);
+	if (!v) {
+		struct blk_times n = { .issue_ns = now };
+		bpf_map_update_elem(&block_rq_times, &k, &n, BPF_ANY);
+		return 0;
+	}
+	if (v->insert_ns && !v->issue_ns) {
+		u64 ns = now - v->insert_ns;
+		u64 *r = row_of(&block_rows, blk_rq_dev(rq), &zero_block_row);
+		count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
+		hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
+		row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, ns);
+	}
+	v->issue_ns = now;
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_bytes)
+{
+	u32 op = blk_op_flags(BPF_CORE_READ(rq, cmd_flags), nr_bytes);
+	u64 *r = row_of(&block_rows, blk_rq_dev(rq), &zero_block_row);
+	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
+	count(0, IOMON_C_BLOCK_BYTES + op, nr_bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_REQUESTS + op, 1);
+	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, nr_bytes);
+	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
+	if (error & 0xff) {
+		count(0, IOMON_C_BLOCK_ERRORS + op, 1);
+		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
+	}
+	u64 k = (u64)rq;
+	struct blk_times *v = bpf_map_lookup_elem(&block_rq_times, &k);
+	u64 issued = v ? v->issue_ns : 0;
+	if (v)
+		bpf_map_delete_elem(&block_rq_times, &k);
+	if (!issued) {
+		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
+		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
+		return 0;
+	}
+	u64 ns = bpf_ktime_get_ns() - issued;
+	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
+	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
+	row_count(BLOCK, r, IOMON_C_BLOCK_LATENCY_NS, ns);
+	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, ns);
+	if (op == IOMON_BLOCK_OP_READ) {
+		count(0, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
+		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, ns);
+		row_count(BLOCK, r, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, ns);
+	}
+	return 0;
+}
+
+/* A bio reaching a request-based device: its device (a partition's is
+ * named as its disk in userspace), size and flags (5.12+: bi_bdev). */
+static __always_inline int blk_bio_submitted(struct bio *bio)
+{
+	u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
+	u32 op = blk_op_flags(BPF_CORE_READ(bio, bi_opf), size);
+	u32 dev = BPF_CORE_READ(bio, bi_bdev, bd_dev);
+	u32 tm = targets_of(NULL);
+	u64 *r = row_of(&block_rows, dev, &zero_block_row);
+	count(tm, IOMON_C_BLOCK_SUBMITTED + op, 1);
+	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED + op, 1);
+	if (!size)
+		return 0;
+	count(tm, IOMON_C_BLOCK_SUBMITTED_BYTES + op, size);
+	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED_BYTES + op, size);
+	if (op == IOMON_BLOCK_OP_READ)
+		proc_add(proc_entry(tm), IOMON_P_BLOCK_READ_BYTES, size);
+	else if (op == IOMON_BLOCK_OP_WRITE)
+		proc_add(proc_entry(tm), IOMON_P_BLOCK_WRITE_BYTES, size);
+	return 0;
+}
+
+SEC("tp_btf/block_getrq")
+int BPF_PROG(blk_getrq_btf, struct bio *bio) { return blk_bio_submitted(bio); }
+
+SEC("tp_btf/block_bio_backmerge")
+int BPF_PROG(blk_backmerge_btf, struct bio *bio) { return blk_bio_submitted(bio); }
+
+SEC("tp_btf/block_bio_frontmerge")
+int BPF_PROG(blk_frontmerge_btf, struct bio *bio) { return blk_bio_submitted(bio); }

@@ -66,12 +66,19 @@ pub fn read(schema: &Schema, map: &MapHandle) -> Read {
 
 /// A key's name, by the kind of key its family declared: a `dev_t` (the
 /// kernel's encoding: major << 20 | minor) is the block device's name from
-/// `/sys/dev/block/MAJ:MIN/uevent`, else `MAJ:MIN`.
+/// `/sys/dev/block/MAJ:MIN/uevent`, a partition's its disk's (requests
+/// are the disk's: a partition's bios count with them), else `MAJ:MIN`.
 pub fn name(kind: &str, key: u32) -> String {
     match kind {
         "dev_t" => {
             let (major, minor) = (key >> 20, key & 0xf_ffff);
-            std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+            let dir = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+            let disk = if dir.join("partition").exists() {
+                dir.join("..")
+            } else {
+                dir
+            };
+            std::fs::read_to_string(disk.join("uevent"))
                 .ok()
                 .and_then(|u| {
                     u.lines()

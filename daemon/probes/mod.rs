@@ -274,10 +274,17 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
     for p in route.programs {
         let gap = match p.attach() {
             Attach::Tracepoint(cat, ev) => kernel.tracepoint(cat, ev).err(),
-            Attach::TpBtf(ev) => (!kernel.has_btf_tracepoint(ev)).then(|| {
-                Gap::Lacks(format!(
-                    "no tracepoint {ev} with typed arguments (tp_btf) on this kernel"
-                ))
+            Attach::TpBtf(ev) if !kernel.has_btf_tracepoint(ev) => Some(Gap::Lacks(format!(
+                "no tracepoint {ev} with typed arguments (tp_btf) on this kernel"
+            ))),
+            Attach::TpBtf(ev) => p.arg.and_then(|want| {
+                let got = kernel.btf_tracepoint_arg(ev, 0);
+                (got.as_deref() != Some(want)).then(|| {
+                    Gap::Lacks(format!(
+                        "tracepoint {ev} passes a {} first on this kernel, not a {want}",
+                        got.as_deref().unwrap_or("non-struct")
+                    ))
+                })
             }),
             Attach::Trampoline(func) => kernel.trampoline(func).err(),
             Attach::Kprobe(func) => kernel.kprobe(func).err(),
