@@ -70,6 +70,11 @@ fn main() {
         "events" => events(rounds, stropt("--workloads"), stropt("--configs")),
         "routes" => routes(rounds),
         "programs" => programs(),
+        "inprogram" => inprogram(
+            rounds,
+            &stropt("--workload").unwrap_or_else(|| "direct4k".into()),
+            stropt("--configs"),
+        ),
         "drain" => drain(rounds, &[1_000, 10_000, 50_000]),
         "footprint" => footprint(opt("--secs", 600)),
         "lag" => lag(opt("--samples", 20) as usize),
@@ -818,6 +823,108 @@ fn events(rounds: usize, only: Option<String>, only_configs: Option<String>) {
                 id,
                 added[i][wi] / per.max(1e-9)
             );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&f.dir);
+}
+
+// ------------------------------------------------------------ in-program
+
+/// Every BPF program's (run count, run time ns) by id, system-wide
+/// (`kernel.bpf_stats_enabled` on): iomon's and bpftrace's alike.
+fn all_prog_stats() -> std::collections::HashMap<u32, (u64, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let mut id = 0u32;
+    loop {
+        let mut next = 0u32;
+        // SAFETY: plain syscall wrappers; `next` and `info` are valid for
+        // writing, the fd is closed below.
+        unsafe {
+            if libbpf_sys::bpf_prog_get_next_id(id, &mut next) != 0 {
+                break;
+            }
+            id = next;
+            let fd = libbpf_sys::bpf_prog_get_fd_by_id(id);
+            if fd < 0 {
+                continue;
+            }
+            let mut info = libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+            if libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) == 0 {
+                out.insert(id, (info.run_cnt, info.run_time_ns));
+            }
+            libc::close(fd);
+        }
+    }
+    out
+}
+
+/// ns spent inside BPF programs per call of a workload, for each config
+/// (the programs loaded with it: iomon's or bpftrace's), alternating over
+/// `rounds`: what each tool's own code costs per event, without the
+/// event's dispatch (the same for both on the same tracepoints) and
+/// without the workload's noise, which on a block device is tens of
+/// microseconds per call against hundreds of nanoseconds of programs.
+fn inprogram(rounds: usize, workload: &str, only_configs: Option<String>) {
+    let f = fixture();
+    let w = WORKLOADS
+        .iter()
+        .find(|w| w.name == workload)
+        .expect("no such workload");
+    let cfgs: Vec<Config> = configs()
+        .into_iter()
+        .filter(|c| {
+            only_configs
+                .as_ref()
+                .is_some_and(|l| l.split(',').any(|x| x == c.name()))
+        })
+        .collect();
+    let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
+    let mut res = vec![Vec::new(); cfgs.len()];
+    for round in 0..rounds {
+        for k in 0..cfgs.len() {
+            let ci = (k + round) % cfgs.len();
+            let before = all_prog_stats();
+            let a = attach(&cfgs[ci]);
+            (w.run)(&f, w.iters / 10);
+            let start = all_prog_stats();
+            (w.run)(&f, w.iters);
+            let end = all_prog_stats();
+            detach(a);
+            let ns: u64 = end
+                .iter()
+                .filter(|(id, _)| !before.contains_key(id))
+                .map(|(id, (_, ns))| ns - start.get(id).map_or(0, |s| s.1))
+                .sum();
+            res[ci].push(ns as f64 / w.iters as f64);
+        }
+        eprintln!("  round {} done", round + 1);
+    }
+    let _ = std::fs::write(
+        "/proc/sys/kernel/bpf_stats_enabled",
+        if was.trim() == "1" { "1" } else { "0" },
+    );
+    println!(
+        "\ninprogram: ns inside the configs' BPF programs per {workload} call, median [min-max] of {rounds} rounds"
+    );
+    let mut med = Vec::new();
+    for (c, mut v) in cfgs.iter().zip(res) {
+        let m = median(&mut v);
+        println!(
+            "  {:<22} {:>8.1} [{:>6.1}-{:>6.1}]",
+            c.name(),
+            m,
+            v[0],
+            v[v.len() - 1]
+        );
+        med.push((c.name(), m));
+    }
+    for (n, m) in &med {
+        if let Some(fam) = n.strip_prefix("iomon:") {
+            if let Some((_, b)) = med.iter().find(|(x, _)| *x == format!("bpftrace:{fam}")) {
+                println!("  {fam}: iomon / bpftrace = {:.2}", m / b);
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&f.dir);
