@@ -72,6 +72,72 @@ static __always_inline u32 blk_op(char c0, char c1, u32 nr_sector)
 	return IOMON_BLOCK_OP_OTHER;
 }
 
+/* What both routes count, once they know the device, the operation and
+ * the times. */
+
+/* A request leaves the I/O scheduler for the device after `ns` queued. */
+static __always_inline void blk_queued(u32 dev, u64 ns)
+{
+	u64 *r = row_of(&block_rows, dev, &zero_block_row);
+	count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
+	hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
+	row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
+	row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, ns);
+}
+
+/* A request completes (`issued`: when it went to the device, 0 if not
+ * seen). */
+static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 issued)
+{
+	u64 *r = row_of(&block_rows, dev, &zero_block_row);
+	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
+	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_REQUESTS + op, 1);
+	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
+	if (error) {
+		count(0, IOMON_C_BLOCK_ERRORS + op, 1);
+		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
+	}
+	if (!issued) {
+		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
+		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
+		return 0;
+	}
+	u64 ns = bpf_ktime_get_ns() - issued;
+	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
+	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
+	row_count(BLOCK, r, IOMON_C_BLOCK_LATENCY_NS, ns);
+	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, ns);
+	if (op == IOMON_BLOCK_OP_READ) {
+		count(0, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
+		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, ns);
+		row_count(BLOCK, r, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, ns);
+	}
+	return 0;
+}
+
+/* A bio reaching a request-based device, in the task that submitted it: a
+ * new request, or merged into one. */
+static __always_inline int blk_bio(u32 dev, u32 op, u64 bytes)
+{
+	u32 tm = targets_of(NULL);
+	u64 *r = row_of(&block_rows, dev, &zero_block_row);
+	count(tm, IOMON_C_BLOCK_SUBMITTED + op, 1);
+	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED + op, 1);
+	if (!bytes)
+		return 0;
+	count(tm, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
+	if (op == IOMON_BLOCK_OP_READ)
+		proc_add(proc_entry(tm), IOMON_P_BLOCK_READ_BYTES, bytes);
+	else if (op == IOMON_BLOCK_OP_WRITE)
+		proc_add(proc_entry(tm), IOMON_P_BLOCK_WRITE_BYTES, bytes);
+	return 0;
+}
+
+/* Route tracepoint: the classic tracepoints. */
+
 SEC("tracepoint/block/block_rq_insert")
 int blk_insert(struct trace_event_raw_block_rq *ctx)
 {
@@ -92,14 +158,8 @@ int blk_issue(struct trace_event_raw_block_rq *ctx)
 		bpf_map_update_elem(&block_inflight, &k, &n, BPF_ANY);
 		return 0;
 	}
-	if (v->insert_ns && !v->issue_ns) {
-		u64 ns = now - v->insert_ns;
-		u64 *r = row_of(&block_rows, k.dev, &zero_block_row);
-		count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
-		hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
-		row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
-		row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, ns);
-	}
+	if (v->insert_ns && !v->issue_ns)
+		blk_queued(k.dev, now - v->insert_ns);
 	v->issue_ns = now;
 	return 0;
 }
@@ -107,39 +167,12 @@ int blk_issue(struct trace_event_raw_block_rq *ctx)
 static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int error, char c0,
 					 char c1)
 {
-	u32 op = blk_op(c0, c1, nr_sector);
-	u64 bytes = (u64)nr_sector << 9;
-	u64 *r = row_of(&block_rows, dev, &zero_block_row);
-	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
-	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
-	row_count(BLOCK, r, IOMON_C_BLOCK_REQUESTS + op, 1);
-	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
-	if (error) {
-		count(0, IOMON_C_BLOCK_ERRORS + op, 1);
-		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
-	}
 	struct blk_key k = { .dev = dev, .sector = sector };
 	struct blk_times *v = bpf_map_lookup_elem(&block_inflight, &k);
 	u64 issued = v ? v->issue_ns : 0;
 	if (v)
 		bpf_map_delete_elem(&block_inflight, &k);
-	if (!issued) {
-		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
-		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
-		return 0;
-	}
-	u64 ns = bpf_ktime_get_ns() - issued;
-	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
-	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
-	row_count(BLOCK, r, IOMON_C_BLOCK_LATENCY_NS, ns);
-	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, ns);
-	if (op == IOMON_BLOCK_OP_READ) {
-		count(0, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
-		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, ns);
-		row_count(BLOCK, r, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
-		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, ns);
-	}
-	return 0;
+	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued);
 }
 
 SEC("tracepoint/block/block_rq_complete")
@@ -154,25 +187,9 @@ int blk_complete(void *ctx)
 	return blk_completed(c->dev, c->sector, c->nr_sector, c->error, c->rwbs[0], c->rwbs[1]);
 }
 
-/* A bio reaching a request-based device, in the task that submitted it: a
- * new request, or merged into one. */
 static __always_inline int blk_submitted(u32 dev, u32 nr_sector, char c0, char c1)
 {
-	u32 op = blk_op(c0, c1, nr_sector);
-	u64 bytes = (u64)nr_sector << 9;
-	u32 tm = targets_of(NULL);
-	u64 *r = row_of(&block_rows, dev, &zero_block_row);
-	count(tm, IOMON_C_BLOCK_SUBMITTED + op, 1);
-	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED + op, 1);
-	if (!bytes)
-		return 0;
-	count(tm, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
-	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
-	if (op == IOMON_BLOCK_OP_READ)
-		proc_add(proc_entry(tm), IOMON_P_BLOCK_READ_BYTES, bytes);
-	else if (op == IOMON_BLOCK_OP_WRITE)
-		proc_add(proc_entry(tm), IOMON_P_BLOCK_WRITE_BYTES, bytes);
-	return 0;
+	return blk_bio(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9);
 }
 
 SEC("tracepoint/block/block_getrq")
@@ -280,14 +297,8 @@ int BPF_PROG(blk_issue_btf, struct request *rq)
 		bpf_map_update_elem(&block_rq_times, &k, &n, BPF_ANY);
 		return 0;
 	}
-	if (v->insert_ns && !v->issue_ns) {
-		u64 ns = now - v->insert_ns;
-		u64 *r = row_of(&block_rows, blk_rq_dev(rq), &zero_block_row);
-		count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
-		hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
-		row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
-		row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, ns);
-	}
+	if (v->insert_ns && !v->issue_ns)
+		blk_queued(blk_rq_dev(rq), now - v->insert_ns);
 	v->issue_ns = now;
 	return 0;
 }
@@ -295,39 +306,14 @@ int BPF_PROG(blk_issue_btf, struct request *rq)
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_bytes)
 {
-	u32 op = blk_op_flags(BPF_CORE_READ(rq, cmd_flags), nr_bytes);
-	u64 *r = row_of(&block_rows, blk_rq_dev(rq), &zero_block_row);
-	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
-	count(0, IOMON_C_BLOCK_BYTES + op, nr_bytes);
-	row_count(BLOCK, r, IOMON_C_BLOCK_REQUESTS + op, 1);
-	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, nr_bytes);
-	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
-	if (error & 0xff) {
-		count(0, IOMON_C_BLOCK_ERRORS + op, 1);
-		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
-	}
 	u64 k = (u64)rq;
 	struct blk_times *v = bpf_map_lookup_elem(&block_rq_times, &k);
 	u64 issued = v ? v->issue_ns : 0;
 	if (v)
 		bpf_map_delete_elem(&block_rq_times, &k);
-	if (!issued) {
-		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
-		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
-		return 0;
-	}
-	u64 ns = bpf_ktime_get_ns() - issued;
-	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
-	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
-	row_count(BLOCK, r, IOMON_C_BLOCK_LATENCY_NS, ns);
-	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, ns);
-	if (op == IOMON_BLOCK_OP_READ) {
-		count(0, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
-		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, ns);
-		row_count(BLOCK, r, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
-		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, ns);
-	}
-	return 0;
+	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
+	return blk_done(blk_rq_dev(rq), blk_op_flags(BPF_CORE_READ(rq, cmd_flags), nr_bytes),
+			nr_bytes, error & 0xff, issued);
 }
 
 /* A bio reaching a request-based device: its device (a partition's is
@@ -335,21 +321,8 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 static __always_inline int blk_bio_submitted(struct bio *bio)
 {
 	u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
-	u32 op = blk_op_flags(BPF_CORE_READ(bio, bi_opf), size);
-	u32 dev = BPF_CORE_READ(bio, bi_bdev, bd_dev);
-	u32 tm = targets_of(NULL);
-	u64 *r = row_of(&block_rows, dev, &zero_block_row);
-	count(tm, IOMON_C_BLOCK_SUBMITTED + op, 1);
-	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED + op, 1);
-	if (!size)
-		return 0;
-	count(tm, IOMON_C_BLOCK_SUBMITTED_BYTES + op, size);
-	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED_BYTES + op, size);
-	if (op == IOMON_BLOCK_OP_READ)
-		proc_add(proc_entry(tm), IOMON_P_BLOCK_READ_BYTES, size);
-	else if (op == IOMON_BLOCK_OP_WRITE)
-		proc_add(proc_entry(tm), IOMON_P_BLOCK_WRITE_BYTES, size);
-	return 0;
+	return blk_bio(BPF_CORE_READ(bio, bi_bdev, bd_dev), blk_op_flags(BPF_CORE_READ(bio, bi_opf), size),
+		       size);
 }
 
 SEC("tp_btf/block_getrq")

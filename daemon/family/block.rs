@@ -5,7 +5,7 @@
 //! I/O it submitted, counted where its bios reach a request-based device.
 
 use super::{Cell, Column, Family, Section};
-use crate::abi::block::{proc, BYTES, REQUESTS};
+use crate::abi::block::proc;
 use crate::abi::BLOCK;
 
 pub static FAMILY: Family = Family {
@@ -39,15 +39,11 @@ pub static FAMILY: Family = Family {
     ],
 };
 
-fn total(s: &Section, base: usize) -> u64 {
-    let n = BLOCK.counters[0].len;
-    s.sum(&(base..base + n).collect::<Vec<_>>()).unwrap_or(0)
-}
-
 fn tick(s: &Section, secs: f64) -> String {
+    let total = |name: &str| s.total(&BLOCK, name).unwrap_or(0) as f64;
     format!(
         "block {:.0} req/s {:.1} MiB/s",
-        total(s, REQUESTS) as f64 / secs,
-        total(s, BYTES) as f64 / secs / 1048576.0
+        total("requests") / secs,
+        total("bytes") / secs / 1048576.0
     )
 }

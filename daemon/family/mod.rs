@@ -47,6 +47,13 @@ impl Section {
     }
 
     /// The sum of some elements; `None` if none of them is present.
+    /// Every element of the counter `name` of `schema` summed: a
+    /// dimensioned counter's total.
+    pub fn total(&self, schema: &Schema, name: &str) -> Option<u64> {
+        let f = schema.counters.iter().find(|c| c.name == name)?;
+        self.sum(&(f.offset..f.offset + f.len).collect::<Vec<_>>())
+    }
+
     pub fn sum(&self, elements: &[usize]) -> Option<u64> {
         let mut any = false;
         let mut total = 0u64;
@@ -825,6 +832,21 @@ mod tests {
             let miss = format!("{}_total{{comm=\"x\",result=\"miss\"}} 4", hm.proc_metric);
             assert!(text.contains(&hit) && text.contains(&miss), "{text}");
         }
+    }
+
+    #[test]
+    fn a_dimensioned_counter_totals_every_element() {
+        let mut c = vec![0; abi::BLOCK.ncounters];
+        c[abi::block::REQUESTS + abi::block::op::READ] = 3;
+        c[abi::block::REQUESTS + abi::block::op::FLUSH] = 2;
+        c[abi::block::BYTES] = 100;
+        let s = Section {
+            counters: c,
+            hists: Vec::new(),
+        };
+        assert_eq!(s.total(&abi::BLOCK, "requests"), Some(5));
+        assert_eq!(s.total(&abi::BLOCK, "no_such_counter"), None);
+        assert_eq!((block::FAMILY.tick)(&s, 1.0), "block 5 req/s 0.0 MiB/s");
     }
 
     #[test]

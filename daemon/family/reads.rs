@@ -1,7 +1,7 @@
 //! Read syscalls: what is derived (declaration: `bpf/families/reads.toml`).
 
 use super::{Cell, Column, Family, Section};
-use crate::abi::reads::{proc, BYTES, CALLS};
+use crate::abi::reads::proc;
 use crate::abi::READS;
 
 pub static FAMILY: Family = Family {
@@ -25,15 +25,11 @@ pub static FAMILY: Family = Family {
     ],
 };
 
-fn total(s: &Section, base: usize) -> u64 {
-    let n = READS.counters[0].len;
-    s.sum(&(base..base + n).collect::<Vec<_>>()).unwrap_or(0)
-}
-
 fn tick(s: &Section, secs: f64) -> String {
+    let total = |name: &str| s.total(&READS, name).unwrap_or(0) as f64;
     format!(
         "reads {:.0}/s {:.1} MiB/s",
-        total(s, CALLS) as f64 / secs,
-        total(s, BYTES) as f64 / secs / 1048576.0
+        total("calls") / secs,
+        total("bytes") / secs / 1048576.0
     )
 }
