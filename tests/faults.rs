@@ -665,6 +665,21 @@ fn set_daemon_clock(file: &std::path::Path, offset_s: i64) {
     std::fs::write(file, format!("{offset_s:+}\n")).unwrap();
 }
 
+/// libfaketime's shared memory in a process it is preloaded into
+/// (`/dev/shm/faketime_shm_<pid>`, `sem.faketime_sem_<pid>`): removed by
+/// its destructor at a normal exit, left behind when the daemon is killed;
+/// removed here then.
+struct FaketimeShm(Option<u32>);
+
+impl Drop for FaketimeShm {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = std::fs::remove_file(format!("/dev/shm/faketime_shm_{pid}"));
+            let _ = std::fs::remove_file(format!("/dev/shm/sem.faketime_sem_{pid}"));
+        }
+    }
+}
+
 #[test]
 fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
     let Some(_k) = bpf_or_skip("bpf_clock_jumps_keep_ticks_on_time_and_history_ordered") else {
@@ -681,6 +696,8 @@ fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
     let clock_dir = disk_dir("clock-offset");
     let clock = clock_dir.join("faketime");
     set_daemon_clock(&clock, 0);
+    // Declared before the daemon: dropped after it is killed.
+    let mut shm = FaketimeShm(None);
     let d = Daemon::start_env(
         "clock",
         &[],
@@ -692,6 +709,7 @@ fn bpf_clock_jumps_keep_ticks_on_time_and_history_ordered() {
             ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
         ],
     );
+    shm.0 = Some(d.child.id());
     d.wait_ticks(4);
     let ticks0 = d.json(&["status"])["ticks"].as_u64().unwrap();
     let mono0 = Instant::now();
