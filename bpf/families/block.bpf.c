@@ -136,14 +136,46 @@ static __always_inline int blk_bio(u32 dev, u32 op, u64 bytes)
 	return 0;
 }
 
+/* A request in flight in `map` (either route's), by its `key`: given to
+ * the scheduler, sent to the device (the time it was queued, 0 if it was
+ * not), completed (when it was sent, 0 if not seen; the entry goes). */
+static __always_inline void blk_insert_at(void *map, void *key)
+{
+	struct blk_times v = { .insert_ns = bpf_ktime_get_ns() };
+	bpf_map_update_elem(map, key, &v, BPF_ANY);
+}
+
+static __always_inline u64 blk_issue_at(void *map, void *key)
+{
+	u64 now = bpf_ktime_get_ns(), queued = 0;
+	struct blk_times *v = bpf_map_lookup_elem(map, key);
+	if (!v) {
+		struct blk_times n = { .issue_ns = now };
+		bpf_map_update_elem(map, key, &n, BPF_ANY);
+		return 0;
+	}
+	if (v->insert_ns && !v->issue_ns)
+		queued = now - v->insert_ns;
+	v->issue_ns = now;
+	return queued;
+}
+
+static __always_inline u64 blk_complete_at(void *map, void *key)
+{
+	struct blk_times *v = bpf_map_lookup_elem(map, key);
+	u64 issued = v ? v->issue_ns : 0;
+	if (v)
+		bpf_map_delete_elem(map, key);
+	return issued;
+}
+
 /* Route tracepoint: the classic tracepoints. */
 
 SEC("tracepoint/block/block_rq_insert")
 int blk_insert(struct trace_event_raw_block_rq *ctx)
 {
 	struct blk_key k = { .dev = ctx->dev, .sector = ctx->sector };
-	struct blk_times v = { .insert_ns = bpf_ktime_get_ns() };
-	bpf_map_update_elem(&block_inflight, &k, &v, BPF_ANY);
+	blk_insert_at(&block_inflight, &k);
 	return 0;
 }
 
@@ -151,16 +183,9 @@ SEC("tracepoint/block/block_rq_issue")
 int blk_issue(struct trace_event_raw_block_rq *ctx)
 {
 	struct blk_key k = { .dev = ctx->dev, .sector = ctx->sector };
-	u64 now = bpf_ktime_get_ns();
-	struct blk_times *v = bpf_map_lookup_elem(&block_inflight, &k);
-	if (!v) {
-		struct blk_times n = { .issue_ns = now };
-		bpf_map_update_elem(&block_inflight, &k, &n, BPF_ANY);
-		return 0;
-	}
-	if (v->insert_ns && !v->issue_ns)
-		blk_queued(k.dev, now - v->insert_ns);
-	v->issue_ns = now;
+	u64 queued = blk_issue_at(&block_inflight, &k);
+	if (queued)
+		blk_queued(k.dev, queued);
 	return 0;
 }
 
@@ -168,10 +193,7 @@ static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int
 					 char c1)
 {
 	struct blk_key k = { .dev = dev, .sector = sector };
-	struct blk_times *v = bpf_map_lookup_elem(&block_inflight, &k);
-	u64 issued = v ? v->issue_ns : 0;
-	if (v)
-		bpf_map_delete_elem(&block_inflight, &k);
+	u64 issued = blk_complete_at(&block_inflight, &k);
 	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued);
 }
 
@@ -281,8 +303,7 @@ SEC("tp_btf/block_rq_insert")
 int BPF_PROG(blk_insert_btf, struct request *rq)
 {
 	u64 k = (u64)rq;
-	struct blk_times v = { .insert_ns = bpf_ktime_get_ns() };
-	bpf_map_update_elem(&block_rq_times, &k, &v, BPF_ANY);
+	blk_insert_at(&block_rq_times, &k);
 	return 0;
 }
 
@@ -290,16 +311,9 @@ SEC("tp_btf/block_rq_issue")
 int BPF_PROG(blk_issue_btf, struct request *rq)
 {
 	u64 k = (u64)rq;
-	u64 now = bpf_ktime_get_ns();
-	struct blk_times *v = bpf_map_lookup_elem(&block_rq_times, &k);
-	if (!v) {
-		struct blk_times n = { .issue_ns = now };
-		bpf_map_update_elem(&block_rq_times, &k, &n, BPF_ANY);
-		return 0;
-	}
-	if (v->insert_ns && !v->issue_ns)
-		blk_queued(blk_rq_dev(rq), now - v->insert_ns);
-	v->issue_ns = now;
+	u64 queued = blk_issue_at(&block_rq_times, &k);
+	if (queued)
+		blk_queued(blk_rq_dev(rq), queued);
 	return 0;
 }
 
@@ -307,10 +321,7 @@ SEC("tp_btf/block_rq_complete")
 int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_bytes)
 {
 	u64 k = (u64)rq;
-	struct blk_times *v = bpf_map_lookup_elem(&block_rq_times, &k);
-	u64 issued = v ? v->issue_ns : 0;
-	if (v)
-		bpf_map_delete_elem(&block_rq_times, &k);
+	u64 issued = blk_complete_at(&block_rq_times, &k);
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
 	return blk_done(blk_rq_dev(rq), blk_op_flags(BPF_CORE_READ(rq, cmd_flags), nr_bytes),
 			nr_bytes, error & 0xff, issued);
