@@ -524,6 +524,22 @@ fn probe_metrics(probes: &[FamilyStatus], o: &mut Out) {
             }
         }
     }
+    o.family(
+        "iomon_bpf_program_missed_runs",
+        Kind::Counter,
+        "Events the kernel did not run the BPF program for, because a BPF program or a bpf() map operation was already running on that CPU: the family's counts are low by as many events (counted by the kernel for tp_btf programs from 5.12, classic tracepoints from 6.7).",
+    );
+    for f in probes {
+        for p in &f.programs {
+            if let Some(n) = p.missed {
+                o.counter(
+                    "iomon_bpf_program_missed_runs",
+                    &[("family", &f.family), ("program", &p.name)],
+                    n,
+                );
+            }
+        }
+    }
     let stats: Vec<_> = probes
         .iter()
         .flat_map(|f| f.programs.iter().map(move |p| (f, p)))

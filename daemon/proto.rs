@@ -22,7 +22,7 @@ use crate::sample::{FileSample, FilesBy, ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
 pub use crate::totals::Truncated;
 
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).

@@ -217,8 +217,18 @@ fn bpf_daemon_counts_own_fadvise_exactly_and_answers_every_command() {
         probes.contains("sys_exit_fadvise64") && probes.contains("mm_filemap_get_pages"),
         "{probes}"
     );
+    assert!(probes.contains("MISSED"), "{probes}");
     let pj = d.json(&["probes"]);
     assert_eq!(pj.as_array().unwrap().len(), iomon::family::ALL.len());
+    // Every attached program's skipped events are read from the kernel (a
+    // number, 0 or more), never left out.
+    for f in pj.as_array().unwrap() {
+        for p in f["programs"].as_array().unwrap() {
+            if p["attached"] == true {
+                assert!(p["missed"].is_u64(), "{p}");
+            }
+        }
+    }
 
     let hist = d.ctl_ok(&[
         "history", "--since", "5m", "--step", "1s", "--metric", "dontneed",
@@ -599,6 +609,7 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         "iomon_vmscan_scanned_pages_total{reclaimer=\"kswapd\"}",
         "iomon_direct_reclaim_duration_seconds_bucket{le=\"+Inf\"}",
         "iomon_probe_attached{family=\"pagecache\",program=\"pc_get_pages\"} 1",
+        "iomon_bpf_program_missed_runs_total{family=\"pagecache\",program=\"pc_get_pages\"} ",
         "process_resident_memory_bytes",
     ] {
         assert!(body.contains(want), "/metrics lacks {want}");

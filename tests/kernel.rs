@@ -77,6 +77,16 @@ fn load_route(family: &'static str, route: &str) -> (Probes, Drain) {
     (p, d)
 }
 
+/// Events the kernel did not run a family's programs for, summed (see
+/// `ProgramStatus::missed`).
+fn missed_runs(p: &Probes, family: &str) -> u64 {
+    p.missed_runs()
+        .iter()
+        .filter(|(f, _, _)| f == family)
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
 /// The routes of a family this kernel has (each probed alone), best first.
 /// At least one: every family attaches on every kernel iomon supports. A
 /// route whose programs are all in one already here is left out (it is
@@ -2030,19 +2040,25 @@ fn bpf_block_counts_own_direct_io_exactly_and_every_completion_once() {
         // completion being counted while a tick reads the counters may
         // show its request in one tick and its latency in the next: at
         // most one per CPU at the last read.
+        //
+        // A completion the kernel did not run the program for (its
+        // interrupt met a BPF program or another process's bpf() call on
+        // that CPU; classic tracepoints only) is missing from these and
+        // counted as missed: no more are missing than that.
+        let missed = missed_runs(&_p, "block");
         let h = host.section("block").expect("block attached");
         let requests = sum_ops(h, bk::REQUESTS);
         assert!(
-            h.get(bk::REQUESTS + read).unwrap() >= READS,
-            "route {route}: {h:?}"
+            h.get(bk::REQUESTS + read).unwrap() + missed >= READS,
+            "route {route}: {missed} missed, {h:?}"
         );
         assert!(
-            h.get(bk::REQUESTS + write).unwrap() >= WRITES,
-            "route {route}: {h:?}"
+            h.get(bk::REQUESTS + write).unwrap() + missed >= WRITES,
+            "route {route}: {missed} missed, {h:?}"
         );
         assert!(
-            h.get(bk::BYTES + read).unwrap() >= READS * 4096,
-            "route {route}: {h:?}"
+            h.get(bk::BYTES + read).unwrap() + missed * 4096 >= READS * 4096,
+            "route {route}: {missed} missed, {h:?}"
         );
         let timed: u64 = h
             .hist(bk::hist::LATENCY)
@@ -2059,13 +2075,13 @@ fn bpf_block_counts_own_direct_io_exactly_and_every_completion_once() {
             "route {route}: {requests} requests, {timed} timed, {unmatched} unmatched"
         );
         assert!(
-            reads_timed + unmatched + cpus >= READS,
-            "route {route}: {reads_timed} reads timed"
+            reads_timed + unmatched + cpus + missed >= READS,
+            "route {route}: {reads_timed} reads timed, {missed} missed"
         );
         let p99 =
             iomon::hist::quantile_us(h.hist(bk::hist::READ_LATENCY).unwrap(), 0.99).unwrap_or(0);
         eprintln!(
-            "block ({route}): a worker's {READS} reads, {WRITES} writes exact; host {requests} requests, {timed} timed, {unmatched} unmatched, read p99 <= {p99} us"
+            "block ({route}): a worker's {READS} reads, {WRITES} writes exact; host {requests} requests, {timed} timed, {unmatched} unmatched, {missed} runs missed, read p99 <= {p99} us"
         );
         eprintln!("MATRIX family=block route={route} exact=yes read_p99_us={p99}");
     }
@@ -2115,46 +2131,37 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
             "route {route}: {} stat",
             disk.name
         );
-        assert_eq!(
-            get(bk::REQUESTS + read),
-            d(0),
-            "route {route}: read requests"
+        // Equal, but for events the kernel did not run the program for
+        // (and counted: see the test above).
+        let missed = missed_runs(&_p, "block");
+        let equal = |seen: u64, truth: u64, per: u64, what: &str| {
+            assert!(
+                seen <= truth && truth - seen <= missed * per,
+                "route {route}: {what}: {seen} counted, {truth} in sysfs, {missed} runs missed"
+            );
+        };
+        equal(get(bk::REQUESTS + read), d(0), 1, "read requests");
+        equal(get(bk::REQUESTS + write), d(4), 1, "write requests");
+        equal(get(bk::BYTES + read), d(2) * 512, 4096, "bytes read");
+        equal(get(bk::BYTES + write), d(6) * 512, 4096, "bytes written");
+        equal(get(bk::SUBMITTED + read), READS, 1, "read bios");
+        equal(
+            READS + WRITES - get(bk::UNMATCHED),
+            READS + WRITES,
+            1,
+            "issues seen",
         );
-        assert_eq!(
-            get(bk::REQUESTS + write),
-            d(4),
-            "route {route}: write requests"
-        );
-        assert_eq!(
-            get(bk::BYTES + read),
-            d(2) * 512,
-            "route {route}: bytes read"
-        );
-        assert_eq!(
-            get(bk::BYTES + write),
-            d(6) * 512,
-            "route {route}: bytes written"
-        );
-        assert_eq!(get(bk::SUBMITTED + read), READS, "route {route}: read bios");
-        assert_eq!(get(bk::UNMATCHED), 0, "route {route}: every issue seen");
         let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());
         let reads_timed: u64 = row
             .hist(bk::hist::READ_LATENCY)
             .map_or(0, |h| h.iter().sum());
-        assert_eq!(
-            timed,
-            READS + WRITES,
-            "route {route}: latency histogram count"
-        );
-        assert_eq!(
-            reads_timed, READS,
-            "route {route}: read latency histogram count"
-        );
+        equal(timed, READS + WRITES, 1, "latency histogram count");
+        equal(reads_timed, READS, 1, "read latency histogram count");
         // The host's numbers hold the device's.
         let h = s.section("block").unwrap();
         assert!(h.get(bk::REQUESTS + read).unwrap() >= READS);
         eprintln!(
-            "block ({route}): {}: {READS} reads, {WRITES} writes; its row and /sys/block/{}/stat agree exactly",
+            "block ({route}): {}: {READS} reads, {WRITES} writes; its row and /sys/block/{}/stat agree exactly ({missed} runs missed)",
             disk.path.display(),
             disk.name
         );

@@ -11,14 +11,14 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
         Output::Json => json(&fams),
         Output::Csv => {
             let mut s = String::from(
-                "family,state,route,program,event,attached,reason,run_count,run_time_ns\n",
+                "family,state,route,program,event,attached,reason,run_count,run_time_ns,missed\n",
             );
             for f in fams {
                 let (st, why) = state_str(&f.state);
                 for p in &f.programs {
                     let _ = writeln!(
                         s,
-                        "{},{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{}",
                         f.family,
                         st,
                         f.route.as_deref().unwrap_or(""),
@@ -27,7 +27,8 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                         p.attached,
                         csv_field(p.reason.as_deref().unwrap_or(&why)),
                         p.run_count.map(|v| v.to_string()).unwrap_or_default(),
-                        p.run_time_ns.map(|v| v.to_string()).unwrap_or_default()
+                        p.run_time_ns.map(|v| v.to_string()).unwrap_or_default(),
+                        p.missed.map(|v| v.to_string()).unwrap_or_default()
                     );
                 }
             }
@@ -35,8 +36,8 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
         }
         Output::Table => {
             let mut s = format!(
-                "{:<10} {:<12} {:<13} {:<24} {:<52} {:>12} {:>9}\n",
-                "FAMILY", "STATE", "ROUTE", "PROGRAM", "EVENT", "RUNS", "NS/RUN"
+                "{:<10} {:<12} {:<13} {:<24} {:<52} {:>12} {:>9} {:>8}\n",
+                "FAMILY", "STATE", "ROUTE", "PROGRAM", "EVENT", "RUNS", "NS/RUN", "MISSED"
             );
             for f in fams {
                 let (st, why) = state_str(&f.state);
@@ -52,7 +53,7 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                     let first = i == 0;
                     let _ = writeln!(
                         s,
-                        "{:<10} {:<12} {:<13} {:<24} {:<52} {:>12} {:>9}",
+                        "{:<10} {:<12} {:<13} {:<24} {:<52} {:>12} {:>9} {:>8}",
                         if first { f.family.as_str() } else { "" },
                         if first { st } else { "" },
                         if first {
@@ -63,7 +64,10 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                         p.name,
                         p.event,
                         runs,
-                        per
+                        per,
+                        p.missed
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
                 if !why.is_empty() {
@@ -72,6 +76,13 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                 for sk in &f.skipped {
                     let _ = writeln!(s, "{:<10} not route {}: {}", "", sk.route, sk.why);
                 }
+            }
+            if fams
+                .iter()
+                .flat_map(|f| &f.programs)
+                .any(|p| p.missed.unwrap_or(0) > 0)
+            {
+                s.push_str("(MISSED: events the kernel did not run the program for, because a BPF program or a bpf() call was already running on that CPU; they are not in the counts)\n");
             }
             if stats_on == Some(false) {
                 s.push_str("(run counts need `sysctl kernel.bpf_stats_enabled=1`)\n");

@@ -170,6 +170,7 @@ pub struct Daemon {
     begin_blocked: Duration,
     /// How long each loop turn kept clients waiting.
     turns: turns::Turns,
+    missed: crate::probes::missed::MissedWatch,
     file_paths: FilePaths,
     /// The memory cgroups' own counters and the host's.
     memcg: crate::banyandb::memcg::Reader,
@@ -389,6 +390,7 @@ impl Daemon {
             finishing: None,
             begin_blocked: Duration::ZERO,
             turns: turns::Turns::default(),
+            missed: Default::default(),
             store,
             control,
             http,

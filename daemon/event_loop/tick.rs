@@ -153,5 +153,11 @@ impl Daemon {
         if self.startup.systemd && self.totals.ticks % 6 == 1 {
             notify(true, &[sd_notify::NotifyState::Status(&self.status_line())]);
         }
+        let now = Instant::now();
+        if self.missed.due(now) {
+            for line in self.missed.observe(now, &self.probes.missed_runs()) {
+                log::warn!("{line}");
+            }
+        }
     }
 }
