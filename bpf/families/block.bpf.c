@@ -35,11 +35,11 @@ struct blk_key {
 };
 
 struct blk_times {
-	u64 insert_ns; /* given to the I/O scheduler, 0 if it was not */
-	u64 issue_ns;  /* sent to the device, 0 until then */
+	u64 alloc_ns; /* the request was allocated for a bio, 0 if not seen */
+	u64 issue_ns; /* sent to the device, 0 until then */
 };
 
-/* Requests between insert or issue and completion. Bounded by
+/* Requests between allocation or issue and completion. Bounded by
  * max_entries, and an LRU: a request that never completes (a device
  * pulled) cannot hold its slot for good, and past 8,192 in flight the
  * oldest is forgotten; its completion is then counted in `unmatched`,
@@ -75,7 +75,8 @@ static __always_inline u32 blk_op(char c0, char c1, u32 nr_sector)
 /* What both routes count, once they know the device, the operation and
  * the times. */
 
-/* A request leaves the I/O scheduler for the device after `ns` queued. */
+/* A request goes to the device `ns` after it was allocated (plugged, in
+ * the I/O scheduler, waiting for dispatch). */
 static __always_inline void blk_queued(u32 dev, u64 ns)
 {
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
@@ -136,26 +137,26 @@ static __always_inline int blk_bio(u32 dev, u32 op, u64 bytes)
 	return 0;
 }
 
-/* A request in flight in `map` (either route's), by its `key`: given to
- * the scheduler, sent to the device (the time it was queued, 0 if it was
- * not), completed (when it was sent, 0 if not seen; the entry goes). */
-static __always_inline void blk_insert_at(void *map, void *key)
+/* A request in flight in `map` (either route's), by its `key`: allocated,
+ * sent to the device (the time since it was allocated, 0 if that was not
+ * seen), completed (when it was sent, 0 if not seen; the entry goes). */
+static __always_inline void blk_alloc_at(void *map, void *key)
 {
-	struct blk_times v = { .insert_ns = bpf_ktime_get_ns() };
+	struct blk_times v = { .alloc_ns = bpf_ktime_get_ns() };
 	bpf_map_update_elem(map, key, &v, BPF_ANY);
 }
 
-static __always_inline u64 blk_issue_at(void *map, void *key)
+static __always_inline u64 blk_issue_at(void *map, void *key, u64 now)
 {
-	u64 now = bpf_ktime_get_ns(), queued = 0;
+	u64 queued = 0;
 	struct blk_times *v = bpf_map_lookup_elem(map, key);
 	if (!v) {
 		struct blk_times n = { .issue_ns = now };
 		bpf_map_update_elem(map, key, &n, BPF_ANY);
 		return 0;
 	}
-	if (v->insert_ns && !v->issue_ns)
-		queued = now - v->insert_ns;
+	if (v->alloc_ns && !v->issue_ns)
+		queued = now - v->alloc_ns;
 	v->issue_ns = now;
 	return queued;
 }
@@ -171,19 +172,11 @@ static __always_inline u64 blk_complete_at(void *map, void *key)
 
 /* Route tracepoint: the classic tracepoints. */
 
-SEC("tracepoint/block/block_rq_insert")
-int blk_insert(struct trace_event_raw_block_rq *ctx)
-{
-	struct blk_key k = { .dev = ctx->dev, .sector = ctx->sector };
-	blk_insert_at(&block_inflight, &k);
-	return 0;
-}
-
 SEC("tracepoint/block/block_rq_issue")
 int blk_issue(struct trace_event_raw_block_rq *ctx)
 {
 	struct blk_key k = { .dev = ctx->dev, .sector = ctx->sector };
-	u64 queued = blk_issue_at(&block_inflight, &k);
+	u64 queued = blk_issue_at(&block_inflight, &k, bpf_ktime_get_ns());
 	if (queued)
 		blk_queued(k.dev, queued);
 	return 0;
@@ -214,15 +207,24 @@ static __always_inline int blk_submitted(u32 dev, u32 nr_sector, char c0, char c
 	return blk_bio(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9);
 }
 
+/* A bio gets a new request, which starts at the bio's sector: the
+ * request's allocation, and the bio. */
+static __always_inline int blk_allocated(u32 dev, u64 sector, u32 nr_sector, char c0, char c1)
+{
+	struct blk_key k = { .dev = dev, .sector = sector };
+	blk_alloc_at(&block_inflight, &k);
+	return blk_submitted(dev, nr_sector, c0, c1);
+}
+
 SEC("tracepoint/block/block_getrq")
 int blk_getrq(void *ctx)
 {
 	if (bpf_core_type_exists(struct trace_event_raw_block_bio)) {
 		struct trace_event_raw_block_bio *b = ctx;
-		return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
+		return blk_allocated(b->dev, b->sector, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 	}
 	struct trace_event_raw_block_get_rq___5_10 *b = ctx;
-	return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
+	return blk_allocated(b->dev, b->sector, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 }
 
 static __always_inline int blk_merged(void *ctx)
@@ -242,16 +244,28 @@ SEC("tracepoint/block/block_bio_frontmerge")
 int blk_frontmerge(void *ctx) { return blk_merged(ctx); }
 
 /* Route tp_btf (5.11+, where these events pass the request or the bio
- * first): the same counts, a request in flight known by its address. */
+ * first): the same counts, read from the request itself. Its fields are
+ * read by direct, BTF-typed loads (no helper call; a NULL pointer on the
+ * way reads 0). The kernel stamps a request when it is allocated
+ * (start_time_ns, where it keeps I/O stats or a scheduler runs) and, on a
+ * queue that keeps completion stats (QUEUE_FLAG_STATS: writeback
+ * throttling, on by default, sets it), when it is issued
+ * (io_start_time_ns, after this event): then no map is needed. On a queue
+ * without them the issue time goes into block_rq_times, by address. */
 
-/* Requests between insert or issue and completion, by address. Bounded
- * by max_entries, an LRU for the same reasons as block_inflight. */
+/* Requests between issue and completion on a queue without completion
+ * stats, by address. Bounded by max_entries, an LRU for the same reasons
+ * as block_inflight. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, u64);
 	__type(value, struct blk_times);
 } block_rq_times SEC(".maps");
+
+/* Set by tests only: every request's issue time in block_rq_times, as on
+ * a queue without completion stats (that path, tested on any device). */
+const volatile bool blk_no_rq_stamps = false;
 
 /* Before 5.19 a request names its disk itself. */
 struct request___rq_disk {
@@ -291,49 +305,61 @@ static __always_inline u32 blk_rq_dev(struct request *rq)
 	struct gendisk *disk;
 	struct request___rq_disk *old = (void *)rq;
 	if (bpf_core_field_exists(old->rq_disk))
-		disk = BPF_CORE_READ(old, rq_disk);
+		disk = old->rq_disk;
 	else
-		disk = BPF_CORE_READ(rq, q, disk);
+		disk = rq->q->disk;
 	if (!disk)
 		return 0;
-	return (u32)BPF_CORE_READ(disk, major) << 20 | (u32)BPF_CORE_READ(disk, first_minor);
+	return (u32)disk->major << 20 | (u32)disk->first_minor;
 }
 
-SEC("tp_btf/block_rq_insert")
-int BPF_PROG(blk_insert_btf, struct request *rq)
+/* Whether the request's queue stamps issue times (QUEUE_FLAG_STATS, which
+ * the kernel sets exactly while a stats callback is registered or
+ * accounting is on: read from those, the flag's bit number moves between
+ * kernels). */
+static __always_inline bool blk_stamps_issue(struct request *rq)
 {
-	u64 k = (u64)rq;
-	blk_insert_at(&block_rq_times, &k);
-	return 0;
+	struct blk_queue_stats *st = rq->q->stats;
+	if (blk_no_rq_stamps || !st)
+		return false;
+	if (st->accounting)
+		return true;
+	return (u64)st->callbacks.next != (u64)&st->callbacks;
 }
 
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(blk_issue_btf, struct request *rq)
 {
-	u64 k = (u64)rq;
-	u64 queued = blk_issue_at(&block_rq_times, &k);
-	if (queued)
-		blk_queued(blk_rq_dev(rq), queued);
+	u64 now = bpf_ktime_get_ns(), alloc = rq->start_time_ns;
+	if (alloc && alloc < now)
+		blk_queued(blk_rq_dev(rq), now - alloc);
+	if (!blk_stamps_issue(rq)) {
+		u64 k = (u64)rq;
+		struct blk_times v = { .issue_ns = now };
+		bpf_map_update_elem(&block_rq_times, &k, &v, BPF_ANY);
+	}
 	return 0;
 }
 
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_bytes)
 {
-	u64 k = (u64)rq;
-	u64 issued = blk_complete_at(&block_rq_times, &k);
+	u64 issued = blk_no_rq_stamps ? 0 : rq->io_start_time_ns;
+	if (!issued) {
+		u64 k = (u64)rq;
+		issued = blk_complete_at(&block_rq_times, &k);
+	}
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
-	return blk_done(blk_rq_dev(rq), blk_op_flags(BPF_CORE_READ(rq, cmd_flags), nr_bytes),
-			nr_bytes, error & 0xff, issued);
+	return blk_done(blk_rq_dev(rq), blk_op_flags(rq->cmd_flags, nr_bytes), nr_bytes,
+			error & 0xff, issued);
 }
 
 /* A bio reaching a request-based device: its device (a partition's is
  * named as its disk in userspace), size and flags (5.12+: bi_bdev). */
 static __always_inline int blk_bio_submitted(struct bio *bio)
 {
-	u32 size = BPF_CORE_READ(bio, bi_iter.bi_size);
-	return blk_bio(BPF_CORE_READ(bio, bi_bdev, bd_dev), blk_op_flags(BPF_CORE_READ(bio, bi_opf), size),
-		       size);
+	u32 size = bio->bi_iter.bi_size;
+	return blk_bio(bio->bi_bdev->bd_dev, blk_op_flags(bio->bi_opf, size), size);
 }
 
 SEC("tp_btf/block_getrq")

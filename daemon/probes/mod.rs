@@ -207,6 +207,10 @@ pub struct LoadOptions {
     /// Routes not to use, as `family:route` (tests and benchmarks force
     /// a route this way).
     pub exclude_routes: Vec<String>,
+    /// Time every event with iomon's own timestamps, also where the kernel
+    /// stamps it (block requests on queues with completion stats): tests
+    /// of the path taken where it does not.
+    pub own_timestamps: bool,
 }
 
 impl Default for LoadOptions {
@@ -222,6 +226,7 @@ impl Default for LoadOptions {
             refault_blocks: 16_384,
             tracefs: PathBuf::from(TRACEFS),
             exclude_routes: Vec::new(),
+            own_timestamps: false,
         }
     }
 }
@@ -443,6 +448,10 @@ fn open_object(
                     std::mem::offset_of!(skel::types::rodata, refault_window_ns),
                     opts.refault_window_ns,
                 );
+                let off = std::mem::offset_of!(skel::types::rodata, blk_no_rq_stamps);
+                if let Some(d) = data.get_mut(off) {
+                    *d = u8::from(opts.own_timestamps);
+                }
             }
         }
     }

@@ -404,8 +404,8 @@ pub fn spawn_cats(n: usize, path: &std::path::Path) {
 }
 
 /// A block device only this test uses: `IOMON_TEST_BLOCK_DEV` where set
-/// (the kernel matrix gives its guests a second NVMe namespace), else a
-/// loop device over a 64 MiB file in /dev/shm, detached on drop.
+/// (the kernel matrix's guests set up a loop device), else a loop device
+/// over a 64 MiB file in /dev/shm, detached on drop.
 pub struct ScratchDisk {
     pub path: PathBuf,
     /// Its name in /sys/block.
@@ -424,23 +424,36 @@ impl ScratchDisk {
                 backing: None,
             };
         }
-        let backing = PathBuf::from(format!("/dev/shm/iomon-test-{}.img", std::process::id()));
+        ScratchDisk::loop_device(64 << 20)
+    }
+
+    /// A loop device over a file of `bytes` (in /dev/shm), whatever
+    /// `IOMON_TEST_BLOCK_DEV` says (tests that need many devices).
+    pub fn loop_device(bytes: u64) -> ScratchDisk {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Memory-backed where the system has /dev/shm (the guests of the
+        // kernel matrix may not: their /tmp).
+        let dir = Path::new("/dev/shm");
+        let dir = if dir.is_dir() {
+            dir.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let backing = dir.join(format!("iomon-test-{}-{n}.img", std::process::id()));
         File::create(&backing)
-            .and_then(|f| f.set_len(64 << 20))
+            .and_then(|f| f.set_len(bytes))
             .expect("a file in /dev/shm for the loop device");
-        let out = std::process::Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&backing)
-            .output()
-            .expect("losetup (util-linux)");
-        if !out.status.success() {
-            let _ = std::fs::remove_file(&backing);
-            panic!(
-                "no block device for the test: losetup failed ({}); set IOMON_TEST_BLOCK_DEV to a device only it may use",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let path = match attach_loop(&backing) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&backing);
+                panic!(
+                    "no block device for the test: a loop device over {} failed ({e}); set IOMON_TEST_BLOCK_DEV to a device only it may use",
+                    backing.display()
+                );
+            }
+        };
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         ScratchDisk {
             path,
@@ -460,13 +473,61 @@ impl ScratchDisk {
     }
 }
 
+/// From linux/loop.h.
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+
+/// Attaches `file` to a free loop device, as `losetup --find` does (no
+/// util-linux needed: the guests have busybox's).
+fn attach_loop(file: &Path) -> std::io::Result<PathBuf> {
+    let ctl = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)?;
+    // Another process may take the free device first: ask again.
+    let mut last = std::io::Error::other("no free loop device");
+    for _ in 0..20 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument.
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        // devtmpfs creates the node; give it a moment.
+        let mut dev = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+        for _ in 0..50 {
+            if dev.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            dev = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+        }
+        let dev = dev?;
+        // SAFETY: LOOP_SET_FD takes a file descriptor, open for the call.
+        let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
+        if r == 0 {
+            return Ok(path);
+        }
+        last = std::io::Error::last_os_error();
+        if last.raw_os_error() != Some(libc::EBUSY) {
+            return Err(last);
+        }
+    }
+    Err(last)
+}
+
 impl Drop for ScratchDisk {
     fn drop(&mut self) {
         if let Some(b) = &self.backing {
-            let _ = std::process::Command::new("losetup")
-                .arg("--detach")
-                .arg(&self.path)
-                .status();
+            if let Ok(dev) = File::open(&self.path) {
+                // SAFETY: LOOP_CLR_FD takes no argument.
+                unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _) };
+            }
             let _ = std::fs::remove_file(b);
         }
     }
