@@ -499,13 +499,19 @@ fn attach_loop(file: &Path) -> std::io::Result<PathBuf> {
         }
         let path = PathBuf::from(format!("/dev/loop{n}"));
         // devtmpfs creates the node; give it a moment.
-        let mut dev = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+        let mut dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path);
         for _ in 0..50 {
             if dev.is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
-            dev = std::fs::OpenOptions::new().read(true).write(true).open(&path);
+            dev = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path);
         }
         let dev = dev?;
         // SAFETY: LOOP_SET_FD takes a file descriptor, open for the call.
