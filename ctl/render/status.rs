@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use iomon::probes::FamilyState;
+use iomon::probes::{FamilyState, FamilyStatus};
 use iomon::proto::StatusReport;
 use iomon::units::format_duration;
 
@@ -75,17 +75,7 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
         }),
     ];
     for f in &r.families {
-        let (st, why) = state_str(&f.state);
-        let st = match (&f.route, &f.state) {
-            (Some(route), FamilyState::Attached) => format!("{st} (route {route})"),
-            _ => st.to_string(),
-        };
-        let text = if why.is_empty() {
-            st
-        } else {
-            format!("{st}: {why}")
-        };
-        v.push((format!("probe {}", f.family), text));
+        v.push((format!("probe {}", f.family), family_text(f)));
     }
     match &r.store {
         Some(st) => {
@@ -183,4 +173,61 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
         v.push(("warning".into(), w.clone()));
     }
     v
+}
+
+/// A family's state, its route, and the events the kernel did not run its
+/// programs for (when any: its counts are low by as many).
+fn family_text(f: &FamilyStatus) -> String {
+    let (st, why) = state_str(&f.state);
+    let mut text = match (&f.route, &f.state) {
+        (Some(route), FamilyState::Attached) => format!("{st} (route {route})"),
+        _ => st.to_string(),
+    };
+    if !why.is_empty() {
+        let _ = write!(text, ": {why}");
+    }
+    let missed: u64 = f.programs.iter().filter_map(|p| p.missed).sum();
+    if missed > 0 {
+        let _ = write!(
+            text,
+            "; {missed} events the kernel did not run its programs for, not in its counts (iomonctl probes)"
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iomon::probes::ProgramStatus;
+
+    fn program(missed: Option<u64>) -> ProgramStatus {
+        ProgramStatus {
+            name: "blk_complete".into(),
+            event: "tracepoint:block:block_rq_complete".into(),
+            attached: true,
+            reason: None,
+            run_count: None,
+            run_time_ns: None,
+            missed,
+        }
+    }
+
+    #[test]
+    fn a_family_says_its_route_and_the_events_it_missed() {
+        let mut f = FamilyStatus {
+            family: "block".into(),
+            about: String::new(),
+            state: FamilyState::Attached,
+            route: Some("tracepoint".into()),
+            programs: vec![program(Some(0)), program(None)],
+            skipped: Vec::new(),
+        };
+        assert_eq!(family_text(&f), "attached (route tracepoint)");
+        f.programs = vec![program(Some(40)), program(Some(13))];
+        assert_eq!(
+            family_text(&f),
+            "attached (route tracepoint); 53 events the kernel did not run its programs for, not in its counts (iomonctl probes)"
+        );
+    }
 }
