@@ -112,6 +112,8 @@ fn main() {
             panic!("failed to build the BPF skeleton from {SRC} (is clang installed?): {e:#}")
         });
 
+    protos();
+
     let open = libbpf_rs::ObjectBuilder::default()
         .open_file(&obj)
         .unwrap_or_else(|e| panic!("failed to open the BPF object {}: {e:#}", obj.display()));
@@ -136,6 +138,31 @@ fn main() {
             errors.join("\n  ")
         );
     }
+}
+
+/// The BanyanDB exporter's gRPC messages and services, from iomon's own
+/// definitions of them (client and server: the tests' stand-in for
+/// BanyanDB serves the same definitions).
+fn protos() {
+    const DIR: &str = "daemon/export/proto";
+    println!("cargo:rerun-if-changed={DIR}");
+    let files = [
+        "banyandb/common/v1/common.proto",
+        "banyandb/model/v1/common.proto",
+        "banyandb/database/v1/database.proto",
+        "banyandb/measure/v1/measure.proto",
+    ]
+    .map(|f| format!("{DIR}/{f}"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&files, &[DIR.to_string()])
+        .unwrap_or_else(|e| {
+            panic!(
+                "failed to compile the gRPC definitions in {DIR} (is protoc installed? \
+                 scripts/deps installs protobuf-compiler and libprotobuf-dev): {e}"
+            )
+        });
 }
 
 /// Writes only when the content changes (keeps rebuilds incremental).
