@@ -28,6 +28,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for {key}: {message}")]
     Value { key: &'static str, message: String },
+    #[error("invalid value for export.banyandb.{key}: {message}")]
+    Export { key: &'static str, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -363,6 +365,8 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub targets: TargetsSection,
     pub files: FilesSection,
+    /// `[export.banyandb]`: off unless present.
+    pub export: crate::export::config::ExportSection,
 }
 
 impl Config {
@@ -538,6 +542,17 @@ impl Config {
                 });
             }
         }
+        if let Some(b) = &self.export.banyandb {
+            b.validate(&family::names())
+                .map_err(|(key, message)| ConfigError::Export { key, message })?;
+            if !self.store.enabled {
+                return Err(ConfigError::Export {
+                    key: "endpoint",
+                    message: "the exporter sends the history: it needs [store] enabled = true"
+                        .into(),
+                });
+            }
+        }
         for a in &self.metrics.listen {
             if a.parse::<std::net::SocketAddr>().is_err() {
                 return Err(ConfigError::Value {
@@ -710,5 +725,56 @@ mod shipped {
         ));
         let cfg = Config::load(path).unwrap();
         assert_eq!(cfg, Config::default());
+    }
+
+    /// Its commented `[export.banyandb]` block, uncommented, is the
+    /// exporter's defaults, every key of them.
+    #[test]
+    fn packaged_export_block_documents_every_key_with_its_default() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/iomond.toml"
+        ))
+        .unwrap();
+        let block = text
+            .split_once("#[export.banyandb]")
+            .expect("the export block")
+            .1;
+        let mut uncommented = String::from("[export.banyandb]\n");
+        let mut keys = Vec::new();
+        for l in block.lines() {
+            // "#key = value" is a default; "# key = value" an example.
+            let Some(rest) = l.strip_prefix('#') else {
+                continue;
+            };
+            let example = rest.strip_prefix(' ').unwrap_or("");
+            let key = |s: &str| s.split_once(" = ").map(|(k, _)| k.trim().to_string());
+            if !rest.starts_with(' ') {
+                keys.extend(key(rest));
+                uncommented.push_str(rest);
+                uncommented.push('\n');
+            } else if let Some(k) = key(example).filter(|k| !k.contains(' ')) {
+                keys.push(k);
+            }
+        }
+        let cfg = Config::parse(&uncommented, Path::new("block")).unwrap();
+        let ours = crate::export::config::BanyanDbExport::default();
+        assert_eq!(cfg.export.banyandb.as_ref(), Some(&ours));
+        let all = toml::to_string(&crate::export::config::BanyanDbExport {
+            tls_ca_file: Some("x".into()),
+            tls_server_name: Some("x".into()),
+            username: Some("x".into()),
+            password_file: Some("x".into()),
+            host: Some("x".into()),
+            ..ours
+        })
+        .unwrap();
+        for k in all
+            .lines()
+            .filter_map(|l| l.split_once(" = "))
+            .map(|(k, _)| k)
+        {
+            assert!(keys.iter().any(|d| d == k), "{k} is not documented");
+        }
     }
 }

@@ -107,6 +107,91 @@ impl SelfStats {
     }
 }
 
+/// `iomon_export_*`: the BanyanDB exporter's state and progress.
+fn write_export(e: &crate::export::ExportStatus, o: &mut Out) {
+    let ep = [
+        ("endpoint", e.endpoint.as_str()),
+        ("group", e.group.as_str()),
+    ];
+    o.family(
+        "iomon_export_up",
+        Kind::Gauge,
+        "1 while the BanyanDB exporter is connected and writing, 0 while it retries.",
+    );
+    o.gauge(
+        "iomon_export_up",
+        &ep,
+        f64::from(u8::from(e.state == "connected")),
+    );
+    o.family(
+        "iomon_export_newest_written_timestamp_seconds",
+        Kind::Gauge,
+        "End of the newest Sample BanyanDB acknowledged (seconds since the epoch; absent before the first).",
+    );
+    if let Some(t) = e.newest_written_ms {
+        o.gauge(
+            "iomon_export_newest_written_timestamp_seconds",
+            &ep,
+            t as f64 / 1000.0,
+        );
+    }
+    o.family(
+        "iomon_export_behind_seconds",
+        Kind::Gauge,
+        "How far the export is behind the history: the newest Sample stored less the newest acknowledged.",
+    );
+    if let Some(b) = e.behind_ms() {
+        o.gauge("iomon_export_behind_seconds", &ep, b as f64 / 1000.0);
+    }
+    for (name, help, v) in [
+        (
+            "iomon_export_points_written",
+            "Data points BanyanDB acknowledged.",
+            e.points_written,
+        ),
+        (
+            "iomon_export_points_refused",
+            "Data points BanyanDB refused for good (a bug: see the log).",
+            e.points_refused,
+        ),
+        (
+            "iomon_export_samples_written",
+            "Samples whose data points BanyanDB acknowledged.",
+            e.samples_written,
+        ),
+        (
+            "iomon_export_connects",
+            "Connections the exporter opened (reconnects after errors included).",
+            e.connects,
+        ),
+        (
+            "iomon_export_schema_rereads",
+            "Measure revisions re-read after BanyanDB answered STATUS_EXPIRED_SCHEMA.",
+            e.schema_rereads,
+        ),
+        (
+            "iomon_export_skipped_seconds",
+            "History retention dropped before the exporter sent it (seconds of Samples).",
+            e.skipped_ms / 1000,
+        ),
+    ] {
+        o.family(name, Kind::Counter, help);
+        o.counter(name, &ep, v);
+    }
+    o.family(
+        "iomon_export_last_error_timestamp_seconds",
+        Kind::Gauge,
+        "When the exporter last failed (seconds since the epoch; the error is in iomonctl status and the log).",
+    );
+    if let Some(t) = e.last_error_ms {
+        o.gauge(
+            "iomon_export_last_error_timestamp_seconds",
+            &ep,
+            t as f64 / 1000.0,
+        );
+    }
+}
+
 /// A histogram's buckets: (upper bound, `None` for +Inf; count, not
 /// cumulative).
 pub type Buckets<'a> = &'a [(Option<f64>, u64)];
@@ -115,6 +200,7 @@ pub struct Inputs<'a> {
     pub totals: &'a Totals,
     pub probes: &'a [FamilyStatus],
     pub store: Option<&'a StoreStatus>,
+    pub export: Option<&'a crate::export::ExportStatus>,
     pub drain_seconds: f64,
     pub drain_lag_seconds: f64,
     /// The event loop's turn times (buckets, sum); `None` outside a daemon.
@@ -280,6 +366,9 @@ pub fn render(inp: &Inputs, format: Format) -> String {
             "History store writes that failed (retried).",
         );
         o.counter("iomon_store_write_errors", &[], st.write_errors);
+    }
+    if let Some(e) = inp.export {
+        write_export(e, &mut o);
     }
     let ss = inp.self_stats;
     o.family(
@@ -604,6 +693,7 @@ mod tests {
                 totals: &totals,
                 probes: &[],
                 store: None,
+                export: None,
                 drain_seconds: 0.0,
                 drain_lag_seconds: 0.0,
                 loop_turns: None,

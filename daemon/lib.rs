@@ -17,6 +17,8 @@
 //! - [`file_paths`]: the paths of the targets' files (the kernel knows
 //!   device and inode);
 //! - [`totals`] (since start) and [`store`] (history);
+//! - [`export`]: the history written into a BanyanDB cluster, from a
+//!   persisted cursor, on a thread of its own;
 //! - [`report`]: "is the page cache working for BanyanDB?" over a window
 //!   of the history;
 //! - [`proto`] (the control socket's wire, shared with iomonctl),
@@ -31,6 +33,7 @@ pub mod config;
 pub mod control;
 pub mod drain;
 pub mod event_loop;
+pub mod export;
 pub mod exposition;
 pub mod family;
 pub mod file_paths;

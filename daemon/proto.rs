@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::drain::Strategy;
 pub use crate::drain::TargetStatus;
+pub use crate::export::ExportStatus;
 use crate::probes::FamilyStatus;
 use crate::sample::{FileSample, FilesBy, ProcSample, Sample};
 pub use crate::store::{HistoryReport, StoreStatus};
 pub use crate::totals::Truncated;
 
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 /// Largest frame either side accepts, in bytes (payload, without the length).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Largest response a client accepts (history replies can be big).
@@ -117,6 +118,8 @@ pub struct StatusReport {
     pub page_size_bytes: u64,
     pub families: Vec<FamilyStatus>,
     pub store: Option<StoreStatus>,
+    /// The BanyanDB exporter, when `[export.banyandb]` is configured.
+    pub export: Option<ExportStatus>,
     pub ticks: u64,
     pub last_tick_ms: Option<u64>,
     pub last_drain_us: u64,

@@ -23,6 +23,7 @@ const ORDER: &[&str] = &[
     "file_paths",
     "totals",
     "store",
+    "export",
     "report",
     "proto",
     "exposition",

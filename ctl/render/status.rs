@@ -91,6 +91,10 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
         }
         None => v.push(("store".into(), "disabled".into())),
     }
+    match &r.export {
+        Some(e) => v.extend(export_pairs(e)),
+        None => v.push(("export".into(), "off".into())),
+    }
     v.push(("socket".into(), r.socket.clone()));
     v.push((
         "http".into(),
@@ -177,6 +181,61 @@ fn status_pairs(r: &StatusReport) -> Vec<(String, String)> {
 
 /// A family's state, its route, and the events the kernel did not run its
 /// programs for (when any: its counts are low by as many).
+/// The BanyanDB exporter: where, how far, what failed.
+fn export_pairs(e: &iomon::proto::ExportStatus) -> Vec<(String, String)> {
+    let mut v = vec![(
+        "export".into(),
+        format!("BanyanDB {} group {}: {}", e.endpoint, e.group, e.state),
+    )];
+    v.push((
+        "export newest".into(),
+        match (e.newest_written_ms, e.behind_ms()) {
+            (Some(t), Some(b)) => format!(
+                "{} ({} behind the history)",
+                format_local(t),
+                format_duration(std::time::Duration::from_millis(b))
+            ),
+            (Some(t), None) => format_local(t),
+            (None, _) => "nothing written yet".into(),
+        },
+    ));
+    v.push((
+        "export points".into(),
+        format!(
+            "{} written, {} refused, {} Samples in {} batches; {} measures{}",
+            e.points_written,
+            e.points_refused,
+            e.samples_written,
+            e.batches,
+            e.measures - e.measures_unusable,
+            if e.measures_unusable > 0 {
+                format!(" ({} left out: schema conflict)", e.measures_unusable)
+            } else {
+                String::new()
+            }
+        ),
+    ));
+    if e.skipped_ms > 0 {
+        v.push((
+            "export skipped".into(),
+            format!(
+                "{} of history retention dropped before it was sent",
+                format_duration(std::time::Duration::from_millis(e.skipped_ms))
+            ),
+        ));
+    }
+    if let Some(err) = &e.last_error {
+        v.push((
+            "export last error".into(),
+            match e.last_error_ms {
+                Some(t) => format!("{} ({err})", format_local(t)),
+                None => err.clone(),
+            },
+        ));
+    }
+    v
+}
+
 fn family_text(f: &FamilyStatus) -> String {
     let (st, why) = state_str(&f.state);
     let mut text = match (&f.route, &f.state) {

@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+mod export;
 mod requests;
 mod tick;
 mod turns;
@@ -176,6 +177,7 @@ pub struct Daemon {
     memcg: crate::banyandb::memcg::Reader,
     totals: Totals,
     store: Option<Store>,
+    exporter: Option<crate::export::Exporter>,
     control: ControlServer,
     http: Option<HttpServer>,
     interval: Duration,
@@ -359,6 +361,7 @@ impl Daemon {
             (now + period, period)
         });
         let started_ms = now_ms();
+        let exporter = store.as_ref().and_then(|_| export::start(&cfg));
         let mut d = Daemon {
             totals: Totals::new(
                 started_ms,
@@ -392,6 +395,7 @@ impl Daemon {
             turns: turns::Turns::default(),
             missed: Default::default(),
             store,
+            exporter,
             control,
             http,
             interval,
@@ -441,6 +445,7 @@ impl Daemon {
             totals: &self.totals,
             probes: self.probes.status(),
             store: self.store.as_ref().map(Store::status),
+            export: self.exporter.as_ref().map(|e| e.status()),
             drain_seconds: self.drain.last_duration.as_secs_f64(),
             drain_lag_seconds: self.last_lag.as_secs_f64(),
             loop_turns: self.turns.buckets(),
@@ -746,6 +751,8 @@ impl Daemon {
             }
             changes.push("store options".into());
         }
+        changes.extend(self.reload_exporter(&old));
+        let new = &self.cfg;
         if new.targets != old.targets {
             self.drain.set_targets(new.targets.matchers());
             changes.push("targets: from the next tick".into());

@@ -307,6 +307,12 @@ impl Daemon {
                 self.cfg.files.refault_blocks
             ));
         }
+        let export = self.exporter.as_ref().map(|e| e.status());
+        if let Some(e) = export.as_ref().filter(|e| e.state != "connected") {
+            if let Some(err) = &e.last_error {
+                warnings.push(format!("BanyanDB export: {err}"));
+            }
+        }
         let ahead = self.drain.ahead_ms();
         if ahead > 2_000 {
             warnings.push(format!(
@@ -325,6 +331,7 @@ impl Daemon {
             page_size_bytes: 1 << self.probes.page_shift,
             families: self.probes.status(),
             store: self.store.as_ref().map(Store::status),
+            export,
             ticks: self.totals.ticks,
             last_tick_ms: self.totals.last.as_ref().map(|s| s.end_ms),
             last_drain_us: self.drain.last_duration.as_micros() as u64,

@@ -141,6 +141,7 @@ impl Daemon {
         if let Some(st) = &mut self.store {
             st.append(&sample);
         }
+        self.serve_exporter();
         self.drain.last_parts.store_us = t.elapsed().as_micros() as u64;
         self.publish();
         let parts = &mut self.drain.last_parts;

@@ -158,6 +158,7 @@ impl HttpServer {
             totals: v.totals,
             probes: &v.probes,
             store: v.store.as_ref(),
+            export: v.export.as_ref(),
             drain_seconds: v.drain_seconds,
             drain_lag_seconds: v.drain_lag_seconds,
             loop_turns: Some((&v.loop_turns.0, v.loop_turns.1)),

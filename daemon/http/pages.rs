@@ -27,6 +27,7 @@ pub struct View<'a> {
     pub totals: &'a Totals,
     pub probes: Vec<FamilyStatus>,
     pub store: Option<StoreStatus>,
+    pub export: Option<crate::export::ExportStatus>,
     pub drain_seconds: f64,
     pub drain_lag_seconds: f64,
     /// The event loop's turn times: buckets and sum.

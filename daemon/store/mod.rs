@@ -619,6 +619,52 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Raw Samples whose start is after `after_ms` (all, with `None`),
+    /// oldest first, at most `max`: committed, in flight and queued alike
+    /// (what the exporter sends from its cursor).
+    pub fn raw_after(&self, after_ms: Option<u64>, max: usize) -> Result<Vec<Sample>, StoreError> {
+        let from = after_ms.map_or(0, |a| a.saturating_add(1));
+        let mut out: std::collections::BTreeMap<u64, Sample> = std::collections::BTreeMap::new();
+        {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let t = tx.open_table(Tier::Raw.table()).map_err(db_err)?;
+            for item in t.range(from..).map_err(db_err)?.take(max) {
+                let (k, v) = item.map_err(db_err)?;
+                if let Some(s) = decode_sample(v.value()) {
+                    out.insert(k.value(), s);
+                }
+            }
+        }
+        let queued = self.in_flight.iter().flat_map(|v| v.iter());
+        for (t, ms, v) in queued.chain(self.pending.iter()) {
+            if *t == Tier::Raw && *ms >= from && !out.contains_key(ms) {
+                if let Some(s) = decode_sample(v) {
+                    out.insert(*ms, s);
+                }
+            }
+        }
+        Ok(out.into_values().take(max).collect())
+    }
+
+    /// The start of the oldest raw Sample held (committed or not yet).
+    pub fn oldest_raw_ms(&self) -> Option<u64> {
+        let committed = (|| {
+            let tx = self.db.begin_read().ok()?;
+            let t = tx.open_table(Tier::Raw.table()).ok()?;
+            let first = t.first().ok()?;
+            first.map(|(k, _)| k.value())
+        })();
+        let queued = self.in_flight.iter().flat_map(|v| v.iter());
+        let pending = queued
+            .chain(self.pending.iter())
+            .filter(|(t, _, _)| *t == Tier::Raw)
+            .map(|(_, ms, _)| *ms)
+            .min();
+        committed.into_iter().chain(pending).min()
+    }
+}
+
 /// A stopped iomond's history, read without touching it: the file is
 /// copied into a private temporary directory and opened there, so a store
 /// left by a crash is repaired in the copy, never in place. Refused when a
