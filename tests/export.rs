@@ -28,7 +28,7 @@ const HOST: &str = "test-node";
 /// `[export.banyandb]`.
 fn config(endpoint: &str, extra: &str) -> String {
     format!(
-        "[store]\nflush_interval = \"1s\"\n\n[targets.me]\npid = {}\n\n[export.banyandb]\nendpoint = \"{endpoint}\"\nhost = \"{HOST}\"\ntimeout = \"2s\"\nretry_max = \"2s\"\nbatch = 20\n{extra}\n",
+        "[store]\nflush_interval = \"1s\"\n\n[targets.me]\npid = {}\n\n[export.banyandb]\nendpoint = \"{endpoint}\"\nhost = \"{HOST}\"\ntimeout = \"2s\"\nretry_max = \"2s\"\nbatch = 20\nsend_interval = \"0s\"\n{extra}\n",
         std::process::id()
     )
 }

@@ -80,6 +80,9 @@ pub struct BanyanDbExport {
     pub batch: usize,
     /// Data points sent per second at most (catching up after an outage).
     pub max_points_per_second: u32,
+    /// Once caught up, what is new is sent this often (a stream per
+    /// Sample would cost more than the Sample: BENCHMARKS.md, "Export").
+    pub send_interval: Span,
     /// How long a call may take before the server is taken as hung.
     pub timeout: Span,
     /// Reconnects back off from 1 s, doubling, to at most this.
@@ -103,6 +106,7 @@ impl Default for BanyanDbExport {
             host: None,
             batch: 60,
             max_points_per_second: 5000,
+            send_interval: Span::secs(5),
             timeout: Span::secs(10),
             retry_max: Span::secs(60),
         }
@@ -235,6 +239,12 @@ impl BanyanDbExport {
         }
         if self.max_points_per_second == 0 {
             return Err(("max_points_per_second", "must be at least 1".into()));
+        }
+        if self.send_interval.0 > Duration::from_secs(600) {
+            return Err((
+                "send_interval",
+                format!("{} is over 10m", self.send_interval),
+            ));
         }
         if self.retry_max.0 < Duration::from_secs(1) || self.retry_max.0 > Duration::from_secs(3600)
         {

@@ -162,6 +162,7 @@ impl Exporter {
                         _ = h2.notified() => {}
                     }
                 });
+                run.save_cursor();
                 lock(&s2).status.state = "stopped".into();
                 // A name lookup in flight (tonic resolves on the blocking
                 // pool) is not waited for past a second.
@@ -256,6 +257,10 @@ impl Backoff {
     }
 }
 
+/// The cursor's file is rewritten (and synced) at most this often: a
+/// crash resends at most this much, which BanyanDB overwrites.
+const CURSOR_EVERY: Duration = Duration::from_secs(5);
+
 /// The exporter thread's state.
 struct Run {
     cfg: BanyanDbExport,
@@ -265,6 +270,10 @@ struct Run {
     interval: String,
     cursor_file: PathBuf,
     cursor: Option<Cursor>,
+    /// When the cursor was last written (it is written at most every
+    /// [`CURSOR_EVERY`], and when the exporter stops).
+    saved: Option<Instant>,
+    dirty: bool,
     shared: Arc<Mutex<Shared>>,
     rx: tokio::sync::mpsc::Receiver<Batch>,
     wake: Arc<tokio::sync::Notify>,
@@ -307,6 +316,8 @@ impl Run {
             interval: crate::units::format_duration(interval),
             cursor_file,
             cursor,
+            saved: None,
+            dirty: false,
             shared,
             rx,
             wake,
@@ -316,6 +327,19 @@ impl Run {
             refusals_logged: Default::default(),
             skipped_logged: false,
         }
+    }
+
+    /// Writes the cursor if it moved since it was last written. A failure
+    /// keeps it in memory: a restart sends those Samples again.
+    fn save_cursor(&mut self) {
+        let Some(c) = self.cursor.as_ref().filter(|_| self.dirty) else {
+            return;
+        };
+        if let Err(e) = c.save(&self.cursor_file) {
+            log::warn!("export: {}", crate::error_chain(&e));
+        }
+        self.saved = Some(Instant::now());
+        self.dirty = false;
     }
 
     fn stopping(&self) -> bool {
@@ -391,11 +415,15 @@ impl Run {
                     None => continue,
                 },
             };
+            // Caught up: what is new goes out every send_interval.
+            let caught_up = samples.len() < self.cfg.batch;
             if samples.is_empty() {
+                self.sleep(self.cfg.send_interval.0).await;
                 continue;
             }
             let Some(s) = session.as_mut() else { continue };
             match self.send(s, &samples).await {
+                Ok(true) if caught_up => self.sleep(self.cfg.send_interval.0).await,
                 Ok(true) => {}
                 Ok(false) => {
                     // Not applied yet: the same batch, later.
@@ -514,11 +542,11 @@ impl Run {
                 end_ms,
                 group: self.cfg.group.clone(),
             };
-            if let Err(e) = c.save(&self.cursor_file) {
-                // Kept in memory: a restart sends these again (idempotent).
-                log::warn!("export: {}", crate::error_chain(&e));
-            }
             self.cursor = Some(c);
+            self.dirty = true;
+            if self.saved.is_none_or(|t| t.elapsed() >= CURSOR_EVERY) {
+                self.save_cursor();
+            }
         }
         {
             let mut st = lock(&self.shared);
