@@ -10,6 +10,7 @@
 //!   cargo bench --bench probes -- footprint [--secs 600]
 //!   cargo bench --bench probes -- lag [--samples 20]
 //!   cargo bench --bench probes -- tick [--secs 10] [--iomond PATH]   # the tick and requests across it
+//!   cargo bench --bench probes -- export [--secs 120] [--outage 60]   # the BanyanDB exporter's RSS and CPU
 //!
 //! `events` runs each workload with no probes, with each iomon family
 //! attached alone, with the default set, and with bpftrace doing the
@@ -30,6 +31,8 @@ use iomon::family;
 use iomon::probes::{LoadOptions, Probes, PROC_VALUE_SIZE};
 use libbpf_rs::{MapCore, MapFlags};
 
+#[path = "probes/export.rs"]
+mod export;
 #[path = "probes/tick.rs"]
 mod tick;
 
@@ -79,6 +82,7 @@ fn main() {
         "footprint" => footprint(opt("--secs", 600)),
         "lag" => lag(opt("--samples", 20) as usize),
         "tick" => tick::tick(opt("--secs", 10), stropt("--iomond").map(PathBuf::from)),
+        "export" => export::export(opt("--secs", 120), opt("--outage", 60)),
         "all" => {
             events(rounds, None, None);
             programs();
@@ -89,7 +93,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "probes bench: unknown benchmark {other}; events, routes, programs, drain, tick, footprint, lag or all"
+                "probes bench: unknown benchmark {other}; events, routes, programs, drain, tick, footprint, lag, export or all"
             );
             std::process::exit(2);
         }
@@ -1116,12 +1120,17 @@ fn drain(rounds: usize, sizes: &[u32]) {
 // --------------------------------------------------------------- footprint
 
 fn daemon(dir: &Path, interval: &str, extra: &[&str]) -> Child {
+    daemon_with(dir, interval, extra, "")
+}
+
+/// `daemon` with more config sections after `[daemon]`.
+fn daemon_with(dir: &Path, interval: &str, extra: &[&str], toml: &str) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("iomond.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[daemon]\ninterval = \"{interval}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nsocket_group = \"\"\n",
+            "[daemon]\ninterval = \"{interval}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nsocket_group = \"\"\n{toml}",
             dir.display(),
             dir.join("iomond.sock").display()
         ),
