@@ -606,3 +606,32 @@ fn bpf_export_counts_what_retention_dropped_before_it_was_sent() {
     assert_eq!(err.matches("retention dropped them").count(), 1, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bpf_export_points_refused_for_good_are_counted_logged_once_and_passed() {
+    let Some(_k) =
+        bpf_or_skip("bpf_export_points_refused_for_good_are_counted_logged_once_and_passed")
+    else {
+        return;
+    };
+    let server = Server::start(None);
+    server.state().refuse = Some("STATUS_INVALID_TIMESTAMP");
+    let text = config(&server.endpoint(), "");
+    let d = Daemon::start("export-refused", &[], Some(&text));
+    // Refused points are iomon's bug, not the server's outage: the
+    // exporter goes on past them (the cursor moves), counting them.
+    let e = wait_caught_up(&d, iomon::now_ms() + 1500, Duration::from_secs(30));
+    assert!(e["points_refused"].as_u64().unwrap() > 0, "{e}");
+    assert_eq!(e["points_written"], 0, "{e}");
+    assert!(server.state().points.is_empty());
+    let dir = d.dir.clone();
+    let (st, err) = d.stop_keep();
+    assert!(st.success());
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("STATUS_INVALID_TIMESTAMP"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("a bug in iomon"), "{}", lines[0]);
+    let _ = std::fs::remove_dir_all(dir);
+}

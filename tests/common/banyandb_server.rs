@@ -58,6 +58,9 @@ pub struct State {
     pub answered: BTreeMap<String, u64>,
     pub auth: Option<(String, String)>,
     pub hang: bool,
+    /// Answer every write message with this status at once (a server
+    /// that finds iomon's data invalid).
+    pub refuse: Option<&'static str>,
     pub calls_unauthenticated: u64,
 }
 
@@ -286,6 +289,11 @@ impl measure::measure_service_server::MeasureService for Svc {
                 first = false;
                 let Some(md) = &meta else { continue };
                 let Some(dp) = &w.data_point else { continue };
+                let refuse = state.lock().unwrap().refuse;
+                if let Some(st) = refuse {
+                    send(w.message_id, st);
+                    continue;
+                }
                 let rev = state.lock().unwrap().measures.get(&md.name).map(|m| m.1);
                 let Some(rev) = rev else {
                     send(w.message_id, "STATUS_NOT_FOUND");
