@@ -160,7 +160,7 @@ fn protos() {
         .unwrap_or_else(|e| {
             panic!(
                 "failed to compile the gRPC definitions in {DIR} (is protoc installed? \
-                 scripts/deps installs protobuf-compiler and libprotobuf-dev): {e}"
+                 scripts/deps installs protobuf-compiler): {e}"
             )
         });
 }
