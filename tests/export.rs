@@ -432,7 +432,7 @@ fn bpf_export_to_a_server_that_never_answers_delays_nothing() {
             show(b)
         );
     }
-    stop(d);
+    let _ = std::fs::remove_dir_all(stop(d));
 }
 
 #[test]
@@ -547,7 +547,7 @@ fn bpf_export_auth_and_tls_failures_are_named_and_the_daemon_runs_on() {
         s["warnings"]
     );
     d.wait_ticks(4);
-    stop(d);
+    let _ = std::fs::remove_dir_all(stop(d));
     // The right CA, the wrong password.
     let d = Daemon::start("export-badpw", &[], Some(&config(&endpoint, &keys(&ca))));
     let s = wait_error(&d, "refused user \"iomon\"");
@@ -559,13 +559,13 @@ fn bpf_export_auth_and_tls_failures_are_named_and_the_daemon_runs_on() {
     d.wait_ticks(4);
     let metrics = d.ctl_ok(&["status"]);
     assert!(metrics.contains("export last error"), "{metrics}");
-    stop(d);
+    let _ = std::fs::remove_dir_all(stop(d));
     // Both right: written.
     std::fs::write(&pw, "right\n").unwrap();
     let d = Daemon::start("export-tls-ok", &[], Some(&config(&endpoint, &keys(&ca))));
     wait_caught_up(&d, 0, Duration::from_secs(30));
     assert!(!server.state().points.is_empty());
-    stop(d);
+    let _ = std::fs::remove_dir_all(stop(d));
 }
 
 #[test]
