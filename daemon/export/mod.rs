@@ -99,14 +99,12 @@ pub struct Want {
 struct Shared {
     status: ExportStatus,
     want: Option<Want>,
-    stop: bool,
 }
 
 /// The event loop's handle on the exporter thread.
 pub struct Exporter {
     shared: Arc<Mutex<Shared>>,
     tx: tokio::sync::mpsc::Sender<Batch>,
-    wake: Arc<tokio::sync::Notify>,
     /// Ends the thread's work at once, a call in flight included.
     halt: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -134,13 +132,11 @@ impl Exporter {
                 ..Default::default()
             },
             want: None,
-            stop: false,
         }));
         // One batch in flight between the loop and the thread.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let wake = Arc::new(tokio::sync::Notify::new());
         let halt = Arc::new(tokio::sync::Notify::new());
-        let (s2, w2, h2) = (shared.clone(), wake.clone(), halt.clone());
+        let (s2, h2) = (shared.clone(), halt.clone());
         let thread = std::thread::Builder::new()
             .name("iomond-export".into())
             .spawn(move || {
@@ -155,7 +151,7 @@ impl Exporter {
                         return;
                     }
                 };
-                let mut run = Run::new(cfg, state_dir, interval, s2.clone(), rx, w2);
+                let mut run = Run::new(cfg, state_dir, interval, s2.clone(), rx);
                 rt.block_on(async {
                     tokio::select! {
                         _ = run.run() => {}
@@ -171,7 +167,6 @@ impl Exporter {
         Ok(Exporter {
             shared,
             tx,
-            wake,
             halt,
             thread: Some(thread),
         })
@@ -206,8 +201,8 @@ impl Exporter {
     /// Stops the thread at once: a batch in flight is given up (its
     /// cursor stays where it was: it is sent again at the next start).
     pub fn stop(&mut self) {
-        lock(&self.shared).stop = true;
-        self.wake.notify_one();
+        // The thread's future is dropped where it waits: nothing else to
+        // signal.
         self.halt.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -276,7 +271,6 @@ struct Run {
     dirty: bool,
     shared: Arc<Mutex<Shared>>,
     rx: tokio::sync::mpsc::Receiver<Batch>,
-    wake: Arc<tokio::sync::Notify>,
     endpoints: Vec<String>,
     at: usize,
     backoff: Backoff,
@@ -294,7 +288,6 @@ impl Run {
         interval: Duration,
         shared: Arc<Mutex<Shared>>,
         rx: tokio::sync::mpsc::Receiver<Batch>,
-        wake: Arc<tokio::sync::Notify>,
     ) -> Run {
         let defs = schema::measures(&cfg);
         let names = defs.iter().map(|(d, _)| d.clone()).collect();
@@ -320,7 +313,6 @@ impl Run {
             dirty: false,
             shared,
             rx,
-            wake,
             at: 0,
             backoff,
             logged: None,
@@ -342,16 +334,9 @@ impl Run {
         self.dirty = false;
     }
 
-    fn stopping(&self) -> bool {
-        lock(&self.shared).stop
-    }
-
-    /// Sleeps `d`, or less when asked to stop.
+    /// Sleeps `d` (a stop drops the whole future, this wait with it).
     async fn sleep(&self, d: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = self.wake.notified() => {}
-        }
+        tokio::time::sleep(d).await;
     }
 
     fn failed(&mut self, e: &ExportError) {
@@ -370,7 +355,7 @@ impl Run {
         let mut session: Option<client::Session> = None;
         // A batch not acknowledged yet: sent again, not asked for again.
         let mut pending: Option<Vec<Sample>> = None;
-        while !self.stopping() {
+        loop {
             if session.is_none() {
                 let ep = self.endpoints[self.at % self.endpoints.len()].clone();
                 {
@@ -412,7 +397,7 @@ impl Run {
                 Some(p) => p,
                 None => match self.next_batch().await {
                     Some(b) => b,
-                    None => continue,
+                    None => break,
                 },
             };
             // Caught up: what is new goes out every send_interval.
@@ -445,16 +430,14 @@ impl Run {
     }
 
     /// Asks the loop for the Samples after the cursor and waits for them
-    /// (the loop answers at its next tick).
+    /// (the loop answers at its next tick); `None` when the loop's side
+    /// is gone.
     async fn next_batch(&mut self) -> Option<Vec<Sample>> {
         lock(&self.shared).want = Some(Want {
             after_start_ms: self.cursor.as_ref().map(|c| c.start_ms),
             max: self.cfg.batch,
         });
-        let b = tokio::select! {
-            b = self.rx.recv() => b?,
-            _ = self.wake.notified() => return None,
-        };
+        let b = self.rx.recv().await?;
         if let Some(n) = b.newest_end_ms {
             lock(&self.shared).status.newest_stored_ms = Some(n);
         }
