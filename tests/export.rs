@@ -104,7 +104,7 @@ fn assert_history_arrived(
     for s in samples.iter().filter(|s| s.start_ms <= upto) {
         for p in schema::points(s, &measures, cfg) {
             let key = (
-                measures[p.measure].0.name.clone(),
+                measures[p.measure].name.clone(),
                 HOST.to_string(),
                 p.scope.clone(),
                 p.ts_ms as i64,
@@ -179,15 +179,12 @@ fn bpf_export_writes_every_sample_exactly_and_reuses_the_schema_after_restarts()
             (1, 7, 1)
         );
         assert_eq!(st.groups_created, 1);
-        let names: Vec<_> = schema::measures(&cfg)
-            .into_iter()
-            .map(|(m, _)| m.name)
-            .collect();
+        let names: Vec<_> = schema::measures(&cfg).into_iter().map(|m| m.name).collect();
         assert_eq!(
             st.measures.keys().cloned().collect::<Vec<_>>().len(),
             names.len()
         );
-        for (m, _) in schema::measures(&cfg) {
+        for m in schema::measures(&cfg) {
             assert_eq!(st.fields(&m.name), m.fields, "measure {}", m.name);
         }
         assert_eq!(st.measures_created as usize, names.len());
@@ -446,7 +443,7 @@ fn bpf_export_rereads_an_expired_schema_and_appends_fields_to_an_older_measure()
     let text = config(&server.endpoint(), "");
     let cfg = export_cfg(&text);
     let measures = schema::measures(&cfg);
-    let (reads, _) = measures.iter().find(|(m, _)| m.name == "reads").unwrap();
+    let reads = measures.iter().find(|m| m.name == "reads").unwrap();
     // An older iomon made `reads` with its first three fields.
     {
         let mut st = server.state();

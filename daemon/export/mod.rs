@@ -259,8 +259,7 @@ const CURSOR_EVERY: Duration = Duration::from_secs(5);
 /// The exporter thread's state.
 struct Run {
     cfg: BanyanDbExport,
-    defs: Vec<(MeasureDef, Option<&'static crate::abi::Schema>)>,
-    names: Vec<MeasureDef>,
+    defs: Vec<MeasureDef>,
     host: String,
     interval: String,
     cursor_file: PathBuf,
@@ -290,7 +289,6 @@ impl Run {
         rx: tokio::sync::mpsc::Receiver<Batch>,
     ) -> Run {
         let defs = schema::measures(&cfg);
-        let names = defs.iter().map(|(d, _)| d.clone()).collect();
         let host = cfg.host.clone().unwrap_or_else(hostname);
         let cursor_file = cursor::path(&state_dir);
         let cursor = Cursor::load(&cursor_file, &cfg.group);
@@ -304,7 +302,6 @@ impl Run {
             endpoints: cfg.endpoint.list(),
             cfg,
             defs,
-            names,
             host,
             interval: crate::units::format_duration(interval),
             cursor_file,
@@ -363,8 +360,7 @@ impl Run {
                     s.status.endpoint = ep.clone();
                     s.status.connects += 1;
                 }
-                let names = self.names.clone();
-                match client::Session::open(&self.cfg, &ep, &names, &self.interval).await {
+                match client::Session::open(&self.cfg, &ep, &self.defs, &self.interval).await {
                     Ok(s) => {
                         let unusable = s.revisions.iter().filter(|r| r.is_none()).count();
                         log::info!(
@@ -479,20 +475,20 @@ impl Run {
         for smp in samples {
             points.extend(schema::points(smp, &self.defs, &self.cfg));
         }
-        let mut out = s.write(&self.host, &self.names, &points).await?;
+        let mut out = s.write(&self.host, &self.defs, &points).await?;
         if !out.expired.is_empty() {
             // The schema changed under us: re-read each revision, send
             // the batch again (writes are idempotent).
             for m in out.expired.clone() {
-                s.reread(m, &self.names[m]).await?;
+                s.reread(m, &self.defs[m]).await?;
                 lock(&self.shared).status.schema_rereads += 1;
                 log::info!(
                     "export: BanyanDB's schema of {}/{} is newer than ours; re-read its revision",
                     self.cfg.group,
-                    self.names[m].name
+                    self.defs[m].name
                 );
             }
-            out = s.write(&self.host, &self.names, &points).await?;
+            out = s.write(&self.host, &self.defs, &points).await?;
             if !out.expired.is_empty() {
                 return Err(ExportError::Call {
                     endpoint: s.endpoint.clone(),

@@ -27,11 +27,13 @@ pub const INTERVAL_FIELD: &str = "interval_ms";
 /// The measure of the BanyanDB view.
 pub const BANYANDB_MEASURE: &str = "banyandb";
 
-/// A measure: its name and its fields, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A measure: its name, its fields in order, and the family it is made
+/// from (`None`: the BanyanDB view).
+#[derive(Debug, Clone)]
 pub struct MeasureDef {
     pub name: String,
     pub fields: Vec<String>,
+    pub schema: Option<&'static Schema>,
 }
 
 /// A field's values: `None` where the Sample does not have it (older data,
@@ -61,7 +63,7 @@ pub fn counter_fields(s: &Schema) -> Vec<(String, usize)> {
 }
 
 /// The measures iomon writes, for the families it sends.
-pub fn measures(cfg: &BanyanDbExport) -> Vec<(MeasureDef, Option<&'static Schema>)> {
+pub fn measures(cfg: &BanyanDbExport) -> Vec<MeasureDef> {
     let mut out = Vec::new();
     for s in abi::SCHEMAS.iter().filter(|s| s.name != "core") {
         if !cfg.families.is_empty() && !cfg.families.iter().any(|f| f == s.name) {
@@ -69,24 +71,20 @@ pub fn measures(cfg: &BanyanDbExport) -> Vec<(MeasureDef, Option<&'static Schema
         }
         let mut fields = vec![INTERVAL_FIELD.to_string()];
         fields.extend(counter_fields(s).into_iter().map(|(n, _)| n));
-        out.push((
-            MeasureDef {
-                name: s.name.to_string(),
-                fields,
-            },
-            Some(*s),
-        ));
+        out.push(MeasureDef {
+            name: s.name.to_string(),
+            fields,
+            schema: Some(*s),
+        });
     }
     if cfg.sends_scope("banyandb") {
         let mut fields = vec![INTERVAL_FIELD.to_string(), "files".to_string()];
         fields.extend(banyandb::field::NAMES.iter().map(|n| n.to_string()));
-        out.push((
-            MeasureDef {
-                name: BANYANDB_MEASURE.into(),
-                fields,
-            },
-            None,
-        ));
+        out.push(MeasureDef {
+            name: BANYANDB_MEASURE.into(),
+            fields,
+            schema: None,
+        });
     }
     out
 }
@@ -107,16 +105,12 @@ fn section_values(s: &Schema, sec: &Section, interval: i64) -> Vec<Option<i64>> 
 
 /// Every data point of one Sample, measure by measure, in a fixed order.
 /// `measures` is [`measures`]' list.
-pub fn points(
-    sample: &Sample,
-    measures: &[(MeasureDef, Option<&'static Schema>)],
-    cfg: &BanyanDbExport,
-) -> Vec<Point> {
+pub fn points(sample: &Sample, measures: &[MeasureDef], cfg: &BanyanDbExport) -> Vec<Point> {
     let interval = clamp(sample.duration_ms());
     let ts_ms = sample.start_ms;
     let mut out = Vec::new();
-    for (i, (_, schema)) in measures.iter().enumerate() {
-        let Some(schema) = schema else {
+    for (i, m) in measures.iter().enumerate() {
+        let Some(schema) = m.schema else {
             for r in &sample.banyandb {
                 let mut values = vec![Some(interval), Some(clamp(r.files))];
                 values.extend((0..banyandb::field::NR).map(|f| Some(clamp(r.get(f)))));
@@ -197,36 +191,32 @@ mod tests {
     #[test]
     fn a_measure_per_family_its_fields_the_declared_counters_flattened() {
         let ms = measures(&cfg());
-        let fadvise = ms.iter().find(|(m, _)| m.name == "fadvise").unwrap();
-        assert_eq!(fadvise.0.fields[0], INTERVAL_FIELD);
-        assert_eq!(fadvise.0.fields[1], "calls_normal_ok");
+        let fadvise = ms.iter().find(|m| m.name == "fadvise").unwrap();
+        assert_eq!(fadvise.fields[0], INTERVAL_FIELD);
+        assert_eq!(fadvise.fields[1], "calls_normal_ok");
+        assert!(fadvise.fields.contains(&"calls_dontneed_error".to_string()));
         assert!(fadvise
-            .0
-            .fields
-            .contains(&"calls_dontneed_error".to_string()));
-        assert!(fadvise
-            .0
             .fields
             .contains(&"dontneed_kept_partial".to_string()));
         // Every element of every counter, once.
         let s = abi::SCHEMAS.iter().find(|s| s.name == "fadvise").unwrap();
         assert_eq!(
-            fadvise.0.fields.len(),
+            fadvise.fields.len(),
             1 + s.counters.iter().map(|c| c.len).sum::<usize>()
         );
-        assert!(ms.iter().all(|(m, _)| m.name != "core"));
-        assert_eq!(ms.last().unwrap().0.name, BANYANDB_MEASURE);
+        assert!(ms.iter().all(|m| m.name != "core"));
+        assert_eq!(ms.last().unwrap().name, BANYANDB_MEASURE);
         let mut c = cfg();
         c.families = vec!["reads".into()];
         c.scopes = vec!["host".into()];
-        let names: Vec<_> = measures(&c).into_iter().map(|(m, _)| m.name).collect();
+        let names: Vec<_> = measures(&c).into_iter().map(|m| m.name).collect();
         assert_eq!(names, ["reads"]);
     }
 
     #[test]
     fn points_carry_the_sections_values_and_null_where_absent() {
         let ms = measures(&cfg());
-        let fi = ms.iter().position(|(m, _)| m.name == "fadvise").unwrap();
+        let fi = ms.iter().position(|m| m.name == "fadvise").unwrap();
         let mut s = Sample {
             start_ms: 1_000,
             end_ms: 2_000,
@@ -259,13 +249,13 @@ mod tests {
             &host.values[..5],
             &[Some(1000), Some(5), Some(0), Some(7), None]
         );
-        assert_eq!(host.values.len(), ms[fi].0.fields.len());
+        assert_eq!(host.values.len(), ms[fi].fields.len());
         let tgt = p
             .iter()
             .find(|p| p.measure == fi && p.scope == "target:banyand")
             .unwrap();
         assert_eq!(&tgt.values[..3], &[Some(1000), Some(1), None]);
         // Families without a section send nothing.
-        assert!(p.iter().all(|p| ms[p.measure].0.name == "fadvise"));
+        assert!(p.iter().all(|p| ms[p.measure].name == "fadvise"));
     }
 }
