@@ -34,7 +34,8 @@ fn bpf_kill_9_during_writes_loses_nothing_flushed() {
     let Some(_k) = bpf_or_skip("bpf_kill_9_during_writes_loses_nothing_flushed") else {
         return;
     };
-    let rounds = 20;
+    // Short form 8 rounds (~3.5 s each); the long form 50.
+    let rounds = if long() { 50 } else { 8 };
     // Every round's daemon keeps this directory; it goes at the end.
     let _dir = disk_dir("e2e-kill9");
     let config = "[store]\nflush_interval = \"500ms\"\n";
