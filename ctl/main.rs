@@ -128,6 +128,10 @@ enum Command {
         /// A target's numbers instead of the host's.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// One block device's numbers (its name in /sys/block, e.g.
+        /// nvme0n1) instead of the whole host's; block metrics only.
+        #[arg(long, value_name = "NAME", conflicts_with = "target")]
+        device: Option<String>,
         /// Counts per step instead of per-second rates (ratios are
         /// ratios either way).
         #[arg(long)]
@@ -532,8 +536,19 @@ fn main() -> ExitCode {
             step,
             metric,
             target,
+            device,
             ..
         } => {
+            if device.is_some() && !render::has_rows(metric, render::DEVICE) {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "--metric {} has no per-device numbers (families counted per device: {}); drop --device",
+                        render::series_arg(metric),
+                        render::families_with_rows(render::DEVICE)
+                    ),
+                );
+            }
             if target.is_some() && metric.host_only {
                 return fail(
                     EXIT_USAGE,
@@ -662,25 +677,31 @@ fn main() -> ExitCode {
         Response::Files(r) => render::files(&r, out),
         Response::BanyanDb(r) => render::banyandb(&r, out),
         Response::History(r) => {
-            let (metric, target, counts) = match &args.command {
+            let (metric, target, device, counts) = match &args.command {
                 Command::History {
                     metric,
                     target,
+                    device,
                     counts,
                     ..
-                } => (*metric, target.clone(), *counts),
+                } => (*metric, target.clone(), device.clone(), *counts),
                 _ => (
                     render::find_series("hit-ratio").expect("hit-ratio is a series"),
+                    None,
                     None,
                     false,
                 ),
             };
-            let (r, scope) = match target {
-                None => (r, Scope::Host),
-                Some(t) => match render::history_of_target(&r, &t) {
+            let (r, scope) = match (target, device) {
+                (Some(t), _) => match render::history_of_target(&r, &t) {
                     Ok(r) => (r, Scope::Target),
                     Err(e) => return fail(EXIT_DAEMON, e),
                 },
+                (None, Some(d)) => match render::history_of_row(&r, render::DEVICE, &d) {
+                    Ok(r) => (r, Scope::Host),
+                    Err(e) => return fail(EXIT_DAEMON, e),
+                },
+                (None, None) => (r, Scope::Host),
             };
             let per = if counts {
                 render::Per::Step

@@ -716,11 +716,72 @@ impl Sample {
             ..self.clone()
         })
     }
+
+    /// The numbers of one row key of the families whose rows have this
+    /// label (`device`: a block device by name) as a Sample of their
+    /// sections alone: what `iomonctl history --device` charts. None when
+    /// no such family has the key in this interval.
+    pub fn for_row(&self, label: &str, key: &str) -> Option<Sample> {
+        let sections: BTreeMap<String, Section> = family::ALL
+            .iter()
+            .filter(|f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+            .filter_map(|f| {
+                let s = self.rows.get(f.name())?.get(key)?;
+                Some((f.name().to_string(), s.clone()))
+            })
+            .collect();
+        if sections.is_empty() {
+            return None;
+        }
+        Some(Sample {
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            sections,
+            ..Sample::default()
+        })
+    }
+
+    /// The row keys with this label in this interval.
+    pub fn row_keys(&self, label: &str) -> Vec<&str> {
+        family::ALL
+            .iter()
+            .filter(|f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+            .filter_map(|f| self.rows.get(f.name()))
+            .flat_map(|m| m.keys().map(String::as_str))
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_devices_row_is_a_sample_of_its_families_alone() {
+        let row = |n: u64| Section {
+            counters: vec![n; 3],
+            hists: Vec::new(),
+        };
+        let mut s = Sample {
+            start_ms: 1_000,
+            end_ms: 2_000,
+            ..Sample::default()
+        };
+        s.sections.insert("fadvise".into(), row(7));
+        s.sections.insert("block".into(), row(9));
+        s.rows.insert(
+            "block".into(),
+            [("sda".to_string(), row(4)), ("vdb".to_string(), row(5))].into(),
+        );
+        let d = s.for_row("device", "vdb").expect("vdb has a row");
+        assert_eq!((d.start_ms, d.end_ms), (1_000, 2_000));
+        assert_eq!(d.sections.len(), 1, "only the block family: {d:?}");
+        assert_eq!(d.sections["block"], row(5));
+        assert!(d.rows.is_empty() && d.procs.is_empty());
+        assert_eq!(s.for_row("device", "nvme0n1"), None);
+        assert_eq!(s.for_row("cgroup", "sda"), None, "no family has such rows");
+        assert_eq!(s.row_keys("device"), ["sda", "vdb"]);
+    }
 
     #[test]
     fn per_process_fields_encode_as_the_map_they_always_were() {

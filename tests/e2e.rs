@@ -1676,3 +1676,110 @@ fn dontneed_ok(history: &serde_json::Value) -> u64 {
         })
         .sum()
 }
+
+/// `iomonctl history --device`: one block device's numbers, exact for a
+/// device only this test reads (a loop device), against its own sysfs
+/// account; a device the range lacks and a metric with no per-device
+/// numbers are told apart.
+#[test]
+fn bpf_history_charts_one_block_devices_own_reads() {
+    let Some(_k) = bpf_or_skip("bpf_history_charts_one_block_devices_own_reads") else {
+        return;
+    };
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const READS: u64 = 25;
+    let disk = ScratchDisk::new();
+    let d = Daemon::start("device", &[], Some("[store]\nflush_interval = \"250ms\"\n"));
+    d.wait_ticks(2);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&disk.path)
+        .unwrap();
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
+    // SAFETY: a non-zero size; freed below with the same layout.
+    let p = unsafe { std::alloc::alloc(layout) };
+    assert!(!p.is_null());
+    // SAFETY: `p` holds 4096 bytes, used only here.
+    let buf = unsafe { std::slice::from_raw_parts_mut(p, 4096) };
+    let before = disk.stat();
+    for i in 0..READS {
+        assert_eq!(f.read_at(buf, i * 8192).unwrap(), 4096);
+    }
+    let after = disk.stat();
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(p, layout) };
+    d.wait_ticks(3);
+    let h = d.json(&[
+        "history",
+        "--since",
+        "1h",
+        "--device",
+        &disk.name,
+        "--metric",
+        "block-read-bytes",
+        "--counts",
+    ]);
+    let points = h["points"].as_array().unwrap();
+    let sum = |what: &str| -> u64 {
+        points
+            .iter()
+            .map(|p| p["block"][what]["read"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(after[0] - before[0], READS, "{}'s own account", disk.name);
+    assert_eq!(
+        sum("requests"),
+        READS,
+        "read requests of {}: {h}",
+        disk.name
+    );
+    assert_eq!(sum("bytes"), (after[2] - before[2]) * 512, "{h}");
+    assert_eq!(sum("bytes"), READS * 4096);
+    // Only the device's numbers: no other family, no process.
+    assert!(
+        points
+            .iter()
+            .all(|p| p.get("fadvise").is_none() && p["procs"].as_array().is_none_or(Vec::is_empty)),
+        "{h}"
+    );
+    // The table charts it too.
+    let table = d.ctl_ok(&[
+        "history",
+        "--since",
+        "1h",
+        "--device",
+        &disk.name,
+        "--metric",
+        "block-read-bytes",
+    ]);
+    assert!(table.lines().count() > 2, "{table}");
+    // A device the range does not have: named, with the ones it has.
+    let none = d.ctl(&[
+        "history",
+        "--device",
+        "nosuchdisk0",
+        "--metric",
+        "block-requests",
+    ]);
+    assert_eq!(none.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("no device \"nosuchdisk0\"") && err.contains(&disk.name),
+        "{err}"
+    );
+    // A metric counted for no device.
+    let wrong = d.ctl(&[
+        "history",
+        "--device",
+        &disk.name,
+        "--metric",
+        "dontneed-calls",
+    ]);
+    assert_eq!(wrong.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("no per-device numbers") && err.contains("block"),
+        "{err}"
+    );
+}

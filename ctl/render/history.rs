@@ -31,6 +31,55 @@ pub fn history_of_target(r: &HistoryReport, target: &str) -> Result<HistoryRepor
     })
 }
 
+/// The rows' label of block devices (`--device`).
+pub const DEVICE: &str = "device";
+
+/// History of one row key (a block device: `label` [`DEVICE`]): its
+/// families' numbers alone; points where it had none are left out.
+pub fn history_of_row(r: &HistoryReport, label: &str, key: &str) -> Result<HistoryReport, String> {
+    let points: Vec<Sample> = r
+        .points
+        .iter()
+        .filter_map(|p| p.for_row(label, key))
+        .collect();
+    if points.is_empty() && !r.points.is_empty() {
+        let mut keys: Vec<&str> = r.points.iter().flat_map(|p| p.row_keys(label)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        return Err(format!(
+            "no {label} {key:?} in this range ({label}s: {})",
+            if keys.is_empty() {
+                "none".to_string()
+            } else {
+                keys.join(", ")
+            }
+        ));
+    }
+    Ok(HistoryReport {
+        points,
+        ..r.clone()
+    })
+}
+
+/// Whether the series' family keeps rows with this label.
+pub fn has_rows(s: &Series, label: &str) -> bool {
+    s.family
+        .schema
+        .rows
+        .as_ref()
+        .is_some_and(|r| r.label == label)
+}
+
+/// The families that keep rows with this label, for a message.
+pub fn families_with_rows(label: &str) -> String {
+    family::ALL
+        .iter()
+        .filter(|f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Every series `history --metric` can chart, family by family.
 pub fn all_series() -> Vec<Series> {
     family::all_series()

@@ -23,7 +23,10 @@ use iomon::sample::{ProcSample, Sample};
 pub use banyandb::banyandb;
 use files::file_json;
 pub use files::files;
-pub use history::{all_series, find_series, history, history_of_target, series_arg, Per};
+pub use history::{
+    all_series, families_with_rows, find_series, has_rows, history, history_of_row,
+    history_of_target, series_arg, Per, DEVICE,
+};
 pub use probes::probes;
 pub use settings::{interval, reloaded, strategy};
 pub use snapshot::{snapshot, snapshot_of_target};
