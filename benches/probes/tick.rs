@@ -3,8 +3,8 @@
 //! before every tick (0, 1,000, 10,000 entries written where the programs
 //! write: the drain, the totals, the store and the pages handle N
 //! processes), the tick's parts read from its tick lines; and how long
-//! `/metrics` and `iomonctl snapshot` take, back to back for 10 s, across
-//! the tick boundaries.
+//! `/metrics` and `iomonctl snapshot` take, back to back for 10 s each (one client at a
+//! time), across the tick boundaries.
 //!
 //!   cargo bench --bench probes -- tick [--secs 10] [--iomond PATH]
 //!
@@ -17,9 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iomon::probes::{PROC_COMM_LEN, PROC_VALUES_AT, PROC_VALUE_SIZE};
@@ -192,10 +190,11 @@ fn fill(maps: &[(String, MapHandle)], n: u32) {
     }
 }
 
-/// Back-to-back requests until `stop`: their latencies in ms.
-fn hammer(stop: Arc<AtomicBool>, mut one: impl FnMut() -> bool) -> Vec<f64> {
+/// Back-to-back requests for `how_long`: their latencies in ms.
+fn hammer_for(how_long: Duration, mut one: impl FnMut() -> bool) -> Vec<f64> {
     let mut v = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
+    let end = Instant::now() + how_long;
+    while Instant::now() < end {
         let t = Instant::now();
         if !one() {
             std::thread::sleep(Duration::from_millis(5));
@@ -206,12 +205,18 @@ fn hammer(stop: Arc<AtomicBool>, mut one: impl FnMut() -> bool) -> Vec<f64> {
     v
 }
 
-fn metrics_once(conn: &mut Option<TcpStream>) -> bool {
+/// One `/metrics` request on a kept-alive connection; `gzip`: as
+/// Prometheus asks for it (the page compressed once per tick).
+fn metrics_once(conn: &mut Option<TcpStream>, gzip: bool) -> bool {
     if conn.is_none() {
         *conn = TcpStream::connect(("127.0.0.1", PORT)).ok();
     }
     let Some(s) = conn.as_mut() else { return false };
-    let req = b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: identity\r\n\r\n";
+    let req: &[u8] = if gzip {
+        b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: gzip\r\n\r\n"
+    } else {
+        b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: identity\r\n\r\n"
+    };
     if s.write_all(req).is_err() {
         *conn = None;
         return false;
@@ -318,47 +323,48 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
         let _ = d.lines.recv_timeout(Duration::from_secs(5));
     }
     // Requests back to back across tick boundaries, the daemon idle (no
-    // processes filled yet).
+    // processes filled yet): one client at a time, `/metrics` for `secs`
+    // (identity, then gzip as Prometheus asks), then `snapshot` for `secs`
+    // (two clients at once on two cores would
+    // time the scheduler, not the daemon).
     let turns_before = loop_turns();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s1 = stop.clone();
-    let m = std::thread::spawn(move || {
+    // Tick lines queue on the channel meanwhile: counted after.
+    let _ = d.lines.try_iter().count();
+    let mut mv = {
         let mut c = None;
-        hammer(s1, move || metrics_once(&mut c))
-    });
-    let snap = own.then(|| {
-        let s2 = stop.clone();
-        let sock = sock.clone();
-        std::thread::spawn(move || {
-            let mut c: Option<iomon::proto::Client> = None;
-            hammer(s2, move || {
-                if c.is_none() {
-                    c = iomon::proto::Client::connect(&sock, Duration::from_secs(5)).ok();
+        hammer_for(Duration::from_secs(secs), move || {
+            metrics_once(&mut c, false)
+        })
+    };
+    let mut gv = {
+        let mut c = None;
+        hammer_for(Duration::from_secs(secs), move || {
+            metrics_once(&mut c, true)
+        })
+    };
+    let sv = own.then(|| {
+        let mut c: Option<iomon::proto::Client> = None;
+        hammer_for(Duration::from_secs(secs), move || {
+            if c.is_none() {
+                c = iomon::proto::Client::connect(&sock, Duration::from_secs(5)).ok();
+            }
+            match c.as_mut().map(|c| c.call(&iomon::proto::Request::Snapshot)) {
+                Some(Ok(_)) => true,
+                _ => {
+                    c = None;
+                    false
                 }
-                match c.as_mut().map(|c| c.call(&iomon::proto::Request::Snapshot)) {
-                    Some(Ok(_)) => true,
-                    _ => {
-                        c = None;
-                        false
-                    }
-                }
-            })
+            }
         })
     });
-    let t = Instant::now();
-    let mut ticks = 0;
-    while t.elapsed() < Duration::from_secs(secs) {
-        if d.lines.recv_timeout(Duration::from_secs(1)).is_ok() {
-            ticks += 1;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut mv = m.join().unwrap_or_default();
+    let ticks = d.lines.try_iter().count();
     // The page is rendered once a tick: the next tick's has the turns
     // of the requests.
     let _ = d.lines.recv_timeout(Duration::from_secs(2));
     let turns_after = loop_turns();
-    println!("requests back to back for {secs} s across {ticks} ticks, the daemon idle (ms):");
+    println!(
+        "requests back to back, one client at a time, {secs} s each, across {ticks} ticks, the daemon idle (ms):"
+    );
     let over = |v: &[f64], ms: f64| v.iter().filter(|x| **x > ms).count();
     println!(
         "  /metrics            {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {}, over 3 ms: {})",
@@ -369,8 +375,16 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
         over(&mv, 1.0),
         over(&mv, 3.0)
     );
-    if let Some(h) = snap {
-        let mut sv = h.join().unwrap_or_default();
+    println!(
+        "  /metrics, gzip      {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {}, over 3 ms: {})",
+        gv.len(),
+        pct(&mut gv, 0.5),
+        pct(&mut gv, 0.99),
+        pct(&mut gv, 1.0),
+        over(&gv, 1.0),
+        over(&gv, 3.0)
+    );
+    if let Some(mut sv) = sv {
         println!(
             "  iomonctl snapshot   {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {}, over 3 ms: {})",
             sv.len(),
