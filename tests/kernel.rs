@@ -2283,3 +2283,109 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
         eprintln!("MATRIX family=block route={route} device_rows=exact");
     }
 }
+
+/// Past the bound of requests the block family tracks in flight (an LRU
+/// per route, 8,192 by default; 4 here) the oldest is forgotten: its
+/// completion is still a request, counted `unmatched` and in no histogram,
+/// and every other request is timed. Nothing is lost or counted twice:
+/// requests = the device's own account, timed + unmatched = requests.
+#[test]
+fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
+    let Some(_k) = bpf_or_skip("bpf_block_requests_past_the_in_flight_bound_count_as_unmatched")
+    else {
+        return;
+    };
+    use iomon::abi::block as bk;
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const BOUND: u32 = 4;
+    const THREADS: u64 = 16;
+    const EACH: u64 = 25;
+    let disk = ScratchDisk::new();
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&disk.path)
+            .unwrap()
+    };
+    // The routes' maps of requests in flight: the classic tracepoints'
+    // (by device and sector), tp_btf's (by address; its own timestamps so
+    // that every request goes through it).
+    let mut runs: Vec<(&str, bool)> = Vec::new();
+    for r in routes_here("block") {
+        runs.push((r, r == "tp_btf"));
+    }
+    for (route, own_timestamps) in runs {
+        let exclude = family::by_name("block")
+            .unwrap()
+            .schema
+            .routes
+            .iter()
+            .filter(|r| r.name != route)
+            .map(|r| format!("block:{}", r.name))
+            .collect();
+        let (p, mut drain) = load_opts(LoadOptions {
+            enabled: vec!["block"],
+            exclude_routes: exclude,
+            own_timestamps,
+            map_bounds: vec![("block_inflight", BOUND), ("block_rq_times", BOUND)],
+            ..Default::default()
+        });
+        let mut unmatched_seen = 0;
+        // Requests in flight at once are up to the threads'; tried a few
+        // times in case the device kept up with them.
+        for round in 0..5 {
+            drain.tick().unwrap();
+            let before = disk.stat();
+            std::thread::scope(|sc| {
+                for t in 0..THREADS {
+                    let f = open();
+                    sc.spawn(move || {
+                        let mut b = Aligned::new();
+                        for i in 0..EACH {
+                            let at = (t * EACH + i) * 8192;
+                            assert_eq!(f.read_at(b.buf(), at).unwrap(), Aligned::LEN);
+                        }
+                    });
+                }
+            });
+            let after = disk.stat();
+            let mut s = Sample::default();
+            for _ in 0..2 {
+                s.merge(&drain.tick().unwrap(), usize::MAX);
+            }
+            let row = s
+                .rows
+                .get("block")
+                .and_then(|r| r.get(&disk.name))
+                .unwrap_or_else(|| panic!("route {route}: no row for {}", disk.name));
+            let get = |i: usize| row.get(i).unwrap_or(0);
+            let missed = missed_runs(&p, "block");
+            let reads = after[0] - before[0];
+            assert_eq!(reads, THREADS * EACH, "{}'s own account", disk.name);
+            let requests = get(bk::REQUESTS + bk::op::READ);
+            let unmatched = get(bk::UNMATCHED);
+            let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());
+            assert!(
+                requests <= reads && reads - requests <= missed,
+                "route {route}: {requests} requests counted, {reads} in sysfs ({missed} runs missed)"
+            );
+            assert_eq!(
+                timed + unmatched,
+                requests,
+                "route {route}: every request timed or unmatched, once"
+            );
+            eprintln!(
+                "block ({route}, round {round}): {reads} reads by {THREADS} threads, {BOUND} tracked in flight: {timed} timed, {unmatched} unmatched"
+            );
+            unmatched_seen += unmatched;
+            if unmatched > 0 {
+                break;
+            }
+        }
+        assert!(
+            unmatched_seen > 0,
+            "route {route}: {THREADS} threads never had more than {BOUND} requests in flight in 5 rounds: the bound was not tested"
+        );
+    }
+}

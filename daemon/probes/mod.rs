@@ -211,6 +211,9 @@ pub struct LoadOptions {
     /// stamps it (block requests on queues with completion stats): tests
     /// of the path taken where it does not.
     pub own_timestamps: bool,
+    /// Bounds to create maps with instead of their declared ones, by map
+    /// name (tests overflow a small map this way).
+    pub map_bounds: Vec<(&'static str, u32)>,
 }
 
 impl Default for LoadOptions {
@@ -227,6 +230,7 @@ impl Default for LoadOptions {
             tracefs: PathBuf::from(TRACEFS),
             exclude_routes: Vec::new(),
             own_timestamps: false,
+            map_bounds: Vec::new(),
         }
     }
 }
@@ -419,6 +423,9 @@ fn open_object(
         if name == "evicted_blocks" {
             map.set_max_entries(opts.refault_blocks.max(1))
                 .map_err(ProbeError::Open)?;
+        }
+        if let Some((_, n)) = opts.map_bounds.iter().find(|(m, _)| *m == name) {
+            map.set_max_entries((*n).max(1)).map_err(ProbeError::Open)?;
         }
         if name.ends_with(".rodata") {
             if let Some(data) = map.initial_value_mut() {
