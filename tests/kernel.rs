@@ -2284,6 +2284,129 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
     }
 }
 
+/// An NVMe namespace of this machine (`nvme0n1`), its namespace id and
+/// logical block size; None where there is none (this host: the kernel
+/// matrix's guests boot from one).
+fn nvme_namespace() -> Option<(String, std::fs::File, u32, u32)> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("nvme") && n.contains('n'))
+        .collect();
+    names.sort();
+    let name = names.into_iter().next()?;
+    let f = std::fs::File::open(format!("/dev/{name}")).ok()?;
+    // NVME_IOCTL_ID: the namespace id.
+    // SAFETY: an ioctl with no argument on our own descriptor.
+    let nsid = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x4E40) };
+    let lba: u32 = std::fs::read_to_string(format!("/sys/block/{name}/queue/logical_block_size"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (nsid > 0).then_some((name, f, nsid as u32, lba))
+}
+
+/// `struct nvme_passthru_cmd` (linux/nvme_ioctl.h).
+#[repr(C)]
+#[derive(Default)]
+struct NvmePassthru {
+    opcode: u8,
+    flags: u8,
+    rsvd1: u16,
+    nsid: u32,
+    cdw2: u32,
+    cdw3: u32,
+    metadata: u64,
+    addr: u64,
+    metadata_len: u32,
+    data_len: u32,
+    cdw10: u32,
+    cdw11: u32,
+    cdw12: u32,
+    cdw13: u32,
+    cdw14: u32,
+    cdw15: u32,
+    timeout_ms: u32,
+    result: u32,
+}
+
+/// Passthrough commands (what smartctl and nvme-cli send) are requests of
+/// their own: counted as `other`, and timed, not `unmatched`, on every
+/// route (on a queue that keeps completion stats the kernel does not stamp
+/// them: the tp_btf route keeps their issue time itself).
+#[test]
+fn bpf_block_times_passthrough_commands() {
+    let Some(_k) = bpf_or_skip("bpf_block_times_passthrough_commands") else {
+        return;
+    };
+    use iomon::abi::block as bk;
+    const CMDS: u64 = 8;
+    let Some((name, f, nsid, lba)) = nvme_namespace() else {
+        eprintln!("bpf_block_times_passthrough_commands: skipped: no NVMe namespace here (the kernel matrix's guests have one)");
+        return;
+    };
+    assert_eq!(std::mem::size_of::<NvmePassthru>(), 72);
+    let mut buf = vec![0u8; lba as usize];
+    let read_lba0 = |buf: &mut Vec<u8>| {
+        let mut c = NvmePassthru {
+            opcode: 0x02, // Read
+            nsid,
+            addr: buf.as_mut_ptr() as u64,
+            data_len: lba,
+            ..Default::default() // LBA 0, one block (cdw12 = 0)
+        };
+        // NVME_IOCTL_IO_CMD = _IOWR('N', 0x43, struct nvme_passthru_cmd)
+        // SAFETY: `c` and the buffer it points to outlive the call.
+        let r = unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0xC048_4E43,
+                &mut c as *mut NvmePassthru,
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "NVMe passthrough read on {name}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    for route in routes_here("block") {
+        let (p, mut drain) = load_route("block", route);
+        read_lba0(&mut buf);
+        drain.tick().unwrap();
+        for _ in 0..CMDS {
+            read_lba0(&mut buf);
+        }
+        let mut s = Sample::default();
+        for _ in 0..2 {
+            s.merge(&drain.tick().unwrap(), usize::MAX);
+        }
+        let row = s
+            .rows
+            .get("block")
+            .and_then(|r| r.get(&name))
+            .unwrap_or_else(|| panic!("route {route}: no row for {name}: {:?}", s.rows));
+        let get = |i: usize| row.get(i).unwrap_or(0);
+        let missed = missed_runs(&p, "block");
+        let other = get(bk::REQUESTS + bk::op::OTHER);
+        assert!(
+            other <= CMDS && CMDS - other <= missed,
+            "route {route}: {other} passthrough requests counted of {CMDS} ({missed} runs missed)"
+        );
+        // Untimed, they would all be unmatched; the disk's other requests
+        // (the guest's own root) may give one (a front merge on the
+        // classic route).
+        let unmatched = get(bk::UNMATCHED);
+        assert!(
+            unmatched < CMDS,
+            "route {route}: {unmatched} completions on {name} without their issue time: the passthrough commands were not timed"
+        );
+        eprintln!("block ({route}): {CMDS} NVMe passthrough reads on {name}: {other} counted as other, timed ({unmatched} unmatched on the disk)");
+    }
+}
+
 /// Past the bound of requests the block family tracks in flight (an LRU
 /// per route, 8,192 by default; 4 here) the oldest is forgotten: its
 /// completion is still a request, counted `unmatched` and in no histogram,

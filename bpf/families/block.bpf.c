@@ -185,6 +185,10 @@ int blk_issue(struct trace_event_raw_block_rq *ctx)
 static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int error, char c0,
 					 char c1)
 {
+	/* The issue event says 0 where a request has no position (passthrough
+	 * commands: (sector_t)-1), the completion event the position itself. */
+	if (sector == (u64)-1)
+		sector = 0;
 	struct blk_key k = { .dev = dev, .sector = sector };
 	u64 issued = blk_complete_at(&block_inflight, &k);
 	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued);
@@ -313,14 +317,25 @@ static __always_inline u32 blk_rq_dev(struct request *rq)
 	return (u32)disk->major << 20 | (u32)disk->first_minor;
 }
 
+/* A passthrough request (a command a driver or an ioctl sends as it is:
+ * SMART queries, NVMe and SCSI passthrough): REQ_OP_DRV_IN/OUT (34, 35),
+ * before 5.18 also REQ_OP_SCSI_IN/OUT (32, 33). */
+static __always_inline bool blk_passthrough(struct request *rq)
+{
+	u32 op = rq->cmd_flags & BLK_REQ_OP_MASK;
+	return op >= 32 && op <= 35;
+}
+
 /* Whether the request's queue stamps issue times (QUEUE_FLAG_STATS, which
  * the kernel sets exactly while a stats callback is registered or
  * accounting is on: read from those, the flag's bit number moves between
- * kernels). */
+ * kernels). Not for a passthrough request: newer kernels leave those out
+ * of their stats and do not stamp them (where one did, its stamp is still
+ * what the completion reads). */
 static __always_inline bool blk_stamps_issue(struct request *rq)
 {
 	struct blk_queue_stats *st = rq->q->stats;
-	if (blk_no_rq_stamps || !st)
+	if (blk_no_rq_stamps || !st || blk_passthrough(rq))
 		return false;
 	if (st->accounting)
 		return true;
@@ -345,9 +360,12 @@ SEC("tp_btf/block_rq_complete")
 int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_bytes)
 {
 	u64 issued = blk_no_rq_stamps ? 0 : rq->io_start_time_ns;
-	if (!issued) {
+	if (!issued || blk_passthrough(rq)) {
+		/* The entry goes either way; the kernel's stamp where it set one. */
 		u64 k = (u64)rq;
-		issued = blk_complete_at(&block_rq_times, &k);
+		u64 mine = blk_complete_at(&block_rq_times, &k);
+		if (!issued)
+			issued = mine;
 	}
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
 	return blk_done(blk_rq_dev(rq), blk_op_flags(rq->cmd_flags, nr_bytes), nr_bytes,
