@@ -1710,7 +1710,7 @@ fn bpf_history_charts_one_block_devices_own_reads() {
     // SAFETY: allocated above with this layout.
     unsafe { std::alloc::dealloc(p, layout) };
     d.wait_ticks(3);
-    let h = d.json(&[
+    let chart = [
         "history",
         "--since",
         "1h",
@@ -1718,8 +1718,8 @@ fn bpf_history_charts_one_block_devices_own_reads() {
         &disk.name,
         "--metric",
         "block-read-bytes",
-        "--counts",
-    ]);
+    ];
+    let h = d.json(&[&chart[..], &["--counts"]].concat());
     let points = h["points"].as_array().unwrap();
     let sum = |what: &str| -> u64 {
         points
@@ -1744,15 +1744,7 @@ fn bpf_history_charts_one_block_devices_own_reads() {
         "{h}"
     );
     // The table charts it too.
-    let table = d.ctl_ok(&[
-        "history",
-        "--since",
-        "1h",
-        "--device",
-        &disk.name,
-        "--metric",
-        "block-read-bytes",
-    ]);
+    let table = d.ctl_ok(&chart);
     assert!(table.lines().count() > 2, "{table}");
     // A device the range does not have: named, with the ones it has.
     let none = d.ctl(&[

@@ -65,17 +65,22 @@ fn load(enabled: &[&'static str], proc_capacity: u32) -> (Probes, Drain) {
     load_with(enabled, proc_capacity, Vec::new())
 }
 
-/// The family loaded alone on one route (the others excluded).
-fn load_route(family: &'static str, route: &str) -> (Probes, Drain) {
-    let f = family::by_name(family).unwrap();
-    let exclude = f
+/// Every route of a family but one, as `LoadOptions::exclude_routes`.
+fn other_routes(family: &'static str, route: &str) -> Vec<String> {
+    family::by_name(family)
+        .unwrap()
         .schema
         .routes
         .iter()
         .filter(|r| r.name != route)
         .map(|r| format!("{family}:{}", r.name))
-        .collect();
-    let (p, d) = load_with(&[f.name()], 10240, exclude);
+        .collect()
+}
+
+/// The family loaded alone on one route (the others excluded).
+fn load_route(family: &'static str, route: &str) -> (Probes, Drain) {
+    let f = family::by_name(family).unwrap();
+    let (p, d) = load_with(&[f.name()], 10240, other_routes(family, route));
     let st = p.status().into_iter().find(|s| s.family == family).unwrap();
     assert_eq!(st.route.as_deref(), Some(route));
     (p, d)
@@ -2439,17 +2444,9 @@ fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
         runs.push((r, r == "tp_btf"));
     }
     for (route, own_timestamps) in runs {
-        let exclude = family::by_name("block")
-            .unwrap()
-            .schema
-            .routes
-            .iter()
-            .filter(|r| r.name != route)
-            .map(|r| format!("block:{}", r.name))
-            .collect();
         let (p, mut drain) = load_opts(LoadOptions {
             enabled: vec!["block"],
-            exclude_routes: exclude,
+            exclude_routes: other_routes("block", route),
             own_timestamps,
             map_bounds: vec![("block_inflight", BOUND), ("block_rq_times", BOUND)],
             ..Default::default()
