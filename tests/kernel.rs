@@ -2415,8 +2415,9 @@ fn bpf_block_times_passthrough_commands() {
 /// Past the bound of requests the block family tracks in flight (an LRU
 /// per route, 8,192 by default; 4 here) the oldest is forgotten: its
 /// completion is still a request, counted `unmatched` and in no histogram,
-/// and every other request is timed. Nothing is lost or counted twice:
-/// requests = the device's own account, timed + unmatched = requests.
+/// and every other request is timed. Nothing counted twice or left out of
+/// both: timed + unmatched = requests, and requests = the device's own
+/// account on tp_btf (at most it on the classic tracepoints: see below).
 #[test]
 fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
     let Some(_k) = bpf_or_skip("bpf_block_requests_past_the_in_flight_bound_count_as_unmatched")
@@ -2486,8 +2487,13 @@ fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
             let requests = get(bk::REQUESTS + bk::op::READ);
             let unmatched = get(bk::UNMATCHED);
             let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());
+            // Every request on tp_btf (whose skipped runs the kernel
+            // counts); the classic tracepoints may skip a completion that
+            // interrupts another BPF program on its CPU, uncounted before
+            // 6.7 (the arm64 6.1 guest: 386 of 400 here, none recorded):
+            // that loss is the completion test's subject, not this one's.
             assert!(
-                requests <= reads && reads - requests <= missed,
+                requests <= reads && (route != "tp_btf" || reads - requests <= missed),
                 "route {route}: {requests} requests counted, {reads} in sysfs ({missed} runs missed)"
             );
             assert_eq!(
@@ -2496,7 +2502,8 @@ fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
                 "route {route}: every request timed or unmatched, once"
             );
             eprintln!(
-                "block ({route}, round {round}): {reads} reads by {THREADS} threads, {BOUND} tracked in flight: {timed} timed, {unmatched} unmatched"
+                "block ({route}, round {round}): {reads} reads by {THREADS} threads, {BOUND} tracked in flight: {timed} timed, {unmatched} unmatched, {} not seen ({missed} runs missed)",
+                reads - requests
             );
             unmatched_seen += unmatched;
             if unmatched > 0 {
