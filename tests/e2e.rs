@@ -1696,19 +1696,12 @@ fn bpf_history_charts_one_block_devices_own_reads() {
         .custom_flags(libc::O_DIRECT)
         .open(&disk.path)
         .unwrap();
-    let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
-    // SAFETY: a non-zero size; freed below with the same layout.
-    let p = unsafe { std::alloc::alloc(layout) };
-    assert!(!p.is_null());
-    // SAFETY: `p` holds 4096 bytes, used only here.
-    let buf = unsafe { std::slice::from_raw_parts_mut(p, 4096) };
+    let mut b = Aligned::new();
     let before = disk.stat();
     for i in 0..READS {
-        assert_eq!(f.read_at(buf, i * 8192).unwrap(), 4096);
+        assert_eq!(f.read_at(b.buf(), i * 8192).unwrap(), Aligned::LEN);
     }
     let after = disk.stat();
-    // SAFETY: allocated above with this layout.
-    unsafe { std::alloc::dealloc(p, layout) };
     d.wait_ticks(3);
     let chart = [
         "history",

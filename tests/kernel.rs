@@ -1846,32 +1846,6 @@ fn bpf_per_file_first_dontneed_of_a_file_cached_before_counts_its_evictions() {
     );
 }
 
-/// A 4 KiB-aligned buffer for O_DIRECT.
-struct Aligned(*mut u8);
-
-impl Aligned {
-    const LEN: usize = 4096;
-    fn new() -> Aligned {
-        let layout = std::alloc::Layout::from_size_align(Self::LEN, Self::LEN).unwrap();
-        // SAFETY: a non-zero size; null is checked.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!p.is_null());
-        Aligned(p)
-    }
-    fn buf(&mut self) -> &mut [u8] {
-        // SAFETY: LEN bytes allocated in new(), owned by self.
-        unsafe { std::slice::from_raw_parts_mut(self.0, Self::LEN) }
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        let layout = std::alloc::Layout::from_size_align(Self::LEN, Self::LEN).unwrap();
-        // SAFETY: allocated in new() with this layout.
-        unsafe { std::alloc::dealloc(self.0, layout) }
-    }
-}
-
 /// `reads` O_DIRECT reads and `writes` O_DIRECT overwrites of 4 KiB each,
 /// every other 4 KiB block of the file (no two adjacent: nothing to merge).
 fn direct_io(f: &File, reads: u64, writes: u64) {

@@ -403,6 +403,32 @@ pub fn spawn_cats(n: usize, path: &std::path::Path) {
     }
 }
 
+/// A 4 KiB-aligned buffer for O_DIRECT.
+pub struct Aligned(pub *mut u8);
+
+impl Aligned {
+    pub const LEN: usize = 4096;
+    pub fn new() -> Aligned {
+        let layout = std::alloc::Layout::from_size_align(Self::LEN, Self::LEN).unwrap();
+        // SAFETY: a non-zero size; null is checked.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!p.is_null());
+        Aligned(p)
+    }
+    pub fn buf(&mut self) -> &mut [u8] {
+        // SAFETY: LEN bytes allocated in new(), owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.0, Self::LEN) }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        let layout = std::alloc::Layout::from_size_align(Self::LEN, Self::LEN).unwrap();
+        // SAFETY: allocated in new() with this layout.
+        unsafe { std::alloc::dealloc(self.0, layout) }
+    }
+}
+
 /// A block device only this test uses: `IOMON_TEST_BLOCK_DEV` where set
 /// (the kernel matrix's guests set up a loop device), else a loop device
 /// over a 64 MiB file in /dev/shm, detached on drop.
