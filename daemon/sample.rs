@@ -722,9 +722,7 @@ impl Sample {
     /// sections alone: what `iomonctl history --device` charts. None when
     /// no such family has the key in this interval.
     pub fn for_row(&self, label: &str, key: &str) -> Option<Sample> {
-        let sections: BTreeMap<String, Section> = family::ALL
-            .iter()
-            .filter(|f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+        let sections: BTreeMap<String, Section> = family::with_rows(label)
             .filter_map(|f| {
                 let s = self.rows.get(f.name())?.get(key)?;
                 Some((f.name().to_string(), s.clone()))
@@ -743,9 +741,7 @@ impl Sample {
 
     /// The row keys with this label in this interval.
     pub fn row_keys(&self, label: &str) -> Vec<&str> {
-        family::ALL
-            .iter()
-            .filter(|f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+        family::with_rows(label)
             .filter_map(|f| self.rows.get(f.name()))
             .flat_map(|m| m.keys().map(String::as_str))
             .collect()

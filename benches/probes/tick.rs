@@ -251,6 +251,20 @@ fn metrics_once(conn: &mut Option<TcpStream>, gzip: bool) -> bool {
     }
 }
 
+/// One line of request latencies (ms): count, p50, p99, max, and how many
+/// over 1 and 3 ms.
+fn latencies(what: &str, v: &mut [f64]) {
+    let over = |ms: f64| v.iter().filter(|x| **x > ms).count();
+    let (o1, o3) = (over(1.0), over(3.0));
+    println!(
+        "  {what:<20}{:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {o1}, over 3 ms: {o3})",
+        v.len(),
+        pct(v, 0.5),
+        pct(v, 0.99),
+        pct(v, 1.0),
+    );
+}
+
 /// `iomon_loop_turn_seconds` from a fresh scrape: (le, cumulative count)
 /// per bucket; empty from a daemon without it.
 fn loop_turns() -> Vec<(String, u64)> {
@@ -365,35 +379,10 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
     println!(
         "requests back to back, one client at a time, {secs} s each, across {ticks} ticks, the daemon idle (ms):"
     );
-    let over = |v: &[f64], ms: f64| v.iter().filter(|x| **x > ms).count();
-    println!(
-        "  /metrics            {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {}, over 3 ms: {})",
-        mv.len(),
-        pct(&mut mv, 0.5),
-        pct(&mut mv, 0.99),
-        pct(&mut mv, 1.0),
-        over(&mv, 1.0),
-        over(&mv, 3.0)
-    );
-    println!(
-        "  /metrics, gzip      {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {}, over 3 ms: {})",
-        gv.len(),
-        pct(&mut gv, 0.5),
-        pct(&mut gv, 0.99),
-        pct(&mut gv, 1.0),
-        over(&gv, 1.0),
-        over(&gv, 3.0)
-    );
+    latencies("/metrics", &mut mv);
+    latencies("/metrics, gzip", &mut gv);
     if let Some(mut sv) = sv {
-        println!(
-            "  iomonctl snapshot   {:>7} requests  p50 {:.3}  p99 {:.3}  max {:.3}  (over 1 ms: {}, over 3 ms: {})",
-            sv.len(),
-            pct(&mut sv, 0.5),
-            pct(&mut sv, 0.99),
-            pct(&mut sv, 1.0),
-            over(&sv, 1.0),
-            over(&sv, 3.0)
-        );
+        latencies("iomonctl snapshot", &mut sv);
     }
     println!(
         "  the daemon's own loop turns meanwhile (iomon_loop_turn_seconds): {}",

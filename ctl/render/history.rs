@@ -63,18 +63,12 @@ pub fn history_of_row(r: &HistoryReport, label: &str, key: &str) -> Result<Histo
 
 /// Whether the series' family keeps rows with this label.
 pub fn has_rows(s: &Series, label: &str) -> bool {
-    s.family
-        .schema
-        .rows
-        .as_ref()
-        .is_some_and(|r| r.label == label)
+    family::with_rows(label).any(|f| f.name() == s.family.name())
 }
 
 /// The families that keep rows with this label, for a message.
 pub fn families_with_rows(label: &str) -> String {
-    family::ALL
-        .iter()
-        .filter(|f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+    family::with_rows(label)
         .map(|f| f.name())
         .collect::<Vec<_>>()
         .join(", ")

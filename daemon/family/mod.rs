@@ -202,6 +202,14 @@ pub fn by_name(name: &str) -> Option<&'static Family> {
     ALL.iter().copied().find(|f| f.name() == name)
 }
 
+/// The families that keep rows with this label (`device`: the block
+/// family's per device).
+pub fn with_rows(label: &str) -> impl Iterator<Item = &'static Family> + '_ {
+    ALL.iter()
+        .copied()
+        .filter(move |f| f.schema.rows.as_ref().is_some_and(|r| r.label == label))
+}
+
 pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|f| f.name()).collect()
 }
