@@ -76,7 +76,9 @@ pub struct SelfStats {
 }
 
 impl SelfStats {
-    pub fn read() -> SelfStats {
+    /// `open_fds`: as counted elsewhere (off the event loop); `None`:
+    /// counted here.
+    pub fn read(open_fds: Option<u64>) -> SelfStats {
         let mut s = SelfStats::default();
         // SAFETY: sysconf has no memory-safety preconditions.
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -88,20 +90,23 @@ impl SelfStats {
                 let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
                 s.cpu_seconds = (num(11) + num(12)) / tick;
                 s.rss_bytes = num(21) as u64 * page;
-                let boot = std::fs::read_to_string("/proc/stat")
-                    .ok()
-                    .and_then(|t| {
-                        t.lines().find_map(|l| {
-                            l.strip_prefix("btime ")
-                                .and_then(|v| v.trim().parse::<f64>().ok())
-                        })
-                    })
-                    .unwrap_or(0.0);
-                s.start_time_seconds = boot + num(19) / tick;
+                // The boot time from /proc/stat (one line of a file that
+                // grows with the CPUs and interrupts): read once, it does
+                // not change.
+                static BOOT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+                let boot = BOOT.get().copied().or_else(|| {
+                    let t = std::fs::read_to_string("/proc/stat").ok()?;
+                    let b = t.lines().find_map(|l| {
+                        l.strip_prefix("btime ")
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                    })?;
+                    Some(*BOOT.get_or_init(|| b))
+                });
+                s.start_time_seconds = boot.unwrap_or(0.0) + num(19) / tick;
             }
         }
-        s.open_fds = std::fs::read_dir("/proc/self/fd")
-            .map(|d| d.count() as u64)
+        s.open_fds = open_fds
+            .or_else(crate::drain::occupancy::open_fds)
             .unwrap_or(0);
         s
     }
@@ -340,7 +345,7 @@ pub fn render(inp: &Inputs, format: Format) -> String {
     o.family(
         "iomon_bpf_map_entries",
         Kind::Gauge,
-        "Entries in a BPF map (procs, target_files: entries drained at the last tick).",
+        "Entries in a BPF map (procs, target_files: entries drained at the last tick; evicted_blocks: at the last minute's expiry; the others: counted every 10 s off the event loop).",
     );
     for (m, e, _) in inp.maps {
         o.gauge("iomon_bpf_map_entries", &[("map", m)], *e as f64);
@@ -386,7 +391,7 @@ pub fn render(inp: &Inputs, format: Format) -> String {
     o.family(
         "process_open_fds",
         Kind::Gauge,
-        "Open file descriptors of iomond.",
+        "Open file descriptors of iomond (counted every 10 s, off the event loop).",
     );
     o.gauge("process_open_fds", &[], ss.open_fds as f64);
     o.family(

@@ -19,35 +19,46 @@ pub struct Out {
     created: f64,
 }
 
-pub fn escape_label(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
+/// Appends a label value, escaped (`\\`, `\"`, `\n`).
+fn push_escaped(s: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        s.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
         }
     }
-    o
 }
 
-fn labels(l: &[(&str, &str)]) -> String {
-    if l.is_empty() {
-        return String::new();
+/// Appends `{k="v",...}` (nothing without labels); `extra` last.
+fn push_labels(s: &mut String, l: &[(&str, &str)], extra: Option<(&str, &str)>) {
+    if l.is_empty() && extra.is_none() {
+        return;
     }
-    let inner: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
+    s.push('{');
+    for (i, (k, v)) in l.iter().chain(extra.iter()).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push_str("=\"");
+        push_escaped(s, v);
+        s.push('"');
+    }
+    s.push('}');
 }
 
-fn num(v: f64) -> String {
+/// Appends a sample value: integers without a fraction.
+fn push_num(s: &mut String, v: f64) {
     if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        let _ = write!(s, "{}", v as i64);
     } else {
-        format!("{v}")
+        let _ = write!(s, "{v}");
     }
 }
 
@@ -56,7 +67,7 @@ impl Out {
     /// when the counters started (seconds since the epoch).
     pub fn new(openmetrics: bool, created: f64) -> Out {
         Out {
-            s: String::with_capacity(16 * 1024),
+            s: String::with_capacity(64 * 1024),
             om: openmetrics,
             created,
         }
@@ -68,22 +79,41 @@ impl Out {
 
     /// `name` is the family name without `_total`.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        let (t, shown) = match kind {
-            Kind::Counter if self.om => ("counter", name.to_string()),
-            Kind::Counter => ("counter", format!("{name}_total")),
-            Kind::Gauge => ("gauge", name.to_string()),
-            Kind::Histogram => ("histogram", name.to_string()),
+        let (t, suffix) = match kind {
+            Kind::Counter if self.om => ("counter", ""),
+            Kind::Counter => ("counter", "_total"),
+            Kind::Gauge => ("gauge", ""),
+            Kind::Histogram => ("histogram", ""),
         };
-        let _ = writeln!(self.s, "# HELP {shown} {help}");
-        let _ = writeln!(self.s, "# TYPE {shown} {t}");
+        for (what, text) in [("# HELP ", help), ("# TYPE ", t)] {
+            self.s.push_str(what);
+            self.s.push_str(name);
+            self.s.push_str(suffix);
+            self.s.push(' ');
+            self.s.push_str(text);
+            self.s.push('\n');
+        }
     }
 
-    fn line(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        let _ = writeln!(self.s, "{name}{} {}", labels(l), num(v));
+    /// One sample line: `name` + `suffix`, the labels (`extra` last), the value.
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        l: &[(&str, &str)],
+        extra: Option<(&str, &str)>,
+        v: f64,
+    ) {
+        self.s.push_str(name);
+        self.s.push_str(suffix);
+        push_labels(&mut self.s, l, extra);
+        self.s.push(' ');
+        push_num(&mut self.s, v);
+        self.s.push('\n');
     }
 
     pub fn gauge(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        self.line(name, l, v);
+        self.line(name, "", l, None, v);
     }
 
     pub fn counter(&mut self, name: &str, l: &[(&str, &str)], v: u64) {
@@ -92,9 +122,9 @@ impl Out {
 
     /// A counter of a non-integer quantity (seconds).
     pub fn counter_f64(&mut self, name: &str, l: &[(&str, &str)], v: f64) {
-        self.line(&format!("{name}_total"), l, v);
+        self.line(name, "_total", l, None, v);
         if self.om {
-            self.line(&format!("{name}_created"), l, self.created);
+            self.line(name, "_created", l, None, self.created);
         }
     }
 
@@ -108,20 +138,22 @@ impl Out {
         sum: f64,
     ) {
         let mut cum = 0u64;
+        let mut le = String::new();
         for (upper, n) in buckets {
             cum += n;
-            let le = match upper {
-                Some(u) => format!("{u}"),
-                None => "+Inf".to_string(),
-            };
-            let mut ll: Vec<(&str, &str)> = l.to_vec();
-            ll.push(("le", &le));
-            self.line(&format!("{name}_bucket"), &ll, cum as f64);
+            le.clear();
+            match upper {
+                Some(u) => {
+                    let _ = write!(le, "{u}");
+                }
+                None => le.push_str("+Inf"),
+            }
+            self.line(name, "_bucket", l, Some(("le", &le)), cum as f64);
         }
-        self.line(&format!("{name}_count"), l, cum as f64);
-        self.line(&format!("{name}_sum"), l, sum);
+        self.line(name, "_count", l, None, cum as f64);
+        self.line(name, "_sum", l, None, sum);
         if self.om {
-            self.line(&format!("{name}_created"), l, self.created);
+            self.line(name, "_created", l, None, self.created);
         }
     }
 
@@ -140,7 +172,28 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut o = Out::new(false, 0.0);
+        o.gauge("g", &[("a", "a\"b\\c\nd"), ("b", "plain")], 0.5);
+        assert_eq!(o.finish(), "g{a=\"a\\\"b\\\\c\\nd\",b=\"plain\"} 0.5\n");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_le_last() {
+        let mut o = Out::new(false, 0.0);
+        o.histogram(
+            "h_seconds",
+            &[("dev", "vda")],
+            &[(Some(0.001), 2), (Some(0.25), 0), (None, 1)],
+            1.5,
+        );
+        assert_eq!(
+            o.finish(),
+            "h_seconds_bucket{dev=\"vda\",le=\"0.001\"} 2\n\
+             h_seconds_bucket{dev=\"vda\",le=\"0.25\"} 2\n\
+             h_seconds_bucket{dev=\"vda\",le=\"+Inf\"} 3\n\
+             h_seconds_count{dev=\"vda\"} 3\n\
+             h_seconds_sum{dev=\"vda\"} 1.5\n"
+        );
     }
 
     #[test]

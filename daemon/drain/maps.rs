@@ -541,8 +541,9 @@ pub fn hash_entries(
     Some(out)
 }
 
-/// Counts the entries of a map by walking its keys (for the
-/// entries-vs-capacity gauges; not on the drain path).
+/// Counts the entries of a map by walking its keys, one `bpf()` call each
+/// (for the entries-vs-capacity gauges: off the event loop, see
+/// [`super::occupancy`]).
 pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {
     use libbpf_rs::MapCore;
     map.keys().count() as u64

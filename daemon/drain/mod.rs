@@ -19,6 +19,7 @@
 pub mod barrier;
 mod files;
 mod maps;
+pub mod occupancy;
 mod rows;
 mod targets;
 mod timeline;
@@ -37,6 +38,7 @@ use crate::sample::{ProcSample, Sample};
 use crate::units::{format_duration, now_ms};
 pub use barrier::{Barrier, BarrierThread};
 pub use maps::{count_entries, decode_proc, read_procs, Batch, InjectedFault, MapError, RawProc};
+pub use occupancy::Occupancy;
 pub use timeline::{ClockStep, Timeline};
 
 /// How per-process tables are kept. Host totals are right under both.

@@ -25,7 +25,9 @@ mod turns;
 
 use crate::config::Config;
 use crate::control::{ControlServer, ListenOptions};
-use crate::drain::{Barrier, BarrierThread, Begun, Drain, Finishing, Strategy};
+use crate::drain::{
+    occupancy, Barrier, BarrierThread, Begun, Drain, Finishing, Occupancy, Strategy,
+};
 use crate::file_paths::FilePaths;
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
@@ -178,6 +180,8 @@ pub struct Daemon {
     totals: Totals,
     store: Option<Store>,
     exporter: Option<crate::export::Exporter>,
+    /// Counts the BPF maps' entries for `/metrics` (with `http` only).
+    occupancy: Option<Occupancy>,
     control: ControlServer,
     http: Option<HttpServer>,
     interval: Duration,
@@ -350,6 +354,22 @@ impl Daemon {
             }
             Some(h)
         };
+        let occupancy = match &http {
+            None => None,
+            Some(_) => {
+                match Occupancy::spawn(&crate::http::counted_maps(drain.maps()), occupancy::EVERY) {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        let w = format!(
+                            "could not start the thread that counts the BPF maps' entries ({e}): iomon_bpf_map_entries leaves out all but procs, target_files and evicted_blocks"
+                        );
+                        log::warn!("{w}");
+                        warnings.push(w);
+                        None
+                    }
+                }
+            }
+        };
 
         let now = Instant::now();
         let interval = cfg.daemon.interval.0;
@@ -396,6 +416,7 @@ impl Daemon {
             missed: Default::default(),
             store,
             exporter,
+            occupancy,
             control,
             http,
             interval,
@@ -435,6 +456,11 @@ impl Daemon {
             return;
         }
         let t = Instant::now();
+        let counted = self
+            .occupancy
+            .as_ref()
+            .map(Occupancy::last)
+            .unwrap_or_default();
         let procs_seen = self.totals.last.as_ref().map_or(0, |s| s.procs_seen);
         let files_seen = self
             .totals
@@ -457,7 +483,9 @@ impl Daemon {
                 procs_seen,
                 files_seen,
                 self.drain.evicted_blocks,
+                counted.maps,
             ),
+            open_fds: counted.open_fds,
         };
         if let Some(h) = &mut self.http {
             h.render(&view, &wanted);

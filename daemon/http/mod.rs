@@ -38,8 +38,8 @@ use mio::{Interest, Registry, Token};
 
 use crate::exposition::{self, SelfStats};
 use mio_io::{LoopTimer, MioIo, ReadyQueue, TokenWaker};
+pub use pages::{counted_maps, map_gauges, Page, View};
 use pages::{landing, PageService, Pages};
-pub use pages::{map_gauges, Page, View};
 
 /// Connections at once, at most; more are accepted and closed at once.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -153,7 +153,7 @@ impl HttpServer {
 
     /// Renders these pages and wakes the requests waiting for them.
     pub fn render(&mut self, v: &View, pages: &[Page]) {
-        let self_stats = SelfStats::read();
+        let self_stats = SelfStats::read(v.open_fds);
         let inputs = exposition::Inputs {
             totals: v.totals,
             probes: &v.probes,

@@ -36,14 +36,20 @@ pub struct View<'a> {
     pub last_tick: Option<Instant>,
     pub interval: Duration,
     pub maps: Vec<MapGauge>,
+    /// The daemon's open file descriptors as last counted off the loop
+    /// (`None`: counted when rendering).
+    pub open_fds: Option<u64>,
 }
 
-/// Entries-vs-capacity of the BPF maps, for the gauges.
+/// Entries-vs-capacity of the BPF maps, for the gauges: the maps the
+/// drain empties by what it took at the last tick, the others as last
+/// counted off the loop (`counted`, see [`crate::drain::occupancy`]).
 pub fn map_gauges(
     maps: &crate::probes::Maps,
     procs_seen: u64,
     files_seen: u64,
     evicted_blocks: u64,
+    counted: Vec<MapGauge>,
 ) -> Vec<MapGauge> {
     use libbpf_rs::MapCore;
     let mut v = vec![
@@ -58,25 +64,21 @@ pub fn map_gauges(
             u64::from(maps.files[0].max_entries()),
         ),
         (
-            "target_file_set".to_string(),
-            crate::drain::count_entries(&maps.file_set),
-            u64::from(maps.file_set.max_entries()),
-        ),
-        (
-            // As of the last minute's expiry (counting 16,384 entries on
-            // every scrape would cost more than the rest).
+            // As of the last minute's expiry.
             "evicted_blocks".to_string(),
             evicted_blocks,
             u64::from(maps.evicted_blocks.max_entries()),
         ),
     ];
-    for (name, m) in &maps.others {
-        v.push((
-            name.clone(),
-            crate::drain::count_entries(m),
-            u64::from(m.max_entries()),
-        ));
-    }
+    v.extend(counted);
+    v
+}
+
+/// The maps whose entries are counted off the loop: the set of targets'
+/// files and every other hash the programs fill.
+pub fn counted_maps(maps: &crate::probes::Maps) -> Vec<(&str, &libbpf_rs::MapHandle)> {
+    let mut v = vec![("target_file_set", &maps.file_set)];
+    v.extend(maps.others.iter().map(|(n, m)| (n.as_str(), m)));
     v
 }
 
