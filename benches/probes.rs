@@ -1081,11 +1081,11 @@ fn drain(rounds: usize, sizes: &[u32]) {
     let barrier = iomon::drain::Barrier::new(&maps.barrier, &maps.barrier_inner).expect("barrier");
     println!("\ndrain: per-process map of {cap}, filled from userspace, {rounds} rounds (ms)");
     println!(
-        "{:>8} {:>22} {:>22} {:>8} {:>22}",
-        "procs", "batch", "key-by-key", "ratio", "grace period (thread)"
+        "{:>8} {:>22} {:>22} {:>8} {:>22} {:>22}",
+        "procs", "batch", "key-by-key", "ratio", "grace period (thread)", "count (map gauge)"
     );
     for &n in sizes {
-        let (mut b, mut k, mut f) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut b, mut k, mut f, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             fill(idle, n);
             let t = Instant::now();
@@ -1095,6 +1095,10 @@ fn drain(rounds: usize, sizes: &[u32]) {
             b.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(got, n as usize);
             fill(idle, n);
+            // What the entries gauge costs: walking the keys.
+            let t = Instant::now();
+            assert_eq!(iomon::drain::count_entries(idle), u64::from(n));
+            c.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             assert_eq!(key_by_key(idle), n as usize);
             k.push(t.elapsed().as_secs_f64() * 1e3);
@@ -1108,11 +1112,12 @@ fn drain(rounds: usize, sizes: &[u32]) {
         };
         let (mb, mk) = (median(&mut b.clone()), median(&mut k.clone()));
         println!(
-            "{n:>8} {:>22} {:>22} {:>7.1}x {:>22}",
+            "{n:>8} {:>22} {:>22} {:>7.1}x {:>22} {:>22}",
             spread(&mut b),
             spread(&mut k),
             mk / mb,
-            spread(&mut f)
+            spread(&mut f),
+            spread(&mut c)
         );
     }
 }

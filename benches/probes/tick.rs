@@ -265,6 +265,21 @@ fn latencies(what: &str, v: &mut [f64]) {
     );
 }
 
+/// What rendering `/metrics` took since the last tick (µs), from the
+/// daemon's status; `None` when it did not render or does not answer.
+fn render_us(c: &mut Option<iomon::proto::Client>, sock: &Path) -> Option<u64> {
+    if c.is_none() {
+        *c = iomon::proto::Client::connect(sock, Duration::from_secs(5)).ok();
+    }
+    match c.as_mut()?.call(&iomon::proto::Request::Status) {
+        Ok(iomon::proto::Response::Status(s)) => Some(s.tick_parts.publish_us).filter(|us| *us > 0),
+        _ => {
+            *c = None;
+            None
+        }
+    }
+}
+
 /// `iomon_loop_turn_seconds` from a fresh scrape: (le, cumulative count)
 /// per bucket; empty from a daemon without it.
 fn loop_turns() -> Vec<(String, u64)> {
@@ -356,11 +371,12 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
             metrics_once(&mut c, true)
         })
     };
+    let snapshot_sock = sock.clone();
     let sv = own.then(|| {
         let mut c: Option<iomon::proto::Client> = None;
         hammer_for(Duration::from_secs(secs), move || {
             if c.is_none() {
-                c = iomon::proto::Client::connect(&sock, Duration::from_secs(5)).ok();
+                c = iomon::proto::Client::connect(&snapshot_sock, Duration::from_secs(5)).ok();
             }
             match c.as_mut().map(|c| c.call(&iomon::proto::Request::Snapshot)) {
                 Some(Ok(_)) => true,
@@ -395,12 +411,15 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
         "loop blocked p50/p99",
         "read p50/p99",
         "store p50",
-        "publish p50",
+        "render p50/max",
         "max blocked",
         "switch (off loop) p50"
     );
+    let mut status: Option<iomon::proto::Client> = None;
+    let mut scrape = None;
     for n in [0u32, 1_000, 10_000] {
         let mut parts = Vec::new();
+        let mut renders = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(12);
         fill(&maps, n);
         // The tick after the first fill has them; each fill waits for a tick.
@@ -415,15 +434,21 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
                 }
                 Err(_) => break,
             }
+            // One scrape renders the page; the daemon's status says how
+            // long that took (the tick's publish part counts renders).
+            if metrics_once(&mut scrape, false) {
+                if let Some(us) = render_us(&mut status, &sock) {
+                    renders.push(us as f64 / 1e3);
+                }
+            }
         }
         let col = |f: fn(&Parts) -> u64| -> Vec<f64> {
             parts.iter().map(|p| f(p) as f64 / 1e3).collect()
         };
-        let (mut bl, mut rd, mut st, mut pb, mut sw) = (
+        let (mut bl, mut rd, mut st, mut sw) = (
             col(|p| p.blocked),
             col(|p| p.read),
             col(|p| p.store),
-            col(|p| p.publish),
             col(|p| p.switch),
         );
         let seen = parts.iter().map(|p| p.procs).max().unwrap_or(0);
@@ -434,7 +459,11 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
             format!("{:.2} / {:.2} ms", pct(&mut bl, 0.5), pct(&mut bl, 0.99)),
             format!("{:.2} / {:.2} ms", pct(&mut rd, 0.5), pct(&mut rd, 0.99)),
             format!("{:.2} ms", pct(&mut st, 0.5)),
-            format!("{:.2} ms", pct(&mut pb, 0.5)),
+            format!(
+                "{:.2} / {:.2} ms",
+                pct(&mut renders, 0.5),
+                pct(&mut renders, 1.0)
+            ),
             format!("{:.2} ms", pct(&mut bl, 1.0)),
             if own {
                 format!("{:.2} ms", pct(&mut sw, 0.5))
