@@ -33,6 +33,9 @@ use libbpf_rs::{MapCore, MapFlags};
 
 #[path = "probes/export.rs"]
 mod export;
+#[allow(dead_code)]
+#[path = "../tests/common/scratch_disk.rs"]
+mod scratch_disk;
 #[path = "probes/tick.rs"]
 mod tick;
 
@@ -128,70 +131,11 @@ struct Fixture {
     small: File,
     /// Scratch file for the write workload.
     scratch: File,
-    /// A loop device over a file in memory, opened O_DIRECT: a block
-    /// request per read that costs microseconds, not a disk's latency.
-    disk: LoopDev,
+    /// A loop device over a file in memory (or `IOMON_TEST_BLOCK_DEV`),
+    /// and it opened O_DIRECT: a block request per read that costs
+    /// microseconds, not a disk's latency.
+    disk: (scratch_disk::ScratchDisk, File),
     dir: PathBuf,
-}
-
-/// A loop device over a 64 MiB file in /dev/shm, detached and its file
-/// removed on drop; or the device `IOMON_TEST_BLOCK_DEV` names (the
-/// kernel matrix's guests set one up), left as it is.
-struct LoopDev {
-    dev: File,
-    name: String,
-    backing: PathBuf,
-}
-
-impl LoopDev {
-    fn new() -> LoopDev {
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(p) = std::env::var_os("IOMON_TEST_BLOCK_DEV") {
-            let dev = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&p)
-                .expect("open IOMON_TEST_BLOCK_DEV O_DIRECT");
-            return LoopDev {
-                dev,
-                name: String::new(),
-                backing: PathBuf::new(),
-            };
-        }
-        let backing = PathBuf::from(format!("/dev/shm/iomon-bench-{}", std::process::id()));
-        File::create(&backing)
-            .and_then(|f| f.set_len(FILE_SIZE as u64))
-            .expect("loop backing file in /dev/shm");
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&backing)
-            .output()
-            .expect("losetup (util-linux)");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let dev = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&name)
-            .expect("open the loop device O_DIRECT");
-        LoopDev { dev, name, backing }
-    }
-}
-
-impl Drop for LoopDev {
-    fn drop(&mut self) {
-        if self.name.is_empty() {
-            return;
-        }
-        let _ = Command::new("losetup")
-            .args(["--detach", &self.name])
-            .status();
-        let _ = std::fs::remove_file(&self.backing);
-    }
 }
 
 fn fixture() -> Fixture {
@@ -246,7 +190,16 @@ fn fixture() -> Fixture {
         file,
         small,
         scratch,
-        disk: LoopDev::new(),
+        disk: {
+            use std::os::unix::fs::OpenOptionsExt;
+            let d = scratch_disk::ScratchDisk::new();
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&d.path)
+                .expect("open the scratch block device O_DIRECT");
+            (d, f)
+        },
         dir,
     }
 }
@@ -371,7 +324,7 @@ const WORKLOADS: &[Workload] = &[
             for i in 0..n {
                 let off = ((i * 4096) % FILE_SIZE as u64) as i64;
                 // SAFETY: b is valid for 4096 bytes.
-                unsafe { libc::pread(f.disk.dev.as_raw_fd(), b.cast(), 4096, off) };
+                unsafe { libc::pread(f.disk.1.as_raw_fd(), b.cast(), 4096, off) };
             }
             // SAFETY: allocated above with this layout.
             unsafe { std::alloc::dealloc(b, layout) };

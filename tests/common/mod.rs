@@ -17,6 +17,10 @@ static KERNEL: Mutex<()> = Mutex::new(());
 /// Where the probes (and iomond) mount tracefs when it is not mounted.
 use iomon::probes::TRACEFS;
 
+mod scratch_disk;
+#[allow(unused_imports)] // not every test binary uses it
+pub use scratch_disk::ScratchDisk;
+
 /// A BPF test's hold on the kernel: the tests that load BPF run one at a
 /// time. Loading classic tracepoints mounts tracefs where it is missing (a
 /// host without systemd, a guest); dropped, the guard unmounts it again if
@@ -426,141 +430,5 @@ impl Drop for Aligned {
         let layout = std::alloc::Layout::from_size_align(Self::LEN, Self::LEN).unwrap();
         // SAFETY: allocated in new() with this layout.
         unsafe { std::alloc::dealloc(self.0, layout) }
-    }
-}
-
-/// A block device only this test uses: `IOMON_TEST_BLOCK_DEV` where set
-/// (the kernel matrix's guests set up a loop device), else a loop device
-/// over a 64 MiB file in /dev/shm, detached on drop.
-pub struct ScratchDisk {
-    pub path: PathBuf,
-    /// Its name in /sys/block.
-    pub name: String,
-    backing: Option<PathBuf>,
-}
-
-impl ScratchDisk {
-    pub fn new() -> ScratchDisk {
-        if let Some(p) = std::env::var_os("IOMON_TEST_BLOCK_DEV") {
-            let path = PathBuf::from(p);
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            return ScratchDisk {
-                path,
-                name,
-                backing: None,
-            };
-        }
-        ScratchDisk::loop_device(64 << 20)
-    }
-
-    /// A loop device over a file of `bytes` (in /dev/shm), whatever
-    /// `IOMON_TEST_BLOCK_DEV` says (tests that need many devices).
-    pub fn loop_device(bytes: u64) -> ScratchDisk {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Memory-backed where the system has /dev/shm (the guests of the
-        // kernel matrix may not: their /tmp).
-        let dir = Path::new("/dev/shm");
-        let dir = if dir.is_dir() {
-            dir.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let backing = dir.join(format!("iomon-test-{}-{n}.img", std::process::id()));
-        File::create(&backing)
-            .and_then(|f| f.set_len(bytes))
-            .expect("a file in /dev/shm for the loop device");
-        let path = match attach_loop(&backing) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = std::fs::remove_file(&backing);
-                panic!(
-                    "no block device for the test: a loop device over {} failed ({e}); set IOMON_TEST_BLOCK_DEV to a device only it may use",
-                    backing.display()
-                );
-            }
-        };
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        ScratchDisk {
-            path,
-            name,
-            backing: Some(backing),
-        }
-    }
-
-    /// `/sys/block/<name>/stat`: reads, reads merged, sectors read, ms
-    /// reading, writes, writes merged, sectors written, ...
-    pub fn stat(&self) -> Vec<u64> {
-        std::fs::read_to_string(format!("/sys/block/{}/stat", self.name))
-            .expect("the device's stat")
-            .split_whitespace()
-            .map(|v| v.parse().unwrap())
-            .collect()
-    }
-}
-
-/// From linux/loop.h.
-const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-
-/// Attaches `file` to a free loop device, as `losetup --find` does (no
-/// util-linux needed: the guests have busybox's).
-fn attach_loop(file: &Path) -> std::io::Result<PathBuf> {
-    let ctl = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/loop-control")?;
-    let backing = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)?;
-    // Another process may take the free device first: ask again.
-    let mut last = std::io::Error::other("no free loop device");
-    for _ in 0..20 {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let path = PathBuf::from(format!("/dev/loop{n}"));
-        // devtmpfs creates the node; give it a moment.
-        let mut dev = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path);
-        for _ in 0..50 {
-            if dev.is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-            dev = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path);
-        }
-        let dev = dev?;
-        // SAFETY: LOOP_SET_FD takes a file descriptor, open for the call.
-        let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
-        if r == 0 {
-            return Ok(path);
-        }
-        last = std::io::Error::last_os_error();
-        if last.raw_os_error() != Some(libc::EBUSY) {
-            return Err(last);
-        }
-    }
-    Err(last)
-}
-
-impl Drop for ScratchDisk {
-    fn drop(&mut self) {
-        if let Some(b) = &self.backing {
-            if let Ok(dev) = File::open(&self.path) {
-                // SAFETY: LOOP_CLR_FD takes no argument.
-                unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _) };
-            }
-            let _ = std::fs::remove_file(b);
-        }
     }
 }
