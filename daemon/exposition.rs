@@ -106,7 +106,7 @@ impl SelfStats {
             }
         }
         s.open_fds = open_fds
-            .or_else(crate::drain::occupancy::open_fds)
+            .or_else(crate::drain::upkeep::open_fds)
             .unwrap_or(0);
         s
     }

@@ -543,7 +543,7 @@ pub fn hash_entries(
 
 /// Counts the entries of a map by walking its keys, one `bpf()` call each
 /// (for the entries-vs-capacity gauges: off the event loop, see
-/// [`super::occupancy`]).
+/// [`super::upkeep`]).
 pub fn count_entries(map: &libbpf_rs::MapHandle) -> u64 {
     use libbpf_rs::MapCore;
     map.keys().count() as u64

@@ -19,10 +19,10 @@
 pub mod barrier;
 mod files;
 mod maps;
-pub mod occupancy;
 mod rows;
 mod targets;
 mod timeline;
+pub mod upkeep;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,8 +38,8 @@ use crate::sample::{ProcSample, Sample};
 use crate::units::{format_duration, now_ms};
 pub use barrier::{Barrier, BarrierThread};
 pub use maps::{count_entries, decode_proc, read_procs, Batch, InjectedFault, MapError, RawProc};
-pub use occupancy::Occupancy;
 pub use timeline::{ClockStep, Timeline};
+pub use upkeep::Upkeep;
 
 /// How per-process tables are kept. Host totals are right under both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -255,8 +255,10 @@ pub struct Drain {
     pub last_duration: Duration,
     pub last_parts: TickParts,
     /// When the set of targets' files was last pruned (and old evicted
-    /// blocks removed).
+    /// blocks removed); whether that is done here (false: by the event
+    /// loop's [`Upkeep`] thread).
     last_prune: Instant,
+    prune_here: bool,
     /// The refault window (0: refaults not looked for), and the evicted
     /// blocks left at the last expiry.
     refault_window_ns: u64,
@@ -304,6 +306,7 @@ impl Drain {
             last_duration: Duration::ZERO,
             last_parts: TickParts::default(),
             last_prune: Instant::now(),
+            prune_here: true,
             refault_window_ns: 0,
             evicted_blocks: 0,
             last_files_error: None,
@@ -352,6 +355,23 @@ impl Drain {
     pub fn with_refault_window(mut self, ns: u64) -> Drain {
         self.refault_window_ns = ns;
         self
+    }
+
+    /// What an [`Upkeep`] thread would prune in this drain's place: the
+    /// file set and the evicted blocks, with its refault window (see
+    /// [`Drain::pruned_elsewhere`]).
+    pub fn prune(&self) -> upkeep::Prune<'_> {
+        upkeep::Prune {
+            file_set: &self.maps.file_set,
+            forget_after_ns: files::FORGET_AFTER_NS,
+            evicted_blocks: &self.maps.evicted_blocks,
+            refault_window_ns: self.refault_window_ns,
+        }
+    }
+
+    /// An [`Upkeep`] thread prunes from now on: ticks no longer do.
+    pub fn pruned_elsewhere(&mut self) {
+        self.prune_here = false;
     }
 
     /// Histograms to leave out (not measured on this kernel).
@@ -465,7 +485,7 @@ impl Drain {
         from: Option<usize>,
         flip_error: Option<&str>,
     ) -> Vec<crate::sample::FileSample> {
-        if self.last_prune.elapsed() >= Duration::from_secs(60) {
+        if self.prune_here && self.last_prune.elapsed() >= Duration::from_secs(60) {
             self.last_prune = Instant::now();
             let now = files::monotonic_ns();
             files::prune_set(

@@ -25,9 +25,7 @@ mod turns;
 
 use crate::config::Config;
 use crate::control::{ControlServer, ListenOptions};
-use crate::drain::{
-    occupancy, Barrier, BarrierThread, Begun, Drain, Finishing, Occupancy, Strategy,
-};
+use crate::drain::{upkeep, Barrier, BarrierThread, Begun, Drain, Finishing, Strategy, Upkeep};
 use crate::file_paths::FilePaths;
 use crate::http::HttpServer;
 use crate::probes::{FamilyState, LoadOptions, Probes};
@@ -180,8 +178,8 @@ pub struct Daemon {
     totals: Totals,
     store: Option<Store>,
     exporter: Option<crate::export::Exporter>,
-    /// Counts the BPF maps' entries for `/metrics` (with `http` only).
-    occupancy: Option<Occupancy>,
+    /// Counts the BPF maps' entries and prunes them, off the loop.
+    upkeep: Option<Upkeep>,
     control: ControlServer,
     http: Option<HttpServer>,
     interval: Duration,
@@ -354,20 +352,22 @@ impl Daemon {
             }
             Some(h)
         };
-        let occupancy = match &http {
-            None => None,
-            Some(_) => {
-                match Occupancy::spawn(&crate::http::counted_maps(drain.maps()), occupancy::EVERY) {
-                    Ok(o) => Some(o),
-                    Err(e) => {
-                        let w = format!(
-                            "could not start the thread that counts the BPF maps' entries ({e}): iomon_bpf_map_entries leaves out all but procs, target_files and evicted_blocks"
-                        );
-                        log::warn!("{w}");
-                        warnings.push(w);
-                        None
-                    }
-                }
+        let upkeep = match Upkeep::spawn(
+            &crate::http::counted_maps(drain.maps()),
+            drain.prune(),
+            upkeep::EVERY,
+        ) {
+            Ok(u) => {
+                drain.pruned_elsewhere();
+                Some(u)
+            }
+            Err(e) => {
+                let w = format!(
+                    "could not start the thread that keeps the BPF maps ({e}): the ticks prune them, holding requests meanwhile, and iomon_bpf_map_entries leaves out all but procs, target_files and evicted_blocks"
+                );
+                log::warn!("{w}");
+                warnings.push(w);
+                None
             }
         };
 
@@ -416,7 +416,7 @@ impl Daemon {
             missed: Default::default(),
             store,
             exporter,
-            occupancy,
+            upkeep,
             control,
             http,
             interval,
@@ -456,11 +456,7 @@ impl Daemon {
             return;
         }
         let t = Instant::now();
-        let counted = self
-            .occupancy
-            .as_ref()
-            .map(Occupancy::last)
-            .unwrap_or_default();
+        let counted = self.upkeep.as_ref().map(Upkeep::last).unwrap_or_default();
         let procs_seen = self.totals.last.as_ref().map_or(0, |s| s.procs_seen);
         let files_seen = self
             .totals
@@ -482,7 +478,7 @@ impl Daemon {
                 self.drain.maps(),
                 procs_seen,
                 files_seen,
-                self.drain.evicted_blocks,
+                counted.evicted_blocks.unwrap_or(self.drain.evicted_blocks),
                 counted.maps,
             ),
             open_fds: counted.open_fds,

@@ -43,7 +43,7 @@ pub struct View<'a> {
 
 /// Entries-vs-capacity of the BPF maps, for the gauges: the maps the
 /// drain empties by what it took at the last tick, the others as last
-/// counted off the loop (`counted`, see [`crate::drain::occupancy`]).
+/// counted off the loop (`counted`, see [`crate::drain::upkeep`]).
 pub fn map_gauges(
     maps: &crate::probes::Maps,
     procs_seen: u64,
