@@ -10,8 +10,8 @@
 //! every request behind it for tens of milliseconds on a busy host (a
 //! BanyanDB node's targets touch thousands of files). Counting the open
 //! file descriptors (a listing of /proc/self/fd, ~120 entries, most of
-//! them BPF objects) took 0.15 ms, a third of a page's render. The loop
-//! shows the last count; a map not counted yet is left out of the gauges,
+//! them BPF objects) took 0.15 ms, a third of a page's render. Counting
+//! runs only where `/metrics` is served. The loop shows the last count; a map not counted yet is left out of the gauges,
 //! never shown as empty. Removing entries from another thread is what the
 //! loop did: the programs never depend on an entry staying.
 
@@ -80,14 +80,17 @@ pub struct Upkeep {
 }
 
 impl Upkeep {
-    /// Counts duplicates of `count` (by name) now and every `every.count`;
-    /// prunes `prune`'s maps every `every.prune`.
+    /// Counts duplicates of `count` (by name) and the open fds now and
+    /// every `every.count` (`None`: nothing is counted: no gauges are
+    /// served); prunes `prune`'s maps every `every.prune`.
     pub fn spawn(
-        count: &[(&str, &MapHandle)],
+        count: Option<&[(&str, &MapHandle)]>,
         prune: Prune,
         every: Every,
     ) -> std::io::Result<Upkeep> {
+        let counting = count.is_some();
         let owned = count
+            .unwrap_or_default()
             .iter()
             .map(|(name, m)| Ok((name.to_string(), dup(m)?)))
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -119,7 +122,7 @@ impl Upkeep {
                                 (name.clone(), count_entries(m), u64::from(m.max_entries()))
                             })
                             .collect(),
-                        open_fds: open_fds(),
+                        open_fds: if counting { open_fds() } else { None },
                         evicted_blocks: evicted_left,
                     };
                     *shared.lock().unwrap_or_else(|p| p.into_inner()) = counted;
@@ -221,7 +224,7 @@ mod tests {
             evicted_blocks: &evicted,
             refault_window_ns: 1_000_000,
         };
-        let u = Upkeep::spawn(&[("upk_counted", &counted)], prune, every).unwrap();
+        let u = Upkeep::spawn(Some(&[("upk_counted", &counted)]), prune, every).unwrap();
         let c = until(&u, |c| c.maps == vec![("upk_counted".to_string(), 5, 64)]);
         // This test's own process: at least its stdio and the maps.
         assert!(c.open_fds.is_some_and(|n| n >= 6), "{c:?}");

@@ -352,11 +352,11 @@ impl Daemon {
             }
             Some(h)
         };
-        let upkeep = match Upkeep::spawn(
-            &crate::http::counted_maps(drain.maps()),
-            drain.prune(),
-            upkeep::EVERY,
-        ) {
+        // The maps are counted for the gauges only where they are served.
+        let counted = http
+            .as_ref()
+            .map(|_| crate::http::counted_maps(drain.maps()));
+        let upkeep = match Upkeep::spawn(counted.as_deref(), drain.prune(), upkeep::EVERY) {
             Ok(u) => {
                 drain.pruned_elsewhere();
                 Some(u)
