@@ -213,6 +213,12 @@ fn start_barrier(poll: &Poll, drain: &Drain) -> io::Result<BarrierThread> {
     )
 }
 
+/// A warning at start: logged, and kept for `iomonctl status`.
+fn warn_at_start(warnings: &mut Vec<String>, w: String) {
+    log::warn!("{w}");
+    warnings.push(w);
+}
+
 fn notify(on: bool, states: &[sd_notify::NotifyState]) {
     if on {
         let _ = sd_notify::notify(false, states);
@@ -252,9 +258,7 @@ impl Daemon {
             }
         }
         if probes.hz.is_none() {
-            let w = "the kernel's HZ could not be told (no /boot/config, /proc/config.gz or /proc/timer_list): writeback dirty age is not measured".to_string();
-            log::warn!("{w}");
-            warnings.push(w);
+            warn_at_start(&mut warnings, "the kernel's HZ could not be told (no /boot/config, /proc/config.gz or /proc/timer_list): writeback dirty age is not measured".to_string());
         }
         if !probes.any_attached() {
             return Err(StartError::NothingAttached(describe_unavailable(&probes)));
@@ -309,11 +313,9 @@ impl Daemon {
         let barrier = match start_barrier(&poll, &drain) {
             Ok(b) => Some(b),
             Err(e) => {
-                let w = format!(
+                warn_at_start(&mut warnings, format!(
                     "could not start the drain's barrier thread ({e}): each tick waits for the kernel on the event loop"
-                );
-                log::warn!("{w}");
-                warnings.push(w);
+                ));
                 None
             }
         };
@@ -362,11 +364,9 @@ impl Daemon {
                 Some(u)
             }
             Err(e) => {
-                let w = format!(
+                warn_at_start(&mut warnings, format!(
                     "could not start the thread that keeps the BPF maps ({e}): the ticks prune them, holding requests meanwhile, and iomon_bpf_map_entries leaves out all but procs, target_files and evicted_blocks"
-                );
-                log::warn!("{w}");
-                warnings.push(w);
+                ));
                 None
             }
         };
@@ -478,7 +478,7 @@ impl Daemon {
                 self.drain.maps(),
                 procs_seen,
                 files_seen,
-                counted.evicted_blocks.unwrap_or(self.drain.evicted_blocks),
+                self.evicted_blocks(),
                 counted.maps,
             ),
             open_fds: counted.open_fds,
@@ -487,6 +487,15 @@ impl Daemon {
             h.render(&view, &wanted);
         }
         self.drain.last_parts.publish_us += t.elapsed().as_micros() as u64;
+    }
+
+    /// Evicted blocks left at the last expiry: the upkeep thread's, or
+    /// the drain's where it prunes in its ticks.
+    fn evicted_blocks(&self) -> u64 {
+        self.upkeep
+            .as_ref()
+            .and_then(|u| u.last().evicted_blocks)
+            .unwrap_or(self.drain.evicted_blocks)
     }
 
     fn status_line(&self) -> String {

@@ -355,11 +355,7 @@ impl Daemon {
             banyandb: crate::report::Status {
                 naming,
                 refault_window_ms: self.cfg.files.refault_window.0.as_millis() as u64,
-                evicted_blocks: self
-                    .upkeep
-                    .as_ref()
-                    .and_then(|u| u.last().evicted_blocks)
-                    .unwrap_or(self.drain.evicted_blocks),
+                evicted_blocks: self.evicted_blocks(),
                 evicted_blocks_max: self.cfg.files.refault_blocks as u64,
                 memcg: self
                     .totals
