@@ -419,16 +419,18 @@ fn bpf_banyandb_numbers_by_engine_group_and_kind_equal_the_workloads() {
         }
     });
     // Almost all hits: a host's proactive reclaim (DAMON's pageout, on
-    // this CI host) may have taken a page the cold pass read (failed once:
-    // 3 pages). check() holds iomon to what mincore saw either way.
-    for d in warm.reads.values() {
-        assert!(
-            d.missed * 100 <= d.asked,
-            "warm pass: {} of {} pages not cached",
-            d.missed,
-            d.asked
-        );
-    }
+    // this CI host) may take a page the cold pass read (failed twice per
+    // file: 3 pages of one, 1 page of a 64-page file). check() holds iomon
+    // to what mincore saw either way; this only says the pass was warm, so
+    // it bounds the whole pass (5%), not each file.
+    let (missed, asked) = warm
+        .reads
+        .values()
+        .fold((0, 0), |(m, a), d| (m + d.missed, a + d.asked));
+    assert!(
+        missed * 20 <= asked,
+        "warm pass: {missed} of {asked} pages not cached: {warm:?}"
+    );
     check(
         &rows(&mut paths, &s, b.pid, &tree.root),
         &warm,
