@@ -317,18 +317,28 @@ static __always_inline void hist_slot(u32 slot, u32 idx)
 		*v += 1;
 }
 
-__noinline int hist_add_fn(u32 tm, u32 hist, u64 ns)
+/* Adds one to histogram slot idx for every target in `tm` (see
+ * count_targets_fn). */
+__noinline int hist_targets_fn(u32 tm, u32 idx)
 {
-	u32 idx = hist * IOMON_HIST_BUCKETS + log2_bucket(ns / 1000);
-	hist_slot(0, idx);
-	if (!tm)
-		return 0;
 	for (int i = 0; i < IOMON_TARGETS; i++)
 		if (tm & (1U << i))
 			hist_slot(1 + i, idx);
 	return 0;
 }
-#define hist_add(tm, hist, ns) hist_add_fn(tm, hist, ns)
+
+/* Adds ns to histogram `hist` (IOMON_H_*: log2 buckets of microseconds)
+ * for the host and for every target in `tm`: the host's slot inline, as
+ * in count() (a call and its return are dear where the kernel mitigates
+ * SRSO, and most events are no target's). */
+#define hist_add(tm, hist, ns)                                               \
+	do {                                                                  \
+		u32 hist_tm_ = (tm);                                          \
+		u32 hist_idx_ = (hist) * IOMON_HIST_BUCKETS + log2_bucket((ns) / 1000); \
+		hist_slot(0, hist_idx_);                                      \
+		if (hist_tm_)                                                 \
+			hist_targets_fn(hist_tm_, hist_idx_);                 \
+	} while (0)
 
 /* The row of `key` in a family's rows map (declared `rows`), created at
  * the key's first event; NULL, and the event counted in

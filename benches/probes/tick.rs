@@ -4,7 +4,9 @@
 //! write: the drain, the totals, the store and the pages handle N
 //! processes), the tick's parts read from its tick lines; and how long
 //! `/metrics` and `iomonctl snapshot` take, back to back for 10 s each (one client at a
-//! time), across the tick boundaries.
+//! time), across the tick boundaries; and, as the floor under those, the
+//! same client against a server that only answers with a page of the
+//! same size.
 //!
 //!   cargo bench --bench probes -- tick [--secs 10] [--iomond PATH]
 //!
@@ -14,7 +16,7 @@
 //! control protocol is another version).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -208,10 +210,16 @@ fn hammer_for(how_long: Duration, mut one: impl FnMut() -> bool) -> Vec<f64> {
 /// One `/metrics` request on a kept-alive connection; `gzip`: as
 /// Prometheus asks for it (the page compressed once per tick).
 fn metrics_once(conn: &mut Option<TcpStream>, gzip: bool) -> bool {
+    get_once(conn, PORT, gzip).is_some()
+}
+
+/// One `/metrics` request to `port` on a kept-alive connection: the
+/// response's length in bytes, or None (the connection is dropped).
+fn get_once(conn: &mut Option<TcpStream>, port: u16, gzip: bool) -> Option<usize> {
     if conn.is_none() {
-        *conn = TcpStream::connect(("127.0.0.1", PORT)).ok();
+        *conn = TcpStream::connect(("127.0.0.1", port)).ok();
     }
-    let Some(s) = conn.as_mut() else { return false };
+    let s = conn.as_mut()?;
     let req: &[u8] = if gzip {
         b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept-Encoding: gzip\r\n\r\n"
     } else {
@@ -219,7 +227,7 @@ fn metrics_once(conn: &mut Option<TcpStream>, gzip: bool) -> bool {
     };
     if s.write_all(req).is_err() {
         *conn = None;
-        return false;
+        return None;
     }
     // Headers, then Content-Length bytes.
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -229,7 +237,7 @@ fn metrics_once(conn: &mut Option<TcpStream>, gzip: bool) -> bool {
         let n = match s.read(&mut chunk) {
             Ok(0) | Err(_) => {
                 *conn = None;
-                return false;
+                return None;
             }
             Ok(n) => n,
         };
@@ -246,9 +254,44 @@ fn metrics_once(conn: &mut Option<TcpStream>, gzip: bool) -> bool {
             }
         }
         if need.is_some_and(|n| buf.len() >= n) {
-            return true;
+            return Some(buf.len());
         }
     }
+}
+
+/// The floor under the latencies above: a server that does nothing but
+/// answer each request on its kept-alive connection with a response of
+/// `len` bytes held in memory (one blocking thread, one write), timed by
+/// the same client. What it takes past 3 ms is this machine's loopback
+/// and scheduler, which iomond's requests pay too. Returns its port.
+fn reference_server(len: usize) -> u16 {
+    let l = TcpListener::bind(("127.0.0.1", 0)).expect("bind the reference server");
+    let port = l.local_addr().expect("its address").port();
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ";
+    let body = len.saturating_sub(head.len() + 16);
+    let mut page = format!("{head}{body}\r\n\r\n").into_bytes();
+    page.resize(page.len() + body, b'#');
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            'requests: loop {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break 'requests,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                // One request at a time: the client waits for each answer.
+                buf.clear();
+                if s.write_all(&page).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    port
 }
 
 /// One line of request latencies (ms): count, p50, p99, max, and how many
@@ -388,6 +431,18 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
         })
     });
     let ticks = d.lines.try_iter().count();
+    // The same client against the reference server, with a page of the
+    // daemon's size.
+    let mut rv = {
+        let mut c = None;
+        let len = get_once(&mut c, PORT, false).unwrap_or(64 * 1024);
+        let port = reference_server(len);
+        let mut c = None;
+        hammer_for(Duration::from_secs(secs), move || {
+            get_once(&mut c, port, false).is_some()
+        })
+    };
+    let _ = d.lines.try_iter().count();
     // The page is rendered once a tick: the next tick's has the turns
     // of the requests.
     let _ = d.lines.recv_timeout(Duration::from_secs(2));
@@ -400,6 +455,7 @@ pub fn tick(secs: u64, iomond: Option<PathBuf>) {
     if let Some(mut sv) = sv {
         latencies("iomonctl snapshot", &mut sv);
     }
+    latencies("reference server", &mut rv);
     println!(
         "  the daemon's own loop turns meanwhile (iomon_loop_turn_seconds): {}",
         turns_between(&turns_before, &turns_after)

@@ -76,7 +76,8 @@ static __always_inline u32 blk_op(char c0, char c1, u32 nr_sector)
  * the times. */
 
 /* A request goes to the device `ns` after it was allocated (plugged, in
- * the I/O scheduler, waiting for dispatch). */
+ * the I/O scheduler, waiting for dispatch): counted at the issue on the
+ * classic route, at the completion on tp_btf (blk_done's `alloc`). */
 static __always_inline void blk_queued(u32 dev, u64 ns)
 {
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
@@ -87,8 +88,9 @@ static __always_inline void blk_queued(u32 dev, u64 ns)
 }
 
 /* A request completes (`issued`: when it went to the device, 0 if not
- * seen). */
-static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 issued)
+ * seen; `alloc`: when it was allocated, where its time queued is counted
+ * now, else 0). */
+static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 issued, u64 alloc)
 {
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
@@ -103,6 +105,13 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
 		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
 		return 0;
+	}
+	if (alloc && alloc <= issued) {
+		u64 q = issued - alloc;
+		count(0, IOMON_C_BLOCK_QUEUED_NS, q);
+		hist_add(0, IOMON_H_BLOCK_QUEUED, q);
+		row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, q);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, q);
 	}
 	u64 ns = bpf_ktime_get_ns() - issued;
 	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
@@ -191,7 +200,7 @@ static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int
 		sector = 0;
 	struct blk_key k = { .dev = dev, .sector = sector };
 	u64 issued = blk_complete_at(&block_inflight, &k);
-	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued);
+	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued, 0);
 }
 
 SEC("tracepoint/block/block_rq_complete")
@@ -254,8 +263,10 @@ int blk_frontmerge(void *ctx) { return blk_merged(ctx); }
  * (start_time_ns, where it keeps I/O stats or a scheduler runs) and, on a
  * queue that keeps completion stats (QUEUE_FLAG_STATS: writeback
  * throttling, on by default, sets it), when it is issued
- * (io_start_time_ns, after this event): then no map is needed. On a queue
- * without them the issue time goes into block_rq_times, by address. */
+ * (io_start_time_ns, after this event): then no map is needed, and the
+ * issue has nothing to count: the completion counts the time queued
+ * (allocation to issue) with the rest. On a queue without them the issue
+ * time goes into block_rq_times, by address. */
 
 /* Requests between issue and completion on a queue without completion
  * stats, by address. Bounded by max_entries, an LRU for the same reasons
@@ -345,12 +356,9 @@ static __always_inline bool blk_stamps_issue(struct request *rq)
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(blk_issue_btf, struct request *rq)
 {
-	u64 now = bpf_ktime_get_ns(), alloc = rq->start_time_ns;
-	if (alloc && alloc < now)
-		blk_queued(blk_rq_dev(rq), now - alloc);
 	if (!blk_stamps_issue(rq)) {
 		u64 k = (u64)rq;
-		struct blk_times v = { .issue_ns = now };
+		struct blk_times v = { .issue_ns = bpf_ktime_get_ns() };
 		bpf_map_update_elem(&block_rq_times, &k, &v, BPF_ANY);
 	}
 	return 0;
@@ -369,7 +377,7 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 	}
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
 	return blk_done(blk_rq_dev(rq), blk_op_flags(rq->cmd_flags, nr_bytes), nr_bytes,
-			error & 0xff, issued);
+			error & 0xff, issued, rq->start_time_ns);
 }
 
 /* A bio reaching a request-based device: its device (a partition's is
