@@ -128,10 +128,13 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 }
 
 /* A bio reaching a request-based device, in the task that submitted it: a
- * new request, or merged into one. */
+ * new request, or merged into one. Its targets are its process's (matched
+ * in the process's entry, which the bio is attributed to anyway: no
+ * per-thread state for a thread that only submits I/O). */
 static __always_inline int blk_bio(u32 dev, u32 op, u64 bytes)
 {
-	u32 tm = targets_of(NULL);
+	u32 tm;
+	struct iomon_proc *p = proc_entry_tm(&tm);
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(tm, IOMON_C_BLOCK_SUBMITTED + op, 1);
 	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED + op, 1);
@@ -140,9 +143,9 @@ static __always_inline int blk_bio(u32 dev, u32 op, u64 bytes)
 	count(tm, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
 	row_count(BLOCK, r, IOMON_C_BLOCK_SUBMITTED_BYTES + op, bytes);
 	if (op == IOMON_BLOCK_OP_READ)
-		proc_add(proc_entry(tm), IOMON_P_BLOCK_READ_BYTES, bytes);
+		proc_add(p, IOMON_P_BLOCK_READ_BYTES, bytes);
 	else if (op == IOMON_BLOCK_OP_WRITE)
-		proc_add(proc_entry(tm), IOMON_P_BLOCK_WRITE_BYTES, bytes);
+		proc_add(p, IOMON_P_BLOCK_WRITE_BYTES, bytes);
 	return 0;
 }
 
