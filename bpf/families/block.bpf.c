@@ -76,11 +76,11 @@ static __always_inline u32 blk_op(char c0, char c1, u32 nr_sector)
  * the times. */
 
 /* A request goes to the device `ns` after it was allocated (plugged, in
- * the I/O scheduler, waiting for dispatch): counted at the issue on the
- * classic route, at the completion on tp_btf (blk_done's `alloc`). */
-static __always_inline void blk_queued(u32 dev, u64 ns)
+ * the I/O scheduler, waiting for dispatch), counted for the host and in
+ * its device's row `r`: at the issue on the classic route, at the
+ * completion on tp_btf (blk_done's `alloc`). */
+static __always_inline void blk_queued(u64 *r, u64 ns)
 {
-	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
 	hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
 	row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
@@ -106,13 +106,8 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
 		return 0;
 	}
-	if (alloc && alloc <= issued) {
-		u64 q = issued - alloc;
-		count(0, IOMON_C_BLOCK_QUEUED_NS, q);
-		hist_add(0, IOMON_H_BLOCK_QUEUED, q);
-		row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, q);
-		row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, q);
-	}
+	if (alloc && alloc <= issued)
+		blk_queued(r, issued - alloc);
 	u64 ns = bpf_ktime_get_ns() - issued;
 	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
 	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
@@ -190,7 +185,7 @@ int blk_issue(struct trace_event_raw_block_rq *ctx)
 	struct blk_key k = { .dev = ctx->dev, .sector = ctx->sector };
 	u64 queued = blk_issue_at(&block_inflight, &k, bpf_ktime_get_ns());
 	if (queued)
-		blk_queued(k.dev, queued);
+		blk_queued(row_of(&block_rows, k.dev, &zero_block_row), queued);
 	return 0;
 }
 

@@ -126,10 +126,14 @@ impl Upkeep {
                         evicted_blocks: evicted_left,
                     };
                     *shared.lock().unwrap_or_else(|p| p.into_inner()) = counted;
-                    // Ends when the owner drops its sender.
-                    let wait = every
-                        .count
-                        .min(every.prune.saturating_sub(last_prune.elapsed()));
+                    // Ends when the owner drops its sender. Wakes to count
+                    // only where something is counted.
+                    let to_prune = every.prune.saturating_sub(last_prune.elapsed());
+                    let wait = if counting {
+                        every.count.min(to_prune)
+                    } else {
+                        to_prune
+                    };
                     if stopped.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
                         return;
                     }
@@ -145,6 +149,14 @@ impl Upkeep {
     /// The last count (empty before the first).
     pub fn last(&self) -> Counted {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Evicted blocks left at the last expiry (`None`: none yet).
+    pub fn evicted_blocks(&self) -> Option<u64> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evicted_blocks
     }
 }
 

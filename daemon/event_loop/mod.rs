@@ -494,7 +494,7 @@ impl Daemon {
     fn evicted_blocks(&self) -> u64 {
         self.upkeep
             .as_ref()
-            .and_then(|u| u.last().evicted_blocks)
+            .and_then(Upkeep::evicted_blocks)
             .unwrap_or(self.drain.evicted_blocks)
     }
 
