@@ -826,7 +826,7 @@ fn events(rounds: usize, only: Option<String>, only_configs: Option<String>) {
 
 /// Every BPF program's (run count, run time ns) by id, system-wide
 /// (`kernel.bpf_stats_enabled` on): iomon's and bpftrace's alike.
-fn all_prog_stats() -> std::collections::HashMap<u32, (u64, u64)> {
+fn all_prog_stats() -> std::collections::HashMap<u32, (u64, u64, String)> {
     let mut out = std::collections::HashMap::new();
     let mut id = 0u32;
     loop {
@@ -845,7 +845,10 @@ fn all_prog_stats() -> std::collections::HashMap<u32, (u64, u64)> {
             let mut info = libbpf_sys::bpf_prog_info::default();
             let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
             if libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) == 0 {
-                out.insert(id, (info.run_cnt, info.run_time_ns));
+                let name = std::ffi::CStr::from_bytes_until_nul(&info.name.map(|c| c as u8))
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.insert(id, (info.run_cnt, info.run_time_ns, name));
             }
             libc::close(fd);
         }
@@ -875,6 +878,7 @@ fn inprogram(rounds: usize, workload: &str, only_configs: Option<String>) {
         .collect();
     let was = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable bpf_stats");
+    let by_program = std::env::var_os("IOMON_BENCH_BY_PROGRAM").is_some();
     let mut res = vec![Vec::new(); cfgs.len()];
     for round in 0..rounds {
         for k in 0..cfgs.len() {
@@ -886,11 +890,24 @@ fn inprogram(rounds: usize, workload: &str, only_configs: Option<String>) {
             (w.run)(&f, w.iters);
             let end = all_prog_stats();
             detach(a);
-            let ns: u64 = end
-                .iter()
-                .filter(|(id, _)| !before.contains_key(id))
-                .map(|(id, (_, ns))| ns - start.get(id).map_or(0, |s| s.1))
+            let mine = || end.iter().filter(|(id, _)| !before.contains_key(id));
+            let ns: u64 = mine()
+                .map(|(id, (_, ns, _))| ns - start.get(id).map_or(0, |s| s.1))
                 .sum();
+            if by_program {
+                for (id, (n, t, name)) in mine() {
+                    let (n0, t0) = start.get(id).map_or((0, 0), |s| (s.0, s.1));
+                    if n > &n0 {
+                        eprintln!(
+                            "    {:<22} {name:<24} {:>8} runs {:>8.1} ns/run {:>8.1} ns/call",
+                            cfgs[ci].name(),
+                            n - n0,
+                            (t - t0) as f64 / (n - n0) as f64,
+                            (t - t0) as f64 / w.iters as f64
+                        );
+                    }
+                }
+            }
             res[ci].push(ns as f64 / w.iters as f64);
         }
         eprintln!("  round {} done", round + 1);

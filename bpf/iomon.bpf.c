@@ -296,17 +296,28 @@ __noinline int count_targets_fn(u32 tm, u32 idx, u64 n)
 			count_targets_fn(count_tm_, (idx), (n));              \
 	} while (0)
 
-static __always_inline u32 log2_bucket(u64 us)
+/* The histogram bucket of `ns`: floor(log2(microseconds)) (0 below 2 µs),
+ * at most IOMON_HIST_BUCKETS - 1. Five steps, no loop; computed once per
+ * value and passed to hist_add() and row_hist(). */
+_Static_assert(IOMON_HIST_BUCKETS <= 32, "log2 of a u32");
+static __always_inline u32 hist_bucket(u64 ns)
 {
-	u32 b = 0;
-	/* bounded: at most IOMON_HIST_BUCKETS - 1 steps */
-	for (int i = 0; i < IOMON_HIST_BUCKETS - 1; i++) {
-		if (us < 2)
-			break;
-		us >>= 1;
-		b++;
-	}
-	return b;
+	u64 us = ns / 1000;
+	if (us >> (IOMON_HIST_BUCKETS - 1))
+		return IOMON_HIST_BUCKETS - 1;
+	u32 v = us, r, s;
+	r = (v > 0xffff) << 4;
+	v >>= r;
+	s = (v > 0xff) << 3;
+	v >>= s;
+	r |= s;
+	s = (v > 0xf) << 2;
+	v >>= s;
+	r |= s;
+	s = (v > 0x3) << 1;
+	v >>= s;
+	r |= s;
+	return r | (v >> 1);
 }
 
 static __always_inline void hist_slot(u32 slot, u32 idx)
@@ -327,14 +338,14 @@ __noinline int hist_targets_fn(u32 tm, u32 idx)
 	return 0;
 }
 
-/* Adds ns to histogram `hist` (IOMON_H_*: log2 buckets of microseconds)
- * for the host and for every target in `tm`: the host's slot inline, as
- * in count() (a call and its return are dear where the kernel mitigates
- * SRSO, and most events are no target's). */
-#define hist_add(tm, hist, ns)                                               \
+/* Adds one to bucket `b` (hist_bucket()) of histogram `hist` (IOMON_H_*:
+ * log2 buckets of microseconds) for the host and for every target in
+ * `tm`: the host's slot inline, as in count() (a call and its return are
+ * dear where the kernel mitigates SRSO, and most events are no target's). */
+#define hist_add(tm, hist, b)                                                \
 	do {                                                                  \
 		u32 hist_tm_ = (tm);                                          \
-		u32 hist_idx_ = (hist) * IOMON_HIST_BUCKETS + log2_bucket((ns) / 1000); \
+		u32 hist_idx_ = (hist) * IOMON_HIST_BUCKETS + (b);            \
 		hist_slot(0, hist_idx_);                                      \
 		if (hist_tm_)                                                 \
 			hist_targets_fn(hist_tm_, hist_idx_);                 \
@@ -370,10 +381,8 @@ static __always_inline void row_add(u64 *r, u64 i, u64 len, u64 n)
  * (IOMON_H_<FAM>_*) in one of its rows. */
 #define row_count(FAM, r, idx, n)                                            \
 	row_add((r), (idx) - IOMON_ROW_##FAM##_C0, IOMON_ROW_##FAM##_LEN, (n))
-#define row_hist(FAM, r, h, ns)                                              \
-	row_add((r),                                                          \
-		IOMON_ROW_##FAM##_NC + ((h) - IOMON_ROW_##FAM##_H0) * IOMON_HIST_BUCKETS + \
-			log2_bucket((ns) / 1000),                             \
+#define row_hist(FAM, r, h, b)                                               \
+	row_add((r), IOMON_ROW_##FAM##_NC + ((h) - IOMON_ROW_##FAM##_H0) * IOMON_HIST_BUCKETS + (b), \
 		IOMON_ROW_##FAM##_LEN, 1)
 
 /* The low bit of a maps_gen entry: which map of an interval pair is

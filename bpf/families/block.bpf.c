@@ -81,10 +81,11 @@ static __always_inline u32 blk_op(char c0, char c1, u32 nr_sector)
  * completion on tp_btf (blk_done's `alloc`). */
 static __always_inline void blk_queued(u64 *r, u64 ns)
 {
+	u32 b = hist_bucket(ns);
 	count(0, IOMON_C_BLOCK_QUEUED_NS, ns);
-	hist_add(0, IOMON_H_BLOCK_QUEUED, ns);
+	hist_add(0, IOMON_H_BLOCK_QUEUED, b);
 	row_count(BLOCK, r, IOMON_C_BLOCK_QUEUED_NS, ns);
-	row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, ns);
+	row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, b);
 }
 
 /* A request completes (`issued`: when it went to the device, 0 if not
@@ -109,15 +110,16 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 	if (alloc && alloc <= issued)
 		blk_queued(r, issued - alloc);
 	u64 ns = bpf_ktime_get_ns() - issued;
+	u32 b = hist_bucket(ns);
 	count(0, IOMON_C_BLOCK_LATENCY_NS, ns);
-	hist_add(0, IOMON_H_BLOCK_LATENCY, ns);
+	hist_add(0, IOMON_H_BLOCK_LATENCY, b);
 	row_count(BLOCK, r, IOMON_C_BLOCK_LATENCY_NS, ns);
-	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, ns);
+	row_hist(BLOCK, r, IOMON_H_BLOCK_LATENCY, b);
 	if (op == IOMON_BLOCK_OP_READ) {
 		count(0, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
-		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, ns);
+		hist_add(0, IOMON_H_BLOCK_READ_LATENCY, b);
 		row_count(BLOCK, r, IOMON_C_BLOCK_READ_LATENCY_NS, ns);
-		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, ns);
+		row_hist(BLOCK, r, IOMON_H_BLOCK_READ_LATENCY, b);
 	}
 	return 0;
 }

@@ -26,7 +26,7 @@ static __always_inline int read_exit(long ret, u32 syscall)
 	if (start) {
 		u64 ns = bpf_ktime_get_ns() - start;
 		count(tm, IOMON_C_READS_LATENCY_NS, ns);
-		hist_add(tm, IOMON_H_READS_LATENCY, ns);
+		hist_add(tm, IOMON_H_READS_LATENCY, hist_bucket(ns));
 	}
 	struct iomon_proc *p = proc_entry(tm);
 	proc_add(p, IOMON_P_READS_CALLS, 1);

@@ -31,7 +31,7 @@ static __always_inline int stall_end(u32 kind)
 	u64 ns = bpf_ktime_get_ns() - t->reclaim.stall_start_ns;
 	t->reclaim.stall_start_ns = 0;
 	count(tm, IOMON_C_RECLAIM_STALL_NS, ns);
-	hist_add(tm, IOMON_H_RECLAIM_STALL, ns);
+	hist_add(tm, IOMON_H_RECLAIM_STALL, hist_bucket(ns));
 	return 0;
 }
 

@@ -52,7 +52,7 @@ int wb_inode(struct trace_event_raw_writeback_single_inode_template *ctx)
 	if (hz > 0 && now > dirtied) {
 		u64 ns = (now - dirtied) * (1000000000ULL / hz);
 		count(0, IOMON_C_WRITEBACK_AGE_NS, ns);
-		hist_add(0, IOMON_H_WRITEBACK_DIRTY_AGE, ns);
+		hist_add(0, IOMON_H_WRITEBACK_DIRTY_AGE, hist_bucket(ns));
 	}
 	return 0;
 }
@@ -69,7 +69,7 @@ int wb_throttle(struct trace_event_raw_balance_dirty_pages *ctx)
 	struct iomon_proc *p = proc_entry_tm(&tm);
 	count(tm, IOMON_C_WRITEBACK_THROTTLES, 1);
 	count(tm, IOMON_C_WRITEBACK_THROTTLE_NS, ns);
-	hist_add(tm, IOMON_H_WRITEBACK_THROTTLE, ns);
+	hist_add(tm, IOMON_H_WRITEBACK_THROTTLE, hist_bucket(ns));
 	proc_add(p, IOMON_P_WRITEBACK_THROTTLES, 1);
 	proc_add(p, IOMON_P_WRITEBACK_THROTTLE_NS, ns);
 	return 0;
