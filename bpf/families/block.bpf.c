@@ -88,9 +88,9 @@ static __always_inline void blk_queued(u64 *r, u64 ns)
 	row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, b);
 }
 
-/* A request completes (`issued`: when it went to the device, 0 if not
- * seen; `alloc`: when it was allocated, where its time queued is counted
- * now, else 0). */
+/* A request completes (`bytes`: of its last part, see blk_part; `issued`:
+ * when it went to the device, 0 if not seen; `alloc`: when it was
+ * allocated, where its time queued is counted now, else 0). */
 static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 issued, u64 alloc)
 {
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
@@ -364,9 +364,27 @@ int BPF_PROG(blk_issue_btf, struct request *rq)
 	return 0;
 }
 
+/* A request's device did part of it (a SCSI disk's medium error after good
+ * sectors): the kernel completes that part, and the event runs for each
+ * part with its bytes, the request still in flight until its last (the
+ * bytes left, __data_len, only go down after the event). Each part's bytes
+ * count as they complete; the request, its error, latency and time
+ * queued once, at its last part. (The classic tracepoints carry no bytes
+ * left: there each part counts as a request.) */
+static __always_inline int blk_part(struct request *rq, u64 bytes)
+{
+	u32 op = blk_op_flags(rq->cmd_flags, bytes);
+	u64 *r = row_of(&block_rows, blk_rq_dev(rq), &zero_block_row);
+	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
+	return 0;
+}
+
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_bytes)
 {
+	if (nr_bytes < rq->__data_len)
+		return blk_part(rq, nr_bytes);
 	u64 issued = blk_no_rq_stamps ? 0 : rq->io_start_time_ns;
 	if (!issued || blk_passthrough(rq)) {
 		/* The entry goes either way; the kernel's stamp where it set one. */
