@@ -2263,6 +2263,156 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
     }
 }
 
+/// Writes blocks `first .. first + n` (4 KiB each) of `f` (O_DIRECT) in
+/// one `io_submit`, the last block first: the kernel plugs the batch, and
+/// each bio after the first ends where the request of the one before
+/// starts, so it is merged in front of it (`block_bio_frontmerge`): the
+/// request's first sector moves down.
+fn descending_aio_writes(f: &File, first: u64, n: usize) {
+    /// `struct iocb` and `struct io_event` of linux/aio_abi.h (little endian).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Iocb {
+        data: u64,
+        key: u32,
+        rw_flags: u32,
+        opcode: u16,
+        reqprio: i16,
+        fildes: u32,
+        buf: u64,
+        nbytes: u64,
+        offset: i64,
+        reserved2: u64,
+        flags: u32,
+        resfd: u32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Event {
+        data: u64,
+        obj: u64,
+        res: i64,
+        res2: i64,
+    }
+    const IOCB_CMD_PWRITE: u16 = 1;
+    let b = Aligned::new();
+    let cbs: Vec<Iocb> = (0..n)
+        .map(|i| Iocb {
+            opcode: IOCB_CMD_PWRITE,
+            fildes: f.as_raw_fd() as u32,
+            buf: b.0 as u64,
+            nbytes: Aligned::LEN as u64,
+            offset: ((first + (n - 1 - i) as u64) * Aligned::LEN as u64) as i64,
+            ..Default::default()
+        })
+        .collect();
+    let mut ptrs: Vec<*const Iocb> = cbs.iter().map(|c| c as *const Iocb).collect();
+    let mut ev = vec![Event::default(); n];
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: the AIO syscalls with buffers that outlive them: `ctx`, the
+    // control blocks and their pointers, the data buffer `b` and `ev` (n
+    // events); every submitted write is reaped before they are dropped.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_io_setup, n as libc::c_long, &mut ctx),
+            0
+        );
+        let sent = libc::syscall(
+            libc::SYS_io_submit,
+            ctx,
+            n as libc::c_long,
+            ptrs.as_mut_ptr(),
+        );
+        assert_eq!(
+            sent,
+            n as libc::c_long,
+            "io_submit: {}",
+            std::io::Error::last_os_error()
+        );
+        let got = libc::syscall(
+            libc::SYS_io_getevents,
+            ctx,
+            n as libc::c_long,
+            n as libc::c_long,
+            ev.as_mut_ptr(),
+            std::ptr::null_mut::<libc::timespec>(),
+        );
+        assert_eq!(got, n as libc::c_long);
+        libc::syscall(libc::SYS_io_destroy, ctx);
+    }
+    for e in &ev {
+        assert_eq!(e.res, Aligned::LEN as i64, "an AIO write failed");
+    }
+}
+
+/// A request that bios were merged in front of starts at another sector
+/// than it was allocated at: the classic tracepoints know a request in
+/// flight by its first sector, so its allocation has to move with it for
+/// its time queued to be counted. On every route: every request's time
+/// queued and latency, and its bios, exact against the device's own stat.
+#[test]
+fn bpf_block_front_merged_requests_keep_their_time_queued() {
+    let Some(_k) = bpf_or_skip("bpf_block_front_merged_requests_keep_their_time_queued") else {
+        return;
+    };
+    use iomon::abi::block as bk;
+    use std::os::unix::fs::OpenOptionsExt;
+    const BATCHES: u64 = 20;
+    const PER_BATCH: usize = 8;
+    let disk = ScratchDisk::new();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&disk.path)
+        .unwrap();
+    for route in routes_here("block") {
+        let (_p, mut drain) = load_route("block", route);
+        descending_aio_writes(&f, 0, PER_BATCH);
+        drain.tick().unwrap();
+        let before = disk.stat();
+        for i in 0..BATCHES {
+            descending_aio_writes(&f, i * 2 * PER_BATCH as u64, PER_BATCH);
+        }
+        let mut s = Sample::default();
+        for _ in 0..2 {
+            s.merge(&drain.tick().unwrap(), usize::MAX);
+        }
+        let after = disk.stat();
+        let d = |i: usize| after[i] - before[i];
+        let (requests, merges) = (d(4), d(5));
+        let bios = BATCHES * PER_BATCH as u64;
+        assert_eq!(requests + merges, bios, "route {route}: {} stat", disk.name);
+        assert!(
+            merges > 0,
+            "route {route}: the kernel merged none of {bios} descending writes: nothing tested"
+        );
+        let row = s
+            .rows
+            .get("block")
+            .and_then(|r| r.get(&disk.name))
+            .unwrap_or_else(|| panic!("route {route}: no row for {}: {:?}", disk.name, s.rows));
+        let get = |i: usize| row.get(i).unwrap_or(0);
+        let missed = missed_runs(&_p, "block");
+        let equal = |seen: u64, truth: u64, what: &str| {
+            assert!(
+                seen <= truth && truth - seen <= missed,
+                "route {route}: {what}: {seen} counted, {truth} true ({merges} bios merged, {missed} runs missed)"
+            );
+        };
+        let write = bk::op::WRITE;
+        equal(get(bk::REQUESTS + write), requests, "write requests");
+        equal(get(bk::SUBMITTED + write), bios, "write bios");
+        equal(get(bk::UNMATCHED), 0, "requests without an issue seen");
+        let hist = |h: usize| row.hist(h).map_or(0, |h| h.iter().sum::<u64>());
+        equal(hist(bk::hist::LATENCY), requests, "latency histogram count");
+        equal(hist(bk::hist::QUEUED), requests, "queued histogram count");
+        eprintln!(
+            "block ({route}): {bios} descending writes, {merges} merged in front, {requests} requests: each timed queued and issued"
+        );
+    }
+}
+
 /// An NVMe namespace of this machine (`nvme0n1`), its namespace id and
 /// logical block size; None where there is none (this host: the kernel
 /// matrix's guests boot from one).

@@ -240,21 +240,40 @@ int blk_getrq(void *ctx)
 	return blk_allocated(b->dev, b->sector, b->nr_sector, b->rwbs[0], b->rwbs[1]);
 }
 
-static __always_inline int blk_merged(void *ctx)
+/* A bio merged into a request (`front`: in front of it, so the request
+ * now starts at the bio's sector: its entry, known by its first sector
+ * until now, moves there). */
+static __always_inline int blk_merged(u32 dev, u64 sector, u32 nr_sector, char c0, char c1,
+				      bool front)
+{
+	if (front) {
+		struct blk_key was = { .dev = dev, .sector = sector + nr_sector };
+		struct blk_times *v = bpf_map_lookup_elem(&block_inflight, &was);
+		if (v) {
+			struct blk_key k = { .dev = dev, .sector = sector };
+			struct blk_times t = *v;
+			bpf_map_update_elem(&block_inflight, &k, &t, BPF_ANY);
+			bpf_map_delete_elem(&block_inflight, &was);
+		}
+	}
+	return blk_submitted(dev, nr_sector, c0, c1);
+}
+
+static __always_inline int blk_merged_ctx(void *ctx, bool front)
 {
 	if (bpf_core_type_exists(struct trace_event_raw_block_bio)) {
 		struct trace_event_raw_block_bio *b = ctx;
-		return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
+		return blk_merged(b->dev, b->sector, b->nr_sector, b->rwbs[0], b->rwbs[1], front);
 	}
 	struct trace_event_raw_block_bio_merge___5_10 *b = ctx;
-	return blk_submitted(b->dev, b->nr_sector, b->rwbs[0], b->rwbs[1]);
+	return blk_merged(b->dev, b->sector, b->nr_sector, b->rwbs[0], b->rwbs[1], front);
 }
 
 SEC("tracepoint/block/block_bio_backmerge")
-int blk_backmerge(void *ctx) { return blk_merged(ctx); }
+int blk_backmerge(void *ctx) { return blk_merged_ctx(ctx, false); }
 
 SEC("tracepoint/block/block_bio_frontmerge")
-int blk_frontmerge(void *ctx) { return blk_merged(ctx); }
+int blk_frontmerge(void *ctx) { return blk_merged_ctx(ctx, true); }
 
 /* Route tp_btf (5.11+, where these events pass the request or the bio
  * first): the same counts, read from the request itself. Its fields are
