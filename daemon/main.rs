@@ -302,7 +302,10 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let result = run();
+    // After the daemon (and its probes) is gone, on every way out.
+    iomon::probes::unmount_tracefs_mounted_here();
+    match result {
         Ok(code) => code,
         Err(e) => {
             // The whole chain on one line (stderr is the journal under

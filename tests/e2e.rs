@@ -85,6 +85,37 @@ fn bpf_check_fails_with_a_reason_when_nothing_can_attach() {
     assert!(err.contains("iomond:"), "{err}");
 }
 
+/// A foreground iomond that had to mount tracefs (classic tracepoints need
+/// it) unmounts it when it stops: a developer's `./scripts/dev` leaves the
+/// host's mounts as it found them. (Where tracefs is mounted already, as
+/// systemd does at boot, there is nothing to show: skipped, saying so.)
+#[test]
+fn bpf_a_foreground_iomond_unmounts_the_tracefs_it_mounted() {
+    let Some(_k) = bpf_or_skip("bpf_a_foreground_iomond_unmounts_the_tracefs_it_mounted") else {
+        return;
+    };
+    let events = std::path::Path::new(iomon::probes::TRACEFS).join("events");
+    if events.is_dir() {
+        eprintln!(
+            "skipped: tracefs is mounted at {} already (this test needs a host without it)",
+            iomon::probes::TRACEFS
+        );
+        return;
+    }
+    let d = Daemon::start("tracefs-unmount", &[], None);
+    assert!(
+        events.is_dir(),
+        "iomond mounted tracefs for its classic tracepoints"
+    );
+    let (st, err) = d.stop();
+    assert!(st.success(), "{err}");
+    assert!(
+        !events.is_dir(),
+        "tracefs still mounted after iomond stopped:\n{err}"
+    );
+    assert!(err.contains("unmounted the tracefs it mounted"), "{err}");
+}
+
 /// A missing privilege is said as such, never as a kernel without the
 /// events: CAP_PERFMON missing refuses the start naming it; tracefs
 /// unreadable (no CAP_DAC_READ_SEARCH) fails the families on classic

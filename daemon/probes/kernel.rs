@@ -442,6 +442,27 @@ fn open_kprobe(func: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Where this process mounted tracefs, if it did ([`ensure_tracefs`]).
+static MOUNTED_HERE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Unmounts the tracefs this process mounted, if it did (lazily: programs
+/// attached through it keep working): at the daemon's exit, so a
+/// foreground run leaves the host's mounts as it found them. Under
+/// systemd, which mounts tracefs at boot, there is nothing to do.
+pub fn unmount_tracefs_mounted_here() {
+    let Some(root) = MOUNTED_HERE.lock().ok().and_then(|mut m| m.take()) else {
+        return;
+    };
+    match nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => log::info!("unmounted the tracefs it mounted at {}", root.display()),
+        Err(e) => log::warn!(
+            "could not unmount the tracefs it mounted at {} ({e}); `umount {}` removes it",
+            root.display(),
+            root.display()
+        ),
+    }
+}
+
 /// Makes sure tracefs is mounted at `root` (classic tracepoints need it):
 /// mounts it if it is not and this process may. `Err` says what to do, and
 /// whether the kernel lacks it or this process may not read it.
@@ -465,6 +486,9 @@ pub fn ensure_tracefs(root: &Path) -> Result<(), Gap> {
     ) {
         Ok(()) if root.join("events").is_dir() => {
             log::info!("mounted tracefs at {}", root.display());
+            if let Ok(mut m) = MOUNTED_HERE.lock() {
+                m.get_or_insert_with(|| root.to_path_buf());
+            }
             Ok(())
         }
         Ok(()) => Err(Gap::Lacks(format!(
