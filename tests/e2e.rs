@@ -1717,16 +1717,12 @@ fn bpf_history_charts_one_block_devices_own_reads() {
     let Some(_k) = bpf_or_skip("bpf_history_charts_one_block_devices_own_reads") else {
         return;
     };
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     const READS: u64 = 25;
     let disk = ScratchDisk::new();
     let d = Daemon::start("device", &[], Some("[store]\nflush_interval = \"250ms\"\n"));
     d.wait_ticks(2);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&disk.path)
-        .unwrap();
+    let f = disk.open_direct(false);
     let mut b = Aligned::new();
     let before = disk.stat();
     for i in 0..READS {

@@ -2077,7 +2077,7 @@ fn bpf_block_rows_are_bounded_and_devices_past_the_bound_are_counted() {
         return;
     };
     use iomon::abi::block as bk;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     let max = family::by_name("block")
         .unwrap()
         .schema
@@ -2088,16 +2088,7 @@ fn bpf_block_rows_are_bounded_and_devices_past_the_bound_are_counted() {
     // More devices than the kernel map has rows for, each read once.
     let n = max + 6;
     let disks: Vec<ScratchDisk> = (0..n).map(|_| ScratchDisk::loop_device(1 << 20)).collect();
-    let files: Vec<File> = disks
-        .iter()
-        .map(|d| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&d.path)
-                .unwrap()
-        })
-        .collect();
+    let files: Vec<File> = disks.iter().map(|d| d.open_direct(false)).collect();
     let route = routes_here("block")[0];
     let (_p, mut drain) = load_route("block", route);
     drain.tick().unwrap();
@@ -2165,16 +2156,10 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
         return;
     };
     use iomon::abi::block as bk;
-    use std::os::unix::fs::OpenOptionsExt;
     const READS: u64 = 120;
     const WRITES: u64 = 80;
     let disk = ScratchDisk::new();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&disk.path)
-        .unwrap();
+    let f = disk.open_direct(true);
     // Each route; and tp_btf once more timing with its own map, as on a
     // queue where the kernel does not stamp issue times.
     let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
@@ -2207,11 +2192,7 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
         }
         let after = disk.stat();
         let d = |i: usize| after[i] - before[i];
-        let row = s
-            .rows
-            .get("block")
-            .and_then(|r| r.get(&disk.name))
-            .unwrap_or_else(|| panic!("route {route}: no row for {}: {:?}", disk.name, s.rows));
+        let row = block_row(&s, &disk.name, route);
         let get = |i: usize| row.get(i).unwrap_or(0);
         let (read, write) = (bk::op::READ, bk::op::WRITE);
         // The device's own account, and this process's workload: equal.
@@ -2261,6 +2242,14 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
         );
         eprintln!("MATRIX family=block route={route} device_rows=exact");
     }
+}
+
+/// The block family's row of device `name` in `s`.
+fn block_row<'a>(s: &'a Sample, name: &str, route: &str) -> &'a iomon::family::Section {
+    s.rows
+        .get("block")
+        .and_then(|r| r.get(name))
+        .unwrap_or_else(|| panic!("route {route}: no row for {name}: {:?}", s.rows))
 }
 
 /// Writes blocks `first .. first + n` (4 KiB each) of `f` (O_DIRECT) in
@@ -2356,16 +2345,10 @@ fn bpf_block_front_merged_requests_keep_their_time_queued() {
         return;
     };
     use iomon::abi::block as bk;
-    use std::os::unix::fs::OpenOptionsExt;
     const BATCHES: u64 = 20;
     const PER_BATCH: usize = 8;
     let disk = ScratchDisk::new();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&disk.path)
-        .unwrap();
+    let f = disk.open_direct(true);
     // Merges on: older kernels (5.10) make a loop device with merges off.
     // The device is this test's alone.
     let nomerges = format!("/sys/block/{}/queue/nomerges", disk.name);
@@ -2391,11 +2374,7 @@ fn bpf_block_front_merged_requests_keep_their_time_queued() {
             merges > 0,
             "route {route}: the kernel merged none of {bios} descending writes: nothing tested"
         );
-        let row = s
-            .rows
-            .get("block")
-            .and_then(|r| r.get(&disk.name))
-            .unwrap_or_else(|| panic!("route {route}: no row for {}: {:?}", disk.name, s.rows));
+        let row = block_row(&s, &disk.name, route);
         let get = |i: usize| row.get(i).unwrap_or(0);
         let missed = missed_runs(&_p, "block");
         let equal = |seen: u64, truth: u64, what: &str| {
@@ -2516,11 +2495,7 @@ fn bpf_block_times_passthrough_commands() {
         for _ in 0..2 {
             s.merge(&drain.tick().unwrap(), usize::MAX);
         }
-        let row = s
-            .rows
-            .get("block")
-            .and_then(|r| r.get(&name))
-            .unwrap_or_else(|| panic!("route {route}: no row for {name}: {:?}", s.rows));
+        let row = block_row(&s, &name, route);
         let get = |i: usize| row.get(i).unwrap_or(0);
         let missed = missed_runs(&p, "block");
         let other = get(bk::REQUESTS + bk::op::OTHER);
@@ -2553,18 +2528,12 @@ fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
         return;
     };
     use iomon::abi::block as bk;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     const BOUND: u32 = 4;
     const THREADS: u64 = 16;
     const EACH: u64 = 25;
     let disk = ScratchDisk::new();
-    let open = || {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&disk.path)
-            .unwrap()
-    };
+    let open = || disk.open_direct(false);
     // The routes' maps of requests in flight: the classic tracepoints'
     // (by device and sector), tp_btf's (by address; its own timestamps so
     // that every request goes through it).
@@ -2603,11 +2572,7 @@ fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
             for _ in 0..2 {
                 s.merge(&drain.tick().unwrap(), usize::MAX);
             }
-            let row = s
-                .rows
-                .get("block")
-                .and_then(|r| r.get(&disk.name))
-                .unwrap_or_else(|| panic!("route {route}: no row for {}", disk.name));
+            let row = block_row(&s, &disk.name, route);
             let get = |i: usize| row.get(i).unwrap_or(0);
             let missed = missed_runs(&p, "block");
             let reads = after[0] - before[0];

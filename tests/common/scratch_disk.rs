@@ -66,6 +66,18 @@ impl ScratchDisk {
         }
     }
 
+    /// The device opened for direct I/O (O_DIRECT), for reading, and for
+    /// writing too if `write`.
+    pub fn open_direct(&self, write: bool) -> File {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.path)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.path.display()))
+    }
+
     /// `/sys/block/<name>/stat`: reads, reads merged, sectors read, ms
     /// reading, writes, writes merged, sectors written, ...
     pub fn stat(&self) -> Vec<u64> {
