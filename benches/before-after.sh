@@ -7,16 +7,47 @@
 # drain's time per size.
 #
 #   benches/before-after.sh [REV] [ROUNDS]     # default: the last release tag or HEAD~1, 4 rounds
-#   BEFORE_AFTER_KEEP=/tmp/ba benches/before-after.sh REV   # and keep the raw tables
+#   BEFORE_AFTER_KEEP=/tmp/ba benches/before-after.sh REV   # and keep the raw tables (in a new directory)
 #
 # Needs root (BPF). The earlier revision is built in a git worktree under
-# target/before-after (left there for the next run).
+# target/before-after (left there for the next run). A tracefs the run
+# mounted (older revisions' benchmarks leave theirs) is unmounted at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
 rev=${1:-HEAD~1}
 rounds=${2:-4}
 wt=target/before-after/$(git rev-parse --short "$rev")
+# BEFORE_AFTER_KEEP=DIR keeps each run's raw output there (the events
+# tables with bpftrace's columns, the programs tables' other columns).
+if [ -n "${BEFORE_AFTER_KEEP:-}" ]; then
+	out=$BEFORE_AFTER_KEEP
+	mkdir -p "$out"
+	# The tables below read every round file there: an older run's would mix in.
+	if compgen -G "$out/*.events.*" >/dev/null || compgen -G "$out/*.programs.*" >/dev/null; then
+		echo "before-after: $out already holds rounds of an earlier run; name an empty directory" >&2
+		exit 1
+	fi
+	tmp_out=
+else
+	out=$(mktemp -d)
+	tmp_out=$out
+fi
+# Older revisions' benchmarks mount tracefs and leave it: unmount what
+# this run left mounted (lazily, as iomond does), not what was there.
+tracefs=/sys/kernel/tracing
+if [ -d $tracefs/events ]; then
+	tracefs_before=1
+else
+	tracefs_before=
+fi
+clean_up() {
+	if [ -z "$tracefs_before" ] && [ -d $tracefs/events ]; then
+		umount -l $tracefs || echo "before-after: could not unmount $tracefs, which this run mounted" >&2
+	fi
+	if [ -n "$tmp_out" ]; then rm -rf "$tmp_out"; fi
+}
+trap clean_up EXIT
 if [ ! -d "$wt" ]; then
 	git worktree add -f --detach "$wt" "$rev" >/dev/null
 fi
@@ -28,15 +59,6 @@ bench_of() { # dir -> path of its probes bench binary
 before=$(bench_of "$wt")
 after=$(bench_of .)
 [ -x "$before" ] && [ -x "$after" ] || { echo "before-after: could not build both benchmarks" >&2; exit 1; }
-# BEFORE_AFTER_KEEP=DIR keeps each run's raw output there (the events
-# tables with bpftrace's columns, the programs tables' other columns).
-if [ -n "${BEFORE_AFTER_KEEP:-}" ]; then
-	out=$BEFORE_AFTER_KEEP
-	mkdir -p "$out"
-else
-	out=$(mktemp -d)
-	trap 'rm -rf "$out"' EXIT
-fi
 echo "before: $(git -C "$wt" log -1 --format='%h %s' | cut -c1-70)"
 echo "after:  $(git log -1 --format='%h %s' | cut -c1-70)$(git diff --quiet || echo ' (+ uncommitted)')"
 for r in $(seq "$rounds"); do
