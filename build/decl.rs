@@ -432,9 +432,12 @@ pub fn validate(d: &Decl) -> Result<(), String> {
             let arch_ok = n
                 .strip_prefix("arch:")
                 .is_some_and(|a| ["x86_64", "aarch64"].contains(&a));
-            if !n.starts_with("helper:") && !arch_ok {
+            let named = ["helper:", "kfunc:"]
+                .iter()
+                .any(|p| n.strip_prefix(p).is_some_and(ident_ok));
+            if !named && !arch_ok {
                 return Err(format!(
-                    "route {}: need {n:?} is not helper:NAME or arch:x86_64|aarch64",
+                    "route {}: need {n:?} is not helper:NAME, kfunc:NAME or arch:x86_64|aarch64",
                     r.name
                 ));
             }
@@ -667,6 +670,7 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p-q\", event = \"kprobe:f\" }]", "not a C name"),
             ("[[route]]\nname = \"tp\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]", "named twice"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"bpf_x\"]", "helper:NAME"),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"kfunc:\"]", "kfunc:NAME"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"arch:mips\"]", "arch:x86_64|aarch64"),
             ("bogus = 1", "unknown field"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", arg = \"request\" }]", "for a tp_btf event"),
@@ -693,7 +697,7 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
         );
         assert!(parse("demo", &ok).is_ok());
         let arch = format!(
-            "{MINIMAL}\n[[route]]\nname = \"k\"\nprograms = [{{ prog = \"p\", event = \"kprobe:f\" }}]\nneeds = [\"arch:aarch64\", \"helper:task_pt_regs\"]"
+            "{MINIMAL}\n[[route]]\nname = \"k\"\nprograms = [{{ prog = \"p\", event = \"kprobe:f\" }}]\nneeds = [\"arch:aarch64\", \"helper:task_pt_regs\", \"kfunc:bpf_rdonly_cast\"]"
         );
         assert!(
             parse("demo", &arch).is_ok(),

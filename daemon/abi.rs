@@ -121,7 +121,8 @@ pub struct SeriesDecl {
 pub struct Route {
     pub name: &'static str,
     pub programs: &'static [Program],
-    /// What else the kernel must have: `helper:<name>` (a BPF helper).
+    /// What else the kernel must have: `helper:<name>` (a BPF helper),
+    /// `kfunc:<name>` (a kernel function BPF calls), `arch:<arch>`.
     pub needs: &'static [&'static str],
     /// Maps only this route's programs use, created only when it is
     /// loaded (build.rs checks they are in the object).

@@ -333,6 +333,15 @@ fn gaps(kernel: &mut Kernel, route: &Route) -> Vec<Gap> {
                 )));
             }
         }
+        if let Some(k) = need.strip_prefix("kfunc:") {
+            if !kernel.has_function(k) {
+                let since = match k {
+                    "bpf_rdonly_cast" => " (Linux 6.2+)",
+                    _ => "",
+                };
+                push(Gap::Lacks(format!("no kfunc {k} on this kernel{since}")));
+            }
+        }
     }
     out
 }
@@ -864,6 +873,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_needed_kfunc_is_looked_up_in_the_kernels_btf() {
+        let Ok(mut k) = Kernel::probe(std::path::Path::new("/nonexistent")) else {
+            eprintln!("skipped: no BTF or no BPF here");
+            return;
+        };
+        let route = |needs: &'static [&'static str]| Route {
+            name: "demo",
+            programs: &[],
+            needs,
+            maps: &[],
+            hooks: &[],
+        };
+        // A function every kernel has, and one none has.
+        assert_eq!(gaps(&mut k, &route(&["kfunc:vfs_read"])), vec![]);
+        assert_eq!(
+            gaps(&mut k, &route(&["kfunc:iomon_no_such_function"])),
+            vec![Gap::Lacks(
+                "no kfunc iomon_no_such_function on this kernel".into()
+            )]
+        );
     }
 
     #[test]
