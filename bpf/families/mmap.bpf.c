@@ -37,83 +37,130 @@ static __always_inline bool mapped_whole(u64 n)
 	return n >= PMD_PAGES || (MAPS_WHOLE_FOLIOS && n > 1);
 }
 
-/* Slot `index` of an xarray node, a large folio's sibling slots resolved
- * to its first (xa_is_sibling: an internal entry below 256). */
-static __always_inline unsigned long xa_slot(struct xa_node *node, u32 shift, u64 index)
+/* Reading the page cache's xarray and folios. The tracepoint route's
+ * programs (tp_btf, 6.12+ kernels) load directly (`direct`): bpf_core_cast
+ * (bpf_rdonly_cast, 6.2+) turns an address into a pointer the verifier
+ * guards like a probe read (a fault reads zero) and costs one register
+ * move, where bpf_probe_read_kernel is a helper call, dear under SRSO's
+ * mitigation (a walk is a dozen of them). The other routes serve older
+ * kernels: probe reads. `direct` is a constant in every caller: each
+ * program holds one of the two. */
+
+/* The word at kernel address `addr`. Direct: as the first member of a
+ * struct that begins with an unsigned long (rb_node). */
+static __always_inline unsigned long kword(unsigned long addr, bool direct)
 {
-	unsigned long e = 0;
+	if (direct)
+		return bpf_core_cast((void *)addr, struct rb_node)->__rb_parent_color;
+	unsigned long w = 0;
+	bpf_probe_read_kernel(&w, sizeof(w), (void *)addr);
+	return w;
+}
+
+/* The head entry of a mapping's page cache. Direct: `mapping` is typed. */
+static __always_inline unsigned long cache_head(struct address_space *mapping, bool direct)
+{
+	if (direct)
+		return (unsigned long)mapping->i_pages.xa_head;
+	return (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+}
+
+/* The shift of the xarray node at `node`. */
+static __always_inline u32 xa_shift(unsigned long node, bool direct)
+{
+	if (direct)
+		return bpf_core_cast((void *)node, struct xa_node)->shift;
+	return BPF_CORE_READ((struct xa_node *)node, shift);
+}
+
+/* Slot `index` of the xarray node at `node`, a large folio's sibling slots
+ * resolved to its first (xa_is_sibling: an internal entry below 256). */
+static __always_inline unsigned long xa_slot(unsigned long node, u32 shift, u64 index,
+					     bool direct)
+{
+	unsigned long slots = node + bpf_core_field_offset(struct xa_node, slots);
 	u32 off = (index >> (shift & 63)) & XA_CHUNK_MASK;
-	void **slots = (void **)((char *)node + bpf_core_field_offset(struct xa_node, slots));
-	bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+	unsigned long e = kword(slots + off * sizeof(void *), direct);
 	if ((e & 3) == 2 && e < ((XA_CHUNK_MASK << 2) | 2)) {
 		off = (e >> 2) & XA_CHUNK_MASK;
-		bpf_probe_read_kernel(&e, sizeof(e), &slots[off]);
+		e = kword(slots + off * sizeof(void *), direct);
 	}
 	return e;
 }
 
-/* An xarray entry as a folio: NULL if empty, a shadow (value) entry or an
- * internal one. */
-static __always_inline struct folio *as_folio(unsigned long e)
+/* An xarray entry as a folio's address: 0 if empty, a shadow (value)
+ * entry or an internal one. */
+static __always_inline unsigned long as_folio(unsigned long e)
 {
-	return (!e || (e & 3)) ? NULL : (struct folio *)e;
+	return (e & 3) ? 0 : e;
+}
+
+/* The first index and the pages of the folio at `folio`. */
+static __always_inline u64 folio_at(unsigned long folio, u64 *index, bool direct)
+{
+	if (direct) {
+		struct folio *f = bpf_core_cast((void *)folio, struct folio);
+		*index = f->index;
+		return folio_pages_btf(f);
+	}
+	*index = BPF_CORE_READ((struct folio *)folio, index);
+	return folio_pages((struct folio *)folio);
 }
 
 /* The page-cache folios at `a` and at `b` (b >= a, close: a fault-around
- * window) of `mapping`, NULL where there is none: a read-only walk of the
+ * window) of `mapping`, 0 where there is none: a read-only walk of the
  * xarray like xa_load() without the RCU retry (a racing change gives a
- * stale answer for this one event, never a fault: reads are probed). One
+ * stale answer for this one event, never a fault: reads are guarded). One
  * walk when b sits under the node where a's ended; depth bounded at 6
  * levels (2^36 pages). */
 static __always_inline void cache_folios(struct address_space *mapping, u64 a, u64 b,
-					 struct folio **fa, struct folio **fb)
+					 unsigned long *fa, unsigned long *fb, bool direct)
 {
-	unsigned long e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
-	struct xa_node *last = NULL;
+	unsigned long e = cache_head(mapping, direct);
+	unsigned long last = 0;
 	u32 last_shift = 0;
 	for (int level = 0; level < 6; level++) {
 		/* xa_is_node(): an internal entry (low bits 10) above 4096 */
 		if ((e & 3) != 2 || e <= 4096)
 			break;
-		struct xa_node *node = (struct xa_node *)(e - 2);
-		last_shift = BPF_CORE_READ(node, shift);
-		last = node;
-		e = xa_slot(node, last_shift, a);
+		last = e - 2;
+		last_shift = xa_shift(last, direct);
+		e = xa_slot(last, last_shift, a, direct);
 	}
 	if (!last) {
 		/* A single entry at index 0, or nothing. */
-		*fa = a == 0 ? as_folio(e) : NULL;
-		*fb = b == 0 ? *fa : NULL;
+		*fa = a == 0 ? as_folio(e) : 0;
+		*fb = b == 0 ? *fa : 0;
 		return;
 	}
-	*fa = (e & 3) == 2 ? NULL : as_folio(e);
+	*fa = as_folio(e);
 	if (b == a) {
 		*fb = *fa;
 		return;
 	}
 	u32 span = (last_shift & 63) + 6;
 	if (span >= 64 || ((a ^ b) >> span) == 0) {
-		unsigned long eb = xa_slot(last, last_shift, b);
+		unsigned long eb = xa_slot(last, last_shift, b, direct);
 		if ((eb & 3) != 2 || eb < 4096) {
 			*fb = as_folio(eb);
 			return;
 		}
 	}
 	/* b is under another node: walk again. */
-	e = (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
+	e = cache_head(mapping, direct);
 	for (int level = 0; level < 6; level++) {
 		if ((e & 3) != 2 || e <= 4096)
 			break;
-		struct xa_node *node = (struct xa_node *)(e - 2);
-		e = xa_slot(node, BPF_CORE_READ(node, shift), b);
+		e = xa_slot(e - 2, xa_shift(e - 2, direct), b, direct);
 	}
-	*fb = (e & 3) == 2 ? NULL : as_folio(e);
+	*fb = as_folio(e);
 }
 
-static __always_inline struct folio *cache_folio(struct address_space *mapping, u64 index)
+static __always_inline unsigned long cache_folio(struct address_space *mapping, u64 index,
+						 bool direct)
 {
-	struct folio *f, *g;
-	cache_folios(mapping, index, index, &f, &g);
+	unsigned long f, g;
+	cache_folios(mapping, index, index, &f, &g, direct);
 	return f;
 }
 
@@ -147,7 +194,7 @@ static __always_inline void mm_ask(struct thread_state *t, u64 ino, u32 dev, u64
  * up; a thread that repeats the same lookup (the page was not there, the
  * fault handler read it in, the access faults again) asks once. */
 static __always_inline void mm_around(struct address_space *mapping, u64 ino, u32 dev,
-				      u64 start, u64 end, bool counted)
+				      u64 start, u64 end, bool counted, bool direct)
 {
 	if (end < start)
 		return;
@@ -161,11 +208,11 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 	 * one huge entry). Kernels without folios have no large ones in the
 	 * page cache here. */
 	if (bpf_core_type_exists(struct folio)) {
-		struct folio *fs_folio, *fe_folio;
-		cache_folios(mapping, start, end, &fs_folio, &fe_folio);
+		unsigned long fs_folio, fe_folio;
+		cache_folios(mapping, start, end, &fs_folio, &fe_folio, direct);
 		if (fs_folio) {
-			u64 fs = BPF_CORE_READ(fs_folio, index);
-			u64 n = folio_pages(fs_folio);
+			u64 fs;
+			u64 n = folio_at(fs_folio, &fs, direct);
 			if (mapped_whole(n) && fs <= start) {
 				start = fs;
 				if (!MAPS_WHOLE_FOLIOS && fs + n - 1 >= end)
@@ -173,9 +220,10 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 			}
 		}
 		if (fe_folio && MAPS_WHOLE_FOLIOS) {
-			u64 fe = BPF_CORE_READ(fe_folio, index) + folio_pages(fe_folio) - 1;
-			if (fe >= end)
-				end = fe;
+			u64 fe;
+			u64 n = folio_at(fe_folio, &fe, direct);
+			if (fe + n - 1 >= end)
+				end = fe + n - 1;
 		}
 	}
 	/* Pages the thread's last lookup of this file covered are not asked
@@ -200,7 +248,7 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 /* The file's fault handler: fault-around could not map the page (not
  * cached, or not up to date yet). Pages it adds follow this event. */
 static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, u32 dev,
-					u64 index)
+					u64 index, bool direct)
 {
 	struct thread_state *t = thread_state(true);
 	u32 tm = targets_of(t);
@@ -213,11 +261,12 @@ static __always_inline void mm_fault_at(struct address_space *mapping, u64 ino, 
 	 * or any large one from 6.18), the part fault-around already looked
 	 * up aside. */
 	if (bpf_core_type_exists(struct folio)) {
-		struct folio *fo = cache_folio(mapping, index);
+		unsigned long fo = cache_folio(mapping, index, direct);
 		if (fo) {
-			u64 n = folio_pages(fo);
+			u64 first;
+			u64 n = folio_at(fo, &first, direct);
 			if (mapped_whole(n)) {
-				s = BPF_CORE_READ(fo, index);
+				s = first;
 				e = s + n;
 				asked = n;
 				if (t && t->mmap.mm_dev == dev && t->mmap.mm_ino == ino)
@@ -351,7 +400,7 @@ int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	u64 ino;
 	u32 dev;
 	if (file_of(mapping, &ino, &dev))
-		mm_around(mapping, ino, dev, start, end, counted);
+		mm_around(mapping, ino, dev, start, end, counted, true);
 	return 0;
 }
 
@@ -381,15 +430,15 @@ struct vma_file_at {
 	u64 index;
 };
 
+/* `vma` is typed: direct loads. */
 static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
 {
 	struct vma_file_at *a = ctx;
-	struct file *file = BPF_CORE_READ(vma, vm_file);
+	struct file *file = vma->vm_file;
 	if (!file)
 		return 0;
-	a->mapping = BPF_CORE_READ(file, f_mapping);
-	a->index = ((a->addr - BPF_CORE_READ(vma, vm_start)) >> page_shift) +
-		   BPF_CORE_READ(vma, vm_pgoff);
+	a->mapping = file->f_mapping;
+	a->index = ((a->addr - vma->vm_start) >> page_shift) + vma->vm_pgoff;
 	return 0;
 }
 
@@ -423,15 +472,19 @@ int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 	}
 	if (err || !a.mapping)
 		return 0;
-	struct folio *fo = cache_folio(a.mapping, a.index);
-	if (!fo || folio_pages(fo) < PMD_PAGES)
+	/* Typed for direct loads, whatever the verifier kept of the
+	 * pointer through the callback's store. */
+	struct address_space *mapping = bpf_core_cast(a.mapping, struct address_space);
+	unsigned long fo = cache_folio(mapping, a.index, true);
+	u64 first;
+	if (!fo || folio_at(fo, &first, true) < PMD_PAGES)
 		return 0;
 	u64 ino;
 	u32 dev;
-	if (!file_of_probed(a.mapping, &ino, &dev))
+	if (!file_of(mapping, &ino, &dev))
 		return 0;
 	uf->counted = 1;
-	mm_around(a.mapping, ino, dev, a.index, a.index, false);
+	mm_around(mapping, ino, dev, a.index, a.index, false, true);
 	return 0;
 }
 
@@ -445,7 +498,7 @@ int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
 	u64 ino;
 	u32 dev;
 	if (file_of(mapping, &ino, &dev))
-		mm_fault_at(mapping, ino, dev, index);
+		mm_fault_at(mapping, ino, dev, index, true);
 	return 0;
 }
 
@@ -462,7 +515,7 @@ static __always_inline void mm_map_pages_probed(struct vm_fault *vmf, u64 start,
 	u64 ino;
 	u32 dev;
 	if (file_of_probed(mapping, &ino, &dev))
-		mm_around(mapping, ino, dev, start, end, false);
+		mm_around(mapping, ino, dev, start, end, false, false);
 }
 
 static __always_inline void mm_fault_probed(struct vm_fault *vmf)
@@ -471,7 +524,7 @@ static __always_inline void mm_fault_probed(struct vm_fault *vmf)
 	u64 ino;
 	u32 dev;
 	if (file_of_probed(mapping, &ino, &dev))
-		mm_fault_at(mapping, ino, dev, BPF_CORE_READ(vmf, pgoff));
+		mm_fault_at(mapping, ino, dev, BPF_CORE_READ(vmf, pgoff), false);
 }
 
 SEC("fentry/filemap_map_pages")
