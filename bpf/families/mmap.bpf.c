@@ -365,6 +365,7 @@ struct mm_user_fault {
 	u32 counted;	/* fault-around counted at rss_stat */
 	u64 addr;
 	u64 faults;	/* the thread's faults then: one more once it ended */
+	s64 file_rss;	/* the mm's shared file-page count then */
 };
 
 struct {
@@ -373,6 +374,25 @@ struct {
 	__type(key, u32);
 	__type(value, struct mm_user_fault);
 } mm_user_faults SEC(".maps");
+
+/* The shared part of an mm's file-page count (MM_FILEPAGES: member 0 in
+ * every kernel), a percpu_counter from 6.2: a change reaches it when a
+ * CPU's pending part would pass the batch (max(32, 2 * online CPUs)). A
+ * kernel whose counter has no such part has the check below off (CO-RE:
+ * the verifier drops the load). */
+#define HAVE_RSS_SHARED bpf_core_field_exists(((struct mm_struct *)0)->rss_stat[0].count)
+
+static __always_inline s64 file_rss_shared(struct mm_struct *mm)
+{
+	if (!HAVE_RSS_SHARED || !mm)
+		return 0;
+	return mm->rss_stat[0].count;
+}
+
+/* Whether a PMD mapping (512 pages) always moves the shared count: the
+ * batch is at most 256, i.e. at most 128 CPUs can be online. Set by the
+ * loader from the possible CPUs. */
+const volatile u8 rss_batch_below_pmd = 0;
 
 /* The faults a thread has finished (counted when each ends). */
 static __always_inline u64 faults_done(struct task_struct *task)
@@ -420,7 +440,9 @@ int BPF_PROG(mm_user_fault, unsigned long address, struct pt_regs *regs,
 	uf->tid = (u32)bpf_get_current_pid_tgid();
 	uf->counted = 0;
 	uf->addr = address;
-	uf->faults = faults_done(bpf_get_current_task_btf());
+	struct task_struct *task = bpf_get_current_task_btf();
+	uf->faults = faults_done(task);
+	uf->file_rss = file_rss_shared(task->mm);
 	return 0;
 }
 
@@ -463,6 +485,14 @@ int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 		uf->tid = 0;
 		return 0;
 	}
+	/* Mapped page by page (the fault-around tracepoint follows), or
+	 * nothing new: the shared count did not move. A PMD mapping moves
+	 * it by 512 and the CPU's pending part (|pending| < batch <= 256):
+	 * the VMA and the page cache are looked at only then. (Another
+	 * thread of the process flushing exactly the opposite into it
+	 * within this fault would hide one mapping.) */
+	if (rss_batch_below_pmd && HAVE_RSS_SHARED && file_rss_shared(mm) == uf->file_rss)
+		return 0;
 	struct vma_file_at a = { .addr = uf->addr };
 	long err = bpf_find_vma(task, a.addr, vma_file_cb, &a, 0);
 	if (err == -EBUSY) {
