@@ -998,6 +998,57 @@ fn mmap_measure(drain: &mut Drain, touch: impl FnOnce() -> u64) -> (u64, u64, u6
     )
 }
 
+/// mmap's fentry and kprobe routes walk the page cache (to find large
+/// folios at a fault's window) by direct loads where the kernel has the
+/// kfunc bpf_rdonly_cast (6.2+): fewer helper calls, as the kernel runs
+/// the programs, than the same programs made to probe-read; the same
+/// programs where it has not (the direct walk dropped by the verifier).
+/// The tracepoint route always loads directly (it needs the kfunc).
+#[test]
+fn bpf_mmap_walk_loads_directly_where_the_kernel_can() {
+    let Some(_k) = bpf_or_skip("bpf_mmap_walk_loads_directly_where_the_kernel_can") else {
+        return;
+    };
+    let cast = iomon::probes::Kernel::probe(std::path::Path::new(iomon::probes::TRACEFS))
+        .expect("probe the kernel")
+        .has_function("bpf_rdonly_cast");
+    let f = family::by_name("mmap").unwrap();
+    let routes: Vec<_> = routes_here("mmap")
+        .into_iter()
+        .filter(|r| *r != "tracepoint")
+        .collect();
+    if routes.is_empty() {
+        eprintln!("mmap: no fentry or kprobe route on this kernel, nothing to compare");
+    }
+    for route in routes {
+        let calls = |probe_read_walks: bool| -> Vec<(&str, usize)> {
+            let (p, _d) = load_opts(LoadOptions {
+                enabled: vec!["mmap"],
+                exclude_routes: other_routes("mmap", route),
+                probe_read_walks,
+                ..Default::default()
+            });
+            let r = f.schema.routes.iter().find(|r| r.name == route).unwrap();
+            r.programs
+                .iter()
+                .map(|prog| (prog.name, p.helper_calls(prog.name).expect(prog.name)))
+                .collect()
+        };
+        let (direct, probed) = (calls(false), calls(true));
+        for ((name, d), (_, p)) in direct.iter().zip(&probed) {
+            eprintln!(
+                "mmap route={route} {name}: {d} helper calls, {p} with probe-read walks \
+                 (bpf_rdonly_cast: {cast})"
+            );
+            if cast {
+                assert!(d < p, "{name}: {d} helper calls, not fewer than {p}");
+            } else {
+                assert_eq!(d, p, "{name}: no kfunc, yet {d} helper calls against {p}");
+            }
+        }
+    }
+}
+
 /// The promise for memory-mapped reads, as for buffered ones: the fault
 /// hit ratio within 0.03 of the share of the file `mincore` saw cached
 /// before the reader began, and every page the reader touched looked up

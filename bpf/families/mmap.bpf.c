@@ -37,14 +37,19 @@ static __always_inline bool mapped_whole(u64 n)
 	return n >= PMD_PAGES || (MAPS_WHOLE_FOLIOS && n > 1);
 }
 
-/* Reading the page cache's xarray and folios. The tracepoint route's
- * programs (tp_btf, 6.12+ kernels) load directly (`direct`): bpf_core_cast
- * (bpf_rdonly_cast, 6.2+) turns an address into a pointer the verifier
- * guards like a probe read (a fault reads zero) and costs one register
- * move, where bpf_probe_read_kernel is a helper call, dear under SRSO's
- * mitigation (a walk is a dozen of them). The other routes serve older
- * kernels: probe reads. `direct` is a constant in every caller: each
- * program holds one of the two. */
+/* Reading the page cache's xarray and folios. Where the kernel has
+ * bpf_rdonly_cast (6.2+), the walk loads directly (`direct`): bpf_core_cast
+ * turns an address into a pointer the verifier guards like a probe read (a
+ * fault reads zero) and costs one register move, where
+ * bpf_probe_read_kernel is a helper call, dear under SRSO's mitigation (a
+ * walk is a dozen of them). Older kernels probe-read. `direct` is a
+ * constant in every program: true on the tracepoint route (which needs
+ * the kfunc), `has_rdonly_cast` on the others, read-only data the loader
+ * sets, so the verifier drops the walk a kernel does not take (and the
+ * call to a kfunc it lacks, which libbpf leaves unresolved there). */
+
+/* Set by the loader: the kernel has the kfunc bpf_rdonly_cast. */
+const volatile bool has_rdonly_cast = false;
 
 /* The word at kernel address `addr`. Direct: as the first member of a
  * struct that begins with an unsigned long (rb_node). */
@@ -57,11 +62,12 @@ static __always_inline unsigned long kword(unsigned long addr, bool direct)
 	return w;
 }
 
-/* The head entry of a mapping's page cache. Direct: `mapping` is typed. */
+/* The head entry of a mapping's page cache (`mapping` typed or not: the
+ * kprobe route's is an address). */
 static __always_inline unsigned long cache_head(struct address_space *mapping, bool direct)
 {
 	if (direct)
-		return (unsigned long)mapping->i_pages.xa_head;
+		return (unsigned long)bpf_core_cast(mapping, struct address_space)->i_pages.xa_head;
 	return (unsigned long)BPF_CORE_READ(mapping, i_pages.xa_head);
 }
 
@@ -534,54 +540,49 @@ int BPF_PROG(mm_fault, struct address_space *mapping, unsigned long index)
 
 /* --------------------------------------------- routes fentry and kprobe */
 
-static __always_inline struct address_space *vmf_mapping(struct vm_fault *vmf)
-{
-	return BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
-}
-
-static __always_inline void mm_map_pages_probed(struct vm_fault *vmf, u64 start, u64 end)
-{
-	struct address_space *mapping = vmf_mapping(vmf);
-	u64 ino;
-	u32 dev;
-	if (file_of_probed(mapping, &ino, &dev))
-		mm_around(mapping, ino, dev, start, end, false, false);
-}
-
-static __always_inline void mm_fault_probed(struct vm_fault *vmf)
-{
-	struct address_space *mapping = vmf_mapping(vmf);
-	u64 ino;
-	u32 dev;
-	if (file_of_probed(mapping, &ino, &dev))
-		mm_fault_at(mapping, ino, dev, BPF_CORE_READ(vmf, pgoff), false);
-}
-
+/* fentry: `vmf` is typed, read by direct loads. */
 SEC("fentry/filemap_map_pages")
 int BPF_PROG(mm_map_pages_fentry, struct vm_fault *vmf, unsigned long start, unsigned long end)
 {
-	mm_map_pages_probed(vmf, start, end);
+	struct address_space *mapping = vmf->vma->vm_file->f_mapping;
+	u64 ino;
+	u32 dev;
+	if (file_of(mapping, &ino, &dev))
+		mm_around(mapping, ino, dev, start, end, false, has_rdonly_cast);
 	return 0;
 }
 
 SEC("fentry/filemap_fault")
 int BPF_PROG(mm_fault_fentry, struct vm_fault *vmf)
 {
-	mm_fault_probed(vmf);
+	struct address_space *mapping = vmf->vma->vm_file->f_mapping;
+	u64 ino;
+	u32 dev;
+	if (file_of(mapping, &ino, &dev))
+		mm_fault_at(mapping, ino, dev, vmf->pgoff, has_rdonly_cast);
 	return 0;
 }
 
+/* kprobe: `vmf` is an address, read by probe reads. */
 SEC("kprobe/filemap_map_pages")
 int BPF_KPROBE(mm_map_pages_kprobe, struct vm_fault *vmf, unsigned long start, unsigned long end)
 {
-	mm_map_pages_probed(vmf, start, end);
+	struct address_space *mapping = BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
+	u64 ino;
+	u32 dev;
+	if (file_of_probed(mapping, &ino, &dev))
+		mm_around(mapping, ino, dev, start, end, false, has_rdonly_cast);
 	return 0;
 }
 
 SEC("kprobe/filemap_fault")
 int BPF_KPROBE(mm_fault_kprobe, struct vm_fault *vmf)
 {
-	mm_fault_probed(vmf);
+	struct address_space *mapping = BPF_CORE_READ(vmf, vma, vm_file, f_mapping);
+	u64 ino;
+	u32 dev;
+	if (file_of_probed(mapping, &ino, &dev))
+		mm_fault_at(mapping, ino, dev, BPF_CORE_READ(vmf, pgoff), has_rdonly_cast);
 	return 0;
 }
 

@@ -214,6 +214,10 @@ pub struct LoadOptions {
     /// Bounds to create maps with instead of their declared ones, by map
     /// name (tests overflow a small map this way).
     pub map_bounds: Vec<(&'static str, u32)>,
+    /// Walk the page cache by probe reads also where the kernel could load
+    /// it directly (mmap's fentry and kprobe routes on 6.2+): tests compare
+    /// the two.
+    pub probe_read_walks: bool,
 }
 
 impl Default for LoadOptions {
@@ -231,6 +235,7 @@ impl Default for LoadOptions {
             exclude_routes: Vec::new(),
             own_timestamps: false,
             map_bounds: Vec::new(),
+            probe_read_walks: false,
         }
     }
 }
@@ -476,6 +481,14 @@ fn open_object(
                 let off = std::mem::offset_of!(skel::types::rodata, rss_batch_below_pmd);
                 if let Some(d) = data.get_mut(off) {
                     *d = u8::from(libbpf_rs::num_possible_cpus().is_ok_and(|n| n <= 128));
+                }
+                // mmap's fentry and kprobe routes walk the page cache by
+                // direct loads where the kernel has this kfunc (6.2+), by
+                // probe reads where not (its call is then left unresolved,
+                // in a branch the verifier drops).
+                let off = std::mem::offset_of!(skel::types::rodata, has_rdonly_cast);
+                if let Some(d) = data.get_mut(off) {
+                    *d = u8::from(kernel.has_function("bpf_rdonly_cast") && !opts.probe_read_walks);
                 }
             }
         }
@@ -740,6 +753,42 @@ impl Probes {
             }
         }
         status
+    }
+
+    /// The helper calls in a loaded program as the kernel runs it (after
+    /// the verifier: helpers it inlines and branches it dropped are not
+    /// there; BPF subprograms' calls counted), or None if it is not loaded.
+    pub fn helper_calls(&self, program: &str) -> Option<usize> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog = self.object.progs().find(|p| p.name() == program)?;
+        let len = prog_info(&prog)?.xlated_prog_len as usize;
+        let mut insns = vec![0u64; len.div_ceil(8)];
+        let mut info = libbpf_sys::bpf_prog_info {
+            xlated_prog_len: u32::try_from(insns.len() * 8).ok()?,
+            xlated_prog_insns: insns.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        let mut info_len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+        // SAFETY: info is a valid, writable bpf_prog_info of `info_len`
+        // bytes; the kernel writes at most xlated_prog_len bytes to
+        // `insns`, which holds that many.
+        let ret = unsafe {
+            libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut info_len)
+        };
+        if ret != 0 || info.xlated_prog_len as usize > insns.len() * 8 {
+            return None;
+        }
+        insns.truncate(info.xlated_prog_len as usize / 8);
+        // struct bpf_insn: code (byte 0), dst_reg:4 src_reg:4 (byte 1:
+        // src_reg the high half on little-endian x86_64 and arm64); a
+        // helper call is BPF_JMP | BPF_CALL with src_reg 0.
+        Some(
+            insns
+                .iter()
+                .map(|i| i.to_ne_bytes())
+                .filter(|b| b[0] == 0x85 && b[1] >> 4 == 0)
+                .count(),
+        )
     }
 
     /// Each attached program's skipped runs so far (see
