@@ -491,14 +491,21 @@ int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 		uf->tid = 0;
 		return 0;
 	}
-	/* Mapped page by page (the fault-around tracepoint follows), or
-	 * nothing new: the shared count did not move. A PMD mapping moves
-	 * it by 512 and the CPU's pending part (|pending| < batch <= 256):
-	 * the VMA and the page cache are looked at only then. (Another
-	 * thread of the process flushing exactly the opposite into it
-	 * within this fault would hide one mapping.) */
-	if (rss_batch_below_pmd && HAVE_RSS_SHARED && file_rss_shared(mm) == uf->file_rss)
-		return 0;
+	/* Mapped page by page (the fault-around tracepoint follows: a
+	 * window of 16 pages by default), or nothing new. A change reaches
+	 * the shared count with the CPU's pending part (|pending| < batch
+	 * <= 256) when their sum passes the batch: a PMD mapping's 512
+	 * always, moving it by more than 256; fault-around's window moves
+	 * it by less than batch + window, or not at all. The VMA and the
+	 * page cache are looked at only for a move of more than 256. (The
+	 * shared count also takes other CPUs' flushes: another thread of
+	 * the process flushing about 512 pages' unmapping into it within
+	 * this fault would hide one mapping.) */
+	if (rss_batch_below_pmd && HAVE_RSS_SHARED) {
+		s64 moved = file_rss_shared(mm) - uf->file_rss;
+		if (moved <= PMD_PAGES / 2 && moved >= -PMD_PAGES / 2)
+			return 0;
+	}
 	struct vma_file_at a = { .addr = uf->addr };
 	long err = bpf_find_vma(task, a.addr, vma_file_cb, &a, 0);
 	if (err == -EBUSY) {

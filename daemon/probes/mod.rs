@@ -474,10 +474,10 @@ fn open_object(
                     *d = u8::from(opts.own_timestamps);
                 }
                 // mmap's rss_stat program skips its VMA lookup when the
-                // mm's shared file-page count did not move: sound only
-                // while a 512-page PMD mapping always moves it (the
-                // kernel's batch, max(32, 2 * online CPUs), at most 256).
-                // Unknown: every change looked at, as before.
+                // mm's shared file-page count moved by at most 256 pages:
+                // sound only while a 512-page PMD mapping always moves it
+                // further (the kernel's batch, max(32, 2 * online CPUs),
+                // at most 256). Unknown: every change looked at.
                 let off = std::mem::offset_of!(skel::types::rodata, rss_batch_below_pmd);
                 if let Some(d) = data.get_mut(off) {
                     *d = u8::from(libbpf_rs::num_possible_cpus().is_ok_and(|n| n <= 128));
