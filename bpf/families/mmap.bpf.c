@@ -417,10 +417,10 @@ int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	     unsigned long end)
 {
 	struct mm_user_fault *uf = user_fault();
+	struct task_struct *task = bpf_get_current_task_btf();
 	bool counted = false;
-	if (uf && uf->tid == (u32)bpf_get_current_pid_tgid()) {
-		counted = uf->counted &&
-			  faults_done(bpf_get_current_task_btf()) == uf->faults;
+	if (uf && uf->tid == task->pid) {
+		counted = uf->counted && faults_done(task) == uf->faults;
 		uf->tid = 0;
 	}
 	u64 ino;
@@ -443,10 +443,11 @@ int BPF_PROG(mm_user_fault, unsigned long address, struct pt_regs *regs,
 	struct mm_user_fault *uf = user_fault();
 	if (!uf)
 		return 0;
-	uf->tid = (u32)bpf_get_current_pid_tgid();
+	/* The thread from its task (a helper call fewer than asking). */
+	struct task_struct *task = bpf_get_current_task_btf();
+	uf->tid = task->pid;
 	uf->counted = 0;
 	uf->addr = address;
-	struct task_struct *task = bpf_get_current_task_btf();
 	uf->faults = faults_done(task);
 	uf->file_rss = file_rss_shared(task->mm);
 	return 0;
@@ -482,11 +483,10 @@ int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 	if (member != 0)
 		return 0;
 	struct mm_user_fault *uf = user_fault();
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	if (!uf || uf->tid != tid || uf->counted)
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!uf || uf->tid != task->pid || uf->counted)
 		return 0;
 	/* Only inside that fault: an unmap later (RSS down) is not it. */
-	struct task_struct *task = bpf_get_current_task_btf();
 	if (task->mm != mm || faults_done(task) != uf->faults) {
 		uf->tid = 0;
 		return 0;
