@@ -422,6 +422,16 @@ tracepoint:filemap:mm_filemap_delete_from_page_cache { @deleted = count(); }";
 const BT_MMAP: &str = "tracepoint:filemap:mm_filemap_map_pages { @asked[pid, comm] = sum(args->last_index - args->index + 1); }
 tracepoint:filemap:mm_filemap_fault { @faults[pid, comm] = count(); }
 tracepoint:filemap:mm_filemap_add_to_page_cache { @added[pid] = count(); }";
+/// bpftrace counting what iomon's mmap family counts, as far as the
+/// classic tracepoints show it (not the large folios a fault maps whole
+/// beyond its window, nor PMD mappings: those need the page cache's
+/// xarray): faults by stage; pages asked, less the overlap with the
+/// thread's last lookup of the same file; pages read in by a fault, and
+/// read-ahead's pages taken out of the file's window when a fault asks
+/// for them (missed); major faults; asked and missed per process.
+const BT_MMAP_SAME: &str = "tracepoint:filemap:mm_filemap_map_pages { @faults[\"around\"] = count(); $s = args->index; $e = args->last_index + 1; $n = $e - $s; $w = @win[tid]; if ($w.0 == args->s_dev && $w.1 == args->i_ino) { $lo = $w.2 > $s ? $w.2 : $s; $hi = $w.3 < $e ? $w.3 : $e; if ($hi > $lo) { $n = $n - ($hi - $lo); } } $r = @ra[args->s_dev, args->i_ino]; if ($r.1 > $r.0) { $rlo = $r.0 > $s ? $r.0 : $s; $rhi = $r.1 < $e ? $r.1 : $e; if ($rhi > $rlo) { @missed = sum($rhi - $rlo); @pmissed[pid, comm] = sum($rhi - $rlo); if ($s <= $r.0) { @ra[args->s_dev, args->i_ino] = ($rhi, $r.1); } else { @ra[args->s_dev, args->i_ino] = ($r.0, $s); } } } @asked = sum($n); @pasked[pid, comm] = sum($n); @win[tid] = (args->s_dev, args->i_ino, $s, $e); }
+tracepoint:filemap:mm_filemap_fault { @faults[\"handler\"] = count(); $s = args->index; $e = $s + 1; $w = @win[tid]; $n = 1; if ($w.0 == args->s_dev && $w.1 == args->i_ino && $s >= $w.2 && $s < $w.3) { $n = 0; } $r = @ra[args->s_dev, args->i_ino]; if ($r.1 > $r.0) { $rlo = $r.0 > $s ? $r.0 : $s; $rhi = $r.1 < $e ? $r.1 : $e; if ($rhi > $rlo) { @missed = sum($rhi - $rlo); @pmissed[pid, comm] = sum($rhi - $rlo); if ($s <= $r.0) { @ra[args->s_dev, args->i_ino] = ($rhi, $r.1); } else { @ra[args->s_dev, args->i_ino] = ($r.0, $s); } } } @asked = sum($n); @pasked[pid, comm] = sum($n); if ($n) { @win[tid] = (args->s_dev, args->i_ino, $s, $e); } @flt[tid] = (args->s_dev, args->i_ino, $s, nsecs); }
+tracepoint:filemap:mm_filemap_add_to_page_cache { $f = @flt[tid]; if ($f.3 && nsecs - $f.3 < 1000000000 && $f.0 == args->s_dev && $f.1 == args->i_ino) { if (args->index == $f.2) { @major = count(); @missed = sum(1); @pmissed[pid, comm] = sum(1); } else { $r = @ra[args->s_dev, args->i_ino]; $a = args->index; if ($r.1 > $r.0) { $lo = $r.0 < $a ? $r.0 : $a; $hi = $r.1 > $a + 1 ? $r.1 : $a + 1; @ra[args->s_dev, args->i_ino] = ($lo, $hi); } else { @ra[args->s_dev, args->i_ino] = ($a, $a + 1); } } } }";
 const BT_WRITEBACK: &str =
     "tracepoint:writeback:writeback_dirty_folio { @dirtied[pid, comm] = count(); }
 tracepoint:writeback:writeback_pages_written { @written = sum(args->pages); }
@@ -465,6 +475,7 @@ fn configs() -> Vec<Config> {
         v.push(Config::Bpftrace("reads-same", BT_READS_SAME));
         v.push(Config::Bpftrace("pagecache", BT_PAGECACHE));
         v.push(Config::Bpftrace("mmap", BT_MMAP));
+        v.push(Config::Bpftrace("mmap-same", BT_MMAP_SAME));
         v.push(Config::Bpftrace("writeback", BT_WRITEBACK));
         v.push(Config::Bpftrace("block", BT_BLOCK));
         v.push(Config::Bpftrace("block-same", BT_BLOCK_SAME));
