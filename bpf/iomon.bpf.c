@@ -638,12 +638,27 @@ static const struct iomon_proc zero_proc = {};
 static const struct thread_state zero_thread = {};
 static const struct ra_window zero_window = {};
 
-/* This process's entry, created at its first event of the interval; NULL
- * (and the refusal counted) when the map is full. `tm`: the targets the
- * event counts for, remembered with the process. */
-static __always_inline struct iomon_proc *proc_entry(u32 tm)
+/* The current process's id. From the thread's state `t` where task
+ * storage holds it (5.11+: the state dies with its task, whose tgid never
+ * changes), remembered there at its first use: a helper call fewer per
+ * event. Else (no state, or the tid-keyed map of 5.10, whose entry a
+ * reused tid inherits) asked. */
+static __always_inline u32 current_tgid(struct thread_state *t)
 {
-	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!t || !bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_storage_get))
+		return bpf_get_current_pid_tgid() >> 32;
+	if (!t->core.tgid)
+		t->core.tgid = bpf_get_current_pid_tgid() >> 32;
+	return t->core.tgid;
+}
+
+/* This process's entry, created at its first event of the interval; NULL
+ * (and the refusal counted) when the map is full. `t`: the thread's
+ * state, if the event has it (or NULL); `tm`: the targets the event
+ * counts for, remembered with the process. */
+static __always_inline struct iomon_proc *proc_entry(struct thread_state *t, u32 tm)
+{
+	u32 tgid = current_tgid(t);
 	void *procs = procs_map();
 	if (!procs)
 		return NULL;
@@ -842,7 +857,7 @@ static __always_inline struct iomon_proc *proc_entry_tm(u32 *tm)
 	u32 zero = 0;
 	*tm = 0;
 	struct iomon_targets *c = bpf_map_lookup_elem(&targets, &zero);
-	struct iomon_proc *p = proc_entry(0);
+	struct iomon_proc *p = proc_entry(NULL, 0);
 	if (!c || !c->nr)
 		return p;
 	if (!p) {

@@ -187,7 +187,7 @@ static __always_inline void mm_ask(struct thread_state *t, u64 ino, u32 dev, u64
 		count(tm, IOMON_C_MMAP_ASKED, asked);
 	if (missed)
 		count(tm, IOMON_C_MMAP_MISSED_READAHEAD, missed);
-	struct iomon_proc *p = proc_entry(tm);
+	struct iomon_proc *p = proc_entry(t, tm);
 	if (asked)
 		proc_add(p, IOMON_P_MMAP_ASKED, asked);
 	if (missed)
@@ -316,7 +316,7 @@ static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u
 	if (f >= s && f < e && mapped_whole(n)) {
 		/* Read in whole and mapped whole by this fault: every page of
 		 * it asked, and missed. */
-		struct iomon_proc *p = proc_entry(tm);
+		struct iomon_proc *p = proc_entry(t, tm);
 		if (!t->mmap.flt_major) {
 			t->mmap.flt_major = 1;
 			count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
@@ -334,7 +334,7 @@ static __always_inline void mm_added(struct thread_state *t, u64 ino, u32 dev, u
 			t->mmap.flt_major = 1;
 			count(tm, IOMON_C_MMAP_FAULTS + IOMON_MMAP_STAGE_MAJOR, 1);
 			count(tm, IOMON_C_MMAP_MISSED_SYNC, 1);
-			struct iomon_proc *p = proc_entry(tm);
+			struct iomon_proc *p = proc_entry(t, tm);
 			proc_add(p, IOMON_P_MMAP_MAJOR, 1);
 			proc_add(p, IOMON_P_MMAP_MISSED, 1);
 			file_add(tm, ino, dev, IOMON_F_MAP_MISSED, 1);

@@ -158,7 +158,7 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		count(tm, IOMON_C_PAGECACHE_ASKED, asked);
 		if (w)
 			missed_ra = ra_consume(w, index, last + 1);
-		struct iomon_proc *p = proc_entry(tm);
+		struct iomon_proc *p = proc_entry(t, tm);
 		proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
 		if (missed_sync + missed_ra)
 			proc_add(p, IOMON_P_PAGECACHE_MISSED, missed_sync + missed_ra);
@@ -167,7 +167,7 @@ int BPF_PROG(pc_get_pages, struct address_space *mapping, unsigned long index,
 		t->pagecache.rd_ino = ino;
 		t->pagecache.rd_last = last;
 	} else if (missed_sync) {
-		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, missed_sync);
+		proc_add(proc_entry(t, tm), IOMON_P_PAGECACHE_MISSED, missed_sync);
 	}
 	t->pagecache.rd_prev = index;
 
@@ -209,7 +209,7 @@ static __always_inline void pc_read_begin_at(struct file *file, u64 pos, u64 len
 	count(tm, IOMON_C_PAGECACHE_READ_EVENTS, 1);
 	u64 asked = last - index + 1;
 	count(tm, IOMON_C_PAGECACHE_ASKED, asked);
-	struct iomon_proc *p = proc_entry(tm);
+	struct iomon_proc *p = proc_entry(t, tm);
 	proc_add(p, IOMON_P_PAGECACHE_ASKED, asked);
 	file_add(tm, ino, dev, IOMON_F_ASKED, asked);
 	if (!t)
@@ -285,7 +285,7 @@ static __always_inline void pc_on_add_in_read(struct page_cache_event *e)
 	u64 in = overlap(s, end, t->pagecache.rd_first, t->pagecache.rd_last + 1);
 	if (in) {
 		count(tm, IOMON_C_PAGECACHE_MISSED_SYNC, in);
-		proc_add(proc_entry(tm), IOMON_P_PAGECACHE_MISSED, in);
+		proc_add(proc_entry(t, tm), IOMON_P_PAGECACHE_MISSED, in);
 		file_add(tm, ino, dev, IOMON_F_MISSED, in);
 	}
 	if (n > in)

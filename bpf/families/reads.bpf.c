@@ -28,7 +28,7 @@ static __always_inline int read_exit(long ret, u32 syscall)
 		count(tm, IOMON_C_READS_LATENCY_NS, ns);
 		hist_add(tm, IOMON_H_READS_LATENCY, hist_bucket(ns));
 	}
-	struct iomon_proc *p = proc_entry(tm);
+	struct iomon_proc *p = proc_entry(t, tm);
 	proc_add(p, IOMON_P_READS_CALLS, 1);
 	if (ret > 0)
 		proc_add(p, IOMON_P_READS_BYTES, ret);
