@@ -2295,6 +2295,105 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
     }
 }
 
+/// A request its device completes in parts: a loop device reading its
+/// file with direct I/O past the file's end completes the part it read,
+/// issues the rest again, and fails it. On tp_btf the parts' bytes count
+/// as they complete and the request, its error and its latency once, as
+/// the device's own stat counts them; the classic tracepoints carry no
+/// bytes left, so there each part counts as a request (and is timed).
+#[test]
+fn bpf_block_request_completed_in_parts() {
+    let Some(_k) = bpf_or_skip("bpf_block_request_completed_in_parts") else {
+        return;
+    };
+    use iomon::abi::block as bk;
+    use std::os::unix::fs::FileExt;
+    const READS: u64 = 20;
+    const SIZE: u64 = 1 << 20;
+    let disk = ScratchDisk::loop_device(SIZE);
+    if let Err(e) = disk.loop_direct_io() {
+        eprintln!(
+            "SKIP bpf_block_request_completed_in_parts: no direct I/O for {} ({e}): its reads past the file's end would not come back short",
+            disk.path.display()
+        );
+        return;
+    }
+    // The device's last 4 KiB: its first 2 KiB in the file, the rest not.
+    disk.truncate_backing(SIZE - 2048);
+    let f = disk.open_direct(false);
+    let mut b = Aligned::new();
+    let read_last = |b: &mut Aligned| {
+        for _ in 0..READS {
+            // EIO: the request's second part failed.
+            assert!(f.read_at(b.buf(), SIZE - 4096).is_err());
+        }
+    };
+    let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
+    if runs.iter().any(|(r, _)| *r == "tp_btf") {
+        runs.push(("tp_btf", true));
+    }
+    for (route, own_timestamps) in runs {
+        let (p, mut drain) = load_opts(LoadOptions {
+            enabled: vec!["block"],
+            exclude_routes: other_routes("block", route),
+            own_timestamps,
+            ..Default::default()
+        });
+        let route = if own_timestamps {
+            "tp_btf-own-timestamps"
+        } else {
+            route
+        };
+        drain.tick().unwrap();
+        let before = disk.stat();
+        read_last(&mut b);
+        let mut s = Sample::default();
+        for _ in 0..2 {
+            s.merge(&drain.tick().unwrap(), usize::MAX);
+        }
+        let after = disk.stat();
+        let d = |i: usize| after[i] - before[i];
+        // The device's account: a request per read, all its sectors.
+        assert_eq!(
+            (d(0), d(2) * 512),
+            (READS, READS * 4096),
+            "{} stat",
+            disk.name
+        );
+        let row = block_row(&s, &disk.name, route);
+        let get = |i: usize| row.get(i).unwrap_or(0);
+        let read = bk::op::READ;
+        let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());
+        let parts = if route == "tracepoint" { 2 } else { 1 };
+        let seen = (
+            get(bk::REQUESTS + read),
+            get(bk::BYTES + read),
+            get(bk::ERRORS + read),
+            timed,
+        );
+        let truth = (READS * parts, READS * 4096, READS, READS * parts);
+        let what = format!(
+            "route {route}: (requests, bytes, errors, timed) of {READS} reads in two parts"
+        );
+        // Exact, but for events the kernel did not run a program for
+        // (counted; none in a quiet run).
+        if missed_runs(&p, "block") == 0 {
+            assert_eq!(seen, truth, "{what}");
+        } else {
+            assert!(
+                seen.0 <= truth.0 && seen.1 <= truth.1 && seen.2 <= truth.2,
+                "{what}: {seen:?}"
+            );
+        }
+        eprintln!(
+            "block ({route}): {READS} reads completed in two parts: {} requests, {} bytes, {} errors, {timed} timed",
+            get(bk::REQUESTS + read),
+            get(bk::BYTES + read),
+            get(bk::ERRORS + read)
+        );
+    }
+}
+
 /// The block family's row of device `name` in `s`.
 fn block_row<'a>(s: &'a Sample, name: &str, route: &str) -> &'a iomon::family::Section {
     s.rows

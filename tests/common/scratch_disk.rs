@@ -78,6 +78,37 @@ impl ScratchDisk {
             .unwrap_or_else(|e| panic!("{}: {e}", self.path.display()))
     }
 
+    /// A loop device of this test's: makes it read and write its file
+    /// with direct I/O (`losetup --direct-io=on`). Err where the file's
+    /// filesystem has no direct I/O (tmpfs before 6.6) or the device is
+    /// not this test's own loop device.
+    pub fn loop_direct_io(&self) -> std::io::Result<()> {
+        if self.backing.is_none() {
+            return Err(std::io::Error::other("not a loop device of this test's"));
+        }
+        let dev = File::open(&self.path)?;
+        // SAFETY: LOOP_SET_DIRECT_IO takes an unsigned long, by value.
+        let r =
+            unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_DIRECT_IO as _, 1 as libc::c_ulong) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// A loop device of this test's: its file cut to `len` bytes under it
+    /// (the device keeps its size: reads past the file's end come back
+    /// short).
+    pub fn truncate_backing(&self, len: u64) {
+        let b = self.backing.as_ref().expect("a loop device of this test's");
+        File::options()
+            .write(true)
+            .open(b)
+            .and_then(|f| f.set_len(len))
+            .unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+    }
+
     /// `/sys/block/<name>/stat`: reads, reads merged, sectors read, ms
     /// reading, writes, writes merged, sectors written, ...
     pub fn stat(&self) -> Vec<u64> {
@@ -92,6 +123,7 @@ impl ScratchDisk {
 /// From linux/loop.h.
 const LOOP_SET_FD: libc::c_ulong = 0x4C00;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 
 /// Attaches `file` to a free loop device, as `losetup --find` does (no
