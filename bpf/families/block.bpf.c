@@ -88,6 +88,14 @@ static __always_inline void blk_queued(u64 *r, u64 ns)
 	row_hist(BLOCK, r, IOMON_H_BLOCK_QUEUED, b);
 }
 
+/* Bytes a request, or a part of one (blk_part), completed: for the host
+ * and in its device's row `r`. */
+static __always_inline void blk_bytes(u64 *r, u32 op, u64 bytes)
+{
+	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
+	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
+}
+
 /* A request completes (`bytes`: of its last part, see blk_part; `issued`:
  * when it went to the device, 0 if not seen; `alloc`: when it was
  * allocated, where its time queued is counted now, else 0). */
@@ -95,9 +103,8 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 {
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
-	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
 	row_count(BLOCK, r, IOMON_C_BLOCK_REQUESTS + op, 1);
-	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
+	blk_bytes(r, op, bytes);
 	if (error) {
 		count(0, IOMON_C_BLOCK_ERRORS + op, 1);
 		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
@@ -392,10 +399,8 @@ int BPF_PROG(blk_issue_btf, struct request *rq)
  * left: there each part counts as a request.) */
 static __always_inline int blk_part(struct request *rq, u64 bytes)
 {
-	u32 op = blk_op_flags(rq->cmd_flags, bytes);
 	u64 *r = row_of(&block_rows, blk_rq_dev(rq), &zero_block_row);
-	count(0, IOMON_C_BLOCK_BYTES + op, bytes);
-	row_count(BLOCK, r, IOMON_C_BLOCK_BYTES + op, bytes);
+	blk_bytes(r, blk_op_flags(rq->cmd_flags, bytes), bytes);
 	return 0;
 }
 
