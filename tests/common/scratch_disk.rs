@@ -34,8 +34,6 @@ impl ScratchDisk {
     /// A loop device over a file of `bytes` (in /dev/shm), whatever
     /// `IOMON_TEST_BLOCK_DEV` says (tests that need many devices).
     pub fn loop_device(bytes: u64) -> ScratchDisk {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Memory-backed where the system has /dev/shm (the guests of the
         // kernel matrix may not: their /tmp).
         let dir = Path::new("/dev/shm");
@@ -44,10 +42,17 @@ impl ScratchDisk {
         } else {
             std::env::temp_dir()
         };
+        ScratchDisk::loop_device_in(&dir, bytes)
+    }
+
+    /// A loop device over a file of `bytes` in `dir`.
+    pub fn loop_device_in(dir: &Path, bytes: u64) -> ScratchDisk {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let backing = dir.join(format!("iomon-test-{}-{n}.img", std::process::id()));
         File::create(&backing)
             .and_then(|f| f.set_len(bytes))
-            .expect("a file in /dev/shm for the loop device");
+            .unwrap_or_else(|e| panic!("a file in {} for the loop device: {e}", dir.display()));
         let path = match attach_loop(&backing) {
             Ok(p) => p,
             Err(e) => {
