@@ -633,6 +633,10 @@ static __always_inline void *procs_map(void)
 	return bpf_map_lookup_elem(&procs_maps, &slot);
 }
 
+/* Task storage (5.11+): per-thread state lives there, else in the
+ * tid-keyed thread_hash. A CO-RE check: the verifier drops the other way. */
+#define HAVE_TASK_STORAGE bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_storage_get)
+
 /* Zeroed values to insert from (too big for the BPF stack). */
 static const struct iomon_proc zero_proc = {};
 static const struct thread_state zero_thread = {};
@@ -645,7 +649,7 @@ static const struct ra_window zero_window = {};
  * reused tid inherits) asked. */
 static __always_inline u32 current_tgid(struct thread_state *t)
 {
-	if (!t || !bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_storage_get))
+	if (!t || !HAVE_TASK_STORAGE)
 		return bpf_get_current_pid_tgid() >> 32;
 	if (!t->core.tgid)
 		t->core.tgid = bpf_get_current_pid_tgid() >> 32;
@@ -702,7 +706,7 @@ static __always_inline void proc_add(struct iomon_proc *p, u32 field, u64 n)
 static __always_inline struct thread_state *thread_state(bool create)
 {
 	struct thread_state *t;
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_storage_get)) {
+	if (HAVE_TASK_STORAGE) {
 		struct task_struct *task = bpf_get_current_task_btf();
 		t = bpf_task_storage_get(&task_states, task, 0,
 					 create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
@@ -891,7 +895,7 @@ static __always_inline void proc_targets_forget(u32 tgid)
 static __always_inline void targets_forget(struct task_struct *task)
 {
 	struct thread_state *t;
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_storage_get)) {
+	if (HAVE_TASK_STORAGE) {
 		t = bpf_task_storage_get(&task_states, task, 0, 0);
 	} else {
 		u32 tid = BPF_CORE_READ(task, pid);

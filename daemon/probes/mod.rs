@@ -759,23 +759,17 @@ impl Probes {
     /// the verifier: helpers it inlines and branches it dropped are not
     /// there; BPF subprograms' calls counted), or None if it is not loaded.
     pub fn helper_calls(&self, program: &str) -> Option<usize> {
-        use std::os::fd::{AsFd, AsRawFd};
         let prog = self.object.progs().find(|p| p.name() == program)?;
         let len = prog_info(&prog)?.xlated_prog_len as usize;
         let mut insns = vec![0u64; len.div_ceil(8)];
-        let mut info = libbpf_sys::bpf_prog_info {
+        let want = libbpf_sys::bpf_prog_info {
             xlated_prog_len: u32::try_from(insns.len() * 8).ok()?,
             xlated_prog_insns: insns.as_mut_ptr() as u64,
             ..Default::default()
         };
-        let mut info_len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-        // SAFETY: info is a valid, writable bpf_prog_info of `info_len`
-        // bytes; the kernel writes at most xlated_prog_len bytes to
-        // `insns`, which holds that many.
-        let ret = unsafe {
-            libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut info_len)
-        };
-        if ret != 0 || info.xlated_prog_len as usize > insns.len() * 8 {
+        // SAFETY: `insns` holds the xlated_prog_len bytes `want` names.
+        let info = unsafe { prog_info_into(&prog, want) }?;
+        if info.xlated_prog_len as usize > insns.len() * 8 {
             return None;
         }
         insns.truncate(info.xlated_prog_len as usize / 8);
@@ -900,10 +894,25 @@ impl Probes {
 /// `kernel.bpf_stats_enabled` is on; a kernel older than a field leaves it
 /// 0).
 fn prog_info(prog: &libbpf_rs::Program) -> Option<libbpf_sys::bpf_prog_info> {
+    // SAFETY: a default bpf_prog_info names no buffer.
+    unsafe { prog_info_into(prog, libbpf_sys::bpf_prog_info::default()) }
+}
+
+/// The same, with the buffers `info` names (xlated instructions, ...)
+/// filled in.
+///
+/// # Safety
+///
+/// Every buffer `info` names must be writable for the length it gives.
+unsafe fn prog_info_into(
+    prog: &libbpf_rs::Program,
+    mut info: libbpf_sys::bpf_prog_info,
+) -> Option<libbpf_sys::bpf_prog_info> {
     use std::os::fd::{AsFd, AsRawFd};
-    let mut info = libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
-    // SAFETY: info is a valid, writable bpf_prog_info of `len` bytes.
+    // SAFETY: info is a valid, writable bpf_prog_info of `len` bytes, and
+    // every buffer it names is writable for its length (the caller's
+    // promise).
     let ret = unsafe {
         libbpf_sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len)
     };
