@@ -67,11 +67,10 @@ fn main() {
         eprintln!("probes bench: needs root (loads BPF)");
         std::process::exit(1);
     }
-    // Mounted for the classic tracepoints where missing, and unmounted
-    // again at the end if the benchmark mounted it (as the tests do).
-    let tracefs = Path::new(iomon::probes::TRACEFS);
-    let tracefs_before = tracefs.join("events").is_dir();
-    let _ = iomon::probes::ensure_tracefs(tracefs);
+    // Mounted for the classic tracepoints where missing, in a mount
+    // namespace of this thread's own (bpftrace, started from it, sees it
+    // too): the host's mounts stay as they are.
+    let _ = iomon::probes::ensure_tracefs(Path::new(iomon::probes::TRACEFS));
     match what {
         "events" => events(rounds, stropt("--workloads"), stropt("--configs")),
         "routes" => routes(rounds),
@@ -99,11 +98,6 @@ fn main() {
                 "probes bench: unknown benchmark {other}; events, routes, programs, drain, tick, footprint, lag, export or all"
             );
             std::process::exit(2);
-        }
-    }
-    if !tracefs_before && tracefs.join("events").is_dir() {
-        if let Err(e) = nix::mount::umount2(tracefs, nix::mount::MntFlags::MNT_DETACH) {
-            eprintln!("probes bench: could not unmount the tracefs it mounted: {e}");
         }
     }
 }

@@ -302,10 +302,7 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let result = run();
-    // After the daemon (and its probes) is gone, on every way out.
-    iomon::probes::unmount_tracefs_mounted_here();
-    match result {
+    match run() {
         Ok(code) => code,
         Err(e) => {
             // The whole chain on one line (stderr is the journal under

@@ -442,30 +442,15 @@ fn open_kprobe(func: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Where this process mounted tracefs, if it did ([`ensure_tracefs`]).
-static MOUNTED_HERE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-
-/// Unmounts the tracefs this process mounted, if it did (lazily: programs
-/// attached through it keep working): at the daemon's exit, so a
-/// foreground run leaves the host's mounts as it found them. Under
-/// systemd, which mounts tracefs at boot, there is nothing to do.
-pub fn unmount_tracefs_mounted_here() {
-    let Some(root) = MOUNTED_HERE.lock().ok().and_then(|mut m| m.take()) else {
-        return;
-    };
-    match nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH) {
-        Ok(()) => log::info!("unmounted the tracefs it mounted at {}", root.display()),
-        Err(e) => log::warn!(
-            "could not unmount the tracefs it mounted at {} ({e}); `umount {}` removes it",
-            root.display(),
-            root.display()
-        ),
-    }
-}
-
-/// Makes sure tracefs is mounted at `root` (classic tracepoints need it):
-/// mounts it if it is not and this process may. `Err` says what to do, and
-/// whether the kernel lacks it or this process may not read it.
+/// Makes sure tracefs is mounted at `root` for the calling thread (classic
+/// tracepoints need it). Where it is not, mounts it in a mount namespace of
+/// the thread's own (`unshare(CLONE_NEWNS)`: the host's mounts propagate
+/// in, none propagate out), so the host's mounts are never changed and
+/// nothing is left to unmount: another process using or mounting tracefs
+/// (bpftrace, perf, a second iomond) cannot lose it to this one, and the
+/// namespace goes with the thread. Children the thread starts after this
+/// see the mount too. `Err` says what to do, and whether the kernel lacks
+/// tracefs or this process may not read or mount it.
 pub fn ensure_tracefs(root: &Path) -> Result<(), Gap> {
     match std::fs::metadata(root.join("events")) {
         Ok(m) if m.is_dir() => return Ok(()),
@@ -477,18 +462,12 @@ pub fn ensure_tracefs(root: &Path) -> Result<(), Gap> {
         }
         _ => {}
     }
-    match nix::mount::mount(
-        Some("tracefs"),
-        root,
-        Some("tracefs"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    ) {
+    match mount_tracefs_privately(root) {
         Ok(()) if root.join("events").is_dir() => {
-            log::info!("mounted tracefs at {}", root.display());
-            if let Ok(mut m) = MOUNTED_HERE.lock() {
-                m.get_or_insert_with(|| root.to_path_buf());
-            }
+            log::info!(
+                "mounted tracefs at {} in a mount namespace of its own (the host's mounts are unchanged)",
+                root.display()
+            );
             Ok(())
         }
         Ok(()) => Err(Gap::Lacks(format!(
@@ -508,6 +487,31 @@ pub fn ensure_tracefs(root: &Path) -> Result<(), Gap> {
             })
         }
     }
+}
+
+/// The calling thread into a mount namespace of its own, every mount a
+/// slave of the host's (theirs propagate in, ours not out), and tracefs
+/// mounted there. Says which step failed.
+fn mount_tracefs_privately(root: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("a mount namespace of its own: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("the host's mounts as slaves in its namespace: {e}"))?;
+    mount(
+        Some("tracefs"),
+        root,
+        Some("tracefs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// CONFIG_HZ: from the kernel's config file where there is one, else

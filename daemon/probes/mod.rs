@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::abi::{self, Attach, Route};
 use crate::family::{self, Family};
-pub use kernel::{ensure_tracefs, unmount_tracefs_mounted_here, Gap, Kernel};
+pub use kernel::{ensure_tracefs, Gap, Kernel};
 
 mod skel {
     #![allow(clippy::all, unused_imports, dead_code)]

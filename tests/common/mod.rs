@@ -23,36 +23,22 @@ pub use scratch_disk::ScratchDisk;
 
 /// A BPF test's hold on the kernel: the tests that load BPF run one at a
 /// time. Loading classic tracepoints mounts tracefs where it is missing (a
-/// host without systemd, a guest); dropped, the guard unmounts it again if
-/// it was not mounted when the test began: no test leaves a mount behind.
+/// host without systemd, a guest), in a mount namespace of the loading
+/// thread's own (`iomon::probes::ensure_tracefs`): no test changes the
+/// host's mounts, and the namespace goes with the test's thread.
 /// Declared first in a test, it drops last (after the probes and daemons).
 pub struct KernelGuard {
     _lock: MutexGuard<'static, ()>,
-    tracefs_before: bool,
 }
 
 impl KernelGuard {
-    /// Mounts tracefs where it is missing, as systemd does at boot: for a
+    /// Mounts tracefs where it is missing, as systemd does at boot, for
+    /// this test's thread and the processes it starts after this: for a
     /// test whose iomond runs without CAP_SYS_ADMIN (which cannot mount
-    /// it). Unmounted again when the guard drops.
+    /// it).
     pub fn mount_tracefs(&self) {
         iomon::probes::ensure_tracefs(Path::new(TRACEFS))
             .unwrap_or_else(|e| panic!("tracefs at {TRACEFS}: {e:?}"));
-    }
-}
-
-fn tracefs_mounted() -> bool {
-    Path::new(TRACEFS).join("events").is_dir()
-}
-
-impl Drop for KernelGuard {
-    fn drop(&mut self) {
-        if !self.tracefs_before && tracefs_mounted() {
-            // Lazily: a daemon the test started may still be exiting.
-            if let Err(e) = nix::mount::umount2(TRACEFS, nix::mount::MntFlags::MNT_DETACH) {
-                eprintln!("could not unmount the tracefs this test mounted at {TRACEFS}: {e}");
-            }
-        }
     }
 }
 
@@ -62,7 +48,6 @@ impl Drop for KernelGuard {
 pub fn bpf_or_skip(test: &str) -> Option<KernelGuard> {
     let guard = KernelGuard {
         _lock: KERNEL.lock().unwrap_or_else(|e| e.into_inner()),
-        tracefs_before: tracefs_mounted(),
     };
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
