@@ -170,6 +170,10 @@ pub struct ProgDecl {
     /// For a `tp_btf` event: the struct its first argument must point to
     /// (`request`); a kernel whose event passes another lacks the route.
     pub arg: Option<String>,
+    /// Attached on demand: once the family's host counter of this name (a
+    /// counter without dimensions) has counted. For a program whose work
+    /// is needed only in cases the family's other programs notice.
+    pub when: Option<String>,
 }
 
 /// Hooks are bits of one u64 in the programs' read-only data.
@@ -418,6 +422,14 @@ pub fn validate(d: &Decl) -> Result<(), String> {
                     "route {}: program {}: `arg` is a [a-z0-9_] struct name, for a tp_btf event",
                     r.name, p.prog
                 ));
+            }
+            if let Some(w) = &p.when {
+                if !counter(w).is_some_and(|c| c.dims.is_empty()) {
+                    return Err(format!(
+                        "route {}: program {}: `when` names no counter of this family without dimensions: {w:?}",
+                        r.name, p.prog
+                    ));
+                }
             }
             for e in std::iter::once(&p.event).chain(&p.event_arm64) {
                 if !event_ok(e) {
@@ -674,6 +686,8 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\" }]\nneeds = [\"arch:mips\"]", "arch:x86_64|aarch64"),
             ("bogus = 1", "unknown field"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", arg = \"request\" }]", "for a tp_btf event"),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"nope\" }]", "`when` names no counter"),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"calls\" }]", "without dimensions: \"calls\""),
             ("[rows]\nlabel = \"device\"\nmax = 0\nkey = \"dev_t\"", "1 <= max <= 1024"),
             ("[rows]\nlabel = \"device\"\nmax = 8\nkey = \"inode\"", "key \"inode\""),
             ("[rows]\nlabel = \"dev ice\"\nmax = 8\nkey = \"dev_t\"", "[a-z0-9_] label"),

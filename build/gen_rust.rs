@@ -157,10 +157,11 @@ pub fn schema(families: &[Family]) -> String {
                     .iter()
                     .map(|p| {
                         format!(
-                            "Program {{ name: {}, event: {}, arg: {} }}",
+                            "Program {{ name: {}, event: {}, arg: {}, when: {} }}",
                             lit(&p.prog),
                             lit(&p.event),
-                            opt(p.arg.as_deref())
+                            opt(p.arg.as_deref()),
+                            opt(p.when.as_deref())
                         )
                     })
                     .collect();

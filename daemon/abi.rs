@@ -156,6 +156,7 @@ impl Way {
             name: self.prog,
             event: self.event,
             arg: self.arg,
+            when: None,
         }
     }
 }
@@ -191,6 +192,10 @@ pub struct Program {
     /// For a typed tracepoint: the struct its first argument must point
     /// to (a kernel that passes another there lacks the route).
     pub arg: Option<&'static str>,
+    /// Attached on demand: only once the family's host counter of this
+    /// name has counted (in a tick's Sample), the sign that the program's
+    /// work is needed; until then its event costs nothing.
+    pub when: Option<&'static str>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/schema.rs"));

@@ -609,7 +609,8 @@ fn probe_metrics(probes: &[FamilyStatus], o: &mut Out) {
     );
     for f in probes {
         if matches!(f.state, FamilyState::Attached | FamilyState::Failed(_)) {
-            for p in &f.programs {
+            // A program waiting on demand is not missing: no series.
+            for p in f.programs.iter().filter(|p| p.waiting().is_none()) {
                 o.gauge(
                     "iomon_probe_attached",
                     &[("family", &f.family), ("program", &p.name)],

@@ -179,10 +179,13 @@ fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
         let route = s.route.clone().unwrap_or_else(|| "-".into());
         for (i, p) in s.programs.iter().enumerate() {
             let first = i == 0;
-            let why =
-                p.reason
-                    .clone()
-                    .unwrap_or_else(|| if first { reason.clone() } else { String::new() });
+            let why = p.reason.clone().or_else(|| p.waiting()).unwrap_or_else(|| {
+                if first {
+                    reason.clone()
+                } else {
+                    String::new()
+                }
+            });
             println!(
                 "{:<10} {:<12} {:<13} {:<52} {why}",
                 if first { s.family.as_str() } else { "" },

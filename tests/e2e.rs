@@ -683,6 +683,26 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         !body.contains("iomon_read_calls_total"),
         "reads are off by default: absent, not zero"
     );
+    // A program attached on demand (block's issue, on tp_btf) that is not
+    // needed yet is not missing: attached (1) or no series, never 0 (the
+    // alert on iomon_probe_attached == 0 would fire for nothing).
+    let probes = d.json(&["probes"]);
+    for p in probes
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["programs"].as_array().unwrap())
+        .filter(|p| p["on_demand"].is_string())
+    {
+        let series = format!("program=\"{}\"}}", p["name"].as_str().unwrap());
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("iomon_probe_attached{") && l.contains(&series));
+        match line {
+            Some(l) => assert!(p["attached"] == true && l.ends_with(" 1"), "{p} {l}"),
+            None => assert!(p["attached"] == false && p["reason"].is_null(), "{p}"),
+        }
+    }
     // Pages are the kernel's own: the gauge says which size.
     assert_eq!(
         metric(&body, "iomon_page_size_bytes"),

@@ -292,7 +292,10 @@ int blk_frontmerge(void *ctx) { return blk_merged_ctx(ctx, true); }
  * (io_start_time_ns, after this event): then no map is needed, and the
  * issue has nothing to count: the completion counts the time queued
  * (allocation to issue) with the rest. On a queue without them the issue
- * time goes into block_rq_times, by address. */
+ * time goes into block_rq_times, by address: the issue program is
+ * attached for that once a completion on such a queue found neither
+ * (`unstamped`, the route's `when` in block.toml), and runs on no event
+ * before. */
 
 /* Requests between issue and completion on a queue without completion
  * stats, by address. Bounded by max_entries, an LRU for the same reasons
@@ -416,6 +419,10 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 		u64 mine = blk_complete_at(&block_rq_times, &k);
 		if (!issued)
 			issued = mine;
+		/* No time from either, where only the issue program can give
+		 * one: the sign that attaches it (it runs on no event before). */
+		if (!issued && !blk_stamps_issue(rq))
+			count(0, IOMON_C_BLOCK_UNSTAMPED, 1);
 	}
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
 	return blk_done(blk_rq_dev(rq), blk_op_flags(rq->cmd_flags, nr_bytes), nr_bytes,

@@ -25,7 +25,12 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                         p.name,
                         p.event,
                         p.attached,
-                        csv_field(p.reason.as_deref().unwrap_or(&why)),
+                        csv_field(
+                            &p.reason
+                                .clone()
+                                .or_else(|| p.waiting())
+                                .unwrap_or(why.clone())
+                        ),
                         p.run_count.map(|v| v.to_string()).unwrap_or_default(),
                         p.run_time_ns.map(|v| v.to_string()).unwrap_or_default(),
                         p.missed.map(|v| v.to_string()).unwrap_or_default()
@@ -72,6 +77,11 @@ pub fn probes(fams: &[FamilyStatus], out: Output, stats_on: Option<bool>) -> Str
                 }
                 if !why.is_empty() {
                     let _ = writeln!(s, "{:<10} reason: {why}", "");
+                }
+                for p in &f.programs {
+                    if let Some(w) = p.waiting() {
+                        let _ = writeln!(s, "{:<10} {}: {w}", "", p.name);
+                    }
                 }
                 for sk in &f.skipped {
                     let _ = writeln!(s, "{:<10} not route {}: {}", "", sk.route, sk.why);

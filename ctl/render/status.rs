@@ -269,6 +269,7 @@ mod tests {
             run_count: None,
             run_time_ns: None,
             missed,
+            on_demand: None,
         }
     }
 

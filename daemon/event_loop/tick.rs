@@ -130,6 +130,10 @@ impl Daemon {
         }
         self.memcg.keep_only(&cgroups);
         sample.host_mem = self.memcg.host();
+        // A program attached on demand, where this tick counted its sign.
+        for (level, line) in self.probes.attach_wanted(&sample) {
+            log::log!(level, "{line}");
+        }
         // Every process counts in the totals; the Sample keeps its top-K
         // (and every target's process) for the store and the views, and
         // each target's top files.

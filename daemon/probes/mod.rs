@@ -132,6 +132,25 @@ pub struct ProgramStatus {
     /// way but not counted). `None` before the program is read.
     #[serde(default)]
     pub missed: Option<u64>,
+    /// A program attached on demand (its route's `when`): the family's
+    /// counter whose first count attaches it. Not attached until then, and
+    /// not missing: its work is not needed yet.
+    #[serde(default)]
+    pub on_demand: Option<String>,
+}
+
+impl ProgramStatus {
+    /// Waiting on demand: what will attach it (else None).
+    pub fn waiting(&self) -> Option<String> {
+        let counter = self.on_demand.as_deref()?;
+        (!self.attached && self.reason.is_none())
+            .then(|| format!("on demand: attached once `{counter}` counts"))
+    }
+
+    /// Not attached, and not because its work is not needed yet.
+    pub fn missing(&self) -> bool {
+        !self.attached && self.waiting().is_none()
+    }
 }
 
 /// A route not taken, and why.
@@ -218,6 +237,9 @@ pub struct LoadOptions {
     /// it directly (mmap's fentry and kprobe routes on 6.2+): tests compare
     /// the two.
     pub probe_read_walks: bool,
+    /// Attach the programs a route attaches on demand at once, with the
+    /// rest (tests whose subject is their work, not when it starts).
+    pub on_demand_at_load: bool,
 }
 
 impl Default for LoadOptions {
@@ -236,6 +258,7 @@ impl Default for LoadOptions {
             own_timestamps: false,
             map_bounds: Vec::new(),
             probe_read_walks: false,
+            on_demand_at_load: false,
         }
     }
 }
@@ -393,6 +416,17 @@ fn route_programs(kernel: &Kernel, route: &Route) -> Vec<abi::Program> {
     route.loaded_programs_by(&|sh| kernel.chosen_way(sh))
 }
 
+/// The name, as declared (static), of a family's program attached on
+/// demand.
+fn route_programs_named(f: &family::Family, name: &str) -> Option<&'static str> {
+    f.schema
+        .routes
+        .iter()
+        .flat_map(|r| r.programs)
+        .find(|p| p.name == name && p.when.is_some())
+        .map(|p| p.name)
+}
+
 /// Opens the object with the programs of these routes and the maps they
 /// use, configured for this kernel.
 fn open_object(
@@ -512,6 +546,7 @@ fn program_statuses(
             run_count: None,
             run_time_ns: None,
             missed: None,
+            on_demand: p.when.map(str::to_string),
         })
         .collect()
 }
@@ -650,6 +685,19 @@ impl Probes {
                         let mut programs = Vec::new();
                         let mut failure = None;
                         for p in route_programs(&kernel, route) {
+                            if p.when.is_some() && !opts.on_demand_at_load {
+                                programs.push(ProgramStatus {
+                                    name: p.name.into(),
+                                    event: p.event.into(),
+                                    attached: false,
+                                    reason: None,
+                                    run_count: None,
+                                    run_time_ns: None,
+                                    missed: None,
+                                    on_demand: p.when.map(str::to_string),
+                                });
+                                continue;
+                            }
                             let r = probes.attach(p.name);
                             if let Err(e) = &r {
                                 failure.get_or_insert_with(|| {
@@ -664,6 +712,7 @@ impl Probes {
                                 run_count: None,
                                 run_time_ns: None,
                                 missed: None,
+                                on_demand: p.when.map(str::to_string),
                             });
                         }
                         if let Some(why) = failure {
@@ -717,6 +766,60 @@ impl Probes {
             return Ok(probes);
         }
         Err(ProbeError::Load("no combination of routes loaded".into()))
+    }
+
+    /// Attaches the programs waiting on demand whose counter counted in
+    /// `sample` (a tick's): one log line for each, saying what it
+    /// attached and why, or that it failed (not tried again: the family
+    /// goes on without it, its requests counted as before).
+    pub fn attach_wanted(&mut self, sample: &crate::sample::Sample) -> Vec<(log::Level, String)> {
+        let mut lines = Vec::new();
+        for fi in 0..self.status.len() {
+            if self.status[fi].state != FamilyState::Attached {
+                continue;
+            }
+            let family = self.status[fi].family.clone();
+            let Some(f) = family::by_name(&family) else {
+                continue;
+            };
+            for pi in 0..self.status[fi].programs.len() {
+                let p = &self.status[fi].programs[pi];
+                let Some(counter) = p.on_demand.clone() else {
+                    continue;
+                };
+                if p.attached || p.reason.is_some() {
+                    continue;
+                }
+                let n = sample
+                    .section(&family)
+                    .and_then(|s| s.total(f.schema, &counter))
+                    .unwrap_or(0);
+                if n == 0 {
+                    continue;
+                }
+                let Some(name) = route_programs_named(f, &p.name) else {
+                    continue;
+                };
+                let event = p.event.clone();
+                let r = self.attach(name);
+                let p = &mut self.status[fi].programs[pi];
+                p.attached = r.is_ok();
+                lines.push(match r {
+                    Ok(()) => (
+                        log::Level::Info,
+                        format!("{family}: attached {name} ({event}) on demand: {n} {counter} in the last tick"),
+                    ),
+                    Err(e) => {
+                        let line = format!(
+                            "{family}: {name} ({event}) failed to attach on demand ({n} {counter} in the last tick): {e}; the family goes on without it"
+                        );
+                        p.reason = Some(e);
+                        (log::Level::Warn, line)
+                    }
+                });
+            }
+        }
+        lines
     }
 
     fn attach(&mut self, name: &'static str) -> Result<(), String> {
