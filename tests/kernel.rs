@@ -2317,6 +2317,83 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
     }
 }
 
+/// A flush (fsync on the device: an empty preflush write) where the
+/// device has a write cache, as a loop device has: the kernel sends the
+/// device its queue's own flush request, a request of operation `flush`
+/// timed like the rest, and completes the empty write after it without
+/// issuing it (a write of 0 bytes in the device's stat, and here a
+/// request counted unmatched: it has no latency of its own). On every
+/// route the device's row equals its `/sys/block/<dev>/stat`: writes,
+/// flushes, and every issued request in the latency histogram.
+#[test]
+fn bpf_block_flushes_are_counted_and_timed() {
+    let Some(_k) = bpf_or_skip("bpf_block_flushes_are_counted_and_timed") else {
+        return;
+    };
+    use iomon::abi::block as bk;
+    use std::os::unix::fs::FileExt;
+    const WRITES: u64 = 20;
+    let disk = ScratchDisk::new();
+    let wc = std::fs::read_to_string(format!("/sys/block/{}/queue/write_cache", disk.name))
+        .unwrap_or_default();
+    if !wc.contains("back") {
+        eprintln!(
+            "SKIP bpf_block_flushes_are_counted_and_timed: {} has no write cache ({}): its flushes never reach it",
+            disk.name,
+            wc.trim()
+        );
+        return;
+    }
+    let f = disk.open_direct(true);
+    let mut b = Aligned::new();
+    for route in routes_here("block") {
+        let (p, mut drain) = load_route("block", route);
+        drain.tick().unwrap();
+        let before = disk.stat();
+        for i in 0..WRITES {
+            assert_eq!(f.write_at(b.buf(), i * 8192).unwrap(), Aligned::LEN);
+            f.sync_all().unwrap();
+        }
+        let mut s = Sample::default();
+        for _ in 0..2 {
+            s.merge(&drain.tick().unwrap(), usize::MAX);
+        }
+        let after = disk.stat();
+        // /sys/block/<dev>/stat: writes (4), flushes (15).
+        let (writes, flushes) = (after[4] - before[4], after[15] - before[15]);
+        assert!(
+            flushes >= WRITES,
+            "{}: {flushes} flushes for {WRITES} fsyncs",
+            disk.name
+        );
+        let row = block_row(&s, &disk.name, route);
+        let get = |i: usize| row.get(i).unwrap_or(0);
+        let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());
+        let seen = (
+            get(bk::REQUESTS + bk::op::FLUSH),
+            get(bk::REQUESTS + bk::op::WRITE),
+            get(bk::BYTES + bk::op::WRITE),
+            get(bk::UNMATCHED),
+            timed,
+        );
+        // The empty writes: the device's writes past this test's own.
+        let empty = writes - WRITES;
+        let truth = (flushes, writes, WRITES * 4096, empty, flushes + WRITES);
+        let what = format!(
+            "route {route}: (flushes, writes, bytes written, unmatched, timed) of {WRITES} writes each fsynced"
+        );
+        if missed_runs(&p, "block") == 0 {
+            assert_eq!(seen, truth, "{what}");
+        } else {
+            assert!(seen.0 <= truth.0 && seen.1 <= truth.1, "{what}: {seen:?}");
+        }
+        eprintln!(
+            "block ({route}): {WRITES} writes each fsynced on {}: {flushes} flushes, {writes} writes ({empty} empty) in its stat; counted {seen:?} (flushes, writes, bytes, unmatched, timed)",
+            disk.name
+        );
+    }
+}
+
 /// A request its device completes in parts: a loop device reading its
 /// file with direct I/O past the file's end completes the part it read,
 /// issues the rest again, and fails it. On tp_btf the parts' bytes count
