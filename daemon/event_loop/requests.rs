@@ -165,9 +165,9 @@ impl Daemon {
                 let Some(st) = &self.store else {
                     return failed("top --since needs the history store (store.enabled = false)");
                 };
-                match st.range(since, now, Some(now.saturating_sub(since).max(1))) {
-                    Ok(h) => {
-                        let (procs, families) = top_over(&h.points, by, n, target);
+                match st.window(since, now) {
+                    Ok(points) => {
+                        let (procs, families) = top_over(&points, by, n, target);
                         Response::Top(TopReport {
                             start_ms: since,
                             end_ms: now,
