@@ -610,7 +610,7 @@ fn probe_metrics(probes: &[FamilyStatus], o: &mut Out) {
     for f in probes {
         if matches!(f.state, FamilyState::Attached | FamilyState::Failed(_)) {
             // A program waiting on demand is not missing: no series.
-            for p in f.programs.iter().filter(|p| p.waiting().is_none()) {
+            for p in f.programs.iter().filter(|p| !p.is_waiting()) {
                 o.gauge(
                     "iomon_probe_attached",
                     &[("family", &f.family), ("program", &p.name)],

@@ -141,16 +141,20 @@ pub struct ProgramStatus {
 }
 
 impl ProgramStatus {
-    /// Waiting on demand: what will attach it (else None).
+    /// Attached on demand, and not needed yet (nor failed).
+    pub fn is_waiting(&self) -> bool {
+        self.on_demand.is_some() && !self.attached && self.reason.is_none()
+    }
+
+    /// Waiting on demand: what will attach it, to show (else None).
     pub fn waiting(&self) -> Option<String> {
-        let counter = self.on_demand.as_deref()?;
-        (!self.attached && self.reason.is_none())
-            .then(|| format!("on demand: attached once `{counter}` counts"))
+        let counter = self.on_demand.as_deref().filter(|_| self.is_waiting())?;
+        Some(format!("on demand: attached once `{counter}` counts"))
     }
 
     /// Not attached, and not because its work is not needed yet.
     pub fn missing(&self) -> bool {
-        !self.attached && self.waiting().is_none()
+        !self.attached && !self.is_waiting()
     }
 }
 
@@ -675,21 +679,10 @@ impl Probes {
                         let mut programs = Vec::new();
                         let mut failure = None;
                         for p in route_programs(&kernel, route) {
-                            if p.when.is_some() && !opts.on_demand_at_load {
-                                programs.push(ProgramStatus {
-                                    name: p.name.into(),
-                                    event: p.event.into(),
-                                    attached: false,
-                                    reason: None,
-                                    run_count: None,
-                                    run_time_ns: None,
-                                    missed: None,
-                                    on_demand: p.when.map(str::to_string),
-                                });
-                                continue;
-                            }
-                            let r = probes.attach(p.name);
-                            if let Err(e) = &r {
+                            // None: attached on demand, later.
+                            let r = (p.when.is_none() || opts.on_demand_at_load)
+                                .then(|| probes.attach(p.name));
+                            if let Some(Err(e)) = &r {
                                 failure.get_or_insert_with(|| {
                                     format!("{} failed to attach: {e}", p.event)
                                 });
@@ -697,8 +690,8 @@ impl Probes {
                             programs.push(ProgramStatus {
                                 name: p.name.into(),
                                 event: p.event.into(),
-                                attached: r.is_ok(),
-                                reason: r.err(),
+                                attached: matches!(r, Some(Ok(()))),
+                                reason: r.and_then(Result::err),
                                 run_count: None,
                                 run_time_ns: None,
                                 missed: None,
