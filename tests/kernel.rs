@@ -2853,8 +2853,25 @@ fn bpf_block_requests_past_the_in_flight_bound_count_as_unmatched() {
             let row = block_row(&s, &disk.name, route);
             let get = |i: usize| row.get(i).unwrap_or(0);
             let missed = missed_runs(&p, "block");
+            // The device's own account: at least the workload's reads (in a
+            // CI run of the x86_64 6.12 guest, once, not exactly them:
+            // another reader of the device in the window, not identified).
+            // Every comparison below is against this account, which counts
+            // any such reader's requests as iomon does.
             let reads = after[0] - before[0];
-            assert_eq!(reads, THREADS * EACH, "{}'s own account", disk.name);
+            assert!(
+                reads >= THREADS * EACH,
+                "{}'s own account: {reads} reads completed, the workload made {}",
+                disk.name,
+                THREADS * EACH
+            );
+            if reads > THREADS * EACH {
+                eprintln!(
+                    "block ({route}, round {round}): {} reads of {} beside the workload's",
+                    reads - THREADS * EACH,
+                    disk.name
+                );
+            }
             let requests = get(bk::REQUESTS + bk::op::READ);
             let unmatched = get(bk::UNMATCHED);
             let timed: u64 = row.hist(bk::hist::LATENCY).map_or(0, |h| h.iter().sum());

@@ -675,11 +675,20 @@ fn bpf_banyandb_under_a_memory_limit_index_is_reclaimed_and_refaults_move_with_t
         });
         // The kernel flushes a cgroup's statistics lazily (on 6.12 a read of
         // memory.stat may skip the flush; a worker flushes every 2 s): once,
-        // in the full 6.12 guest run, it still read the old value here.
+        // in the full 6.12 guest run, it still read the old value here, and
+        // a first value that moved can be part of the window's. So read
+        // until it has stayed the same for longer than the worker's period
+        // (at most 8 s).
         let mut kernel_refaults = 0;
-        for _ in 0..40 {
-            kernel_refaults = memcg_stat(&cg.dir, "workingset_refault_file") - refault_before;
-            if kernel_refaults > 0 {
+        let mut steady_since = std::time::Instant::now();
+        for _ in 0..80 {
+            let now = memcg_stat(&cg.dir, "workingset_refault_file") - refault_before;
+            if now != kernel_refaults {
+                kernel_refaults = now;
+                steady_since = std::time::Instant::now();
+            } else if kernel_refaults > 0
+                && steady_since.elapsed() > std::time::Duration::from_millis(2500)
+            {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
