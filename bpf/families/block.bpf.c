@@ -75,6 +75,16 @@ static __always_inline u32 blk_op(char c0, char c1, u32 nr_sector)
 /* What both routes count, once they know the device, the operation and
  * the times. */
 
+/* A write of no bytes: what a flush leaves of an fsync's empty preflush
+ * write (the kernel takes the preflush off it, sends the device its own
+ * flush request, then completes the write without issuing it; at once
+ * where the device has no write cache). Without an issue time it is
+ * `unissued`, not `unmatched`: nothing was lost. */
+static __always_inline bool blk_empty_write(u32 op, u64 bytes)
+{
+	return op == IOMON_BLOCK_OP_WRITE && !bytes;
+}
+
 /* A request goes to the device `ns` after it was allocated (plugged, in
  * the I/O scheduler, waiting for dispatch), counted for the host and in
  * its device's row `r`: at the issue on the classic route, at the
@@ -110,8 +120,9 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
 	}
 	if (!issued) {
-		count(0, IOMON_C_BLOCK_UNMATCHED, 1);
-		row_count(BLOCK, r, IOMON_C_BLOCK_UNMATCHED, 1);
+		u32 c = blk_empty_write(op, bytes) ? IOMON_C_BLOCK_UNISSUED : IOMON_C_BLOCK_UNMATCHED;
+		count(0, c, 1);
+		row_count(BLOCK, r, c, 1);
 		return 0;
 	}
 	if (alloc && alloc <= issued)
@@ -412,6 +423,7 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 {
 	if (nr_bytes < rq->__data_len)
 		return blk_part(rq, nr_bytes);
+	u32 op = blk_op_flags(rq->cmd_flags, nr_bytes);
 	u64 issued = blk_no_rq_stamps ? 0 : rq->io_start_time_ns;
 	if (!issued || blk_passthrough(rq)) {
 		/* The entry goes either way; the kernel's stamp where it set one. */
@@ -420,13 +432,13 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 		if (!issued)
 			issued = mine;
 		/* No time from either, where only the issue program can give
-		 * one: the sign that attaches it (it runs on no event before). */
-		if (!issued && !blk_stamps_issue(rq))
+		 * one (not a write that was never issued): the sign that
+		 * attaches it (it runs on no event before). */
+		if (!issued && !blk_empty_write(op, nr_bytes) && !blk_stamps_issue(rq))
 			count(0, IOMON_C_BLOCK_UNSTAMPED, 1);
 	}
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
-	return blk_done(blk_rq_dev(rq), blk_op_flags(rq->cmd_flags, nr_bytes), nr_bytes,
-			error & 0xff, issued, rq->start_time_ns);
+	return blk_done(blk_rq_dev(rq), op, nr_bytes, error & 0xff, issued, rq->start_time_ns);
 }
 
 /* A bio reaching a request-based device: its device (a partition's is
