@@ -518,7 +518,11 @@ impl Store {
     /// Samples in [since, until), from the coarsest tier whose resolution
     /// is at most `step` (the finest tier if the step is finer still),
     /// merged to `step` (buckets aligned to multiples of it), oldest first;
-    /// at the raw resolution itself each Sample is a point.
+    /// at the raw resolution itself each Sample is a point. A rollup is
+    /// keyed by its bucket's start, so the part of the window before the
+    /// tier's first whole bucket comes from the finer tiers ([`Self::window`]):
+    /// the first point then covers less than a step, and says so in its
+    /// start and duration.
     /// Without a step, one that gives at most about 500 points.
     pub fn range(
         &self,
@@ -561,6 +565,16 @@ impl Store {
                 }
             }
         };
+        // The window's head, before the tier's first whole bucket.
+        if tier != Tier::Raw {
+            let width = self.resolution(tier);
+            let head_end = since_ms.div_ceil(width).saturating_mul(width).min(until_ms);
+            if since_ms < head_end {
+                for s in self.window(since_ms, head_end)? {
+                    scan(s.start_ms, &s, &mut points);
+                }
+            }
+        }
         // Keys read here that are in flight too (committed between the
         // commit's start and this read) are not scanned twice.
         let mut committed = std::collections::HashSet::new();
@@ -956,17 +970,32 @@ mod tests {
             let got = sum(&st.window(since, until).unwrap());
             assert_eq!(got, count(since, until), "window [{since}, {until})");
         }
-        // One range at the window's own step (what `top --since 1h` asked
-        // for) leaves out the hour bucket that began before the window.
-        let (since, until) = (T0 + HOUR_MS - 40 * MINUTE_MS, end);
-        let one = st.range(since, until, Some(until - since)).unwrap();
-        assert_eq!(one.resolution_ms, HOUR_MS);
-        assert_eq!(
-            sum(&one.points),
-            count(T0 + HOUR_MS, until),
-            "the hour tier's range: only the open hour"
-        );
-        assert_eq!(sum(&st.window(since, until).unwrap()), count(since, until));
+        // A range from a rollup tier takes the part of the window before
+        // its first whole bucket from the finer tiers: every Sample once,
+        // the first point no older than the window.
+        for (since, until, step) in [
+            (
+                T0 + HOUR_MS - 40 * MINUTE_MS,
+                end,
+                end - (T0 + HOUR_MS - 40 * MINUTE_MS),
+            ),
+            (first + 25 * MINUTE_MS + 35_000, end, HOUR_MS),
+            (first + 7_000, end, 2 * HOUR_MS),
+            (first + 95_000, T0 + HOUR_MS - 60_000, 5 * MINUTE_MS),
+            (T0 + HOUR_MS + 61_000, end, MINUTE_MS),
+            (T0 + HOUR_MS, end, HOUR_MS),
+        ] {
+            let r = st.range(since, until, Some(step)).unwrap();
+            assert!(r.resolution_ms > 10_000, "a rollup tier for step {step}");
+            let what = format!("range [{since}, {until}) step {step}");
+            assert_eq!(sum(&r.points), count(since, until), "{what}");
+            let firsts = r.points.first().map(|p| p.start_ms);
+            assert!(firsts.is_some_and(|f| f >= since), "{what}: {firsts:?}");
+            assert!(
+                r.points.windows(2).all(|w| w[0].end_ms <= w[1].start_ms),
+                "{what}: points in order, apart"
+            );
+        }
         assert!(matches!(st.window(5, 4), Err(StoreError::BadRange { .. })));
     }
 
