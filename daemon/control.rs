@@ -63,6 +63,9 @@ struct Conn {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file this daemon bound (device, inode): what shutdown
+    /// removes, and nothing else at that path.
+    file: Option<(u64, u64)>,
     conns: HashMap<Token, Conn>,
     token_base: usize,
     next_token: usize,
@@ -214,6 +217,7 @@ impl ControlServer {
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),
+            file: socket_file(path),
             conns: HashMap::new(),
             token_base,
             next_token: 0,
@@ -517,15 +521,27 @@ impl ControlServer {
         }
     }
 
-    /// Closes everything and removes the socket file.
+    /// Closes everything and removes the socket file, if it is still the
+    /// one this daemon bound: removed by hand and bound again by another
+    /// iomond, it is that daemon's.
     pub fn shutdown(&mut self, registry: &Registry) {
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             self.close(registry, t);
         }
         let _ = registry.deregister(&mut self.listener);
-        let _ = std::fs::remove_file(&self.path);
+        if self.file.is_some() && socket_file(&self.path) == self.file {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// A file's (device, inode), if it exists.
+fn socket_file(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Answers a frame that is too large or does not decode, then closes.
@@ -559,6 +575,29 @@ fn request_name(r: &Request) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shutdown_removes_its_own_socket_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let poll = mio::Poll::new().unwrap();
+        let opts = ListenOptions {
+            path: &path,
+            group: None,
+            admin_group: None,
+            max_clients: 4,
+            idle_timeout: Duration::from_secs(1),
+        };
+        let listen = |base| ControlServer::listen(poll.registry(), Token(base), base + 1, &opts);
+        let mut a = listen(0).unwrap();
+        // Its file removed by hand, another daemon binds the path.
+        std::fs::remove_file(&path).unwrap();
+        let mut b = listen(100).unwrap();
+        a.shutdown(poll.registry());
+        assert!(path.exists(), "the other daemon's socket stays");
+        b.shutdown(poll.registry());
+        assert!(!path.exists(), "its own goes");
+    }
 
     #[test]
     fn client_errors_are_logged_within_a_budget() {
