@@ -179,12 +179,7 @@ impl ControlServer {
         // A socket file left by a daemon that died: connect fails, so it is
         // stale. A live daemon answers: refuse to steal its socket.
         if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ControlError::Bind {
-                    path: path.to_path_buf(),
-                    source: io::Error::new(io::ErrorKind::AddrInUse, "a daemon is answering on it"),
-                });
-            }
+            ControlServer::refuse_if_answered(path)?;
             let _ = std::fs::remove_file(path);
         }
         let mut listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
@@ -231,6 +226,21 @@ impl ControlServer {
             bad_frames: 0,
             client_log: ClientLog::new(),
         })
+    }
+
+    /// An error if a daemon answers on `path` (checked again at
+    /// [`Self::listen`]; the daemon asks first, before it loads anything).
+    pub fn refuse_if_answered(path: &Path) -> Result<(), ControlError> {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::Bind {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "a daemon is answering on it (stop it, or give this one another --socket)",
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

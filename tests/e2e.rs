@@ -96,6 +96,83 @@ fn tracefs_mounts() -> Vec<String> {
         .collect()
 }
 
+/// A second iomond given a running one's socket, or its state directory
+/// (its store's lock), refuses at once, saying why, before it loads or
+/// attaches anything; the running one keeps answering, its socket and
+/// its store untouched.
+#[test]
+fn bpf_a_second_iomond_refuses_a_running_ones_socket_or_store_before_loading() {
+    let Some(_k) =
+        bpf_or_skip("bpf_a_second_iomond_refuses_a_running_ones_socket_or_store_before_loading")
+    else {
+        return;
+    };
+    let d = start_answering("second-first", "");
+    d.wait_ticks(2);
+    let other = disk_dir("e2e-second-other");
+    let run = |state: &std::path::Path, socket: &std::path::Path| {
+        let mut child = Command::new(IOMOND)
+            .arg("--dev")
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--socket")
+            .arg(socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the second iomond");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "the second iomond kept running");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status, err)
+    };
+    let cases = [
+        (
+            other.to_path_buf(),
+            d.socket.clone(),
+            "a daemon is answering on it",
+        ),
+        (
+            d.dir.clone(),
+            other.join("s.sock"),
+            "locked by another process",
+        ),
+    ];
+    for (state, socket, why) in cases {
+        let (status, err) = run(&state, &socket);
+        assert!(!status.success(), "the second iomond failed: {err}");
+        assert!(err.contains(why), "it says why ({why}): {err}");
+        assert!(
+            !err.contains("probe family"),
+            "it refused before loading any probe: {err}"
+        );
+        assert!(d.socket.exists(), "the first one's socket is still there");
+        let ticks = d.json(&["status"])["ticks"].as_u64().unwrap();
+        assert!(ticks >= 2, "the first one still answers");
+    }
+    d.wait_ticks(1);
+    let status = d.json(&["status"]);
+    assert_eq!(
+        status["store"]["write_errors"].as_u64(),
+        Some(0),
+        "the first one's store: {}",
+        status["store"]
+    );
+    assert!(status["store"]["moved_aside"].is_null());
+}
+
 /// A foreground iomond on a host without tracefs mounts it for its
 /// classic tracepoints in a mount namespace of its own: the host's mounts
 /// are the same while it runs and after it stops, so a developer's

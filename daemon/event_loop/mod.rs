@@ -227,6 +227,24 @@ fn notify(on: bool, states: &[sd_notify::NotifyState]) {
 
 impl Daemon {
     pub fn start(cfg: Config, startup: Startup) -> Result<Daemon, StartError> {
+        // What another iomond holds (its socket, its store's lock) is
+        // refused before anything is loaded: a second instance fails at
+        // once, without attaching probes it would only detach again.
+        ControlServer::refuse_if_answered(&cfg.daemon.socket)?;
+        let mut warnings = Vec::new();
+        let store = if cfg.store.enabled {
+            let dir = cfg.daemon.state_dir.join("history");
+            let st = Store::open(&dir, store_options(&cfg))?;
+            if let Some(p) = &st.moved_aside {
+                warnings.push(format!(
+                    "the history store could not be opened and was moved to {}",
+                    p.display()
+                ));
+            }
+            Some(st)
+        } else {
+            None
+        };
         let probes = Probes::load(&LoadOptions {
             enabled: cfg.probes.enabled(),
             proc_capacity: cfg.daemon.proc_capacity,
@@ -234,7 +252,6 @@ impl Daemon {
             refault_blocks: cfg.files.refault_blocks,
             ..Default::default()
         })?;
-        let mut warnings = Vec::new();
         for s in probes.status() {
             match &s.state {
                 FamilyState::Attached => log::info!(
@@ -283,19 +300,6 @@ impl Daemon {
             }
         }
 
-        let store = if cfg.store.enabled {
-            let dir = cfg.daemon.state_dir.join("history");
-            let st = Store::open(&dir, store_options(&cfg))?;
-            if let Some(p) = &st.moved_aside {
-                warnings.push(format!(
-                    "the history store could not be opened and was moved to {}",
-                    p.display()
-                ));
-            }
-            Some(st)
-        } else {
-            None
-        };
         // Samples never go back past what is stored (a restart with the
         // wall clock behind the store's newest Sample).
         if let Some(newest) = store.as_ref().and_then(|st| st.status().newest_ms) {
