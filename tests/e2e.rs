@@ -121,14 +121,11 @@ fn bpf_a_second_iomond_refuses_a_running_ones_socket_or_store_before_loading() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the second iomond");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(Instant::now() < deadline, "the second iomond kept running");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_within(
+            &mut child,
+            Duration::from_secs(20),
+            "the second iomond kept running",
+        );
         let mut err = String::new();
         child
             .stderr
@@ -1550,11 +1547,11 @@ fn on_a_pty(d: &Daemon, args: &str, keys: &[(u64, &[u8])]) -> String {
         stdin.write_all(k).unwrap();
         stdin.flush().unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the live view did not quit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_within(
+        &mut child,
+        Duration::from_secs(20),
+        "the live view did not quit",
+    );
     drop(stdin);
     let mut out = String::new();
     child

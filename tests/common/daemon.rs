@@ -18,6 +18,19 @@ pub struct Daemon {
     pub metrics: Option<String>,
 }
 
+/// Waits for `child` to exit, at most `within`; fails the test saying
+/// `what` did not stop.
+pub fn wait_within(child: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
