@@ -171,8 +171,10 @@ pub struct ProgDecl {
     /// (`request`); a kernel whose event passes another lacks the route.
     pub arg: Option<String>,
     /// Attached on demand: once the family's host counter of this name (a
-    /// counter without dimensions) has counted. For a program whose work
-    /// is needed only in cases the family's other programs notice.
+    /// counter without dimensions) has counted, or, as `vmstat:A+B`, once
+    /// one of those items of /proc/vmstat is above zero. For a program
+    /// whose work is needed only in cases the family's other programs, or
+    /// the kernel's own counts, notice.
     pub when: Option<String>,
 }
 
@@ -424,9 +426,13 @@ pub fn validate(d: &Decl) -> Result<(), String> {
                 ));
             }
             if let Some(w) = &p.when {
-                if !counter(w).is_some_and(|c| c.dims.is_empty()) {
+                let sign_ok = match w.strip_prefix("vmstat:") {
+                    Some(items) => items.split('+').all(ident_ok),
+                    None => counter(w).is_some_and(|c| c.dims.is_empty()),
+                };
+                if !sign_ok {
                     return Err(format!(
-                        "route {}: program {}: `when` names no counter of this family without dimensions: {w:?}",
+                        "route {}: program {}: `when` names no counter of this family without dimensions, nor vmstat:ITEM[+ITEM...]: {w:?}",
                         r.name, p.prog
                     ));
                 }
@@ -687,7 +693,9 @@ programs = [{ prog = "demo_tp", event = "tp_btf:demo_event" }]
             ("bogus = 1", "unknown field"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", arg = \"request\" }]", "for a tp_btf event"),
             ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"nope\" }]", "`when` names no counter"),
-            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"calls\" }]", "without dimensions: \"calls\""),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"calls\" }]", "nor vmstat:ITEM[+ITEM...]: \"calls\""),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"vmstat:nr_x+\" }]", "nor vmstat:ITEM[+ITEM...]: \"vmstat:nr_x+\""),
+            ("[[route]]\nname = \"k\"\nprograms = [{ prog = \"p\", event = \"kprobe:f\", when = \"vmstat:\" }]", "nor vmstat:ITEM"),
             ("[rows]\nlabel = \"device\"\nmax = 0\nkey = \"dev_t\"", "1 <= max <= 1024"),
             ("[rows]\nlabel = \"device\"\nmax = 8\nkey = \"inode\"", "key \"inode\""),
             ("[rows]\nlabel = \"dev ice\"\nmax = 8\nkey = \"dev_t\"", "[a-z0-9_] label"),

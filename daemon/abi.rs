@@ -193,8 +193,10 @@ pub struct Program {
     /// to (a kernel that passes another there lacks the route).
     pub arg: Option<&'static str>,
     /// Attached on demand: only once the family's host counter of this
-    /// name has counted (in a tick's Sample), the sign that the program's
-    /// work is needed; until then its event costs nothing.
+    /// name has counted (in a tick's Sample), or, as `vmstat:A+B`, one of
+    /// those items of /proc/vmstat is above zero (at start or a tick): the
+    /// sign that the program's work is needed; until then its event costs
+    /// nothing.
     pub when: Option<&'static str>,
 }
 

@@ -245,7 +245,7 @@ impl Daemon {
         } else {
             None
         };
-        let probes = Probes::load(&LoadOptions {
+        let mut probes = Probes::load(&LoadOptions {
             enabled: cfg.probes.enabled(),
             proc_capacity: cfg.daemon.proc_capacity,
             refault_window_ns: cfg.files.refault_window.0.as_nanos() as u64,
@@ -273,6 +273,10 @@ impl Daemon {
                     warnings.push(format!("probe family {} failed: {why}", s.family));
                 }
             }
+        }
+        // Programs on demand whose sign is already there.
+        for (level, line) in probes.attach_wanted_at_start() {
+            log::log!(level, "{line}");
         }
         if probes.hz.is_none() {
             warn_at_start(&mut warnings, "the kernel's HZ could not be told (no /boot/config, /proc/config.gz or /proc/timer_list): writeback dirty age is not measured".to_string());

@@ -134,8 +134,9 @@ pub struct ProgramStatus {
     #[serde(default)]
     pub missed: Option<u64>,
     /// A program attached on demand (its route's `when`): the family's
-    /// counter whose first count attaches it. Not attached until then, and
-    /// not missing: its work is not needed yet.
+    /// counter whose first count attaches it, or `vmstat:A+B` (see
+    /// `on_demand::Sign`). Not attached until then, and not missing: its
+    /// work is not needed yet.
     #[serde(default)]
     pub on_demand: Option<String>,
 }
@@ -148,8 +149,11 @@ impl ProgramStatus {
 
     /// Waiting on demand: what will attach it, to show (else None).
     pub fn waiting(&self) -> Option<String> {
-        let counter = self.on_demand.as_deref().filter(|_| self.is_waiting())?;
-        Some(format!("on demand: attached once `{counter}` counts"))
+        let when = self.on_demand.as_deref().filter(|_| self.is_waiting())?;
+        Some(format!(
+            "on demand: {}",
+            on_demand::Sign::of(when).describe()
+        ))
     }
 
     /// Not attached, and not because its work is not needed yet.
