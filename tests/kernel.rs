@@ -998,6 +998,103 @@ fn mmap_measure(drain: &mut Drain, touch: impl FnOnce() -> u64) -> (u64, u64, u6
     )
 }
 
+/// mmap's tracepoint route (x86_64, 6.12+) attaches its two programs that
+/// see PMD mappings on demand: waiting while /proc/vmstat counts no
+/// PMD-sized folio in the page cache, so read faults and file-RSS changes
+/// run no program; PMD folios added meanwhile are counted (`unwatched`,
+/// exactly those a reader of a file read in them added, where the file
+/// system caches them); attached at the first tick that finds one (as
+/// iomond does), after which nothing is unwatched and every page a
+/// reader touches is asked once, PMD mappings included.
+#[test]
+fn bpf_mmap_pmd_programs_attach_on_demand() {
+    let Some(_k) = bpf_or_skip("bpf_mmap_pmd_programs_attach_on_demand") else {
+        return;
+    };
+    if !routes_here("mmap").contains(&"tracepoint") {
+        eprintln!("mmap: no tracepoint route on this kernel, nothing attaches on demand");
+        return;
+    }
+    const PMD_PROGRAMS: [&str; 2] = ["mm_user_fault", "mm_rss"];
+    let (mut p, mut drain) = load_route("mmap", "tracepoint");
+    let waiting = |p: &Probes| -> Vec<String> {
+        p.status()
+            .into_iter()
+            .filter(|f| f.family == "mmap")
+            .flat_map(|f| f.programs)
+            .filter(|s| s.is_waiting())
+            .map(|s| s.name)
+            .collect()
+    };
+    assert_eq!(waiting(&p), PMD_PROGRAMS, "waiting at load");
+    let dir = disk_dir("mmap-pmd");
+    let path = dir.join("data");
+    const SIZE: usize = 16 << 20;
+    let pages = (SIZE / page_size()) as u64;
+    make_file(&path, SIZE);
+    let f = File::open(&path).unwrap();
+    // Read in through a mapping that asks for PMD-sized folios.
+    let read_huge = |drain: &mut Drain| -> (u64, u64, u64) {
+        evict(&f);
+        let m = Mapping::new(&f, SIZE);
+        m.advise_huge();
+        drain.tick().unwrap();
+        assert!(m.touch_pages() > 0, "the file holds non-zero bytes");
+        let s = drain.tick().unwrap();
+        // PMD-sized folios: 2 MiB on x86_64 (the route's only arch).
+        let pmd = m.pmd_mapped_kib() / 2048;
+        let unwatched = host(&s, "mmap", mm::UNWATCHED);
+        (own(&s).get("mmap", mm::proc::ASKED), pmd, unwatched)
+    };
+    let (_, pmd, unwatched) = read_huge(&mut drain);
+    eprintln!("mmap: while waiting: {pmd} PMD folios mapped, {unwatched} unwatched");
+    assert!(
+        unwatched >= pmd,
+        "{pmd} PMD folios read in, {unwatched} unwatched"
+    );
+    let attached = p.attach_wanted(&Sample::default());
+    eprintln!("mmap: attached on demand: {attached:?}");
+    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap();
+    let thps: u64 = ["nr_file_hugepages", "nr_shmem_hugepages"]
+        .iter()
+        .filter_map(|k| {
+            vmstat
+                .lines()
+                .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+        })
+        .sum();
+    if thps == 0 {
+        // No PMD-sized folio in the page cache (ext4 before 6.16 caches
+        // none): nothing attaches, and none was unwatched.
+        assert!(attached.is_empty(), "{attached:?}");
+        assert_eq!(waiting(&p), PMD_PROGRAMS, "still waiting");
+        assert_eq!((pmd, unwatched), (0, 0));
+        eprintln!("mmap: no PMD folio in the page cache here; the programs stay waiting");
+        return;
+    }
+    for name in PMD_PROGRAMS {
+        assert!(
+            attached
+                .iter()
+                .any(|(_, l)| l.contains(&format!("attached {name} "))
+                    && l.contains("nr_file_hugepages")),
+            "{name} not attached on demand: {attached:?}"
+        );
+    }
+    assert!(waiting(&p).is_empty(), "attached: {:?}", waiting(&p));
+    assert!(
+        p.attach_wanted(&Sample::default()).is_empty(),
+        "attached once"
+    );
+    let (asked, pmd, unwatched) = read_huge(&mut drain);
+    eprintln!("mmap: attached: {asked} pages asked of {pages}, {pmd} PMD folios mapped, {unwatched} unwatched");
+    assert_eq!(unwatched, 0, "unwatched with the programs attached");
+    assert!(
+        (pages..=pages + 16).contains(&asked),
+        "{asked} pages looked up, {pages} touched"
+    );
+}
+
 /// mmap's fentry and kprobe routes walk the page cache (to find large
 /// folios at a fault's window) by direct loads where the kernel has the
 /// kfunc bpf_rdonly_cast (6.2+): fewer helper calls, as the kernel runs
@@ -1068,7 +1165,7 @@ fn bpf_mmap_hit_ratio_cold_warm_half() {
     let ratio = |(asked, missed, _): (u64, u64, u64)| 1.0 - missed as f64 / asked as f64;
     let paced = Duration::from_micros(100);
     for (nth, route) in routes_here("mmap").into_iter().enumerate() {
-        let (_p, mut drain) = load_route("mmap", route);
+        let (mut p, mut drain) = load_route("mmap", route);
         let mut line = format!("MATRIX family=mmap route={route}");
         // (case, how the cache is made ready, how the reader reads).
         type Prepare = fn(&File);
@@ -1085,6 +1182,13 @@ fn bpf_mmap_hit_ratio_cold_warm_half() {
         let cases = if nth == 0 { &cases[..] } else { &cases[..3] };
         for &(case, prepare, reader) in cases {
             prepare(&f);
+            // As iomond's tick does: the programs on demand (route
+            // tracepoint: the two that see PMD mappings) attach once the
+            // page cache holds a PMD-sized folio (huge-cold's, if not
+            // already another file's).
+            for (_, l) in p.attach_wanted(&drain.tick().unwrap()) {
+                eprintln!("mmap {route} before {case}: {l}");
+            }
             let resident = resident_fraction(&f, SIZE);
             let m = Mapping::new(&f, SIZE);
             if reader == 2 {

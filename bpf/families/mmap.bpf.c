@@ -430,12 +430,18 @@ int BPF_PROG(mm_map_pages, struct address_space *mapping, unsigned long start,
 	return 0;
 }
 
+/* Set by mm_user_fault's first run: the programs that see PMD mappings
+ * are attached (on demand, mmap.toml). */
+u32 mm_pmd_watching SEC(".bss");
+
 /* A user page fault begins: only a read of an absent page can map page
  * cache by fault-around (error code: bit 0 protection, bit 1 write). */
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(mm_user_fault, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
+	if (!mm_pmd_watching)
+		mm_pmd_watching = 1;
 	/* Most faults are writes: they return here, and an earlier fault's
 	 * entry left in the slot is seen to be over (faults_done). */
 	if (error_code & 3)
@@ -610,4 +616,14 @@ static __always_inline void mm_on_add(struct page_cache_event *e)
 		return;
 	}
 	mm_added(t, e->ino, e->dev, e->index, e->n);
+}
+
+/* The tracepoint route's: a PMD-sized folio added before its PMD programs
+ * run may be mapped by fault-around unseen (until they attach, at the
+ * next tick): counted. */
+static __always_inline void mm_on_add_tp(struct page_cache_event *e)
+{
+	if (e->n >= PMD_PAGES && !mm_pmd_watching)
+		count(0, IOMON_C_MMAP_UNWATCHED, 1);
+	mm_on_add(e);
 }
