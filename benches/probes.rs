@@ -350,6 +350,10 @@ enum Config {
     Bpftrace(&'static str, &'static str),
     /// One family on one route (the others excluded).
     Route(&'static str, &'static str),
+    /// One family with its programs on demand attached at load, as once
+    /// their sign has shown (PMD folios in the page cache for mmap, a
+    /// queue that does not stamp its requests for block).
+    OnDemand(&'static str),
 }
 
 impl Config {
@@ -360,6 +364,7 @@ impl Config {
             Config::Iomon(n, _, Targets::Default) => format!("iomon:{n}+targets"),
             Config::Iomon(n, _, Targets::Own) => format!("iomon:{n}+own"),
             Config::Route(f, r) => format!("{f}:{r}"),
+            Config::OnDemand(n) => format!("iomon:{n}+demand"),
             Config::Bpftrace(n, _) => format!("bpftrace:{n}"),
         }
     }
@@ -453,6 +458,13 @@ fn configs() -> Vec<Config> {
     let mut v = vec![Config::None];
     for f in family::ALL {
         v.push(Config::Iomon(f.name(), vec![f.name()], Targets::None));
+        if f.schema
+            .routes
+            .iter()
+            .any(|r| r.programs.iter().any(|p| p.when.is_some()))
+        {
+            v.push(Config::OnDemand(f.name()));
+        }
     }
     let default: Vec<&'static str> = family::ALL
         .iter()
@@ -535,6 +547,16 @@ fn attach(c: &Config) -> Attached {
         }
         Config::Route(fam, route) => {
             Attached::Iomon(load_route(fam, route).expect("route loads"), None)
+        }
+        Config::OnDemand(fam) => {
+            let p = Probes::load(&LoadOptions {
+                enabled: vec![fam],
+                on_demand_at_load: true,
+                ..Default::default()
+            })
+            .expect("load iomon probes");
+            assert!(p.attached(fam), "{fam} did not attach");
+            Attached::Iomon(p, None)
         }
         Config::Bpftrace(_, prog) => {
             let mut child = Command::new("bpftrace")
@@ -938,16 +960,16 @@ fn inprogram(rounds: usize, workload: &str, only_configs: Option<String>) {
     }
     for (n, m) in &med {
         if let Some(fam) = n.strip_prefix("iomon:") {
+            // `fam+demand`, `fam+targets`: against the family's scripts too.
+            let fam = fam.split('+').next().unwrap_or(fam);
             // Against each bpftrace script for the family (`fam`, and
             // variants such as `fam-same`).
             for (x, b) in &med {
                 let Some(v) = x.strip_prefix("bpftrace:") else {
                     continue;
                 };
-                if v == fam {
-                    println!("  {fam}: iomon / bpftrace = {:.2}", m / b);
-                } else if v.strip_prefix(fam).is_some_and(|r| r.starts_with('-')) {
-                    println!("  {fam}: iomon / bpftrace:{v} = {:.2}", m / b);
+                if v == fam || v.strip_prefix(fam).is_some_and(|r| r.starts_with('-')) {
+                    println!("  {n} / bpftrace:{v} = {:.2}", m / b);
                 }
             }
         }
