@@ -290,18 +290,29 @@ impl Reader {
 
     /// The host's file cache now; `None` where /proc/vmstat is not there.
     pub fn host(&mut self) -> Option<HostMem> {
-        let text = std::fs::read_to_string(&self.vmstat).ok()?;
-        let v = |k: &str| stat_value(&text, k).unwrap_or(0);
+        let text = self.read_vmstat()?;
+        Some(self.host_from(&text))
+    }
+
+    /// /proc/vmstat's text (`None` where it is not there), for
+    /// [`Reader::host_from`] and anyone else reading it this tick.
+    pub fn read_vmstat(&self) -> Option<String> {
+        std::fs::read_to_string(&self.vmstat).ok()
+    }
+
+    /// The host's file cache from /proc/vmstat's `text`.
+    pub fn host_from(&mut self, text: &str) -> HostMem {
+        let v = |k: &str| stat_value(text, k).unwrap_or(0);
         let (refault_file, activate_file) = self.delta(
             "/",
             (v("workingset_refault_file"), v("workingset_activate_file")),
         );
-        Some(HostMem {
+        HostMem {
             active_file: v("nr_active_file"),
             inactive_file: v("nr_inactive_file"),
             refault_file,
             activate_file,
-        })
+        }
     }
 }
 

@@ -129,9 +129,12 @@ impl Daemon {
             }
         }
         self.memcg.keep_only(&cgroups);
-        sample.host_mem = self.memcg.host();
-        // A program attached on demand, where this tick counted its sign.
-        for (level, line) in self.probes.attach_wanted(&sample) {
+        // /proc/vmstat once a tick: the host's file cache, and the sign of
+        // a program on demand that waits on its items.
+        let vmstat = self.memcg.read_vmstat();
+        sample.host_mem = vmstat.as_deref().map(|t| self.memcg.host_from(t));
+        // A program attached on demand, where this tick showed its sign.
+        for (level, line) in self.probes.attach_wanted_given(&sample, vmstat.as_deref()) {
             log::log!(level, "{line}");
         }
         // Every process counts in the totals; the Sample keeps its top-K

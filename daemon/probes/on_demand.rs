@@ -52,16 +52,12 @@ impl<'a> Sign<'a> {
         let mut seen = Vec::new();
         let mut shown = false;
         for item in items.split('+') {
-            let v = text.lines().find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == item).then(|| v.trim().parse::<u64>().ok())
-            });
-            match v {
-                Some(Some(n)) => {
+            match crate::banyandb::memcg::stat_value(text, item) {
+                Some(n) => {
                     shown |= n > 0;
                     seen.push(format!("{item} {n}"));
                 }
-                _ => {
+                None => {
                     shown = true;
                     seen.push(format!("no {item}"));
                 }
@@ -78,23 +74,34 @@ impl Probes {
     /// again: the family goes on without it, its events counted as
     /// before).
     pub fn attach_wanted(&mut self, sample: &crate::sample::Sample) -> Vec<(log::Level, String)> {
-        self.attach_signed(Some(sample))
+        self.attach_signed(Some(sample), None)
+    }
+
+    /// The same with /proc/vmstat's text as the caller read it this tick
+    /// (`None`: it could not be read), not read again.
+    pub fn attach_wanted_given(
+        &mut self,
+        sample: &crate::sample::Sample,
+        vmstat: Option<&str>,
+    ) -> Vec<(log::Level, String)> {
+        self.attach_signed(Some(sample), Some(vmstat.map(str::to_string)))
     }
 
     /// At start, before any tick: the programs whose sign already shows in
     /// /proc/vmstat (a counter's cannot yet).
     pub fn attach_wanted_at_start(&mut self) -> Vec<(log::Level, String)> {
-        self.attach_signed(None)
+        self.attach_signed(None, None)
     }
 
+    /// `vmstat`: its text if the caller has it, else read here once, and
+    /// only if a program waits on it.
     fn attach_signed(
         &mut self,
         sample: Option<&crate::sample::Sample>,
+        mut vmstat: Option<Option<String>>,
     ) -> Vec<(log::Level, String)> {
         // (family, program, what showed the sign) of each to attach.
         let mut wanted: Vec<(&'static str, &'static Program, String)> = Vec::new();
-        // Read once, and only if a program waits on it.
-        let mut vmstat: Option<Option<String>> = None;
         for fs in self
             .status
             .iter()
