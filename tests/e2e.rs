@@ -731,6 +731,7 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         return;
     };
     let addr = format!("127.0.0.1:{}", free_port());
+    let thps_before = pmd_folios_cached();
     let d = Daemon::start("http", &["--metrics-listen", &addr], None);
     d.wait_ticks(2);
     let addr = d.metrics.clone().unwrap();
@@ -775,6 +776,23 @@ fn bpf_metrics_endpoint_serves_prometheus_and_openmetrics() {
         match line {
             Some(l) => assert!(p["attached"] == true && l.ends_with(" 1"), "{p} {l}"),
             None => assert!(p["attached"] == false && p["reason"].is_null(), "{p}"),
+        }
+        // mmap's (route tracepoint) wait on /proc/vmstat's count of
+        // PMD-sized folios in the page cache: attached at start where
+        // there were some, still waiting where there are none now.
+        if p["on_demand"].as_str().unwrap().starts_with("vmstat:") {
+            if thps_before > 0 {
+                assert!(
+                    p["attached"] == true,
+                    "{thps_before} PMD folios cached: {p}"
+                );
+            } else if pmd_folios_cached() == 0 {
+                assert!(p["attached"] == false && p["reason"].is_null(), "{p}");
+            }
+            eprintln!(
+                "{}: {thps_before} PMD folios cached at start: {p}",
+                p["name"]
+            );
         }
     }
     // Pages are the kernel's own: the gauge says which size.

@@ -1054,16 +1054,7 @@ fn bpf_mmap_pmd_programs_attach_on_demand() {
     );
     let attached = p.attach_wanted(&Sample::default());
     eprintln!("mmap: attached on demand: {attached:?}");
-    let vmstat = std::fs::read_to_string("/proc/vmstat").unwrap();
-    let thps: u64 = ["nr_file_hugepages", "nr_shmem_hugepages"]
-        .iter()
-        .filter_map(|k| {
-            vmstat
-                .lines()
-                .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-        })
-        .sum();
-    if thps == 0 {
+    if pmd_folios_cached() == 0 {
         // No PMD-sized folio in the page cache (ext4 before 6.16 caches
         // none): nothing attaches, and none was unwatched.
         assert!(attached.is_empty(), "{attached:?}");

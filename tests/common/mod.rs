@@ -417,3 +417,21 @@ impl Drop for Aligned {
         unsafe { std::alloc::dealloc(self.0, layout) }
     }
 }
+
+/// PMD-sized folios in the page cache, as /proc/vmstat counts them (file
+/// and shmem; in huge pages).
+pub fn pmd_folios_cached() -> u64 {
+    let text = std::fs::read_to_string("/proc/vmstat").unwrap();
+    ["nr_file_hugepages", "nr_shmem_hugepages"]
+        .iter()
+        .filter_map(|k| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(k)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .sum()
+}
