@@ -126,14 +126,7 @@ fn bpf_a_second_iomond_refuses_a_running_ones_socket_or_store_before_loading() {
             Duration::from_secs(20),
             "the second iomond kept running",
         );
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status, err)
+        (status, stderr_text(&mut child))
     };
     let cases = [
         (

@@ -18,6 +18,19 @@ pub struct Daemon {
     pub metrics: Option<String>,
 }
 
+/// Everything a child wrote to its piped stderr (read to its end: call
+/// once it has exited).
+pub fn stderr_text(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr piped")
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 /// Waits for `child` to exit, at most `within`; fails the test saying
 /// `what` did not stop.
 pub fn wait_within(child: &mut Child, within: Duration, what: &str) -> std::process::ExitStatus {
@@ -103,13 +116,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             if let Ok(Some(st)) = child.try_wait() {
-                let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
+                let err = stderr_text(&mut child);
                 panic!("iomond exited with {st} before listening:\n{err}");
             }
             assert!(
@@ -175,13 +182,7 @@ impl Daemon {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stderr_text(&mut self.child);
         // Keep the directory: Drop would remove it.
         self.dir = PathBuf::new();
         (st, err)
