@@ -1049,6 +1049,35 @@ static __always_inline bool file_of_probed(struct address_space *mapping, u64 *i
 	return true;
 }
 
+/* Where a large folio keeps its order: 6.6 on, the low byte of its first
+ * tail page's flags (_flags_1); 6.1 to 6.5 a byte of its own, beside
+ * those flags (there _flags_1's low byte is flag bits, not the order);
+ * before 6.1 its first tail page's compound_order (struct folio has no
+ * tail fields). CO-RE: the verifier keeps the one the kernel has. */
+struct folio___6_1 {
+	unsigned char _folio_order;
+} __attribute__((preserve_access_index));
+
+struct page___compound {
+	unsigned char compound_order;
+} __attribute__((preserve_access_index));
+
+/* A page's file and place before folios (later kernels renamed them). */
+struct page___pre_folio {
+	struct address_space *mapping;
+	unsigned long index;
+} __attribute__((preserve_access_index));
+
+#define FOLIO_ORDER_OWN_BYTE bpf_core_field_exists(((struct folio___6_1 *)0)->_folio_order)
+#define FOLIO_ORDER_IN_FLAGS bpf_core_field_exists(((struct folio *)0)->_flags_1)
+
+/* A large folio's order before 6.1, from its first tail page. */
+static __always_inline u32 folio_order_compound(void *folio)
+{
+	struct page___compound *tail = folio + bpf_core_type_size(struct page);
+	return BPF_CORE_READ(tail, compound_order);
+}
+
 /* The same from a typed folio (tp_btf, fentry): direct loads. The flags
  * word is the folio's first (an unsigned long, or 6.17+ a struct around
  * one): read by offset, whatever its type. */
@@ -1057,18 +1086,26 @@ static __always_inline u64 folio_pages_btf(struct folio *folio)
 	unsigned long flags = *(unsigned long *)folio;
 	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_head))))
 		return 1;
-	return 1ULL << (folio->_flags_1 & 0xff);
+	if (FOLIO_ORDER_OWN_BYTE)
+		return 1ULL << (((struct folio___6_1 *)folio)->_folio_order & 31);
+	if (FOLIO_ORDER_IN_FLAGS)
+		return 1ULL << (folio->_flags_1 & 31);
+	return 1ULL << (folio_order_compound(folio) & 31);
 }
 
-/* Pages in a folio: 1, or 2^order for a large folio (5.16+ kernels: only
- * programs of routes for those call this). */
+/* Pages in a folio: 1, or 2^order for a large folio; probe-read (an
+ * untyped address). Before 5.16, of a page: a huge page's head says it. */
 static __always_inline u64 folio_pages(struct folio *folio)
 {
 	u64 flags = 0;
 	bpf_probe_read_kernel(&flags, sizeof(flags), folio);
 	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_head))))
 		return 1;
-	return 1ULL << (BPF_CORE_READ(folio, _flags_1) & 0xff);
+	if (FOLIO_ORDER_OWN_BYTE)
+		return 1ULL << (BPF_CORE_READ((struct folio___6_1 *)folio, _folio_order) & 31);
+	if (FOLIO_ORDER_IN_FLAGS)
+		return 1ULL << (BPF_CORE_READ(folio, _flags_1) & 31);
+	return 1ULL << (folio_order_compound(folio) & 31);
 }
 
 /* Whether a task in syscall `nr` reads a file through the page cache:
@@ -1105,7 +1142,8 @@ static __always_inline bool is_read_syscall(long nr)
 struct page_cache_event {
 	u64 ino;
 	u64 index;
-	u64 n;           /* pages: 2^order, or 1 before 6.1 (no order field) */
+	u64 n;           /* pages: 2^order (the classic tracepoint's record
+			  * has no order before 6.1: 1) */
 	u32 dev;
 	u32 have;        /* PCE_*: what below is known */
 	u32 flags;       /* the current task's */
@@ -1153,6 +1191,27 @@ static __always_inline void page_cache_event_init_folio(struct page_cache_event 
 }
 #define page_cache_add_event_init_folio page_cache_event_init_folio
 #define page_cache_delete_event_init_folio page_cache_event_init_folio
+
+/* The same before 5.18, where the typed tracepoint passes the page (a huge
+ * one's head: its pages from its first tail page, probe-read). */
+static __always_inline void page_cache_event_init_page(struct page_cache_event *e, void *raw)
+{
+	struct page___pre_folio *page = (void *)((u64 *)raw)[0];
+	e->ino = 0;
+	e->dev = 0;
+	file_of(page->mapping, &e->ino, &e->dev);
+	e->index = page->index;
+	e->n = 1;
+	if (*(unsigned long *)page & (1ULL << bpf_core_enum_value(enum pageflags, PG_head)))
+		e->n = 1ULL << (folio_order_compound(page) & 31);
+	e->have = 0;
+	e->flags = 0;
+	e->tm = 0;
+	e->nr = -1;
+	e->t = NULL;
+}
+#define page_cache_add_event_init_page page_cache_event_init_page
+#define page_cache_delete_event_init_page page_cache_event_init_page
 
 static __always_inline u32 pce_flags(struct page_cache_event *e)
 {

@@ -1086,6 +1086,54 @@ fn bpf_mmap_pmd_programs_attach_on_demand() {
     );
 }
 
+/// A large folio leaving the page cache counts all its pages, wherever
+/// the kernel keeps its order (6.6+: the first tail page's flags; 6.1-6.5:
+/// a field of its own, where those flags' low byte is flag bits): a file
+/// tmpfs cached in PMD-sized folios, truncated by this process, is
+/// counted evicted whole, by truncation, for this process's target, on
+/// every route.
+#[test]
+fn bpf_pagecache_a_large_folio_evicted_counts_every_page() {
+    let Some(_k) = bpf_or_skip("bpf_pagecache_a_large_folio_evicted_counts_every_page") else {
+        return;
+    };
+    use iomon::probes::targets::Matcher;
+    const SIZE: usize = 8 << 20;
+    let pages = (SIZE / page_size()) as u64;
+    let cause = if causes_told() {
+        pc::cause::TRUNCATE
+    } else {
+        pc::cause::UNKNOWN
+    };
+    for route in routes_here("pagecache") {
+        let Some(f) = huge_tmpfs_file(SIZE) else {
+            return;
+        };
+        let (_p, mut drain) = load_route("pagecache", route);
+        drain
+            .apply_targets_now(vec![("me".into(), Matcher::Pid(me()))])
+            .unwrap();
+        drain.tick().unwrap();
+        f.set_len(0).unwrap();
+        let s = drain.tick().unwrap();
+        let t = s.for_target("me").unwrap();
+        let evicted: Vec<u64> = (0..pc::cause::N)
+            .map(|c| {
+                t.section("pagecache")
+                    .and_then(|x| x.get(pc::EVICTED + c))
+                    .unwrap_or(0)
+            })
+            .collect();
+        eprintln!("pagecache route {route}: huge tmpfs truncated: evicted by cause {evicted:?}, {pages} pages");
+        assert_eq!(evicted[cause], pages, "route {route}: {evicted:?}");
+        assert_eq!(
+            evicted.iter().sum::<u64>(),
+            pages,
+            "route {route}: {evicted:?}"
+        );
+    }
+}
+
 /// mmap's fentry and kprobe routes walk the page cache (to find large
 /// folios at a fault's window) by direct loads where the kernel has the
 /// kfunc bpf_rdonly_cast (6.2+): fewer helper calls, as the kernel runs

@@ -206,7 +206,7 @@ impl Mapping {
     }
 
     /// KiB of this mapping mapped by PMD entries (`FilePmdMapped` in
-    /// /proc/self/smaps).
+    /// /proc/self/smaps; tmpfs's: `ShmemPmdMapped`).
     pub fn pmd_mapped_kib(&self) -> u64 {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
         let start = format!("{:x}-", self.addr as usize);
@@ -219,9 +219,12 @@ impl Mapping {
                     .next()
                     .is_some_and(|w| w.ends_with(':'))
             })
-            .find_map(|l| l.strip_prefix("FilePmdMapped:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+            .filter_map(|l| {
+                l.strip_prefix("FilePmdMapped:")
+                    .or_else(|| l.strip_prefix("ShmemPmdMapped:"))
+            })
+            .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .sum()
     }
 }
 
@@ -230,6 +233,51 @@ impl Drop for Mapping {
         // SAFETY: the mapping this struct made, unmapped once.
         unsafe { libc::munmap(self.addr, self.len) };
     }
+}
+
+/// A file of `size` bytes (non-zero) on a tmpfs that caches it in
+/// PMD-sized folios (`huge=always`), open for reading and writing; `None` (and why on
+/// stderr) where the kernel will not mount one (no transparent huge pages
+/// for tmpfs). The tmpfs is mounted in a mount namespace of a thread's
+/// own, which ends with the thread: the host's mounts never change, and
+/// the file system goes when the file is closed.
+pub fn huge_tmpfs_file(size: usize) -> Option<File> {
+    let dir = std::env::temp_dir().join(format!("iomon-test-{}-huge-tmpfs", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = dir.clone();
+    let made = std::thread::spawn(move || -> Result<File, String> {
+        use nix::mount::{mount, MsFlags};
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("unshare: {e}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mounts as slaves: {e}"))?;
+        let opts = format!("huge=always,size={}", size + (4 << 20));
+        mount(
+            Some("iomon-test"),
+            &at,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| format!("mount -t tmpfs -o {opts}: {e}"))?;
+        let path = at.join("data");
+        make_file(&path, size);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))
+    })
+    .join()
+    .expect("the mounting thread");
+    std::fs::remove_dir(&dir).unwrap();
+    made.map_err(|e| eprintln!("no huge tmpfs here: {e}")).ok()
 }
 
 /// How many of the first `size` bytes' pages of the file are resident,
