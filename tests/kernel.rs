@@ -1086,6 +1086,55 @@ fn bpf_mmap_pmd_programs_attach_on_demand() {
     );
 }
 
+/// tmpfs's PMD-sized folios (a `huge=always` mount), mapped whole by
+/// fault-around, are asked like a file system's on every route: their
+/// pages land in the process's shmem RSS counter, not its file-page one
+/// (the tracepoint route sees them there), and they are the sign
+/// (`nr_shmem_hugepages`) that attaches that route's PMD programs where no
+/// file system caches PMD-sized folios. All cached: nothing missed.
+#[test]
+fn bpf_mmap_tmpfs_pmd_mappings_are_asked() {
+    let Some(_k) = bpf_or_skip("bpf_mmap_tmpfs_pmd_mappings_are_asked") else {
+        return;
+    };
+    const SIZE: usize = 8 << 20;
+    let Some(f) = huge_tmpfs_file(SIZE) else {
+        return;
+    };
+    let pages = (SIZE / page_size()) as u64;
+    for route in routes_here("mmap") {
+        let (mut p, mut drain) = load_route("mmap", route);
+        let attached = p.attach_wanted(&Sample::default());
+        let waiting: Vec<String> = p
+            .status()
+            .into_iter()
+            .filter(|f| f.family == "mmap")
+            .flat_map(|f| f.programs)
+            .filter(|s| s.is_waiting())
+            .map(|s| s.name)
+            .collect();
+        assert!(
+            waiting.is_empty(),
+            "route {route}: still waiting: {waiting:?} ({attached:?})"
+        );
+        let m = Mapping::new(&f, SIZE);
+        let (asked, missed, major) = mmap_measure(&mut drain, || m.touch_pages());
+        let pmd_kib = m.pmd_mapped_kib();
+        eprintln!(
+            "mmap route {route}: tmpfs huge: {asked} pages asked of {pages}, {missed} missed, {pmd_kib} KiB PMD-mapped"
+        );
+        assert!(
+            pmd_kib > 0,
+            "route {route}: nothing PMD-mapped: the case is not made"
+        );
+        assert!(
+            (pages..=pages + 16).contains(&asked),
+            "route {route}: {asked} pages looked up, {pages} touched"
+        );
+        assert_eq!((missed, major), (0, 0), "route {route}: all cached");
+    }
+}
+
 /// A large folio leaving the page cache counts all its pages, wherever
 /// the kernel keeps its order (6.6+: the first tail page's flags; 6.1-6.5:
 /// a field of its own, where those flags' low byte is flag bits): a file

@@ -101,7 +101,9 @@ static __always_inline unsigned long as_folio(unsigned long e)
 	return (e & 3) ? 0 : e;
 }
 
-/* The first index and the pages of the folio at `folio`. */
+/* The first index and the pages of the folio at `folio` (before folios,
+ * 5.16, a page: a huge one's head, at every index it spans; its index
+ * and flags where a folio's are). */
 static __always_inline u64 folio_at(unsigned long folio, u64 *index, bool direct)
 {
 	if (direct) {
@@ -109,7 +111,10 @@ static __always_inline u64 folio_at(unsigned long folio, u64 *index, bool direct
 		*index = f->index;
 		return folio_pages_btf(f);
 	}
-	*index = BPF_CORE_READ((struct folio *)folio, index);
+	if (bpf_core_type_exists(struct folio))
+		*index = BPF_CORE_READ((struct folio *)folio, index);
+	else
+		*index = BPF_CORE_READ((struct page___pre_folio *)folio, index);
 	return folio_pages((struct folio *)folio);
 }
 
@@ -211,9 +216,9 @@ static __always_inline void mm_around(struct address_space *mapping, u64 ino, u3
 	/* Fault-around maps a large folio whole (mapped_whole()), beyond
 	 * the window the event reports: widen the window to the folios at
 	 * its ends. Before 6.18 only a PMD-sized first folio is (alone, by
-	 * one huge entry). Kernels without folios have no large ones in the
-	 * page cache here. */
-	if (bpf_core_type_exists(struct folio)) {
+	 * one huge entry: before folios, a transparent huge page of tmpfs
+	 * or of a read-only file khugepaged collapsed). */
+	{
 		unsigned long fs_folio, fe_folio;
 		cache_folios(mapping, start, end, &fs_folio, &fe_folio, direct);
 		if (fs_folio) {
@@ -372,6 +377,7 @@ struct mm_user_fault {
 	u64 addr;
 	u64 faults;	/* the thread's faults then: one more once it ended */
 	s64 file_rss;	/* the mm's shared file-page count then */
+	s64 shmem_rss;	/* and its shared shmem-page count (tmpfs's) */
 };
 
 struct {
@@ -381,18 +387,26 @@ struct {
 	__type(value, struct mm_user_fault);
 } mm_user_faults SEC(".maps");
 
-/* The shared part of an mm's file-page count (MM_FILEPAGES: member 0 in
- * every kernel), a percpu_counter from 6.2: a change reaches it when a
- * CPU's pending part would pass the batch (max(32, 2 * online CPUs)). A
- * kernel whose counter has no such part has the check below off (CO-RE:
- * the verifier drops the load). */
+/* The RSS counters a fault's page-cache pages land in (an anonymous enum
+ * in the kernel, the same since 4.5): a file system's pages, and tmpfs's
+ * (shmem's folios are swap-backed: mm_counter_file()). */
+#define MM_FILE_PAGES 0
+#define MM_SHMEM_PAGES 3
+
+/* The shared part of an mm's count `member` (one of the two above), a
+ * percpu_counter from 6.2: a change reaches it when a CPU's pending part
+ * would pass the batch (max(32, 2 * online CPUs)). A kernel whose counter
+ * has no such part has the check below off (CO-RE: the verifier drops the
+ * load). */
 #define HAVE_RSS_SHARED bpf_core_field_exists(((struct mm_struct *)0)->rss_stat[0].count)
 
-static __always_inline s64 file_rss_shared(struct mm_struct *mm)
+static __always_inline s64 rss_shared(struct mm_struct *mm, int member)
 {
 	if (!HAVE_RSS_SHARED || !mm)
 		return 0;
-	return mm->rss_stat[0].count;
+	if (member == MM_SHMEM_PAGES)
+		return mm->rss_stat[MM_SHMEM_PAGES].count;
+	return mm->rss_stat[MM_FILE_PAGES].count;
 }
 
 /* Whether a PMD mapping (512 pages) always moves the shared count: the
@@ -455,7 +469,8 @@ int BPF_PROG(mm_user_fault, unsigned long address, struct pt_regs *regs,
 	uf->counted = 0;
 	uf->addr = address;
 	uf->faults = faults_done(task);
-	uf->file_rss = file_rss_shared(task->mm);
+	uf->file_rss = rss_shared(task->mm, MM_FILE_PAGES);
+	uf->shmem_rss = rss_shared(task->mm, MM_SHMEM_PAGES);
 	return 0;
 }
 
@@ -477,16 +492,16 @@ static long vma_file_cb(struct task_struct *task, struct vm_area_struct *vma, vo
 	return 0;
 }
 
-/* The fault's file pages are mapped (member 0: MM_FILEPAGES, the same in
- * every kernel). A PMD-sized cached folio at the address was mapped by
- * fault-around whole: asked like fault-around's window. If it was mapped
- * page by page instead, the tracepoint that follows finds the same folio
- * already asked and the fault counted. */
+/* The fault's page-cache pages are mapped (a file system's or tmpfs's:
+ * their RSS counters). A PMD-sized cached folio at the address was mapped
+ * by fault-around whole: asked like fault-around's window. If it was
+ * mapped page by page instead, the tracepoint that follows finds the same
+ * folio already asked and the fault counted. */
 SEC("tp_btf/rss_stat")
 int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 {
-	/* Anonymous pages (most RSS changes) return here. */
-	if (member != 0)
+	/* Anonymous pages and swap entries (most RSS changes) return here. */
+	if (member != MM_FILE_PAGES && member != MM_SHMEM_PAGES)
 		return 0;
 	struct mm_user_fault *uf = user_fault();
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -508,7 +523,8 @@ int BPF_PROG(mm_rss, struct mm_struct *mm, int member)
 	 * the process flushing about 512 pages' unmapping into it within
 	 * this fault would hide one mapping.) */
 	if (rss_batch_below_pmd && HAVE_RSS_SHARED) {
-		s64 moved = file_rss_shared(mm) - uf->file_rss;
+		s64 was = member == MM_SHMEM_PAGES ? uf->shmem_rss : uf->file_rss;
+		s64 moved = rss_shared(mm, member) - was;
 		if (moved <= PMD_PAGES / 2 && moved >= -PMD_PAGES / 2)
 			return 0;
 	}
