@@ -1097,11 +1097,13 @@ fn bpf_mmap_tmpfs_pmd_mappings_are_asked() {
     let Some(_k) = bpf_or_skip("bpf_mmap_tmpfs_pmd_mappings_are_asked") else {
         return;
     };
-    const SIZE: usize = 8 << 20;
-    let Some(f) = huge_tmpfs_file(SIZE) else {
+    // Four PMD-sized folios (2 MiB with 4 KiB pages), at least two (32 MiB
+    // with arm64's 16 KiB pages).
+    let size = (8 << 20).max(2 * pmd_bytes());
+    let Some(f) = huge_tmpfs_file(size) else {
         return;
     };
-    let pages = (SIZE / page_size()) as u64;
+    let pages = (size / page_size()) as u64;
     for route in routes_here("mmap") {
         let (mut p, mut drain) = load_route("mmap", route);
         let attached = p.attach_wanted(&Sample::default());
@@ -1117,7 +1119,7 @@ fn bpf_mmap_tmpfs_pmd_mappings_are_asked() {
             waiting.is_empty(),
             "route {route}: still waiting: {waiting:?} ({attached:?})"
         );
-        let m = Mapping::new(&f, SIZE);
+        let m = Mapping::new(&f, size);
         let (asked, missed, major) = mmap_measure(&mut drain, || m.touch_pages());
         let pmd_kib = m.pmd_mapped_kib();
         eprintln!(
@@ -1147,15 +1149,17 @@ fn bpf_pagecache_a_large_folio_evicted_counts_every_page() {
         return;
     };
     use iomon::probes::targets::Matcher;
-    const SIZE: usize = 8 << 20;
-    let pages = (SIZE / page_size()) as u64;
+    // Four PMD-sized folios (2 MiB with 4 KiB pages), at least two (32 MiB
+    // with arm64's 16 KiB pages).
+    let size = (8 << 20).max(2 * pmd_bytes());
+    let pages = (size / page_size()) as u64;
     let cause = if causes_told() {
         pc::cause::TRUNCATE
     } else {
         pc::cause::UNKNOWN
     };
     for route in routes_here("pagecache") {
-        let Some(f) = huge_tmpfs_file(SIZE) else {
+        let Some(f) = huge_tmpfs_file(size) else {
             return;
         };
         let (_p, mut drain) = load_route("pagecache", route);

@@ -76,6 +76,12 @@ pub fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize
 }
 
+/// Bytes a PMD entry maps: a page table's entries (8 bytes each) times
+/// the page size (2 MiB with 4 KiB pages, 32 MiB with 16 KiB).
+pub fn pmd_bytes() -> usize {
+    page_size() / 8 * page_size()
+}
+
 /// A directory on a disk-backed filesystem (page-cache tests cannot use
 /// tmpfs: its reads do not go through the page-cache read path), removed
 /// when dropped, a failing test's too; `keep` hands it to a new owner.
