@@ -1107,6 +1107,9 @@ fn bpf_mmap_tmpfs_pmd_mappings_are_asked() {
     for route in routes_here("mmap") {
         let (mut p, mut drain) = load_route("mmap", route);
         let attached = p.attach_wanted(&Sample::default());
+        for (_, line) in &attached {
+            eprintln!("mmap route {route}: {line}");
+        }
         let waiting: Vec<String> = p
             .status()
             .into_iter()
