@@ -242,12 +242,17 @@ impl Drop for Mapping {
 }
 
 /// A file of `size` bytes (non-zero) on a tmpfs that caches it in
-/// PMD-sized folios (`huge=always`), open for reading and writing; `None` (and why on
-/// stderr) where the kernel will not mount one (no transparent huge pages
-/// for tmpfs). The tmpfs is mounted in a mount namespace of a thread's
-/// own, which ends with the thread: the host's mounts never change, and
-/// the file system goes when the file is closed.
+/// PMD-sized folios (`huge=always`), open for reading and writing; `None`
+/// (and why on stderr) where the kernel has no transparent huge pages for
+/// tmpfs. The tmpfs is mounted in a mount namespace of a thread's own,
+/// which ends with the thread: the host's mounts never change, and the
+/// file system goes when the file is closed.
 pub fn huge_tmpfs_file(size: usize) -> Option<File> {
+    const SHMEM_THP: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    if !std::path::Path::new(SHMEM_THP).exists() {
+        eprintln!("no huge tmpfs here: no {SHMEM_THP} (a kernel without transparent huge pages for tmpfs)");
+        return None;
+    }
     let dir = std::env::temp_dir().join(format!("iomon-test-{}-huge-tmpfs", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let at = dir.clone();
@@ -280,10 +285,12 @@ pub fn huge_tmpfs_file(size: usize) -> Option<File> {
             .open(&path)
             .map_err(|e| format!("open {}: {e}", path.display()))
     })
-    .join()
-    .expect("the mounting thread");
+    .join();
     std::fs::remove_dir(&dir).unwrap();
-    made.map_err(|e| eprintln!("no huge tmpfs here: {e}")).ok()
+    Some(
+        made.expect("the mounting thread")
+            .expect("a huge tmpfs file"),
+    )
 }
 
 /// How many of the first `size` bytes' pages of the file are resident,
