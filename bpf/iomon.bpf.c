@@ -1154,6 +1154,18 @@ struct page_cache_event {
 #define page_cache_add_event page_cache_event
 #define page_cache_delete_event page_cache_event
 
+/* What the hooks find on first use, not known yet. Every field set: the
+ * verifier refuses a read of one never written, even behind a `have` bit
+ * the compiler cannot see through. */
+static __always_inline void pce_unknown(struct page_cache_event *e)
+{
+	e->have = 0;
+	e->flags = 0;
+	e->tm = 0;
+	e->nr = -1;
+	e->t = NULL;
+}
+
 static __always_inline void page_cache_event_init(struct page_cache_event *e, void *raw)
 {
 	struct trace_event_raw_mm_filemap_op_page_cache *ctx = raw;
@@ -1163,13 +1175,7 @@ static __always_inline void page_cache_event_init(struct page_cache_event *e, vo
 	e->n = 1;
 	if (bpf_core_field_exists(ctx->order))
 		e->n = 1ULL << (ctx->order & 31);
-	/* Every field set: the verifier refuses a read of one never written,
-	 * even behind a `have` bit the compiler cannot see through. */
-	e->have = 0;
-	e->flags = 0;
-	e->tm = 0;
-	e->nr = -1;
-	e->t = NULL;
+	pce_unknown(e);
 }
 #define page_cache_add_event_init page_cache_event_init
 #define page_cache_delete_event_init page_cache_event_init
@@ -1183,11 +1189,7 @@ static __always_inline void page_cache_event_init_folio(struct page_cache_event 
 	file_of(folio->mapping, &e->ino, &e->dev);
 	e->index = folio->index;
 	e->n = folio_pages_btf(folio);
-	e->have = 0;
-	e->flags = 0;
-	e->tm = 0;
-	e->nr = -1;
-	e->t = NULL;
+	pce_unknown(e);
 }
 #define page_cache_add_event_init_folio page_cache_event_init_folio
 #define page_cache_delete_event_init_folio page_cache_event_init_folio
@@ -1204,11 +1206,7 @@ static __always_inline void page_cache_event_init_page(struct page_cache_event *
 	e->n = 1;
 	if (*(unsigned long *)page & (1ULL << bpf_core_enum_value(enum pageflags, PG_head)))
 		e->n = 1ULL << (folio_order_compound(page) & 31);
-	e->have = 0;
-	e->flags = 0;
-	e->tm = 0;
-	e->nr = -1;
-	e->t = NULL;
+	pce_unknown(e);
 }
 #define page_cache_add_event_init_page page_cache_event_init_page
 #define page_cache_delete_event_init_page page_cache_event_init_page

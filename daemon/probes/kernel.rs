@@ -490,9 +490,10 @@ pub fn ensure_tracefs(root: &Path) -> Result<(), Gap> {
 }
 
 /// The calling thread into a mount namespace of its own, every mount a
-/// slave of the host's (theirs propagate in, ours not out), and tracefs
-/// mounted there. Says which step failed.
-fn mount_tracefs_privately(root: &Path) -> Result<(), String> {
+/// slave of the host's (theirs propagate in, ours not out): what it mounts
+/// there the host never sees, and goes with the thread. Says which step
+/// failed.
+pub fn own_mount_namespace() -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("a mount namespace of its own: {e}"))?;
@@ -503,7 +504,14 @@ fn mount_tracefs_privately(root: &Path) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .map_err(|e| format!("the host's mounts as slaves in its namespace: {e}"))?;
+    .map_err(|e| format!("the host's mounts as slaves in its namespace: {e}"))
+}
+
+/// Tracefs mounted in a mount namespace of the thread's own
+/// ([`own_mount_namespace`]). Says which step failed.
+fn mount_tracefs_privately(root: &Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    own_mount_namespace()?;
     mount(
         Some("tracefs"),
         root,

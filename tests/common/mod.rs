@@ -258,16 +258,7 @@ pub fn huge_tmpfs_file(size: usize) -> Option<File> {
     let at = dir.clone();
     let made = std::thread::spawn(move || -> Result<File, String> {
         use nix::mount::{mount, MsFlags};
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("unshare: {e}"))?;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .map_err(|e| format!("mounts as slaves: {e}"))?;
+        iomon::probes::kernel::own_mount_namespace()?;
         let opts = format!("huge=always,size={}", size + (4 << 20));
         mount(
             Some("iomon-test"),
