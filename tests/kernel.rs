@@ -982,6 +982,17 @@ fn bpf_reads_counts_calls_and_bytes_per_syscall() {
     }
 }
 
+/// The programs of `family` waiting on demand (not attached yet).
+fn waiting_programs(p: &Probes, family: &str) -> Vec<String> {
+    p.status()
+        .into_iter()
+        .filter(|f| f.family == family)
+        .flat_map(|f| f.programs)
+        .filter(|s| s.is_waiting())
+        .map(|s| s.name)
+        .collect()
+}
+
 /// Touches one byte of every page of `f` through a read-only shared
 /// mapping; returns (asked, missed, major) of this process over that.
 /// (asked, missed, major) of this process's faults on file mappings while
@@ -1017,15 +1028,7 @@ fn bpf_mmap_pmd_programs_attach_on_demand() {
     }
     const PMD_PROGRAMS: [&str; 2] = ["mm_user_fault", "mm_rss"];
     let (mut p, mut drain) = load_route("mmap", "tracepoint");
-    let waiting = |p: &Probes| -> Vec<String> {
-        p.status()
-            .into_iter()
-            .filter(|f| f.family == "mmap")
-            .flat_map(|f| f.programs)
-            .filter(|s| s.is_waiting())
-            .map(|s| s.name)
-            .collect()
-    };
+    let waiting = |p: &Probes| waiting_programs(p, "mmap");
     assert_eq!(waiting(&p), PMD_PROGRAMS, "waiting at load");
     let dir = disk_dir("mmap-pmd");
     let path = dir.join("data");
@@ -1115,14 +1118,7 @@ fn bpf_mmap_tmpfs_pmd_mappings_are_asked() {
         for (_, line) in &attached {
             eprintln!("mmap route {route}: {line}");
         }
-        let waiting: Vec<String> = p
-            .status()
-            .into_iter()
-            .filter(|f| f.family == "mmap")
-            .flat_map(|f| f.programs)
-            .filter(|s| s.is_waiting())
-            .map(|s| s.name)
-            .collect();
+        let waiting = waiting_programs(&p, "mmap");
         assert!(
             waiting.is_empty(),
             "route {route}: still waiting: {waiting:?} ({attached:?})"
