@@ -20,7 +20,7 @@ use render::Output;
 
 const DEFAULT_SOCKET: &str = "/run/iomond/iomond.sock";
 
-/// Ask iomond what the page cache, posix_fadvise and memory reclaim are doing.
+/// Ask iomond what the page cache and the disk I/O under it are doing.
 ///
 /// Exit codes: 0 ok, 1 the daemon refused or failed, 2 usage error,
 /// 3 cannot reach the daemon.

@@ -1,5 +1,5 @@
-//! iomon: page cache, fadvise, reads, reclaim, memory-mapped reads and
-//! writeback, counted in the kernel with eBPF and drained without loss.
+//! iomon: the page cache and the disk I/O under it, counted in the kernel
+//! with eBPF by probe families ([`family::ALL`]) and drained without loss.
 //!
 //! The modules, in the order of the data flow (each imports only modules
 //! above it; `tests/modules.rs` holds the crate to that):

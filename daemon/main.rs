@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::Parser;
 
 use iomon::config::{self, Config, LogTarget};
@@ -11,9 +12,9 @@ use iomon::event_loop::{Daemon, Overrides, StartError, Startup};
 use iomon::family;
 use iomon::probes::{FamilyState, LoadOptions, Probes};
 
-/// eBPF I/O monitor for BanyanDB hosts: posix_fadvise calls, the page-cache
-/// hit ratio of buffered reads, read latency and memory reclaim, counted in
-/// the kernel and drained every interval.
+/// eBPF I/O monitor for BanyanDB hosts: what the page cache and the disks
+/// under it do, counted in the kernel by probe families (see --enable) and
+/// drained every interval.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None, after_help = "\
 Examples:
@@ -51,13 +52,12 @@ struct Args {
     #[arg(long = "metrics-listen", value_name = "ADDR")]
     metrics_listen: Vec<String>,
 
-    /// Switch a probe family on (repeatable): fadvise, reads, pagecache,
-    /// reclaim, mmap, writeback.
-    #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
+    /// Switch a probe family on (repeatable).
+    #[arg(long, value_name = "FAMILY", value_parser = FamilyParser)]
     enable: Vec<&'static str>,
 
     /// Switch a probe family off (repeatable).
-    #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
+    #[arg(long, value_name = "FAMILY", value_parser = FamilyParser)]
     disable: Vec<&'static str>,
 
     /// Where logs go: stderr, syslog, or auto (journal-aware stderr).
@@ -82,13 +82,38 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     config::parse_duration(s)
 }
 
-fn parse_family(s: &str) -> Result<&'static str, String> {
-    family::by_name(s).map(|f| f.name()).ok_or_else(|| {
-        format!(
-            "unknown probe family {s:?}; known: {}",
-            family::names().join(", ")
-        )
-    })
+/// A probe family's name, checked against the declared families, which
+/// `--help` lists as the possible values (never a list written by hand).
+#[derive(Clone, Debug)]
+struct FamilyParser;
+
+impl TypedValueParser for FamilyParser {
+    type Value = &'static str;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<&'static str, clap::Error> {
+        let s = value.to_string_lossy();
+        family::by_name(&s).map(|f| f.name()).ok_or_else(|| {
+            let flag = arg.map_or_else(|| "FAMILY".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "unknown probe family {s:?} for {flag}; known: {}\n",
+                    family::names().join(", ")
+                ),
+            )
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            family::names().into_iter().map(PossibleValue::new),
+        ))
+    }
 }
 
 fn load_config(args: &Args) -> anyhow::Result<(Config, Option<PathBuf>)> {
@@ -317,5 +342,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn help_lists_every_declared_family() {
+        let help = Args::command().render_help().to_string();
+        for flag in ["--enable", "--disable"] {
+            let at = help.find(flag).expect("flag in help");
+            let text = &help[at..];
+            let end = text.find("\n  -").unwrap_or(text.len());
+            for name in family::names() {
+                assert!(
+                    text[..end].contains(name),
+                    "{flag} help lacks {name}:\n{help}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn family_names_parse_and_unknown_ones_say_which_exist() {
+        let args = Args::try_parse_from(["iomond", "--enable", "block", "--disable", "reads"])
+            .expect("declared families parse");
+        assert_eq!(args.enable, ["block"]);
+        assert_eq!(args.disable, ["reads"]);
+        let err = Args::try_parse_from(["iomond", "--enable", "disk"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown probe family \"disk\""), "{msg}");
+        assert!(msg.contains(&family::names().join(", ")), "{msg}");
     }
 }
