@@ -87,9 +87,10 @@ enum Command {
     },
     /// The busiest processes over the last interval or a --since window.
     Top {
-        /// Rank by: activity, or a per-process field (fadvise, misses,
-        /// reads, bytes, mmap-misses, dirtied).
-        #[arg(long, default_value = "activity", value_parser = parse_rank)]
+        /// Rank by: activity, or a per-process field of a probe family
+        /// (the families declare them).
+        #[arg(long, default_value = "activity",
+              value_parser = clap::builder::PossibleValuesParser::new(family::ranks()))]
         by: String,
         /// How many.
         #[arg(short = 'n', long, default_value_t = 10)]
@@ -223,15 +224,6 @@ enum IntervalOp {
         #[arg(value_parser = parse_duration)]
         interval: Duration,
     },
-}
-
-fn parse_rank(s: &str) -> Result<String, String> {
-    let ranks = family::ranks();
-    if ranks.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("no such ranking; one of: {}", ranks.join(", ")))
-    }
 }
 
 fn parse_metric(s: &str) -> Result<Series, String> {
@@ -730,4 +722,27 @@ fn main() -> ExitCode {
     };
     print!("{text}");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn top_ranks_by_every_declared_rank_and_lists_them() {
+        let mut cmd = Args::command();
+        let help = cmd
+            .find_subcommand_mut("top")
+            .expect("top")
+            .render_help()
+            .to_string();
+        for rank in family::ranks() {
+            assert!(help.contains(rank), "top --help lacks {rank}:\n{help}");
+            Args::try_parse_from(["iomonctl", "top", "--by", rank])
+                .unwrap_or_else(|e| panic!("--by {rank}: {e}"));
+        }
+        let err = Args::try_parse_from(["iomonctl", "top", "--by", "disk"]).unwrap_err();
+        assert!(err.to_string().contains("disk-read"), "{err}");
+    }
 }
