@@ -188,22 +188,31 @@ pub fn snapshot(r: &SnapshotReport, out: Output, scope: Scope) -> String {
                 .as_ref()
                 .map(|l| l.duration_ms() as f64 / 1000.0)
                 .unwrap_or(0.0);
+            let rows = snapshot_rows(r, scope);
+            // The names' column as wide as the longest (declared names
+            // vary: a fixed width shifted the numbers of the long ones).
+            let w = rows
+                .iter()
+                .map(|(_, n, _, _)| n.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(22);
             let mut s = format!(
-                "{:<10} {:<22} {:>16} {:>18}\n",
+                "{:<10} {:<w$} {:>16} {:>18}\n",
                 "",
                 "",
                 format!("/s last {last_secs:.1}s"),
                 "since start"
             );
             let mut prev = String::new();
-            for (sec, name, last, total) in snapshot_rows(r, scope) {
+            for (sec, name, last, total) in rows {
                 let shown = if sec == prev {
                     String::new()
                 } else {
                     sec.clone()
                 };
                 prev = sec;
-                let _ = writeln!(s, "{shown:<10} {name:<22} {last:>16} {total:>18}");
+                let _ = writeln!(s, "{shown:<10} {name:<w$} {last:>16} {total:>18}");
             }
             s
         }
@@ -213,6 +222,27 @@ pub fn snapshot(r: &SnapshotReport, out: Output, scope: Scope) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_s_numbers_line_up_however_long_a_name() {
+        let mut totals = iomon::sample::Sample::default();
+        for f in family::ALL {
+            totals
+                .sections
+                .insert(f.name().into(), family::Section::default());
+        }
+        let r = SnapshotReport {
+            started_ms: 0,
+            ticks: 1,
+            last: Some(totals.clone()),
+            totals,
+        };
+        let t = snapshot(&r, Output::Table, Scope::Host);
+        assert!(t.lines().count() > 50, "{t}");
+        let widths: std::collections::BTreeSet<usize> =
+            t.lines().map(|l| l.chars().count()).collect();
+        assert_eq!(widths.len(), 1, "lines of different widths:\n{t}");
+    }
 
     #[test]
     fn per_second_divides_counts_but_not_ratios_or_bucket_bounds() {
