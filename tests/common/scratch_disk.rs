@@ -15,6 +15,9 @@ pub struct ScratchDisk {
     /// Its name in /sys/block.
     pub name: String,
     backing: Option<PathBuf>,
+    /// The loop device's number, where attaching it made the device (no
+    /// free one existed): removed on drop, so that runs leave no devices.
+    made: Option<u32>,
 }
 
 impl ScratchDisk {
@@ -26,6 +29,7 @@ impl ScratchDisk {
                 path,
                 name,
                 backing: None,
+                made: None,
             };
         }
         ScratchDisk::loop_device(64 << 20)
@@ -53,7 +57,7 @@ impl ScratchDisk {
         File::create(&backing)
             .and_then(|f| f.set_len(bytes))
             .unwrap_or_else(|e| panic!("a file in {} for the loop device: {e}", dir.display()));
-        let path = match attach_loop(&backing) {
+        let (path, made) = match attach_loop(&backing) {
             Ok(p) => p,
             Err(e) => {
                 let _ = std::fs::remove_file(&backing);
@@ -68,6 +72,7 @@ impl ScratchDisk {
             path,
             name,
             backing: Some(backing),
+            made,
         }
     }
 
@@ -129,11 +134,23 @@ impl ScratchDisk {
 const LOOP_SET_FD: libc::c_ulong = 0x4C00;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_DIRECT_IO: libc::c_ulong = 0x4C08;
+const LOOP_CTL_REMOVE: libc::c_ulong = 0x4C81;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 
+/// The loop devices that exist now, by number.
+fn loop_devices() -> Vec<u32> {
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("loop")?.parse().ok())
+        .collect()
+}
+
 /// Attaches `file` to a free loop device, as `losetup --find` does (no
-/// util-linux needed: the guests have busybox's).
-fn attach_loop(file: &Path) -> std::io::Result<PathBuf> {
+/// util-linux needed: the guests have busybox's); and the device's number
+/// if none was free and the kernel made it for this.
+fn attach_loop(file: &Path) -> std::io::Result<(PathBuf, Option<u32>)> {
     let ctl = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -145,11 +162,13 @@ fn attach_loop(file: &Path) -> std::io::Result<PathBuf> {
     // Another process may take the free device first: ask again.
     let mut last = std::io::Error::other("no free loop device");
     for _ in 0..20 {
+        let before = loop_devices();
         // SAFETY: LOOP_CTL_GET_FREE takes no argument.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        let made = (!before.contains(&(n as u32))).then_some(n as u32);
         let path = PathBuf::from(format!("/dev/loop{n}"));
         // devtmpfs creates the node; give it a moment.
         let mut dev = std::fs::OpenOptions::new()
@@ -170,7 +189,7 @@ fn attach_loop(file: &Path) -> std::io::Result<PathBuf> {
         // SAFETY: LOOP_SET_FD takes a file descriptor, open for the call.
         let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) };
         if r == 0 {
-            return Ok(path);
+            return Ok((path, made));
         }
         last = std::io::Error::last_os_error();
         if last.raw_os_error() != Some(libc::EBUSY) {
@@ -189,5 +208,25 @@ impl Drop for ScratchDisk {
             }
             let _ = std::fs::remove_file(b);
         }
+        if let Some(n) = self.made {
+            remove_loop(n);
+        }
+    }
+}
+
+/// Removes loop device `n`, made for a test: once its detach, which the
+/// kernel finishes at its last close, is done (EBUSY until then). Best
+/// effort: a device still held elsewhere stays.
+fn remove_loop(n: u32) {
+    let Ok(ctl) = File::open("/dev/loop-control") else {
+        return;
+    };
+    for _ in 0..100 {
+        // SAFETY: LOOP_CTL_REMOVE takes the device's number, by value.
+        let r = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_REMOVE as _, n as libc::c_ulong) };
+        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
