@@ -245,7 +245,7 @@ impl Report {
         let banyan_rows = self.rows.iter().any(|r| !r.engine.is_empty());
         if let Some(n) = &self.naming {
             if n.processes == 0 && !banyan_rows {
-                w.push("no BanyanDB process among the targets: add one (a target banyand = { comm = \"banyand\" }, or the service's cgroup) to see its files".into());
+                w.push("no BanyanDB process among the targets: none runs here, or no target matches it (`iomonctl status` lists the targets and what they match; a target is e.g. banyand = { comm = \"banyand\" }, or the service's cgroup): its files cannot be named".into());
             }
             for d in &n.missing_dirs {
                 w.push(format!(
