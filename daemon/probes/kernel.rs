@@ -41,6 +41,42 @@ impl Gap {
     }
 }
 
+/// What a refused BPF trampoline says, before `{func}: {error})`.
+const TRAMPOLINE_REFUSED: &str = "BPF trampolines (fentry/fexit) do not attach here (";
+
+/// Gaps in words, `; `-separated: the same text once, and trampolines
+/// refused for the same reason on several functions as one (a route of
+/// five syscalls would otherwise say the same thing five times).
+pub fn join_gaps(gaps: &[Gap]) -> String {
+    // (text, or the trampoline refusal's reason; functions refused for it)
+    let mut parts: Vec<(&str, Vec<&str>)> = Vec::new();
+    for g in gaps {
+        let refused = g
+            .text()
+            .strip_prefix(TRAMPOLINE_REFUSED)
+            .and_then(|rest| rest.split_once(": "));
+        let (key, func) = match refused {
+            Some((func, why)) => (why, Some(func)),
+            None => (g.text(), None),
+        };
+        match parts
+            .iter_mut()
+            .find(|(k, fs)| *k == key && fs.is_empty() == func.is_none())
+        {
+            Some((_, fs)) => fs.extend(func),
+            None => parts.push((key, func.into_iter().collect())),
+        }
+    }
+    parts
+        .iter()
+        .map(|(key, funcs)| match funcs.is_empty() {
+            true => key.to_string(),
+            false => format!("{TRAMPOLINE_REFUSED}{}: {key}", funcs.join(", ")),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The running kernel, as far as iomon's routes care.
 pub struct Kernel {
     btf: Btf<'static>,
@@ -184,7 +220,7 @@ impl Kernel {
         let r = match found {
             Some(w) => Ok(w),
             None => {
-                let text = gaps.iter().map(Gap::text).collect::<Vec<_>>().join("; ");
+                let text = join_gaps(&gaps);
                 let why = format!("no way to see the shared event {}: {text}", sh.name);
                 if !gaps.is_empty() && gaps.iter().all(|g| matches!(g, Gap::Privilege(_))) {
                     Err(Gap::Privilege(why))
@@ -279,7 +315,7 @@ impl Kernel {
             Some(id) => attach_trampoline(id).map_err(|e| {
                 // Privileges were checked first: a refusal now is the
                 // kernel's (ftrace locked down, no direct calls, ...).
-                format!("BPF trampolines (fentry/fexit) do not attach here ({func}: {e})")
+                format!("{TRAMPOLINE_REFUSED}{func}: {e})")
             }),
         };
         self.trampolines.insert(func.to_string(), r.clone());
@@ -589,6 +625,27 @@ fn measured_hz() -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_say_a_refusal_once_for_every_function_it_refused() {
+        let refused = |f: &str, e: &str| Gap::Lacks(format!("{TRAMPOLINE_REFUSED}{f}: {e})"));
+        let eperm = "Operation not permitted (os error 1)";
+        let gaps = [
+            refused("__x64_sys_read", eperm),
+            Gap::Lacks("no typed tracepoint x".into()),
+            refused("__x64_sys_pread64", eperm),
+            refused("__x64_sys_readv", "No such device (os error 19)"),
+            Gap::Lacks("no typed tracepoint x".into()),
+        ];
+        assert_eq!(
+            join_gaps(&gaps),
+            "BPF trampolines (fentry/fexit) do not attach here (__x64_sys_read, __x64_sys_pread64: Operation not permitted (os error 1)); \
+             no typed tracepoint x; \
+             BPF trampolines (fentry/fexit) do not attach here (__x64_sys_readv: No such device (os error 19))"
+        );
+        assert_eq!(join_gaps(&gaps[..1]), gaps[0].text());
+        assert_eq!(join_gaps(&[]), "");
+    }
 
     #[test]
     fn typed_tracepoint_arguments_are_read_from_btf() {

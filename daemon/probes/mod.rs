@@ -413,7 +413,7 @@ fn choose(
         }
         skipped.push(RouteSkipped {
             route: r.name.into(),
-            why: g.iter().map(Gap::text).collect::<Vec<_>>().join("; "),
+            why: kernel::join_gaps(&g),
         });
     }
     (None, skipped, privilege)
