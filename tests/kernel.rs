@@ -2313,10 +2313,11 @@ fn bpf_block_counts_own_direct_io_exactly_and_every_completion_once() {
             .unwrap_or(0);
         let unmatched = h.get(bk::UNMATCHED).unwrap();
         let unissued = h.get(bk::UNISSUED).unwrap();
+        let untimed = h.get(bk::UNTIMED_PASSTHROUGH).unwrap();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         assert!(
-            (timed + unmatched + unissued).abs_diff(requests) <= cpus,
-            "route {route}: {requests} requests, {timed} timed, {unmatched} unmatched, {unissued} unissued"
+            (timed + unmatched + unissued + untimed).abs_diff(requests) <= cpus,
+            "route {route}: {requests} requests, {timed} timed, {unmatched} unmatched, {unissued} unissued, {untimed} passthrough untimed"
         );
         assert!(
             reads_timed + unmatched + cpus + missed >= READS,
@@ -2917,19 +2918,24 @@ struct NvmePassthru {
     result: u32,
 }
 
-/// Passthrough commands (what smartctl and nvme-cli send) are requests of
-/// their own: counted as `other`, and timed, not `unmatched`, on every
-/// route (on a queue that keeps completion stats the kernel does not stamp
-/// them: the tp_btf route keeps their issue time itself).
+/// Passthrough commands (what smartctl and nvme-cli send, and the kernel
+/// for an NVMe disk's temperature) are requests of their own, counted as
+/// `other` on every route and never as `unmatched`. Timed where the
+/// kernel stamps them or iomon's issue program runs (the classic route's
+/// always does; on tp_btf, attached at load here, it keeps their issue
+/// time itself); where neither, counted `untimed_passthrough`, and they
+/// do not attach that program by themselves: a host's own monitoring
+/// sends them all day, and it would then run on every request.
 #[test]
-fn bpf_block_times_passthrough_commands() {
-    let Some(_k) = bpf_or_skip("bpf_block_times_passthrough_commands") else {
+fn bpf_block_passthrough_commands_are_counted_and_attach_nothing() {
+    let Some(_k) = bpf_or_skip("bpf_block_passthrough_commands_are_counted_and_attach_nothing")
+    else {
         return;
     };
     use iomon::abi::block as bk;
     const CMDS: u64 = 8;
     let Some((name, f, nsid, lba)) = nvme_namespace() else {
-        eprintln!("bpf_block_times_passthrough_commands: skipped: no NVMe namespace here (the kernel matrix's guests have one)");
+        eprintln!("bpf_block_passthrough_commands_are_counted_and_attach_nothing: skipped: no NVMe namespace here (the kernel matrix's guests have one)");
         return;
     };
     assert_eq!(std::mem::size_of::<NvmePassthru>(), 72);
@@ -2958,50 +2964,88 @@ fn bpf_block_times_passthrough_commands() {
             std::io::Error::last_os_error()
         );
     };
-    for route in routes_here("block") {
-        let (mut p, mut drain) = load_route("block", route);
-        read_lba0(&mut buf);
-        // A command the kernel does not stamp (6.x) completes without an
-        // issue time (`unstamped`): on tp_btf that attaches the issue
-        // program, as iomond does at a tick; the commands after it are
-        // timed.
-        let first = drain.tick().unwrap();
-        let attached = p.attach_wanted(&first);
-        let unstamped = first
-            .section("block")
-            .and_then(|s| s.get(bk::UNSTAMPED))
-            .unwrap_or(0);
-        if route == "tp_btf" && unstamped > 0 {
-            assert!(
-                attached.iter().any(|(_, l)| l.contains("attached blk_issue_btf")),
-                "route {route}: {unstamped} unstamped did not attach the issue program: {attached:?}"
-            );
-        }
-        eprintln!("block ({route}): first command: {unstamped} unstamped; attached on demand: {attached:?}");
+    // Each route; and tp_btf once more with its issue program attached
+    // from the start.
+    let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
+    if runs.iter().any(|(r, _)| *r == "tp_btf") {
+        runs.push(("tp_btf", true));
+    }
+    for (route, issue_at_load) in runs {
+        let (mut p, mut drain) = if issue_at_load {
+            load_opts(LoadOptions {
+                enabled: vec!["block"],
+                exclude_routes: vec!["block:tracepoint".into()],
+                on_demand_at_load: true,
+                ..Default::default()
+            })
+        } else {
+            load_route("block", route)
+        };
+        let run = if issue_at_load {
+            "tp_btf-issue-at-load"
+        } else {
+            route
+        };
+        let mut s = Sample::default();
         for _ in 0..CMDS {
             read_lba0(&mut buf);
+            // A tick between commands, as iomond's: none attaches anything.
+            let t = drain.tick().unwrap();
+            let attached = p.attach_wanted(&t);
+            assert!(
+                attached.is_empty(),
+                "route {run}: a passthrough command attached a program: {attached:?}"
+            );
+            s.merge(&t, usize::MAX);
         }
-        let mut s = Sample::default();
-        for _ in 0..2 {
-            s.merge(&drain.tick().unwrap(), usize::MAX);
+        s.merge(&drain.tick().unwrap(), usize::MAX);
+        let issue = p
+            .status()
+            .into_iter()
+            .flat_map(|f| f.programs)
+            .find(|p| p.name == "blk_issue_btf");
+        if let Some(issue) = issue.filter(|_| route == "tp_btf") {
+            assert_eq!(
+                issue.attached, issue_at_load,
+                "route {run}: the issue program"
+            );
         }
-        let row = block_row(&s, &name, route);
+        let row = block_row(&s, &name, run);
         let get = |i: usize| row.get(i).unwrap_or(0);
         let missed = missed_runs(&p, "block");
         let other = get(bk::REQUESTS + bk::op::OTHER);
         assert!(
             other <= CMDS && CMDS - other <= missed,
-            "route {route}: {other} passthrough requests counted of {CMDS} ({missed} runs missed)"
+            "route {run}: {other} passthrough requests counted of {CMDS} ({missed} runs missed)"
         );
-        // Untimed, they would all be unmatched; the disk's other requests
-        // (the guest's own root) may give one (a front merge on the
-        // classic route).
+        // Not unmatched: the disk's other requests (the guest's own root)
+        // may give one (a front merge on the classic route).
         let unmatched = get(bk::UNMATCHED);
         assert!(
             unmatched < CMDS,
-            "route {route}: {unmatched} completions on {name} without their issue time: the passthrough commands were not timed"
+            "route {run}: {unmatched} completions on {name} unmatched: passthrough commands counted as lost"
         );
-        eprintln!("block ({route}): {CMDS} NVMe passthrough reads on {name}: {other} counted as other, timed ({unmatched} unmatched on the disk)");
+        // Untimed only where nothing could time them: all of them or none
+        // (the kernel stamps every such command of a queue, or none).
+        let untimed = get(bk::UNTIMED_PASSTHROUGH);
+        assert!(
+            untimed == 0 || untimed == other,
+            "route {run}: {untimed} of {other} passthrough commands untimed"
+        );
+        if route != "tp_btf" || issue_at_load {
+            assert_eq!(
+                untimed, 0,
+                "route {run}: the issue program runs, yet untimed"
+            );
+        }
+        let host = s
+            .section("block")
+            .and_then(|b| b.get(bk::UNTIMED_PASSTHROUGH));
+        assert!(
+            host.unwrap_or(0) >= untimed,
+            "route {run}: the host's count {host:?} is below the disk's {untimed}"
+        );
+        eprintln!("block ({run}): {CMDS} NVMe passthrough reads on {name}: {other} counted as other, {untimed} untimed, {unmatched} unmatched on the disk");
     }
 }
 

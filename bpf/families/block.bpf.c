@@ -108,8 +108,11 @@ static __always_inline void blk_bytes(u64 *r, u32 op, u64 bytes)
 
 /* A request completes (`bytes`: of its last part, see blk_part; `issued`:
  * when it went to the device, 0 if not seen; `alloc`: when it was
- * allocated, where its time queued is counted now, else 0). */
-static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 issued, u64 alloc)
+ * allocated, where its time queued is counted now, else 0; `passthrough`:
+ * a command sent as it is, which the issue program is not attached for
+ * alone, see blk_complete_btf). */
+static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 issued, u64 alloc,
+				    bool passthrough)
 {
 	u64 *r = row_of(&block_rows, dev, &zero_block_row);
 	count(0, IOMON_C_BLOCK_REQUESTS + op, 1);
@@ -120,7 +123,11 @@ static __always_inline int blk_done(u32 dev, u32 op, u64 bytes, bool error, u64 
 		row_count(BLOCK, r, IOMON_C_BLOCK_ERRORS + op, 1);
 	}
 	if (!issued) {
-		u32 c = blk_empty_write(op, bytes) ? IOMON_C_BLOCK_UNISSUED : IOMON_C_BLOCK_UNMATCHED;
+		u32 c = IOMON_C_BLOCK_UNMATCHED;
+		if (passthrough)
+			c = IOMON_C_BLOCK_UNTIMED_PASSTHROUGH;
+		else if (blk_empty_write(op, bytes))
+			c = IOMON_C_BLOCK_UNISSUED;
 		count(0, c, 1);
 		row_count(BLOCK, r, c, 1);
 		return 0;
@@ -218,7 +225,7 @@ static __always_inline int blk_completed(u32 dev, u64 sector, u32 nr_sector, int
 		sector = 0;
 	struct blk_key k = { .dev = dev, .sector = sector };
 	u64 issued = blk_complete_at(&block_inflight, &k);
-	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued, 0);
+	return blk_done(dev, blk_op(c0, c1, nr_sector), (u64)nr_sector << 9, error, issued, 0, false);
 }
 
 SEC("tracepoint/block/block_rq_complete")
@@ -425,7 +432,8 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 		return blk_part(rq, nr_bytes);
 	u32 op = blk_op_flags(rq->cmd_flags, nr_bytes);
 	u64 issued = blk_no_rq_stamps ? 0 : rq->io_start_time_ns;
-	if (!issued || blk_passthrough(rq)) {
+	bool passthrough = blk_passthrough(rq);
+	if (!issued || passthrough) {
 		/* The entry goes either way; the kernel's stamp where it set one. */
 		u64 k = (u64)rq;
 		u64 mine = blk_complete_at(&block_rq_times, &k);
@@ -433,12 +441,18 @@ int BPF_PROG(blk_complete_btf, struct request *rq, int error, unsigned int nr_by
 			issued = mine;
 		/* No time from either, where only the issue program can give
 		 * one (not a write that was never issued): the sign that
-		 * attaches it (it runs on no event before). */
-		if (!issued && !blk_empty_write(op, nr_bytes) && !blk_stamps_issue(rq))
+		 * attaches it (it runs on no event before). Not a passthrough
+		 * command's: a host's SMART or temperature queries (NVMe admin
+		 * commands, every scrape of hwmon) would attach it for good,
+		 * and it would run on every request for them; they are counted
+		 * untimed instead (timed where it runs for another queue). */
+		if (!issued && !passthrough && !blk_empty_write(op, nr_bytes) &&
+		    !blk_stamps_issue(rq))
 			count(0, IOMON_C_BLOCK_UNSTAMPED, 1);
 	}
 	/* An int before 5.17, a one-byte blk_status_t since: its low byte. */
-	return blk_done(blk_rq_dev(rq), op, nr_bytes, error & 0xff, issued, rq->start_time_ns);
+	return blk_done(blk_rq_dev(rq), op, nr_bytes, error & 0xff, issued, rq->start_time_ns,
+			passthrough);
 }
 
 /* A bio reaching a request-based device: its device (a partition's is
