@@ -2424,21 +2424,14 @@ fn bpf_block_rows_of_a_device_only_the_test_uses_equal_its_sysfs_stat() {
     let f = disk.open_direct(true);
     // Each route; and tp_btf once more timing with its own map, as on a
     // queue where the kernel does not stamp issue times.
-    let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
-    if runs.iter().any(|(r, _)| *r == "tp_btf") {
-        runs.push(("tp_btf", true));
-    }
+    let runs = block_runs();
     for (route, own_timestamps) in runs {
-        let (mut _p, mut drain) = if own_timestamps {
-            load_opts(LoadOptions {
-                enabled: vec!["block"],
-                exclude_routes: vec!["block:tracepoint".into()],
-                own_timestamps,
-                ..Default::default()
-            })
-        } else {
-            load_route("block", route)
-        };
+        let (mut _p, mut drain) = load_opts(LoadOptions {
+            enabled: vec!["block"],
+            exclude_routes: other_routes("block", route),
+            own_timestamps,
+            ..Default::default()
+        });
         let route = if own_timestamps {
             "tp_btf-own-timestamps"
         } else {
@@ -2652,10 +2645,7 @@ fn bpf_block_request_completed_in_parts() {
             assert!(f.read_at(b.buf(), SIZE - 4096).is_err());
         }
     };
-    let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
-    if runs.iter().any(|(r, _)| *r == "tp_btf") {
-        runs.push(("tp_btf", true));
-    }
+    let runs = block_runs();
     for (route, own_timestamps) in runs {
         let (p, mut drain) = load_opts(LoadOptions {
             enabled: vec!["block"],
@@ -2717,6 +2707,17 @@ fn bpf_block_request_completed_in_parts() {
             get(bk::ERRORS + read)
         );
     }
+}
+
+/// The block family's runs in a test: each of its routes here, and tp_btf
+/// once more (`true`) where it is, loaded with a variant only it has (its
+/// own issue times, or its issue program attached at load).
+fn block_runs() -> Vec<(&'static str, bool)> {
+    let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
+    if runs.iter().any(|(r, _)| *r == "tp_btf") {
+        runs.push(("tp_btf", true));
+    }
+    runs
 }
 
 /// The block family's row of device `name` in `s`.
@@ -2966,21 +2967,14 @@ fn bpf_block_passthrough_commands_are_counted_and_attach_nothing() {
     };
     // Each route; and tp_btf once more with its issue program attached
     // from the start.
-    let mut runs: Vec<(&str, bool)> = routes_here("block").iter().map(|r| (*r, false)).collect();
-    if runs.iter().any(|(r, _)| *r == "tp_btf") {
-        runs.push(("tp_btf", true));
-    }
+    let runs = block_runs();
     for (route, issue_at_load) in runs {
-        let (mut p, mut drain) = if issue_at_load {
-            load_opts(LoadOptions {
-                enabled: vec!["block"],
-                exclude_routes: vec!["block:tracepoint".into()],
-                on_demand_at_load: true,
-                ..Default::default()
-            })
-        } else {
-            load_route("block", route)
-        };
+        let (mut p, mut drain) = load_opts(LoadOptions {
+            enabled: vec!["block"],
+            exclude_routes: other_routes("block", route),
+            on_demand_at_load: issue_at_load,
+            ..Default::default()
+        });
         let run = if issue_at_load {
             "tp_btf-issue-at-load"
         } else {
